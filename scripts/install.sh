@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install hanasc and everything its targets and tests need on a fresh Debian machine (Python 3.11).
+#   bash scripts/install.sh         # the tool (with torch for the bundled models)
+#   bash scripts/install.sh --dev   # plus pytest and ruff
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras="torch"
+[[ "${1:-}" == "--dev" ]] && extras="torch,dev"
+
+# Debian packages: aarch64 cross-compiler and qemu-user (cortex-a78 bundle), Fashion-MNIST (bench data).
+apt_packages=(g++-aarch64-linux-gnu qemu-user dataset-fashion-mnist)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    sudo=""
+    [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# torch is pinned (an unpinned torch pulls a multi-GB CUDA build); install it first so nothing else picks one.
+python3 -m pip install -q "torch==2.13.0"
+python3 -m pip install -q -e ".[${extras}]"

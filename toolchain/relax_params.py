@@ -1,0 +1,37 @@
+"""Weights of a hanasc Relax module: named runtime parameters of ``main`` whose values ride in its attrs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def input_count(mod, func_name: str = "main") -> int:
+    """How many leading parameters of ``main`` are real inputs (the rest are weights)."""
+    func = mod[func_name]
+    return int(func.attrs["num_input"]) if func.attrs and "num_input" in func.attrs else len(func.params)
+
+
+def weights_of(mod, func_name: str = "main") -> dict[str, np.ndarray]:
+    """The weight values by parameter name, as numpy arrays."""
+    from tvm import relax
+
+    _, params = relax.frontend.detach_params(mod)
+    func = mod[func_name]
+    names = [p.name for p in func.params[input_count(mod, func_name) :]]
+    values = params.get(func_name, [])
+    return {name: value.numpy() for name, value in zip(names, values, strict=True)}
+
+
+def bind_weights(mod, weights: dict[str, np.ndarray] | None = None, func_name: str = "main"):
+    """Bind weights as constants (the module's own unless given), leaving ``main(inputs...)``."""
+    import tvm
+    from tvm import relax
+
+    weights = weights_of(mod, func_name) if weights is None else weights
+    detached, _ = relax.frontend.detach_params(mod)
+    bound = relax.transform.BindParams(func_name, {k: tvm.runtime.tensor(v) for k, v in weights.items()})(
+        detached
+    )
+    func = bound[func_name].without_attr("num_input")
+    bound[func_name] = func
+    return bound
