@@ -112,7 +112,9 @@ def _check_values(choice: LayerChoice, where: str) -> None:
         raise ConfigError(f"{where}: separable must be true or false")
     if not isinstance(choice.width, int | float) or not 0.0 < choice.width <= 1.0:
         raise ConfigError(f"{where}: width={choice.width} must be in (0, 1]")
-    if choice.kernel is not None and (not isinstance(choice.kernel, int) or choice.kernel < 1 or choice.kernel % 2 == 0):
+    if choice.kernel is not None and (
+        not isinstance(choice.kernel, int) or choice.kernel < 1 or choice.kernel % 2 == 0
+    ):
         raise ConfigError(f"{where}: kernel={choice.kernel} must be an odd positive integer")
     if choice.a_bits == 8 and choice.w_bits > 8:
         raise ConfigError(f"{where}: a_bits=8 needs w_bits <= 8 (integer compute)")

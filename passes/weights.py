@@ -112,4 +112,17 @@ class WeightEditor:
         attrs = dict(self.func.attrs) if self.func.attrs else {}
         attrs["params"] = [tvm.runtime.tensor(self.values[n]) for n in self._order]
         attrs["num_input"] = self.n_inputs
-        return relax.Function(params, body, None, self.func.is_pure, tvm.ir.make_node("ir.DictAttrs", **attrs))
+        return relax.Function(
+            params, body, None, self.func.is_pure, tvm.ir.make_node("ir.DictAttrs", **attrs)
+        )
+
+
+WEIGHT_SUFFIXES = (".dw.weight", ".pw.weight", ".weight")
+
+
+def layer_of_weight(name: str) -> str | None:
+    """The layer a weight parameter belongs to: ``L.weight``, ``L.dw.weight``, ``L.pw.weight`` -> ``L``."""
+    for suffix in WEIGHT_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
