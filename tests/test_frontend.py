@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import hanasc
 import numpy as np
 import onnx
 import pytest
 from builders import single_op_model
+from onnx import TensorProto, helper
+
+import hanasc
 from hanasc.layers import peak_activation_bytes
 from hanasc.onnx_loader import parse_input_shape
 from hanasc.relax_params import weights_of
-from onnx import TensorProto, helper
 
 
 def test_plain_conv_layer_table(test_models):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import hanasc
 import numpy as np
 import onnxruntime as ort
 import pytest
+
+import hanasc
 from hanasc.relax_params import bind_weights
 from hanasc.targets import host
 

@@ -7,8 +7,9 @@ import sys
 from typing import Annotated
 
 import typer
-from hanasc.errors import HanascError
 from rich.console import Console
+
+from hanasc.errors import HanascError
 
 app = typer.Typer(
     name="hanasc",

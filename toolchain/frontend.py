@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
 from hanasc.layers import LayerInfo, LayerTotals, layer_table, totals
 from hanasc.onnx_cleaner import clean
 from hanasc.onnx_loader import InputSpec, fix_input_shapes, read_onnx

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from hanasc.frontend import LoadedModel
 from rich.console import Console
 from rich.table import Table
+
+from hanasc.frontend import LoadedModel
 
 SOURCE = "static count from the cleaned graph (not measured)"
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnx
+
 from hanasc.onnx_cleaner import SEARCHABLE_OPS
 
 

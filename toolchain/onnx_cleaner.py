@@ -7,8 +7,9 @@ import warnings
 
 import numpy as np
 import onnx
-from hanasc.errors import ModelFileError
 from onnx import numpy_helper
+
+from hanasc.errors import ModelFileError
 
 SEARCHABLE_OPS = ("Conv", "Gemm", "MatMul")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
+
 from hanasc.errors import InputShapeError, ModelFileError
 
 _SHAPE_RE = re.compile(r"^(?P<name>[^=]+)=(?P<dims>\d+(?:[x,]\d+)*)$")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import onnx
+
 from hanasc.errors import ModelFileError, UnsupportedOperatorError
 from hanasc.onnx_loader import InputSpec
 
