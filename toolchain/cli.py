@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -99,6 +100,37 @@ def models_fetch(
     from hanasc.model_zoo import fetch
 
     print(fetch(name, force=force))
+
+
+@app.command()
+def apply(
+    model: Annotated[str, typer.Argument(help="ONNX file, or a zoo name such as efficientnet-lite0.")],
+    config: Annotated[Path, typer.Argument(help="Config JSON (layer -> choices, skip), e.g. from compile.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")],
+    data: Annotated[
+        Path | None, typer.Option(help=".npz with x (and y): calibration data for a_bits=8 layers.")
+    ] = None,
+    input_shape: InputShapeOpt = None,
+) -> None:
+    """Materialize a Config with the real passes, compile it for the host, write the library and a summary.
+
+    Examples:
+
+      hanasc apply model.onnx config.json --out transformed/
+
+      hanasc apply efficientnet-lite0 int8.json --data calib.npz --out effnet-int8/
+    """
+    from hanasc.apply_pipeline import apply_config
+    from hanasc.datasets import load_npz
+    from hanasc.passes.config import Config
+
+    loaded = _load(model, input_shape)
+    policy = Config.load(config)
+    samples = load_npz(data, loaded.inputs[0]).x if data is not None else None
+    summary = apply_config(loaded, policy, out, samples)
+    console = _console()
+    console.print(summary.to_markdown())
+    console.print(f"wrote {out}/ (model.so, config.json, summary.json, summary.md)")
 
 
 @app.command()

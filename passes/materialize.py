@@ -1,0 +1,61 @@
+"""Materialize a whole Config: the hanasc passes composed in their fixed order.
+
+Order: skip residual blocks -> prune channels -> shrink kernels -> separable substitution -> quantize.
+Quantization comes last so that it sees the final weights (e.g. the depthwise and pointwise halves of a
+separable layer); the simulator (:mod:`hanasc.simulated_weights`) follows the same order.
+"""
+
+from __future__ import annotations
+
+import tvm
+
+from hanasc.passes.config import Config, ConfigError
+from hanasc.passes.weights import layer_of_weight, weight_params
+
+
+def MaterializeConfig(config: Config, ranges=None) -> tvm.transform.Pass:
+    """A ``tvm.transform.Sequential`` applying every choice of ``config`` to ``main``."""
+    from hanasc.passes.depth import SkipBlocks
+    from hanasc.passes.kernel_shrink import ShrinkKernel
+    from hanasc.passes.quantize import QuantizeLayers
+    from hanasc.passes.separable import SeparableConv
+    from hanasc.passes.width import PruneChannels
+
+    return tvm.transform.Sequential(
+        [
+            SkipBlocks(config),
+            PruneChannels(config),
+            ShrinkKernel(config),
+            SeparableConv(config),
+            QuantizeLayers(config, ranges),
+        ],
+        name="hanasc.MaterializeConfig",
+    )
+
+
+def check_layer_names(config: Config, mod) -> None:
+    """ConfigError for a Config naming a layer the module does not have."""
+    known = {layer_of_weight(name) for name in weight_params(mod["main"])} - {None}
+    for name in config.layers:
+        if name not in known:
+            close = sorted(k for k in known if name.split(".")[0] in k)[:3]
+            hint = f" (similar: {', '.join(close)})" if close else ""
+            raise ConfigError(f"config names unknown layer '{name}'{hint}; `hanasc inspect` lists the layers")
+
+
+def materialize(mod, config: Config, ranges=None):
+    """Apply ``config`` to ``mod`` and return the new module; ``mod`` itself is never changed."""
+    check_layer_names(config, mod)
+    if config.is_identity():
+        return mod
+    try:
+        return MaterializeConfig(config, ranges)(mod)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a ConfigError raised inside a pass may come back wrapped by the FFI
+        inner = exc
+        while inner is not None and not isinstance(inner, ConfigError):
+            inner = inner.__cause__ or inner.__context__
+        if inner is not None:
+            raise inner from None
+        raise

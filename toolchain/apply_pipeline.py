@@ -1,0 +1,137 @@
+"""``hanasc apply``: materialize a Config with the real passes, compile for the host, write the result."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hanasc.atomic import atomic_dir
+from hanasc.frontend import LoadedModel
+from hanasc.passes.config import Config, ConfigError
+
+CALIBRATION_SAMPLES = 64
+
+
+@dataclass
+class LayerChange:
+    """One changed layer: its choices and its weight bytes before and after."""
+
+    name: str
+    op: str
+    choices: dict
+    bytes_before: int
+    bytes_after: int
+
+
+@dataclass
+class ApplySummary:
+    model: str
+    config: dict
+    layers: list[LayerChange]
+    weight_bytes_before: int
+    weight_bytes_after: int
+    library: str
+    library_bytes: int
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["source"] = "weight bytes counted from the materialized module's parameters (not measured)"
+        return data
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"# hanasc apply: {Path(self.model).name}",
+            "",
+            f"Weight bytes: {self.weight_bytes_before:,} -> {self.weight_bytes_after:,} "
+            f"({self.weight_bytes_after / max(self.weight_bytes_before, 1):.1%}); library "
+            f"`{self.library}` {self.library_bytes:,} bytes (host build).",
+            "",
+            "| layer | op | choices | weight bytes before | after |",
+            "|---|---|---|---:|---:|",
+        ]
+        for c in self.layers:
+            choices = ", ".join(f"{k}={v}" for k, v in c.choices.items())
+            lines.append(f"| {c.name} | {c.op} | {choices} | {c.bytes_before:,} | {c.bytes_after:,} |")
+        if self.config.get("skip"):
+            lines += ["", f"Skipped residual blocks: {', '.join(self.config['skip'])}"]
+        return "\n".join(lines) + "\n"
+
+
+def needs_calibration(config: Config) -> bool:
+    return any(choice.a_bits == 8 for choice in config.layers.values())
+
+
+def calibrate_for(model: LoadedModel, config: Config, data: np.ndarray | None, method: str = "minmax"):
+    """Activation ranges when the Config quantizes activations to int8, else None."""
+    if not needs_calibration(config):
+        return None
+    if data is None:
+        layer = next(name for name, c in config.layers.items() if c.a_bits == 8)
+        raise ConfigError(f"layer '{layer}' asks for a_bits=8: give --data to calibrate activation ranges")
+    from hanasc.calibration import calibrate
+
+    return calibrate(model, data[:CALIBRATION_SAMPLES], method=method)
+
+
+def _bytes_by_layer(weights: dict[str, np.ndarray], layer: str) -> int:
+    return sum(v.nbytes for k, v in weights.items() if k.startswith(layer + "."))
+
+
+def _layer_choices(model: LoadedModel, config: Config) -> dict[str, dict]:
+    """The changed choices of every changed layer; layers of skipped blocks say so."""
+    from hanasc.passes.depth import residual_blocks
+
+    choices = {name: dict(c) for name, c in config.to_json()["layers"].items()}
+    for block in residual_blocks(model.mod["main"]):
+        if block.name in config.skip:
+            for layer in block.layers:
+                choices.setdefault(layer, {})["skipped_block"] = block.name
+    return choices
+
+
+def apply_config(
+    model: LoadedModel, config: Config, out: Path, data: np.ndarray | None = None
+) -> ApplySummary:
+    """Materialize ``config``, build for the host and write ``out/`` atomically."""
+    from hanasc.passes.materialize import check_layer_names, materialize
+    from hanasc.relax_params import bind_weights, weights_of
+    from hanasc.targets import host
+
+    check_layer_names(config, model.mod)
+    ranges = calibrate_for(model, config, data)
+    new_mod = materialize(model.mod, config, ranges)
+    before, after = weights_of(model.mod), weights_of(new_mod)
+    executable = host.build(bind_weights(new_mod))
+    host.run(executable, list(model.example_inputs().values()))  # it runs before anything is written
+    changes = [
+        LayerChange(
+            name=layer.name,
+            op=layer.op,
+            choices=config.to_json()["layers"][layer.name],
+            bytes_before=_bytes_by_layer(before, layer.name),
+            bytes_after=_bytes_by_layer(after, layer.name),
+        )
+        for layer in model.layers
+        if not config.choice(layer.name).is_identity()
+        or any(layer.name.startswith(s + ".") for s in config.skip)
+    ]
+    with atomic_dir(Path(out)) as tmp:
+        executable.export_library(str(tmp / "model.so"))
+        config.save(tmp / "config.json")
+        if ranges is not None:
+            (tmp / "activation_ranges.json").write_text(json.dumps(ranges.to_json(), indent=2) + "\n")
+        summary = ApplySummary(
+            model=str(model.path),
+            config=config.to_json(),
+            layers=changes,
+            weight_bytes_before=sum(v.nbytes for v in before.values()),
+            weight_bytes_after=sum(v.nbytes for v in after.values()),
+            library="model.so",
+            library_bytes=(tmp / "model.so").stat().st_size,
+        )
+        (tmp / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+        (tmp / "summary.md").write_text(summary.to_markdown())
+    return summary
