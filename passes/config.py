@@ -17,6 +17,16 @@ class ConfigError(HanascError):
     """A Config that is malformed or asks for a choice the layer or target does not allow."""
 
 
+def _register_with_tvm_ffi() -> None:
+    """A ConfigError raised inside a pass crosses TVM's FFI; registered, it comes back out as itself."""
+    import tvm_ffi
+
+    tvm_ffi.error.register_error("ConfigError", ConfigError)
+
+
+_register_with_tvm_ffi()
+
+
 @dataclass
 class LayerChoice:
     """The choices for one searchable layer; the defaults leave the layer as it is."""

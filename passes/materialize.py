@@ -1,8 +1,10 @@
 """Materialize a whole Config: the hanasc passes composed in their fixed order.
 
-Order: skip residual blocks -> prune channels -> shrink kernels -> separable substitution -> quantize.
-Quantization comes last so that it sees the final weights (e.g. the depthwise and pointwise halves of a
-separable layer); the simulator (:mod:`hanasc.simulated_weights`) follows the same order.
+Order: prune channels -> skip residual blocks -> shrink kernels -> separable substitution -> quantize.
+Pruning runs on the whole graph so that its channel groups and importances are those the simulator
+computes (a skipped block's layers still count); quantization comes last so that it sees the final
+weights (e.g. the depthwise and pointwise halves of a separable layer). The simulator
+(:mod:`hanasc.simulated_weights`) follows the same order.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ def MaterializeConfig(config: Config, ranges=None) -> tvm.transform.Pass:
 
     return tvm.transform.Sequential(
         [
-            SkipBlocks(config),
             PruneChannels(config),
+            SkipBlocks(config),
             ShrinkKernel(config),
             SeparableConv(config),
             QuantizeLayers(config, ranges),

@@ -125,9 +125,9 @@ def build_space(model: LoadedModel, options: SpaceOptions | None = None) -> Sear
             if layer.kernel and layer.kernel[0] == layer.kernel[-1] and layer.kernel[0] > 3:
                 slots.append(Slot(f"{layer.name}:kernel", "kernel", (layer.name,), (None, 3)))
         widths = (1.0, *[w for w in options.widths if w != 1.0])
-        for group in channel_groups(func):
-            if group.prunable:
-                slots.append(Slot(f"{group.name}:width", "width", tuple(group.producers), widths))
+        for group in channel_groups(func, model.mod):
+            if group.prunable:  # coupled layers (producers and their depthwise chain) share one gene
+                slots.append(Slot(f"{group.name}:width", "width", tuple(group.layers), widths))
         for block in residual_blocks(func):
             slots.append(Slot(f"{block.name}:skip", "skip", (block.name,), (False, True)))
     return SearchSpace(slots)
