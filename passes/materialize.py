@@ -50,14 +50,4 @@ def materialize(mod, config: Config, ranges=None):
     check_layer_names(config, mod)
     if config.is_identity():
         return mod
-    try:
-        return MaterializeConfig(config, ranges)(mod)
-    except ConfigError:
-        raise
-    except Exception as exc:  # a ConfigError raised inside a pass may come back wrapped by the FFI
-        inner = exc
-        while inner is not None and not isinstance(inner, ConfigError):
-            inner = inner.__cause__ or inner.__context__
-        if inner is not None:
-            raise inner from None
-        raise
+    return MaterializeConfig(config, ranges)(mod)  # ConfigError crosses the FFI as itself (passes.config)

@@ -1,0 +1,441 @@
+"""Intel VPU / NPU targets through OpenVINO: Myriad X (FP16), NPU 3720 (Meteor Lake), NPU 4000 (Lunar Lake).
+
+TVM has no backend for these devices; OpenVINO is the toolchain. A bundle holds the OpenVINO IR with
+per-layer precisions (``model.xml``/``model.bin``), the same model as opset-13 ONNX (``model.onnx``), golden
+outputs (``golden.npz``) and ``vpu_manifest.json``. The device blob is built on the device unless an NPU is
+present here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from hanasc.atomic import atomic_dir
+from hanasc.errors import HanascError
+from hanasc.targets import vpu_checks
+from hanasc.targets.bundle import BundleReport, file_sizes
+
+PRECISIONS = ("fp16", "int8", "int4")
+MANIFEST = "vpu_manifest.json"
+GOLDEN = "golden.npz"
+PROBE_SEED = (
+    20240  # the golden probe input: np.random.default_rng(PROBE_SEED).standard_normal(shape), float32
+)
+COMPARE_INPUTS = 4  # seeded inputs for the CPU-plugin vs onnxruntime check
+# Golden tolerances for the device run (FP16 activations on the device; thresholds chosen, not measured).
+DEVICE_TOLERANCES = {
+    "fp16": {"min_cosine": 0.999, "max_rel_err": 2e-2},
+    "quantized": {"min_cosine": 0.98, "max_rel_err": 1e-1},
+}
+
+
+class VpuPlanError(HanascError):
+    """A precision plan the VPU generation cannot honour (unknown layer, precision or op)."""
+
+
+@dataclass(frozen=True)
+class VpuTarget:
+    """One VPU generation: what it runs, which supported-op list applies, where the blob is built."""
+
+    name: str
+    aliases: tuple[str, ...]
+    precisions: tuple[str, ...]
+    int4_layer_ops: tuple[str, ...]  # layer kinds (LayerInfo.op) that may take INT4 weights
+    ops_key: str  # entry of specs/vpu_ops.json
+    device: str  # OpenVINO device name on the target machine
+    architecture: str | None  # value of the NPU's DEVICE_ARCHITECTURE property
+    description: str
+
+    @property
+    def is_npu(self) -> bool:
+        return self.device == "NPU"
+
+    def allowed_choices(self, layer_op: str) -> dict[str, tuple[int, ...]]:
+        """The LayerChoice bits this generation can honour for a layer kind (for the search space)."""
+        w_bits: tuple[int, ...] = (16,)
+        a_bits: tuple[int, ...] = (16,)
+        if "int8" in self.precisions:
+            w_bits, a_bits = (16, 8), (16, 8)
+        if "int4" in self.precisions and layer_op in self.int4_layer_ops:
+            w_bits = (*w_bits, 4)
+        return {"w_bits": w_bits, "a_bits": a_bits}
+
+    def plan_from_config(self, config, layers) -> dict[str, str]:
+        """Per-layer precision from a :class:`hanasc.passes.config.Config` and the layer table.
+
+        FP16 unless w_bits <= 8 and a_bits == 8 (INT8 W8A8); w_bits <= 4 with float activations on a
+        dense layer gives INT4 weights where this generation allows them.
+        """
+        plan = {}
+        for layer in layers:
+            choice = config.choice(layer.name)
+            if (
+                choice.w_bits <= 4
+                and choice.a_bits != 8
+                and "int4" in self.precisions
+                and layer.op in self.int4_layer_ops
+            ):
+                plan[layer.name] = "int4"
+            elif choice.w_bits <= 8 and choice.a_bits == 8 and "int8" in self.precisions:
+                plan[layer.name] = "int8"
+            else:
+                plan[layer.name] = "fp16"
+        return plan
+
+    def validate_plan(self, plan: dict[str, str], layers) -> dict[str, str]:
+        """The full plan (unnamed layers stay FP16); raises :class:`VpuPlanError` on the first problem."""
+        kinds = {layer.name: layer.op for layer in layers}
+        full = dict.fromkeys(kinds, "fp16")
+        for name, precision in plan.items():
+            if name not in kinds:
+                known = ", ".join(list(kinds)[:5]) + (", ..." if len(kinds) > 5 else "")
+                raise VpuPlanError(f"{self.name}: plan names unknown layer '{name}' (layers: {known})")
+            if precision not in PRECISIONS:
+                raise VpuPlanError(
+                    f"{self.name}: layer '{name}': precision '{precision}' unknown "
+                    f"(use {', '.join(PRECISIONS)})"
+                )
+            if precision not in self.precisions:
+                raise VpuPlanError(
+                    f"{self.name}: layer '{name}': {precision.upper()} is not available on {self.name} "
+                    f"({'/'.join(p.upper() for p in self.precisions)} only)"
+                )
+            if precision == "int4" and kinds[name] not in self.int4_layer_ops:
+                raise VpuPlanError(
+                    f"{self.name}: layer '{name}' is a {kinds[name]}: INT4 weights are for "
+                    f"{'/'.join(self.int4_layer_ops)} layers only"
+                )
+            full[name] = precision
+        return full
+
+    def build_bundle(
+        self,
+        onnx_model: onnx.ModelProto,
+        precision_plan: dict[str, str],
+        calibration_inputs: np.ndarray | None,
+        out_dir: Path,
+        latency_estimate: dict | None = None,
+    ) -> BundleReport:
+        """Convert, quantize, check and write the bundle to ``out_dir``; see :func:`build_bundle`."""
+        return build_bundle(self, onnx_model, precision_plan, calibration_inputs, out_dir, latency_estimate)
+
+
+MYRIADX = VpuTarget(
+    name="myriadx",
+    aliases=("myriad", "ncs2"),
+    precisions=("fp16",),
+    int4_layer_ops=(),
+    ops_key="myriadx",
+    device="MYRIAD",
+    architecture=None,
+    description="Intel Movidius Myriad X VPU (Neural Compute Stick 2): FP16 only, OpenVINO <= 2022.3",
+)
+NPU3720 = VpuTarget(
+    name="npu3720",
+    aliases=("vpu", "meteor-lake", "mtl"),
+    precisions=("fp16", "int8", "int4"),
+    int4_layer_ops=("dense",),
+    ops_key="npu",
+    device="NPU",
+    architecture="3720",
+    description="Intel NPU 3720 (Core Ultra Series 1, Meteor Lake): FP16, INT8 W8A8, INT4 dense weights",
+)
+NPU4000 = VpuTarget(
+    name="npu4000",
+    aliases=("lunar-lake", "lnl"),
+    precisions=("fp16", "int8", "int4"),
+    int4_layer_ops=("dense",),
+    ops_key="npu",
+    device="NPU",
+    architecture="4000",
+    description="Intel NPU 4 (Core Ultra Series 2, Lunar Lake): FP16, INT8 W8A8, INT4 dense weights",
+)
+TARGETS: dict[str, VpuTarget] = {t.name: t for t in (MYRIADX, NPU3720, NPU4000)}
+
+
+def get_target(name: str) -> VpuTarget:
+    """A VPU generation by name or alias (``vpu`` is ``npu3720``)."""
+    for target in TARGETS.values():
+        if name == target.name or name in target.aliases:
+            return target
+    raise HanascError(f"unknown VPU target '{name}' (known: {', '.join(TARGETS)}, alias vpu)")
+
+
+def _layers(model: onnx.ModelProto):
+    from hanasc.layers import layer_table
+
+    return layer_table(onnx.shape_inference.infer_shapes(model))
+
+
+def _single_input(model: onnx.ModelProto) -> tuple[str, tuple[int, ...]]:
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise HanascError(f"VPU bundles take models with one input; this one has {len(inputs)}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    if any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims):
+        raise HanascError(f"input '{inputs[0].name}' has a dynamic shape; the VPU needs static shapes")
+    return inputs[0].name, tuple(d.dim_value for d in dims)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _jsonable(value):
+    """Manifest values: non-finite floats become strings (JSON has no Infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _tool_versions() -> dict[str, str]:
+    import nncf
+    import onnxruntime
+    import openvino
+
+    import hanasc
+
+    return {
+        "openvino": openvino.get_version(),
+        "nncf": nncf.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "hanasc": hanasc.__version__,
+    }
+
+
+def _latency_entry(latency_estimate: dict | None) -> dict:
+    if latency_estimate is None:
+        return {"status": "not estimated"}
+    if "provenance" not in latency_estimate:
+        raise HanascError("latency estimate lacks 'provenance' (measured / predicted / prior)")
+    return {"status": "estimated", **latency_estimate}
+
+
+def _io_specs(ov_model) -> dict:
+    def spec(port) -> dict:
+        return {
+            "name": port.get_any_name(),
+            "shape": list(port.get_partial_shape().to_shape()),
+            "dtype": port.get_element_type().get_type_name(),
+        }
+
+    return {"inputs": [spec(p) for p in ov_model.inputs], "outputs": [spec(p) for p in ov_model.outputs]}
+
+
+def _device_blob(target: VpuTarget, xml: Path, folder: Path) -> dict:
+    """Build ``model.blob`` when this machine has the NPU of this generation; otherwise say how to."""
+    import openvino as ov
+
+    how = (
+        f"on the device: core = ov.Core(); compiled = core.compile_model(core.read_model('model.xml'), "
+        f"'{target.device}'); open('model.blob', 'wb').write(compiled.export_model())"
+        if target.is_npu
+        else "on a host with OpenVINO 2022.3 LTS and the stick attached: "
+        "compile_tool -m model.onnx -d MYRIAD "
+        "-ip FP16 -op FP16 (or load model.onnx with the MYRIAD plugin at run time)"
+    )
+    core = ov.Core()
+    if not target.is_npu or "NPU" not in core.available_devices:
+        return {
+            "status": "not built",
+            "reason": f"no {target.device} device on the build machine",
+            "build": how,
+        }
+    arch = str(core.get_property("NPU", "DEVICE_ARCHITECTURE"))
+    if target.architecture and target.architecture not in arch:
+        return {
+            "status": "not built",
+            "reason": f"the NPU here is {arch}, not {target.architecture}",
+            "build": how,
+        }
+    compiled = core.compile_model(core.read_model(str(xml)), "NPU")
+    (folder / "model.blob").write_bytes(compiled.export_model())
+    return {"status": "built", "device_architecture": arch, "build": how}
+
+
+def _seeded_feeds(name: str, shape: tuple[int, ...], seeds: list[int]) -> list[dict[str, np.ndarray]]:
+    return [{name: np.random.default_rng(s).standard_normal(shape).astype(np.float32)} for s in seeds]
+
+
+def build_bundle(
+    target: VpuTarget,
+    onnx_model: onnx.ModelProto,
+    precision_plan: dict[str, str],
+    calibration_inputs: np.ndarray | None,
+    out_dir: Path,
+    latency_estimate: dict | None = None,
+) -> BundleReport:
+    """Write ``out_dir``: model.xml/.bin, model.onnx, golden.npz, vpu_manifest.json (model.blob on an NPU).
+
+    ``onnx_model`` is the transformed model (hanasc layer names); ``precision_plan`` maps layer -> fp16 /
+    int8 / int4 (layers not named stay FP16); ``calibration_inputs`` (N, *input shape) calibrate INT8.
+    Every check runs before anything is written; a failed check raises and leaves ``out_dir`` untouched.
+    """
+    import openvino as ov
+
+    from hanasc.targets.vpu_export import calibration_items, export
+    from hanasc.targets.vpu_onnx import to_opset13
+
+    start = time.perf_counter()
+    plan = target.validate_plan(precision_plan, _layers(onnx_model))
+    input_name, shape = _single_input(onnx_model)
+    quantized = any(p != "fp16" for p in plan.values())
+    needs_calibration = any(p == "int8" for p in plan.values())
+    if needs_calibration and calibration_inputs is None:
+        raise VpuPlanError(f"{target.name}: INT8 layers need calibration inputs")
+    items = calibration_items(calibration_inputs, input_name, shape) if needs_calibration else None
+    latency = _latency_entry(latency_estimate)
+    timings: dict[str, float] = {}
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        t = time.perf_counter()
+        model13 = to_opset13(onnx_model)
+        timings["onnx_opset13_s"] = time.perf_counter() - t
+        result = export(model13, plan, items, tmp, target.is_npu)
+        timings.update(result.timings_s)
+        t = time.perf_counter()
+        ov.save_model(result.ov_model, str(tmp / "model.xml"), compress_to_fp16=False)
+        onnx.save(result.onnx_model, str(tmp / "model.onnx"))
+        timings["save_s"] = time.perf_counter() - t
+        checks = run_checks(target, tmp, plan, input_name, shape, quantized)
+        failed = [c for c in checks if not c.passed]
+        if failed:
+            raise HanascError(f"{target.name}: bundle check '{failed[0].name}' failed: {failed[0].summary}")
+        golden = _write_golden(tmp, input_name, shape, quantized)
+        ir = ov.Core().read_model(str(tmp / "model.xml"))
+        blob = _device_blob(target, tmp / "model.xml", tmp)
+        files = {p: {"sha256": _sha256(tmp / p), "bytes": (tmp / p).stat().st_size} for p in file_sizes(tmp)}
+        manifest = {
+            "format": "hanasc.vpu-manifest/1",
+            "generation": target.name,
+            "aliases": list(target.aliases),
+            "description": target.description,
+            "device": target.device,
+            "precisions_allowed": list(target.precisions),
+            "precision_plan": dict(sorted(plan.items())),
+            **_io_specs(ir),
+            "files": files,
+            "tools": _tool_versions(),
+            "latency_estimate": latency,
+            "golden": golden,
+            "device_blob": blob,
+            "onnx": {
+                "opset": 13,
+                "note": "INT8 layers as QDQ; INT4 weights as int8-held values + DequantizeLinear",
+            },
+            "checks": {c.name: {"passed": c.passed, "summary": c.summary} for c in checks},
+            "timings_s": timings,
+            "fp16_constants": result.fp16_constants,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(_jsonable(manifest), indent=2) + "\n")
+        sizes = file_sizes(tmp)
+    notes = [f"device blob: {blob['status']}" + (f" ({blob['reason']})" if "reason" in blob else "")]
+    return BundleReport(
+        target=target.name,
+        out_dir=out_dir,
+        files=sizes,
+        build_seconds=time.perf_counter() - start,
+        checks={c.name: _jsonable(c.to_json()) for c in checks},
+        notes=notes,
+    )
+
+
+def run_checks(
+    target: VpuTarget,
+    folder: Path,
+    plan: dict[str, str],
+    input_name: str,
+    shape: tuple[int, ...],
+    quantized: bool,
+) -> list[vpu_checks.CheckReport]:
+    """Static shapes, supported ops, precision audit and CPU-plugin vs onnxruntime on a bundle folder."""
+    import openvino as ov
+
+    ir = ov.Core().read_model(str(folder / "model.xml"))
+    feeds = _seeded_feeds(input_name, shape, list(range(PROBE_SEED + 1, PROBE_SEED + 1 + COMPARE_INPUTS)))
+    return [
+        vpu_checks.check_static_shapes(ir),
+        vpu_checks.check_supported_ops(ir, target.ops_key),
+        vpu_checks.audit_precisions(ir, plan),
+        vpu_checks.compare_cpu_with_onnxruntime(
+            folder / "model.xml", folder / "model.onnx", feeds, quantized
+        ),
+    ]
+
+
+def _write_golden(folder: Path, input_name: str, shape: tuple[int, ...], quantized: bool) -> dict:
+    """Golden outputs: the IR on OpenVINO's CPU plugin (FP32 execution) for the seeded probe input."""
+    feed = _seeded_feeds(input_name, shape, [PROBE_SEED])[0]
+    outputs = vpu_checks.run_openvino_cpu(folder / "model.xml", [feed])[0]
+    arrays = {f"input:{input_name}": feed[input_name]}
+    arrays.update({f"output:{i}": y for i, y in enumerate(outputs)})
+    np.savez(folder / GOLDEN, **arrays)
+    return {
+        "file": GOLDEN,
+        "probe": {
+            "input": input_name,
+            "shape": list(shape),
+            "dtype": "float32",
+            "seed": PROBE_SEED,
+            "recipe": "numpy.random.default_rng(seed).standard_normal(shape).astype(float32)",
+        },
+        "produced_by": "OpenVINO CPU plugin on model.xml, INFERENCE_PRECISION_HINT=f32",
+        "outputs": [
+            {
+                "index": i,
+                "shape": list(y.shape),
+                "values": y.ravel().tolist() if y.size <= 4096 else None,
+                "sha256_f32": hashlib.sha256(np.ascontiguousarray(y, np.float32).tobytes()).hexdigest(),
+            }
+            for i, y in enumerate(outputs)
+        ],
+        "tolerances": {
+            **DEVICE_TOLERANCES["quantized" if quantized else "fp16"],
+            "metric": "cosine similarity and max |device - golden| / max |golden| per output",
+            "provenance": "chosen by hanasc for FP16 device arithmetic; not measured on a device",
+        },
+    }
+
+
+def verify_bundle(folder: Path) -> list[vpu_checks.CheckReport]:
+    """Re-run every check on a written bundle (reads the manifest's generation and plan)."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise HanascError(f"{folder}: not a VPU bundle (no {MANIFEST})") from None
+    target = get_target(manifest["generation"])
+    plan = manifest["precision_plan"]
+    probe = manifest["golden"]["probe"]
+    quantized = any(p != "fp16" for p in plan.values())
+    checks = run_checks(target, folder, plan, probe["input"], tuple(probe["shape"]), quantized)
+    bad = [name for name, entry in manifest["files"].items() if _sha256(folder / name) != entry["sha256"]]
+    checks.append(
+        vpu_checks.CheckReport(
+            "checksums",
+            not bad,
+            "all files match" if not bad else f"changed: {', '.join(bad)}",
+            {"changed": bad},
+        )
+    )
+    return checks

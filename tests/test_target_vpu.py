@@ -1,0 +1,218 @@
+"""VPU targets (OpenVINO): real conversion, NNCF quantization, CPU-plugin runs and audits on small models."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import openvino as ov
+import pytest
+from builders import single_op_model
+
+import hanasc
+from hanasc.errors import HanascError
+from hanasc.passes.config import Config, LayerChoice
+from hanasc.targets import vpu, vpu_checks
+from hanasc.targets.vpu_onnx import OnnxExportError, to_opset13
+
+
+@pytest.fixture(scope="module")
+def loaded(test_models):
+    return {name: hanasc.load_model(path, import_tvm=False) for name, path in test_models.items()}
+
+
+def _calib(model, n: int = 8) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((n, *model.inputs[0].shape)).astype(np.float32)
+
+
+def _ir(folder: Path):
+    return ov.Core().read_model(str(folder / "model.xml"))
+
+
+def _manifest(folder: Path) -> dict:
+    return json.loads((folder / vpu.MANIFEST).read_text())
+
+
+def test_generations_and_aliases():
+    assert vpu.get_target("vpu") is vpu.NPU3720
+    assert vpu.get_target("npu4000").precisions == ("fp16", "int8", "int4")
+    assert vpu.get_target("myriadx").precisions == ("fp16",)
+    assert vpu.NPU3720.allowed_choices("dense")["w_bits"] == (16, 8, 4)
+    assert vpu.NPU3720.allowed_choices("conv")["w_bits"] == (16, 8)
+    assert vpu.MYRIADX.allowed_choices("conv") == {"w_bits": (16,), "a_bits": (16,)}
+    with pytest.raises(HanascError, match="unknown VPU target"):
+        vpu.get_target("myriad2")
+
+
+def test_plan_from_config(loaded):
+    layers = loaded["dense_head"].layers  # conv, fc1, fc2
+    config = Config(
+        layers={
+            "conv": LayerChoice(w_bits=8, a_bits=8),
+            "fc1": LayerChoice(w_bits=4),
+            "fc2": LayerChoice(w_bits=16),
+        }
+    )
+    assert vpu.NPU3720.plan_from_config(config, layers) == {"conv": "int8", "fc1": "int4", "fc2": "fp16"}
+    assert set(vpu.MYRIADX.plan_from_config(config, layers).values()) == {"fp16"}
+
+
+def test_float_bundle_npu(loaded, tmp_path):
+    model = loaded["inverted_residual"]
+    out = tmp_path / "fp16"
+    report = vpu.NPU3720.build_bundle(model.onnx_model, {}, None, out)
+    assert {"model.xml", "model.bin", "model.onnx", "golden.npz", vpu.MANIFEST} <= set(report.files)
+    assert all(c["passed"] for c in report.checks.values()), report.checks
+    assert report.checks["cpu_vs_onnxruntime"]["details"]["max_rel_err"] <= 1e-3
+    manifest = _manifest(out)
+    assert manifest["generation"] == "npu3720" and set(manifest["precision_plan"].values()) == {"fp16"}
+    assert manifest["latency_estimate"] == {"status": "not estimated"}
+    assert manifest["device_blob"]["status"] in ("built", "not built")
+    assert manifest["tools"]["openvino"].startswith("2026.4.1") and manifest["tools"]["nncf"] == "3.4.0"
+    assert manifest["inputs"][0]["shape"] == [1, 3, 32, 32]
+    golden = np.load(out / "golden.npz")
+    entry = manifest["golden"]["outputs"][0]
+    assert entry["values"] is None  # 16,384 values: in golden.npz only, checksummed in the manifest
+    assert hashlib.sha256(golden["output:0"].astype(np.float32).tobytes()).hexdigest() == entry["sha256_f32"]
+    # IR: FP16 weight constants, no FakeQuantize; ONNX: opset 13, float, readable by onnxruntime.
+    ir = _ir(out)
+    assert "FakeQuantize" not in {op.get_type_name() for op in ir.get_ordered_ops()}
+    assert {ly["weight_type"] for ly in report.checks["precision_audit"]["details"]["layers"].values()} == {
+        "f16"
+    }
+    onnx_model = onnx.load(str(out / "model.onnx"))
+    assert onnx_model.opset_import[0].version == 13
+    assert not {n.op_type for n in onnx_model.graph.node} & {"QuantizeLinear", "DequantizeLinear"}
+    ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert all(c.passed for c in vpu.verify_bundle(out))
+
+
+def test_myriadx_float_bundle(loaded, tmp_path):
+    model = loaded["plain_conv"]
+    report = vpu.MYRIADX.build_bundle(
+        model.onnx_model, {}, None, tmp_path / "mx", {"provenance": "prior", "ms": 3.1}
+    )
+    assert all(c["passed"] for c in report.checks.values()), report.checks
+    manifest = _manifest(tmp_path / "mx")
+    assert manifest["device_blob"]["status"] == "not built" and "MYRIAD" in manifest["device_blob"]["build"]
+    assert manifest["latency_estimate"] == {"status": "estimated", "provenance": "prior", "ms": 3.1}
+    ops = report.checks["supported_ops"]["details"]["op_counts"]
+    assert all(int(label.rsplit("opset", 1)[1]) <= 10 for label in ops)
+
+
+def test_mixed_int8_plan(loaded, tmp_path):
+    model = loaded["inverted_residual"]
+    names = [ly.name for ly in model.layers]  # stem conv, expand 1x1, depthwise 3x3, project 1x1
+    plan = {names[0]: "int8", names[2]: "int8", names[3]: "fp16"}
+    out = tmp_path / "mixed"
+    report = vpu.NPU3720.build_bundle(model.onnx_model, plan, _calib(model), out)
+    assert all(c["passed"] for c in report.checks.values()), report.checks
+    layers = report.checks["precision_audit"]["details"]["layers"]
+    for name in (names[0], names[2]):
+        assert layers[name]["input_fq_levels"] == 256 and layers[name]["weight_type"] == "i8"
+    for name in (names[1], names[3]):
+        assert layers[name]["input_fq_levels"] is None and layers[name]["weight_type"] == "f16"
+    cmp = report.checks["cpu_vs_onnxruntime"]["details"]
+    assert cmp["cosine"] >= 0.99 and cmp["sqnr_db"] >= 20
+    onnx_ops = [n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node]
+    assert "QuantizeLinear" in onnx_ops and "DequantizeLinear" in onnx_ops
+    # The audit can fail: the same IR checked against a different plan.
+    wrong = vpu_checks.audit_precisions(_ir(out), {names[0]: "fp16", names[1]: "int8"})
+    assert not wrong.passed and wrong.details["mismatched"] == [names[0], names[1]]
+
+
+def test_int4_dense_plan(loaded, tmp_path):
+    model = loaded["dense_head"]
+    out = tmp_path / "int4"
+    report = vpu.NPU4000.build_bundle(model.onnx_model, {"fc1": "int4", "conv": "int8"}, _calib(model), out)
+    assert all(c["passed"] for c in report.checks.values()), report.checks
+    layers = report.checks["precision_audit"]["details"]["layers"]
+    assert layers["fc1"]["weight_type"] == "i4" and layers["fc2"]["weight_type"] == "f16"
+    # The ONNX holds the same 4-bit values (int8 container + per-channel DequantizeLinear).
+    onnx_model = onnx.load(str(out / "model.onnx"))
+    q = next(onnx.numpy_helper.to_array(i) for i in onnx_model.graph.initializer if i.name == "fc1.weight.q")
+    scale = next(
+        onnx.numpy_helper.to_array(i) for i in onnx_model.graph.initializer if i.name == "fc1.weight.scale"
+    )
+    assert q.min() >= -8 and q.max() <= 7 and len(np.unique(q)) > 8
+    original = next(
+        onnx.numpy_helper.to_array(i) for i in model.onnx_model.graph.initializer if i.name == "fc1.weight"
+    )
+    deq = q * scale.reshape(-1, 1)
+    cosine = (deq * original).sum() / np.linalg.norm(deq) / np.linalg.norm(original)
+    assert cosine > 0.98  # right nibble order and scale: INT4 reproduces the float weights
+    xml_bytes = report.files["model.bin"]
+    assert xml_bytes < original.size  # 4-bit fc1 (100k weights) dominates: under one byte per weight
+
+
+def test_unsupported_op_rejected_without_output(loaded, tmp_path):
+    model = loaded["se_hardswish"]  # hardsigmoid gate: not in the MYRIAD plugin's layer table
+    out = tmp_path / "mx_se"
+    with pytest.raises(HanascError, match=r"supported_ops.*HardSigmoid"):
+        vpu.MYRIADX.build_bundle(model.onnx_model, {}, None, out)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("target", "plan", "message"),
+    [
+        (vpu.MYRIADX, {"conv": "int8"}, "INT8 is not available on myriadx"),
+        (vpu.NPU3720, {"conv": "int4"}, "'conv' is a conv: INT4 weights are for dense layers only"),
+        (vpu.NPU3720, {"nope": "fp16"}, "unknown layer 'nope'"),
+        (vpu.NPU3720, {"fc1": "int3"}, "precision 'int3' unknown"),
+    ],
+)
+def test_plan_errors(loaded, tmp_path, target, plan, message):
+    with pytest.raises(HanascError, match=message) as err:
+        target.build_bundle(loaded["dense_head"].onnx_model, plan, None, tmp_path / "x")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "x").exists()
+
+
+def test_calibration_errors(loaded, tmp_path):
+    model = loaded["dense_head"]
+    with pytest.raises(HanascError, match="need calibration inputs"):
+        vpu.NPU3720.build_bundle(model.onnx_model, {"conv": "int8"}, None, tmp_path / "x")
+    with pytest.raises(HanascError, match="calibration inputs have shape"):
+        vpu.NPU3720.build_bundle(model.onnx_model, {"conv": "int8"}, np.zeros((4, 3, 3)), tmp_path / "x")
+    with pytest.raises(HanascError, match="provenance"):
+        vpu.NPU3720.build_bundle(model.onnx_model, {}, None, tmp_path / "x", {"ms": 1.0})
+
+
+def test_opset13_export(loaded, tmp_path):
+    model = loaded["se_hardswish"].onnx_model  # HardSwish (opset 14) must be decomposed
+    down = to_opset13(model)
+    assert "HardSwish" not in {n.op_type for n in down.graph.node}
+    x = {"input": np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)}
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    got = ort.InferenceSession(down.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    trilu = onnx.load(str(single_op_model("Trilu", tmp_path / "trilu.onnx")))
+    with pytest.raises(OnnxExportError, match=r"my_trilu.*Trilu.*no opset-13 form"):
+        to_opset13(trilu)
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_mixed(effnet_path, tmp_path):
+    model = hanasc.load_model(effnet_path, import_tvm=False)
+    convs = [ly.name for ly in model.layers if ly.op != "dense"]
+    plan = {name: ("int8" if i % 2 == 0 else "fp16") for i, name in enumerate(convs)}
+    calib = _calib(model, n=16)
+    timings, sizes = {}, {}
+    for label, p in (("fp16", {}), ("mixed", plan)):
+        t = time.perf_counter()
+        report = vpu.NPU3720.build_bundle(model.onnx_model, p, calib, tmp_path / label)
+        timings[label] = time.perf_counter() - t
+        sizes[label] = report.files["model.bin"]
+        assert all(c["passed"] for c in report.checks.values()), report.checks
+        print(label, f"{timings[label]:.1f}s", sizes[label], report.checks["cpu_vs_onnxruntime"]["summary"])
+    audit = report.checks["precision_audit"]["details"]["layers"]
+    assert sum(ly["found"] == "int8" for ly in audit.values()) == len(plan) - list(plan.values()).count(
+        "fp16"
+    )
+    assert sizes["mixed"] < sizes["fp16"]
