@@ -1,0 +1,205 @@
+"""The cortex-a78 target: aarch64 LLVM (NEON, dotprod, fp16), cross-compiled bundle, numerics under qemu."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hanasc.errors import HanascError
+from hanasc.targets import aarch64_runtime, aarch64_tools, bundle, bundle_readme
+
+NAME = "cortex-a78"
+TARGET_JSON = {
+    "kind": "llvm",
+    "mtriple": "aarch64-linux-gnu",
+    "mcpu": "cortex-a78",
+    "mattr": ["+neon", "+dotprod", "+fullfp16"],
+}
+# Output agreement with the host build: max |a78 - host| <= RTOL * max(1, max |host|).
+RTOL = 1e-4
+
+_VECTOR_OPERAND = re.compile(r"\bv\d+\.(?:16b|8b|8h|4h|4s|2s|2d|1d|b|h|s|d)\b|\bq\d+\b")
+
+
+def tvm_target():
+    import tvm
+
+    return tvm.target.Target(TARGET_JSON)
+
+
+def build(mod, target=None):
+    """Compile a Relax module for the A78 with the fused default pipeline."""
+    import tvm
+    from tvm import relax
+
+    target = target or tvm_target()
+    return tvm.compile(mod, target=target, relax_pipeline=relax.get_default_pipeline(target))
+
+
+def export(executable, path: Path) -> None:
+    """Cross-link the compiled module into an aarch64 shared library."""
+    executable.export_library(str(path), fcompile=aarch64_tools.cross_compiler())
+
+
+def simd_counts(disassembly: str) -> dict[str, int]:
+    """Instruction counts in aarch64 disassembly: NEON (vector operands), fmla, sdot/udot, fp16 arithmetic."""
+    counts = {
+        "instructions": 0,
+        "neon": 0,
+        "fmla_vector": 0,
+        "sdot": 0,
+        "udot": 0,
+        "fp16_vector": 0,
+        "fp16_scalar": 0,
+    }
+    for line in disassembly.splitlines():
+        parts = line.split("\t")
+        if len(parts) < 3 or not parts[0].strip().endswith(":"):
+            continue
+        mnemonic, operands = parts[2].strip(), parts[3] if len(parts) > 3 else ""
+        counts["instructions"] += 1
+        if _VECTOR_OPERAND.search(operands):
+            counts["neon"] += 1
+            counts["fmla_vector"] += mnemonic == "fmla"
+            counts["fp16_vector"] += bool(re.search(r"\.(?:8h|4h)\b", operands)) and mnemonic.startswith("f")
+        elif mnemonic.startswith("f") and re.match(r"h\d+\b", operands.strip()):
+            counts["fp16_scalar"] += 1
+        counts["sdot"] += mnemonic == "sdot"
+        counts["udot"] += mnemonic == "udot"
+    return counts
+
+
+def build_bundle(mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict) -> bundle.BundleReport:
+    """Cross-compile ``mod`` (weights bound) into a self-contained aarch64 bundle in ``out_dir``."""
+    import tvm
+
+    from hanasc.atomic import atomic_dir
+    from hanasc.targets import host
+
+    probe_inputs = bundle.as_list(probe_inputs)
+    runtime = aarch64_runtime.require()
+    aarch64_tools.require_tool(aarch64_tools.CXX)
+    start = time.perf_counter()
+    runner = aarch64_tools.build_runner(runtime)
+    reference = host.run(host.build(mod), probe_inputs)
+    compile_start = time.perf_counter()
+    executable = build(mod)
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        tmp.chmod(0o755)  # a bundle is copied to a device: readable by others, like any build output
+        export(executable, tmp / "model.so")
+        compile_seconds = time.perf_counter() - compile_start
+        shutil.copy2(runner, tmp / "runner")
+        (tmp / "rt").mkdir()
+        for lib in aarch64_runtime.CPU_LIBS:
+            shutil.copy2(runtime / lib, tmp / "rt" / lib)
+        manifest = {
+            "format": "hanasc.bundle/1",
+            "target": NAME,
+            "tvm_target": str(tvm_target()),
+            "tvm_version": tvm.__version__,
+            "device": "cpu",
+            "contents": {
+                "model.so": "the compiled model (aarch64 shared library, TVM Relax VM executable)",
+                "runner": "C++ runner (aarch64, links rt/ through RPATH $ORIGIN/rt)",
+                "rt/": "TVM runtime for aarch64: libtvm_runtime.so, libtvm_ffi.so (the build's version)",
+                "probe_input.bin": "a probe input (raw float32)",
+                "probe_output.bin": "the host build's output for the probe input",
+                "bundle.json": "this bundle's manifest (shapes, dtypes, target)",
+            },
+            **bundle.write_probe(tmp, probe_inputs, reference),
+        }
+        bundle.write_manifest(tmp, manifest)
+        (tmp / "README.md").write_text(bundle_readme.render(manifest, _device_setup()))
+        simd = simd_counts(aarch64_tools.disassemble(tmp / "model.so"))
+    return bundle.BundleReport(
+        target=NAME,
+        out_dir=out_dir,
+        files=bundle.file_sizes(out_dir),
+        build_seconds=time.perf_counter() - start,
+        checks={"compile_seconds": round(compile_seconds, 2), "simd": simd},
+        notes=["numerics can be checked here under qemu (check_under_qemu); latency only on the device"],
+    )
+
+
+def _device_setup() -> list[str]:
+    return [
+        "Copy this folder to the device (any aarch64 Linux with glibc >= 2.28 and libstdc++; "
+        "a Cortex-A78 or any Armv8.2-A core with dotprod and fp16).",
+        "Nothing to install: `runner` finds `rt/` through its RPATH (`$ORIGIN/rt`).",
+        "Pin the clock governor to `performance` and stop other load before timing.",
+    ]
+
+
+@dataclass
+class RunnerResult:
+    """One run of the bundle's runner: its outputs and what it printed."""
+
+    outputs: list[np.ndarray]
+    stdout: str
+
+    @property
+    def latency_line(self) -> str:
+        return next((ln for ln in self.stdout.splitlines() if ln.startswith("latency_ms ")), "")
+
+
+def run_under_qemu(bundle_dir: Path, runs: int = 1, warmup: int = 0, timeout: float = 600) -> RunnerResult:
+    """Run the bundle's runner on its probe input under qemu-aarch64 (emulated: its timings mean nothing)."""
+    bundle_dir = Path(bundle_dir)
+    manifest = bundle.read_manifest(bundle_dir)
+    qemu = aarch64_tools.qemu_command()
+    inputs = bundle.tensor_specs(manifest["inputs"])
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "out.bin"
+        cmd = [
+            *qemu,
+            "./runner",
+            "./model.so",
+            "--output",
+            str(out),
+            "--runs",
+            str(runs),
+            "--warmup",
+            str(warmup),
+        ]
+        for spec in inputs:
+            cmd += ["--input", f"{spec.file}:{spec.shape_arg}"]
+        done = subprocess.run(cmd, cwd=bundle_dir, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise HanascError(
+                f"runner under qemu failed: {(done.stderr.strip() or done.stdout.strip())[-300:]}"
+            )
+        outputs = bundle.split_outputs(out.read_bytes(), bundle.tensor_specs(manifest["outputs"]))
+    return RunnerResult(outputs, done.stdout)
+
+
+def check_under_qemu(bundle_dir: Path) -> tuple[list[np.ndarray], float]:
+    """Run the bundle under qemu; return its outputs and the max abs difference from the host reference."""
+    result = run_under_qemu(bundle_dir)
+    return result.outputs, bundle.max_abs_diff(result.outputs, bundle.probe_reference(Path(bundle_dir)))
+
+
+def conv_simd_counts(dtype: str = "int8", channels: int = 64, size: int = 14) -> dict[str, int]:
+    """Compile one 3x3 conv2d in ``dtype`` (int8 accumulates in int32) for the A78 and count its SIMD use."""
+    from tvm import relax
+
+    rng = np.random.default_rng(0)
+    weight = rng.integers(-128, 127, (channels, channels, 3, 3)).astype(dtype)
+    out_dtype = "int32" if dtype == "int8" else dtype
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, channels, size, size), dtype))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.conv2d(x, relax.const(weight), padding=1, out_dtype=out_dtype))
+        bb.emit_func_output(y)
+    with tempfile.TemporaryDirectory() as scratch:
+        lib = Path(scratch) / f"conv_{dtype}.so"
+        export(build(bb.get()), lib)
+        return simd_counts(aarch64_tools.disassemble(lib))
