@@ -11,8 +11,17 @@ from hanasc.layers import LayerInfo
 from hanasc.passes.config import Config, ConfigError
 
 
-def simulated_weights(func, layers: list[LayerInfo], weights: dict[str, np.ndarray], config: Config):
-    """Weights of the original shapes that make the original graph compute ``config``."""
+def simulated_weights(
+    func,
+    layers: list[LayerInfo],
+    weights: dict[str, np.ndarray],
+    config: Config,
+    axes: dict[str, int] | None = None,
+) -> dict[str, np.ndarray]:
+    """Weights of the original shapes that make the original graph compute ``config``.
+
+    ``axes`` gives each weight's output-channel axis (``quantize.weight_channel_axes``; default 0).
+    """
     from hanasc.passes.kernel_shrink import zero_outside_centre
     from hanasc.passes.quantize import fake_quantize_weight
     from hanasc.passes.separable import decompose_separable, reconstruct_separable
@@ -24,6 +33,7 @@ def simulated_weights(func, layers: list[LayerInfo], weights: dict[str, np.ndarr
     for layer in layers:
         choice = config.choice(layer.name)
         w = out[layer.weight]
+        axis = (axes or {}).get(layer.weight, 0)
         if choice.kernel is not None and choice.kernel < w.shape[-1]:
             w = zero_outside_centre(w, choice.kernel)
         if choice.separable:
@@ -32,7 +42,7 @@ def simulated_weights(func, layers: list[LayerInfo], weights: dict[str, np.ndarr
                 fake_quantize_weight(dw, choice.w_bits), fake_quantize_weight(pw, choice.w_bits)
             )
         else:
-            w = fake_quantize_weight(w, choice.w_bits)
+            w = fake_quantize_weight(w, choice.w_bits, axis=axis)
         out[layer.weight] = np.ascontiguousarray(w, dtype=np.float32)
     return out
 

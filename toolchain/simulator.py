@@ -31,7 +31,7 @@ class Simulator:
 
     def __init__(self, model: LoadedModel, batch: int = 16, threads: int | None = None) -> None:
         from hanasc.passes.depth import residual_blocks_onnx
-        from hanasc.passes.quantize import QMAX, QMIN
+        from hanasc.passes.quantize import QMAX, QMIN, weight_channel_axes
 
         self.model = model
         self.batch = batch
@@ -46,20 +46,21 @@ class Simulator:
         )
         self.input_name = model.inputs[0].name
         self.base_weights = model.weights()
+        self.axes = weight_channel_axes(model.onnx_model)
         self._func = model.mod["main"]
 
     def feeds(self, config, ranges=None) -> dict[str, np.ndarray]:
         """The runtime inputs (weights, scales, gates) that make the graph compute ``config``."""
         from hanasc.simulated_weights import activation_gates, simulated_weights
 
-        feeds = dict(simulated_weights(self._func, self.model.layers, self.base_weights, config))
+        feeds = dict(simulated_weights(self._func, self.model.layers, self.base_weights, config, self.axes))
         for layer in self.model.layers:
             scale, g8, g16 = activation_gates(layer.name, config, ranges)
-            feeds[act_scale_input(layer.name)] = np.float32(scale)
-            feeds[gate_q8_input(layer.name)] = np.float32(g8)
-            feeds[gate_f16_input(layer.name)] = np.float32(g16)
+            feeds[act_scale_input(layer.name)] = np.array(scale, np.float32)
+            feeds[gate_q8_input(layer.name)] = np.array(g8, np.float32)
+            feeds[gate_f16_input(layer.name)] = np.array(g16, np.float32)
         for block in self.blocks:
-            feeds[block_gate_input(block.name)] = np.float32(0.0 if block.name in config.skip else 1.0)
+            feeds[block_gate_input(block.name)] = np.array(0.0 if block.name in config.skip else 1.0, np.float32)
         return feeds
 
     def run(self, config, x: np.ndarray, ranges=None, feeds: dict | None = None) -> np.ndarray:

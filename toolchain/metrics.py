@@ -1,0 +1,65 @@
+"""Accuracy metrics: top-1 with labels; top-1 agreement and KL divergence against the fp32 model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from hanasc.errors import HanascError
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def top1(outputs: np.ndarray, labels: np.ndarray, reference: np.ndarray | None = None) -> float:
+    return float((outputs.argmax(axis=1) == labels).mean())
+
+
+def agreement(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray) -> float:
+    """Share of samples whose top-1 class equals the fp32 model's."""
+    return float((outputs.argmax(axis=1) == reference.argmax(axis=1)).mean())
+
+
+def kl_divergence(outputs: np.ndarray, reference: np.ndarray) -> float:
+    """Mean KL(softmax(reference) || softmax(outputs)) in nats."""
+    p_log, q_log = _log_softmax(reference), _log_softmax(outputs)
+    return float((np.exp(p_log) * (p_log - q_log)).sum(axis=1).mean())
+
+
+def neg_kl(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray) -> float:
+    return -kl_divergence(outputs, reference)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A higher-is-better score of a model's outputs."""
+
+    name: str
+    description: str
+    needs_labels: bool
+    fn: Callable[[np.ndarray, np.ndarray | None, np.ndarray | None], float]
+
+    def __call__(self, outputs, labels=None, reference=None) -> float:
+        return self.fn(outputs, labels, reference)
+
+
+METRICS = {
+    "top1": Metric("top1", "top-1 accuracy against the labels", True, top1),
+    "agreement": Metric("agreement", "top-1 agreement with the original fp32 model", False, agreement),
+    "kl": Metric("kl", "negative mean KL divergence from the original fp32 model (nats)", False, neg_kl),
+}
+
+
+def choose_metric(name: str | None, has_labels: bool) -> Metric:
+    """The metric named by ``--metric``; default top1 with labels, agreement without."""
+    if name is None:
+        return METRICS["top1" if has_labels else "agreement"]
+    if name not in METRICS:
+        raise HanascError(f"--metric {name}: unknown; choose one of {', '.join(METRICS)}")
+    if METRICS[name].needs_labels and not has_labels:
+        raise HanascError(f"--metric {name} needs labels (y in the .npz, or class folders)")
+    return METRICS[name]
