@@ -15,24 +15,43 @@ from hanasc.passes.config import Config, ConfigError
 from hanasc.passes.weights import layer_of_weight, weight_params
 
 
-def MaterializeConfig(config: Config, ranges=None) -> tvm.transform.Pass:
-    """A ``tvm.transform.Sequential`` applying every choice of ``config`` to ``main``."""
-    from hanasc.passes.depth import SkipBlocks
-    from hanasc.passes.kernel_shrink import ShrinkKernel
-    from hanasc.passes.quantize import QuantizeLayers
-    from hanasc.passes.separable import SeparableConv
-    from hanasc.passes.width import PruneChannels
+@tvm.transform.module_pass(opt_level=0, name="hanasc.MaterializeConfig")
+class MaterializeConfig:
+    """Apply every choice of ``config`` to ``main`` (a ``tvm.transform.Sequential`` of the hanasc passes).
 
-    return tvm.transform.Sequential(
-        [
-            PruneChannels(config),
-            SkipBlocks(config),
-            ShrinkKernel(config),
-            SeparableConv(config),
-            QuantizeLayers(config, ranges),
-        ],
-        name="hanasc.MaterializeConfig",
-    )
+    Layers inside skipped residual blocks are gone after :class:`SkipBlocks`; their other choices are
+    dropped for the passes that follow.
+    """
+
+    def __init__(self, config: Config, ranges=None) -> None:
+        self.config = config
+        self.ranges = ranges
+
+    def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        from hanasc.passes.depth import SkipBlocks, residual_blocks
+        from hanasc.passes.kernel_shrink import ShrinkKernel
+        from hanasc.passes.quantize import QuantizeLayers
+        from hanasc.passes.separable import SeparableConv
+        from hanasc.passes.width import PruneChannels
+
+        skipped = {
+            layer
+            for block in residual_blocks(mod["main"])
+            if block.name in self.config.skip
+            for layer in block.layers
+        }
+        rest = Config({k: v for k, v in self.config.layers.items() if k not in skipped})
+        sequence = tvm.transform.Sequential(
+            [
+                PruneChannels(self.config),
+                SkipBlocks(self.config),
+                ShrinkKernel(rest),
+                SeparableConv(rest),
+                QuantizeLayers(rest, self.ranges),
+            ],
+            name="hanasc.MaterializeConfigSequence",
+        )
+        return sequence(mod)
 
 
 def check_layer_names(config: Config, mod) -> None:

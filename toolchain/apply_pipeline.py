@@ -83,8 +83,12 @@ def _bytes_by_layer(weights: dict[str, np.ndarray], layer: str) -> int:
 def _layer_choices(model: LoadedModel, config: Config) -> dict[str, dict]:
     """The changed choices of every changed layer; layers of skipped blocks say so."""
     from hanasc.passes.depth import residual_blocks
+    from hanasc.passes.separable import separable_errors
 
     choices = {name: dict(c) for name, c in config.to_json()["layers"].items()}
+    separable = [name for name, c in config.layers.items() if c.separable]
+    for name, error in separable_errors(model.mod, separable).items():
+        choices[name]["separable_rel_error"] = round(error, 4)  # ||W - W'||_F / ||W||_F of the decomposition
     for block in residual_blocks(model.mod["main"]):
         if block.name in config.skip:
             for layer in block.layers:

@@ -1,0 +1,93 @@
+"""`hanasc apply`: materialize a Config, compile for the host, write library + summary; bad Configs exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from conftest import run_cli
+from test_bad_input import assert_one_line_error
+
+
+def write_config(path, layers: dict, skip: list | None = None):
+    path.write_text(json.dumps({"layers": layers, "skip": skip or []}))
+    return path
+
+
+def test_apply_writes_library_and_summary(tmp_path, test_models):
+    data = tmp_path / "calib.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32))
+    config = write_config(
+        tmp_path / "c.json",
+        {
+            "stem.stem.0": {"w_bits": 8, "a_bits": 8},
+            "block.block.0": {"width": 0.5, "w_bits": 4},
+            "block.block.3": {"width": 0.5},
+            "block.block.6": {"w_bits": 2},
+        },
+    )
+    out = tmp_path / "out"
+    result = run_cli(
+        "apply", str(test_models["inverted_residual"]), str(config), "--out", str(out), "--data", str(data)
+    )
+    assert result.returncode == 0, result.stderr
+    assert {p.name for p in out.iterdir()} >= {"model.so", "config.json", "summary.json", "summary.md"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["weight_bytes_after"] < summary["weight_bytes_before"]
+    changed = {layer["name"]: layer for layer in summary["layers"]}
+    assert changed["block.block.0"]["bytes_after"] < changed["block.block.0"]["bytes_before"] / 4
+    assert "block.block.6" in changed and "| block.block.0 |" in (out / "summary.md").read_text()
+    # the written config replays
+    again = run_cli(
+        "apply",
+        str(test_models["inverted_residual"]),
+        str(out / "config.json"),
+        "--out",
+        str(tmp_path / "again"),
+        "--data",
+        str(data),
+    )
+    assert again.returncode == 0, again.stderr
+
+
+def test_apply_unknown_layer(tmp_path, test_models):
+    config = write_config(tmp_path / "c.json", {"no.such.layer": {"w_bits": 8}})
+    out = tmp_path / "out"
+    result = run_cli("apply", str(test_models["plain_conv"]), str(config), "--out", str(out))
+    assert_one_line_error(result, "no.such.layer")
+    assert not out.exists()
+
+
+def test_apply_choice_the_layer_cannot_take(tmp_path, test_models):
+    config = write_config(tmp_path / "c.json", {"block.block.3": {"separable": True}})
+    out = tmp_path / "out"
+    result = run_cli("apply", str(test_models["inverted_residual"]), str(config), "--out", str(out))
+    assert_one_line_error(result, "block.block.3", "depthwise")
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_apply_width_leaving_zero_channels(tmp_path, test_models):
+    config = write_config(tmp_path / "c.json", {"conv": {"width": 0.01}})
+    result = run_cli("apply", str(test_models["dense_head"]), str(config), "--out", str(tmp_path / "o"))
+    assert_one_line_error(result, "conv")
+
+
+def test_apply_malformed_json(tmp_path, test_models):
+    config = tmp_path / "c.json"
+    config.write_text("{layers: nope")
+    result = run_cli("apply", str(test_models["plain_conv"]), str(config), "--out", str(tmp_path / "o"))
+    assert_one_line_error(result, "c.json", "malformed JSON")
+
+
+def test_apply_int8_activations_without_data(tmp_path, test_models):
+    config = write_config(tmp_path / "c.json", {"body.body.0": {"w_bits": 8, "a_bits": 8}})
+    result = run_cli("apply", str(test_models["plain_conv"]), str(config), "--out", str(tmp_path / "o"))
+    assert_one_line_error(result, "body.body.0", "--data")
+
+
+def test_apply_unknown_block(tmp_path, test_models):
+    config = write_config(tmp_path / "c.json", {}, skip=["blocks.99"])
+    result = run_cli(
+        "apply", str(test_models["inverted_residual"]), str(config), "--out", str(tmp_path / "o")
+    )
+    assert_one_line_error(result, "blocks.99")
