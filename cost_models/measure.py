@@ -1,0 +1,67 @@
+"""Whole-model measurements: build a module for the target, run ``main`` repeatedly, keep the median."""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+from dataclasses import dataclass
+
+import numpy as np
+
+from hanasc.cost_models.profiler import Session
+from hanasc.cost_models.target_info import get_target
+
+
+@dataclass(frozen=True)
+class ModelTiming:
+    median_ms: float
+    spread: float  # (max - min) / median over repeats
+    runs: int
+    device: str
+
+
+def module_hash(mod) -> str:
+    """A stable id of a Relax module (structure and constants)."""
+    import tvm_ffi
+
+    return hashlib.sha256(str(tvm_ffi.structural_hash(mod)).encode()).hexdigest()[:24]
+
+
+def build_for(mod, target_name: str):
+    """Compile a whole module with the target's fused default pipeline."""
+    import tvm
+    from tvm import relax
+
+    tvm_target = get_target(target_name).tvm_target()
+    return tvm.compile(mod, target=tvm_target, relax_pipeline=relax.get_default_pipeline(tvm_target))
+
+
+def measure_model(
+    mod,
+    target_name: str = "host",
+    session: Session | None = None,
+    repeat: int = 7,
+    min_repeat_ms: float = 0.0,
+) -> ModelTiming:
+    """Median end-to-end time of ``main`` (weights bound) on the session's device, inputs random."""
+    import tvm
+    from tvm import relax
+
+    target = get_target(target_name)
+    session = session or Session.local()
+    lib = session.load(build_for(mod, target_name), target)
+    dev = session.device(target.device_type)
+    vm = relax.VirtualMachine(lib, dev)
+    rng = np.random.default_rng(0)
+    args = []
+    for param in mod["main"].params:
+        ty = param.ty
+        shape = tuple(int(d) for d in ty.shape)
+        dtype = str(ty.dtype)
+        value = rng.standard_normal(shape).astype(dtype) if "float" in dtype else np.zeros(shape, dtype)
+        args.append(tvm.runtime.tensor(value, device=dev))
+    vm["main"](*args)  # warm-up
+    result = vm.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=int(min_repeat_ms))(*args)
+    samples = [float(s) * 1e3 for s in result.results]
+    median = statistics.median(samples)
+    return ModelTiming(median, (max(samples) - min(samples)) / median, repeat, session.device_id)

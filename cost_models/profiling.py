@@ -1,0 +1,230 @@
+"""``hanasc profile``: sweep kernels on a target within a time budget, store them, train the latency model.
+
+The sweep is every layer choice of a model's search space (if a model is given) interleaved with random
+shapes; kernels already in the store for this (target, TVM version, device) are reused, not re-timed. A few
+chains of swept layers are also measured end to end, so the per-call runtime overhead can be fitted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hanasc.cost_models import sweep
+from hanasc.cost_models.kernels import lower_to_kernels
+from hanasc.cost_models.profiler import Session, TimingConfig, time_kernel
+from hanasc.cost_models.store import KernelRow, ModelRow, ProfileStore, tvm_version
+from hanasc.cost_models.target_info import get_target
+
+Progress = Callable[[int, int, str], None]  # (done, total, label)
+
+
+@dataclass
+class ProfileSummary:
+    target: str
+    device: str
+    db: Path
+    measured: int = 0
+    reused: int = 0
+    failed: list[str] = field(default_factory=list)
+    chains_measured: int = 0
+    seconds: float = 0.0
+    model_version: str | None = None
+    model_samples: int = 0
+
+    def table(self) -> str:
+        rows = [
+            ("target", self.target),
+            ("device", self.device),
+            ("store", str(self.db)),
+            ("kernels measured", str(self.measured)),
+            ("kernels reused", str(self.reused)),
+            ("kernels failed", str(len(self.failed))),
+            ("whole-model chains measured", str(self.chains_measured)),
+            ("elapsed", f"{self.seconds:.1f} s"),
+            (
+                "latency model",
+                f"{self.model_version} ({self.model_samples} kernels)" if self.model_version else "-",
+            ),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def profile_target(
+    target: str,
+    *,
+    session: Session | None = None,
+    model: str | Path | None = None,
+    budget_minutes: float = 10.0,
+    random_kernels: int = 200,
+    db: str | Path | None = None,
+    timing: TimingConfig | None = None,
+    progress: Progress | None = None,
+    chains: int = 6,
+    train_model: bool = True,
+    model_root: Path | None = None,
+    seed: int = 0,
+    layers: list[sweep.LayerShape] | None = None,
+) -> ProfileSummary:
+    """Profile kernels of ``target`` where ``session`` runs (local by default) until the budget is spent.
+
+    ``model``: an ONNX file whose search space is swept first; ``layers``: an explicit sweep instead.
+    ``progress(done, total, label)`` is called before each layer (the CLI shows a progress bar).
+    """
+    from hanasc.cost_models.calibration import fit_calibration
+    from hanasc.cost_models.latency_model import train
+    from hanasc.cost_models.measure import measure_model, module_hash
+
+    timing = timing or TimingConfig()
+    cost_target = get_target(target)
+    if not cost_target.compiles_with_tvm:
+        from hanasc.errors import HanascError
+
+        raise HanascError(
+            f"target '{target}' is not compiled by TVM: its kernels cannot be profiled (use calibrate)"
+        )
+    session = session or Session.local()
+    deadline = time.monotonic() + budget_minutes * 60.0
+    start = time.monotonic()
+    space: list[sweep.LayerShape] = []
+    if model is not None:
+        from hanasc.frontend import load_model
+
+        space = sweep.search_space_layers(load_model(model, import_tvm=False).layers)
+    if layers is not None:  # an explicit sweep replaces the generated one
+        items = list(layers)
+    else:
+        items = list(sweep.interleave(space, sweep.random_layers(random_kernels, seed=seed), seed=seed))
+    store = ProfileStore(db)
+    summary = ProfileSummary(target=cost_target.name, device=session.device_id, db=store.path)
+    done_layers = []
+    measured_chains = []
+    for i, layer in enumerate(items):
+        if time.monotonic() > deadline:
+            break
+        if progress:
+            progress(i, len(items), layer.label())
+        try:
+            lowered = lower_to_kernels(sweep.layer_module(layer), cost_target.name)
+        except Exception as exc:  # a shape TVM cannot lower: skip it, say which
+            summary.failed.append(f"{layer.label()}: {type(exc).__name__}")
+            continue
+        for kernel in lowered.kernels:
+            if store.get_kernel(cost_target.name, session.device_id, kernel.signature):
+                summary.reused += 1
+                continue
+            try:
+                timed = time_kernel(kernel.prim_func, cost_target, session, timing)
+            except Exception as exc:
+                summary.failed.append(f"{layer.label()} {kernel.name}: {type(exc).__name__}")
+                continue
+            store.put_kernel(
+                KernelRow(
+                    cost_target.name,
+                    tvm_version(),
+                    session.device_id,
+                    kernel.signature,
+                    kernel.features,
+                    timed.median_s,
+                    timed.spread,
+                    timing.repeat,
+                    timed.number,
+                )
+            )
+            summary.measured += 1
+        done_layers.append(layer)
+    if progress:
+        progress(len(items), len(items), "whole-model chains")
+    for n_layers in _chain_lengths(chains):
+        chain = _chain(done_layers, n_layers, seed)
+        if chain is None:
+            break
+        mod = chain_module(chain)
+        timed = measure_model(mod, cost_target.name, session)
+        chain_lowered = lower_to_kernels(mod, cost_target.name)
+        calls = chain_lowered.total_calls
+        measured_chains.append((chain_lowered, timed.median_ms / 1e3))
+        store.put_model(
+            ModelRow(
+                module_hash(mod),
+                f"chain{n_layers}",
+                cost_target.name,
+                session.device_id,
+                tvm_version(),
+                timed.median_ms,
+                timed.runs,
+                "measured",
+                calls,
+            )
+        )
+        summary.chains_measured += 1
+    rows = store.kernels(cost_target.name, session.device_id)
+    if train_model and len(rows) >= 4:
+        model = train(rows, cost_target.name, session.device_id)
+        if measured_chains:
+            sums = [_predicted_sum_s(model, lowered) for lowered, _ in measured_chains]
+            calls = [lowered.total_calls for lowered, _ in measured_chains]
+            measured = [seconds for _, seconds in measured_chains]
+            cal = fit_calibration(sums, calls, measured, fit_scale=False, base=model.meta.version)
+            model = model.with_calibration(cal)
+        model.save(model_root)
+        summary.model_version, summary.model_samples = model.meta.version, model.meta.n_samples
+    store.close()
+    summary.seconds = time.monotonic() - start
+    return summary
+
+
+def _chain_lengths(n: int) -> list[int]:
+    return [2 + 2 * i for i in range(n)]
+
+
+def _chain(layers: list[sweep.LayerShape], n: int, seed: int):
+    """``n`` fp32 conv layers of the sweep whose shapes can be chained (channels adapted), or None."""
+    import random
+
+    convs = [ly for ly in layers if not ly.dense and ly.dtype == "float32" and ly.h <= 56]
+    if len(convs) < 2:
+        return None
+    rng = random.Random(seed + n)
+    return [rng.choice(convs) for _ in range(n)]
+
+
+def chain_module(layers: list[sweep.LayerShape]):
+    """A Relax module running the layers one after another (input channels follow the previous output)."""
+    import numpy as np
+    from tvm import relax
+
+    rng = np.random.default_rng(0)
+    first = layers[0]
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, first.cin, first.h, first.w), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y, c = x, first.cin
+            for layer in layers:
+                groups = c if layer.groups > 1 else 1
+                cout = c if groups > 1 else layer.cout
+                w = (
+                    rng.standard_normal((cout, c // groups, layer.kernel, layer.kernel)).astype("float32")
+                    * 0.1
+                )
+                y = bb.emit(
+                    relax.op.nn.conv2d(
+                        y, relax.const(w), strides=layer.stride, padding=layer.kernel // 2, groups=groups
+                    )
+                )
+                bias = rng.standard_normal((1, cout, 1, 1)).astype("float32")
+                y = bb.emit(relax.op.clip(relax.op.add(y, relax.const(bias)), 0.0, 6.0))
+                c = cout
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _predicted_sum_s(model, lowered) -> float:
+    """Σ predicted kernel seconds × calls of one lowered module."""
+    times = model.predict_kernels_s([k.features for k in lowered.kernels])
+    return float(sum(t * k.calls for t, k in zip(times, lowered.kernels, strict=True)))
