@@ -1,8 +1,9 @@
 """Build the simulation graph: the cleaned ONNX model with every search choice as a runtime input.
 
 - layer weights become graph inputs (quantized, masked, cropped or rank-structured in numpy),
-- each searchable layer's data input passes through a gated activation fake-quantizer
-  ``x + g8 * (fq8(x) - x) + g16 * (fp16(x) - x)`` with a runtime scale ``s`` (``fq8 = clip(round(x/s)) * s``),
+- each searchable layer's data input passes through an activation fake-quantizer chosen at run time
+  (ONNX ``If`` on boolean inputs): ``fq8(x) = clip(round(x/s)) * s`` with a runtime scale ``s``, or an fp16
+  round trip, or ``x`` unchanged (a disabled quantizer costs nothing),
 - each identity-residual block's branch is multiplied by a runtime gate (0 skips the block),
 - the batch dimension is enlarged so one run evaluates many samples.
 """
@@ -100,9 +101,17 @@ def _weights_to_inputs(graph: onnx.GraphProto, layers: list[LayerInfo]) -> None:
     graph.initializer.extend(keep)
 
 
+def _branch(name: str, nodes: list[onnx.NodeProto], output: str) -> onnx.GraphProto:
+    """An If-branch subgraph producing ``output`` (shapes left to inference)."""
+    return helper.make_graph(
+        nodes, name, [], [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)]
+    )
+
+
 def _insert_activation_quantizers(
     graph: onnx.GraphProto, layers: list[LayerInfo], qmin: float, qmax: float
 ) -> None:
+    """In front of each layer: ``If(q8) fq8(x) else If(f16) fp16(x) else x`` (disabled: no cost)."""
     by_name = {layer.name: layer for layer in layers}
     nodes = list(graph.node)
     new_nodes: list[onnx.NodeProto] = [
@@ -114,21 +123,40 @@ def _insert_activation_quantizers(
             layer = node.name
             x, p = node.input[0], f"sim::{layer}::"
             s, g8, g16 = act_scale_input(layer), gate_q8_input(layer), gate_f16_input(layer)
-            graph.input.extend([_scalar_input(s), _scalar_input(g8), _scalar_input(g16)])
-            new_nodes += [
-                helper.make_node("Div", [x, s], [p + "div"]),
-                helper.make_node("Round", [p + "div"], [p + "round"]),
-                helper.make_node("Clip", [p + "round", "sim::qmin", "sim::qmax"], [p + "clip"]),
-                helper.make_node("Mul", [p + "clip", s], [p + "fq8"]),
-                helper.make_node("Sub", [p + "fq8", x], [p + "d8"]),
-                helper.make_node("Mul", [p + "d8", g8], [p + "g8"]),
-                helper.make_node("Cast", [x], [p + "h"], to=TensorProto.FLOAT16),
-                helper.make_node("Cast", [p + "h"], [p + "f16"], to=TensorProto.FLOAT),
-                helper.make_node("Sub", [p + "f16", x], [p + "d16"]),
-                helper.make_node("Mul", [p + "d16", g16], [p + "g16"]),
-                helper.make_node("Add", [p + "g8", p + "g16"], [p + "delta"]),
-                helper.make_node("Add", [x, p + "delta"], [p + "x"]),
-            ]
+            graph.input.extend(
+                [
+                    _scalar_input(s),
+                    helper.make_tensor_value_info(g8, TensorProto.BOOL, []),
+                    helper.make_tensor_value_info(g16, TensorProto.BOOL, []),
+                ]
+            )
+            fq8 = _branch(
+                p + "fq8",
+                [
+                    helper.make_node("Div", [x, s], [p + "div"]),
+                    helper.make_node("Round", [p + "div"], [p + "round"]),
+                    helper.make_node("Clip", [p + "round", "sim::qmin", "sim::qmax"], [p + "clip"]),
+                    helper.make_node("Mul", [p + "clip", s], [p + "fq8"]),
+                ],
+                p + "fq8",
+            )
+            f16 = _branch(
+                p + "f16",
+                [
+                    helper.make_node("Cast", [x], [p + "h"], to=TensorProto.FLOAT16),
+                    helper.make_node("Cast", [p + "h"], [p + "f16"], to=TensorProto.FLOAT),
+                ],
+                p + "f16",
+            )
+            same = _branch(p + "same", [helper.make_node("Identity", [x], [p + "same"])], p + "same")
+            inner = _branch(
+                p + "inner",
+                [
+                    helper.make_node("If", [g16], [p + "inner"], then_branch=f16, else_branch=same),
+                ],
+                p + "inner",
+            )
+            new_nodes.append(helper.make_node("If", [g8], [p + "x"], then_branch=fq8, else_branch=inner))
             node.input[0] = p + "x"
         new_nodes.append(node)
     del graph.node[:]

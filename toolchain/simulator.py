@@ -57,10 +57,12 @@ class Simulator:
         for layer in self.model.layers:
             scale, g8, g16 = activation_gates(layer.name, config, ranges)
             feeds[act_scale_input(layer.name)] = np.array(scale, np.float32)
-            feeds[gate_q8_input(layer.name)] = np.array(g8, np.float32)
-            feeds[gate_f16_input(layer.name)] = np.array(g16, np.float32)
+            feeds[gate_q8_input(layer.name)] = np.array(bool(g8))
+            feeds[gate_f16_input(layer.name)] = np.array(bool(g16))
         for block in self.blocks:
-            feeds[block_gate_input(block.name)] = np.array(0.0 if block.name in config.skip else 1.0, np.float32)
+            feeds[block_gate_input(block.name)] = np.array(
+                0.0 if block.name in config.skip else 1.0, np.float32
+            )
         return feeds
 
     def run(self, config, x: np.ndarray, ranges=None, feeds: dict | None = None) -> np.ndarray:
