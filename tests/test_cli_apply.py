@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from conftest import run_cli
 from test_bad_input import assert_one_line_error
 
@@ -91,3 +92,53 @@ def test_apply_unknown_block(tmp_path, test_models):
         "apply", str(test_models["inverted_residual"]), str(config), "--out", str(tmp_path / "o")
     )
     assert_one_line_error(result, "blocks.99")
+
+
+@pytest.mark.parametrize(
+    "target,files",
+    [
+        ("cortex-a78", {"model.so", "runner", "rt", "README.md"}),
+        ("jetson-orin", {"model.so", "kernels.cubin", "kernels.ptx", "README.md"}),
+        ("npu3720", {"model.xml", "model.bin", "model.onnx", "vpu_manifest.json"}),
+    ],
+)
+def test_apply_builds_target_bundle(tmp_path, test_models, target, files):
+    config = write_config(tmp_path / "c.json", {"block.block.6": {"w_bits": 8}})
+    out = tmp_path / "out"
+    result = run_cli(
+        "apply", str(test_models["inverted_residual"]), str(config), "--target", target, "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert files <= {p.name for p in (out / target).iterdir()}
+    assert json.loads((out / "summary.json").read_text())["bundle"]["target"] == target
+
+
+def test_apply_choice_the_target_cannot_run(tmp_path, test_models):
+    config = write_config(tmp_path / "c.json", {"block.block.6": {"w_bits": 8, "a_bits": 8}})
+    result = run_cli(
+        "apply",
+        str(test_models["inverted_residual"]),
+        str(config),
+        "--target",
+        "myriadx",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert_one_line_error(result, "myriadx", "block.block.6")
+
+
+def test_targets_lists_every_target():
+    result = run_cli("targets", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert {"host", "cortex-a78", "jetson-orin", "npu3720", "npu4000", "myriadx"} <= set(rows)
+    assert rows["cortex-a78"]["tvm_target"]["mtriple"] == "aarch64-linux-gnu"
+    assert all(row["cost_model"].startswith(("prior", "predicted")) for row in rows.values())
+
+
+def test_costs_labels_every_figure(test_models):
+    result = run_cli("costs", str(test_models["inverted_residual"]), "--target", "cortex-a78", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    text = json.dumps(report)
+    assert '"source": "prior"' in text or '"source": "predicted"' in text

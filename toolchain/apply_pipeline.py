@@ -35,6 +35,7 @@ class ApplySummary:
     weight_bytes_after: int
     library: str
     library_bytes: int
+    bundle: dict | None = None
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -96,15 +97,40 @@ def _layer_choices(model: LoadedModel, config: Config) -> dict[str, dict]:
     return choices
 
 
+def build_target_bundle(info, model: LoadedModel, config: Config, mod, out: Path, data, ranges) -> dict:
+    """The target's deployable bundle in ``out``: from the materialized Relax module, or (OpenVINO
+    targets) from the cleaned ONNX with the Config's per-layer precision plan."""
+    from hanasc.relax_params import bind_weights
+
+    probe = [model.example_inputs(seed=7)[spec.name] for spec in model.inputs]
+    if info.bundle_input == "relax":
+        return info.build_bundle(bind_weights(mod), out, probe).to_json()
+    arch = [n for n, c in config.layers.items() if c.separable or c.width < 1 or c.kernel] + config.skip
+    if arch:
+        raise ConfigError(
+            f"target '{info.name}': architecture changes ('{arch[0]}') are materialized in TVM Relax and "
+            "cannot be exported to OpenVINO yet; use precision choices only for this target"
+        )
+    from hanasc.targets import vpu
+
+    target = vpu.get_target(info.name)
+    calibration = data[:CALIBRATION_SAMPLES] if data is not None else None
+    plan = target.plan_from_config(config, model.layers)
+    return target.build_bundle(model.onnx_model, plan, calibration, out).to_json()
+
+
 def apply_config(
-    model: LoadedModel, config: Config, out: Path, data: np.ndarray | None = None
+    model: LoadedModel, config: Config, out: Path, data: np.ndarray | None = None, target: str = "host"
 ) -> ApplySummary:
-    """Materialize ``config``, build for the host and write ``out/`` atomically."""
+    """Materialize ``config``, build for the host (and ``target``'s bundle), write ``out/`` atomically."""
     from hanasc.passes.materialize import check_layer_names, materialize
     from hanasc.relax_params import bind_weights, weights_of
     from hanasc.targets import host
+    from hanasc.targets.registry import check_choices, get_target
 
+    info = get_target(target)
     check_layer_names(config, model.mod)
+    check_choices(info, config, model.layers)
     ranges = calibrate_for(model, config, data)
     new_mod = materialize(model.mod, config, ranges)
     before, after = weights_of(model.mod), weights_of(new_mod)
@@ -136,6 +162,8 @@ def apply_config(
             library="model.so",
             library_bytes=(tmp / "model.so").stat().st_size,
         )
+        if info.name != "host":
+            summary.bundle = build_target_bundle(info, model, config, new_mod, tmp / info.name, data, ranges)
         (tmp / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
         (tmp / "summary.md").write_text(summary.to_markdown())
     return summary

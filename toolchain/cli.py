@@ -31,9 +31,10 @@ InputShapeOpt = Annotated[
 ]
 
 
-def _console() -> Console:
+def _console(stderr: bool = False) -> Console:
     """A console that does not squeeze tables when the output is piped."""
-    return Console() if sys.stdout.isatty() else Console(width=200)
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr) if stream.isatty() else Console(stderr=stderr, width=200)
 
 
 def _load(model: str, input_shape: list[str] | None):
@@ -110,15 +111,20 @@ def apply(
     data: Annotated[
         Path | None, typer.Option(help=".npz with x (and y): calibration data for a_bits=8 layers.")
     ] = None,
+    target: Annotated[str, typer.Option("--target", "-t", help="Also build this target's bundle.")] = "host",
     input_shape: InputShapeOpt = None,
 ) -> None:
     """Materialize a Config with the real passes, compile it for the host, write the library and a summary.
+
+    With --target, the target's deployable bundle is written too (in OUT/<target>/).
 
     Examples:
 
       hanasc apply model.onnx config.json --out transformed/
 
       hanasc apply efficientnet-lite0 int8.json --data calib.npz --out effnet-int8/
+
+      hanasc apply model.onnx config.json --target cortex-a78 --out a78/
     """
     from hanasc.apply_pipeline import apply_config
     from hanasc.datasets import load_npz
@@ -127,10 +133,153 @@ def apply(
     loaded = _load(model, input_shape)
     policy = Config.load(config)
     samples = load_npz(data, loaded.inputs[0]).x if data is not None else None
-    summary = apply_config(loaded, policy, out, samples)
+    summary = apply_config(loaded, policy, out, samples, target=target)
     console = _console()
     console.print(summary.to_markdown())
-    console.print(f"wrote {out}/ (model.so, config.json, summary.json, summary.md)")
+    bundle = f", {summary.bundle['target']}/ bundle" if summary.bundle else ""
+    console.print(f"wrote {out}/ (model.so, config.json, summary.json, summary.md{bundle})")
+
+
+@app.command()
+def targets(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List the targets: TVM target JSON, allowed choices, cost-model status.
+
+    Examples:
+
+      hanasc targets
+
+      hanasc targets --json
+    """
+    from hanasc.targets_view import targets_json
+
+    rows = targets_json()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    console = _console()
+    for row in rows:
+        aliases = f" (aliases: {', '.join(row['aliases'])})" if row["aliases"] else ""
+        console.print(f"[bold]{row['name']}[/bold]{aliases}: {row['description']}")
+        console.print(
+            f"  TVM target: {json.dumps(row['tvm_target']) if row['tvm_target'] else 'none (OpenVINO)'}"
+        )
+        c = row["choices"]
+        console.print(
+            f"  weights computed at {c['compute_weight_bits']} bits, "
+            f"stored only at {c['storage_weight_bits']}; activations {c['act_bits']}; "
+            f"ops {', '.join(c['ops'])}"
+        )
+        console.print(f"  cost model: {row['cost_model']}")
+        console.print(f"  checked here: {row['checked_here']}")
+
+
+@app.command()
+def profile(
+    target: Annotated[str, typer.Option("--target", "-t", help="Target name (see `hanasc targets`).")],
+    rpc: Annotated[str | None, typer.Option(help="TVM RPC server HOST:PORT of the device.")] = None,
+    tracker: Annotated[str | None, typer.Option(help="TVM RPC tracker HOST:PORT.")] = None,
+    key: Annotated[str | None, typer.Option(help="Device key at the tracker.")] = None,
+    budget_minutes: Annotated[float, typer.Option(help="Time budget for profiling.")] = 10.0,
+    model: Annotated[str | None, typer.Option(help="ONNX model whose search space to profile first.")] = None,
+    db: Annotated[
+        Path | None, typer.Option(help="Profile store (SQLite); default in the hanasc cache.")
+    ] = None,
+) -> None:
+    """Profile kernels on the target (locally, or on a device over TVM RPC) and train its latency model.
+
+    Examples:
+
+      hanasc profile --target host --budget-minutes 5
+
+      hanasc profile --target cortex-a78 --rpc 192.168.1.20:9090 --model model.onnx
+
+      hanasc profile --target jetson-orin --tracker 10.0.0.2:9190 --key orin
+    """
+    from rich.progress import Progress
+
+    from hanasc.cost_models.profiler import Session
+    from hanasc.model_zoo import resolve_model_arg
+    from hanasc.targets.registry import get_target
+
+    info = get_target(target)
+    session = Session.from_address(rpc_addr=rpc, tracker=tracker, key=key)
+    from hanasc.cost_models import profile_target
+
+    with Progress(console=_console(stderr=True)) as bar:
+        task = bar.add_task(f"profiling {info.name}", total=None)
+
+        def progress(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"profiling {info.name}: {label}")
+
+        summary = profile_target(
+            info.name,
+            session=session,
+            model=str(resolve_model_arg(model)) if model else None,
+            budget_minutes=budget_minutes,
+            db=db,
+            progress=progress,
+        )
+    print(summary.table())
+
+
+@app.command()
+def costs(
+    model: Annotated[str, typer.Argument(help="ONNX file, or a zoo name.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Target name.")] = "host",
+    config: Annotated[Path | None, typer.Option(help="Config JSON to apply first.")] = None,
+    data: Annotated[Path | None, typer.Option(help=".npz calibration data (for a_bits=8).")] = None,
+    input_shape: InputShapeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Estimated latency per kernel and in total, memory and energy, each with its provenance.
+
+    Examples:
+
+      hanasc costs model.onnx --target host
+
+      hanasc costs efficientnet-lite0 --target cortex-a78 --config config.json --data calib.npz
+    """
+    from hanasc.apply_pipeline import calibrate_for
+    from hanasc.cost_models import estimate_costs
+    from hanasc.datasets import load_npz
+    from hanasc.passes.config import Config
+    from hanasc.passes.materialize import materialize
+    from hanasc.relax_params import bind_weights
+    from hanasc.targets.registry import check_choices, get_target
+
+    info = get_target(target)
+    loaded = _load(model, input_shape)
+    policy = Config.load(config) if config else Config()
+    check_choices(info, policy, loaded.layers)
+    samples = load_npz(data, loaded.inputs[0]).x if data is not None else None
+    mod = materialize(loaded.mod, policy, calibrate_for(loaded, policy, samples))
+    report = estimate_costs(bind_weights(mod), info.name)
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.table())
+
+
+@app.command()
+def calibrate(
+    measurements: Annotated[
+        Path, typer.Argument(help="CSV with columns model,ms (paths relative to the CSV).")
+    ],
+    target: Annotated[str, typer.Option("--target", "-t", help="Target name.")],
+    base: Annotated[str, typer.Option(help="What to calibrate: auto, prior or model.")] = "auto",
+) -> None:
+    """Calibrate a target's latency estimates from whole-model measurements taken on the device.
+
+    Example:
+
+      hanasc calibrate --target cortex-a78 measurements.csv
+    """
+    from hanasc.cost_models.estimate import calibrate_from_csv, calibration_table
+    from hanasc.targets.registry import get_target
+
+    info = get_target(target)
+    cal = calibrate_from_csv(info.name, measurements, base=base)
+    print(calibration_table(cal, info.name))
 
 
 @app.command()
