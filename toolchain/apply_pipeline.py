@@ -65,10 +65,20 @@ def needs_calibration(config: Config) -> bool:
     return any(choice.a_bits == 8 for choice in config.layers.values())
 
 
-def calibrate_for(model: LoadedModel, config: Config, data: np.ndarray | None, method: str = "minmax"):
-    """Activation ranges when the Config quantizes activations to int8, else None."""
+def calibrate_for(
+    model: LoadedModel,
+    config: Config,
+    data: np.ndarray | None,
+    method: str = "minmax",
+    ranges_file: Path | None = None,
+):
+    """Activation ranges when the Config quantizes activations to int8 (from data, or a saved ranges file)."""
     if not needs_calibration(config):
         return None
+    if data is None and ranges_file is not None and ranges_file.is_file():
+        from hanasc.calibration import ActivationRanges
+
+        return ActivationRanges.load(ranges_file)
     if data is None:
         layer = next(name for name, c in config.layers.items() if c.a_bits == 8)
         raise ConfigError(f"layer '{layer}' asks for a_bits=8: give --data to calibrate activation ranges")
@@ -120,7 +130,12 @@ def build_target_bundle(info, model: LoadedModel, config: Config, mod, out: Path
 
 
 def apply_config(
-    model: LoadedModel, config: Config, out: Path, data: np.ndarray | None = None, target: str = "host"
+    model: LoadedModel,
+    config: Config,
+    out: Path,
+    data: np.ndarray | None = None,
+    target: str = "host",
+    ranges_file: Path | None = None,
 ) -> ApplySummary:
     """Materialize ``config``, build for the host (and ``target``'s bundle), write ``out/`` atomically."""
     from hanasc.passes.materialize import check_layer_names, materialize
@@ -131,7 +146,7 @@ def apply_config(
     info = get_target(target)
     check_layer_names(config, model.mod)
     check_choices(info, config, model.layers)
-    ranges = calibrate_for(model, config, data)
+    ranges = calibrate_for(model, config, data, ranges_file=ranges_file)
     new_mod = materialize(model.mod, config, ranges)
     before, after = weights_of(model.mod), weights_of(new_mod)
     executable = host.build(bind_weights(new_mod))

@@ -109,7 +109,11 @@ def apply(
     config: Annotated[Path, typer.Argument(help="Config JSON (layer -> choices, skip), e.g. from compile.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")],
     data: Annotated[
-        Path | None, typer.Option(help=".npz with x (and y): calibration data for a_bits=8 layers.")
+        Path | None,
+        typer.Option(
+            help=".npz with x: calibration data for a_bits=8 layers (default: the "
+            "activation_ranges.json beside CONFIG, as `hanasc compile` writes it)."
+        ),
     ] = None,
     target: Annotated[str, typer.Option("--target", "-t", help="Also build this target's bundle.")] = "host",
     input_shape: InputShapeOpt = None,
@@ -133,7 +137,10 @@ def apply(
     loaded = _load(model, input_shape)
     policy = Config.load(config)
     samples = load_npz(data, loaded.inputs[0]).x if data is not None else None
-    summary = apply_config(loaded, policy, out, samples, target=target)
+    # compile writes activation_ranges.json beside config.json: a compiled Config replays without --data
+    summary = apply_config(
+        loaded, policy, out, samples, target=target, ranges_file=config.parent / "activation_ranges.json"
+    )
     console = _console()
     console.print(summary.to_markdown())
     bundle = f", {summary.bundle['target']}/ bundle" if summary.bundle else ""
@@ -282,21 +289,105 @@ def calibrate(
     print(calibration_table(cal, info.name))
 
 
+@app.command(name="compile")
+def compile_(
+    model: Annotated[str, typer.Argument(help="ONNX file, or a zoo name such as efficientnet-lite0.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Target (see `hanasc targets`).")] = "host",
+    budget: Annotated[str | None, typer.Option(help="Latency budget, e.g. 8ms.")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory budget, e.g. 2MB.")] = None,
+    energy: Annotated[str | None, typer.Option(help="Energy budget per inference, e.g. 5mJ.")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help=".npz (x, y), an image folder (one sub-folder per class), or 'imagenet-samples' "
+            "(the labelled ImageNet images shipped in the foolbox package)."
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")] = Path(
+        "out"
+    ),
+    metric: Annotated[
+        str | None, typer.Option(help="top1 | agreement | kl (default: top1 with labels).")
+    ] = None,
+    space: Annotated[str, typer.Option(help="joint | arch | quant: which genes to search.")] = "joint",
+    seed: Annotated[int, typer.Option(help="Makes the run repeatable.")] = 0,
+    generations: Annotated[int, typer.Option(help="NSGA-II generations.")] = 25,
+    population: Annotated[int, typer.Option(help="NSGA-II population.")] = 40,
+    samples: Annotated[int, typer.Option(help="Configs evaluated to train the accuracy predictor.")] = 240,
+    resume: Annotated[bool, typer.Option(help="Resume an interrupted run with the same arguments.")] = False,
+    tune_minutes: Annotated[float, typer.Option(help="MetaSchedule tuning of the result (host).")] = 0.0,
+    size: Annotated[int | None, typer.Option(help="Images: crop size (default: the model's input).")] = None,
+    resize: Annotated[int | None, typer.Option(help="Images: short side before the centre crop.")] = None,
+    mean: Annotated[
+        str | None, typer.Option(help="Images: per-channel mean on 0..1, e.g. 0.485,0.456,0.406")
+    ] = None,
+    std: Annotated[str | None, typer.Option(help="Images: per-channel std on 0..1.")] = None,
+    channel_order: Annotated[str, typer.Option(help="Images: RGB or BGR.")] = "RGB",
+    views: Annotated[int, typer.Option(help="Images: crop/flip views per image (1 or 5).")] = 1,
+    input_shape: InputShapeOpt = None,
+) -> None:
+    """Search per-layer quantization and architecture changes under budgets; compile and verify the winner.
+
+    Writes OUT/ with the artifact, config.json (replay with `hanasc apply`), report.json, report.md,
+    pareto.png and breakdown.png.
+
+    Examples:
+
+      hanasc compile model.onnx --target host --budget 8ms --data calib.npz --out out/
+
+      hanasc compile efficientnet-lite0 --budget 120ms --memory 6MB --data imagenet-samples --views 5
+
+      hanasc compile model.onnx --target cortex-a78 --budget 8ms --data images/ --space quant
+    """
+    from hanasc.compile_cli import run_compile
+
+    run_compile(
+        _load(model, input_shape),
+        model,
+        target,
+        budget,
+        memory,
+        energy,
+        data,
+        out,
+        metric,
+        space,
+        seed,
+        generations,
+        population,
+        samples,
+        resume,
+        tune_minutes,
+        size,
+        resize,
+        mean,
+        std,
+        channel_order,
+        views,
+        _console(),
+        _console(stderr=True),
+    )
+
+
 @app.command()
-def demo() -> None:
-    """Run the main job on the bundled default model (EfficientNet-Lite0 with ImageNet weights).
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("hanasc-demo"),
+    budget_fraction: Annotated[
+        float, typer.Option(help="Budget as a share of the original's latency.")
+    ] = 0.5,
+) -> None:
+    """Run the main job on the bundled default: EfficientNet-Lite0 (ImageNet weights) for the host.
+
+    Measures the original, then compiles with a budget of half its measured latency, using the labelled
+    ImageNet images that ship in the foolbox package (5 crop/flip views each).
 
     Example:
 
       hanasc demo
     """
-    from hanasc.inspect_view import print_inspect
-    from hanasc.model_zoo import fetch
+    from hanasc.compile_cli import run_demo
 
-    console = _console()
-    path = fetch("efficientnet-lite0")
-    console.print(f"EfficientNet-Lite0 (ImageNet weights) at {path}")
-    print_inspect(_load(str(path), None), console)
+    run_demo(out, budget_fraction, _console(), _console(stderr=True))
 
 
 def main() -> None:

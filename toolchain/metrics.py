@@ -30,6 +30,20 @@ def kl_divergence(outputs: np.ndarray, reference: np.ndarray) -> float:
     return float((np.exp(p_log) * (p_log - q_log)).sum(axis=1).mean())
 
 
+def _softmax(z: np.ndarray) -> np.ndarray:
+    return np.exp(_log_softmax(z))
+
+
+def label_probability(outputs: np.ndarray, labels: np.ndarray, reference: np.ndarray | None = None) -> float:
+    """Mean probability given to the true label (a smooth companion of top-1)."""
+    return float(_softmax(outputs)[np.arange(len(labels)), labels].mean())
+
+
+def reference_probability(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray) -> float:
+    """Mean probability given to the fp32 model's top-1 class (a smooth companion of agreement)."""
+    return float(_softmax(outputs)[np.arange(len(reference)), reference.argmax(axis=1)].mean())
+
+
 def neg_kl(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray) -> float:
     return -kl_divergence(outputs, reference)
 
@@ -42,15 +56,38 @@ class Metric:
     description: str
     needs_labels: bool
     fn: Callable[[np.ndarray, np.ndarray | None, np.ndarray | None], float]
+    smooth: Callable[[np.ndarray, np.ndarray | None, np.ndarray | None], float]
+    smooth_description: str
 
     def __call__(self, outputs, labels=None, reference=None) -> float:
         return self.fn(outputs, labels, reference)
 
 
 METRICS = {
-    "top1": Metric("top1", "top-1 accuracy against the labels", True, top1),
-    "agreement": Metric("agreement", "top-1 agreement with the original fp32 model", False, agreement),
-    "kl": Metric("kl", "negative mean KL divergence from the original fp32 model (nats)", False, neg_kl),
+    "top1": Metric(
+        "top1",
+        "top-1 accuracy against the labels",
+        True,
+        top1,
+        label_probability,
+        "mean probability of the true label",
+    ),
+    "agreement": Metric(
+        "agreement",
+        "top-1 agreement with the original fp32 model",
+        False,
+        agreement,
+        reference_probability,
+        "mean probability of the fp32 model's top-1 class",
+    ),
+    "kl": Metric(
+        "kl",
+        "negative mean KL divergence from the original fp32 model (nats)",
+        False,
+        neg_kl,
+        neg_kl,
+        "negative mean KL divergence",
+    ),
 }
 
 

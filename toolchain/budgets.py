@@ -1,0 +1,31 @@
+"""Parse budget options: ``8ms`` / ``0.5s``, ``2MB`` / ``512KB`` / ``1.5MiB``, ``5mJ`` / ``0.1J``."""
+
+from __future__ import annotations
+
+import re
+
+from hanasc.errors import HanascError
+
+_UNITS = {
+    "latency": {"ms": 1.0, "s": 1000.0, "us": 1e-3, "": 1.0},
+    "memory": {"mb": 1.0, "mib": 1.048576, "kb": 1e-3, "kib": 1.024e-3, "gb": 1000.0, "b": 1e-6, "": 1.0},
+    "energy": {"mj": 1.0, "j": 1000.0, "uj": 1e-3, "": 1.0},
+}
+_CANONICAL = {"latency": "ms", "memory": "MB", "energy": "mJ"}
+
+
+def parse_budget(text: str | None, kind: str, option: str) -> float | None:
+    """The budget in ms, MB or mJ; a one-line HanascError naming the option on bad input."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e-?\d+)?)\s*([a-zA-Z]*)\s*", text)
+    units = _UNITS[kind]
+    if not match or match[2].lower() not in units:
+        raise HanascError(
+            f"{option} '{text}': expected a number with a unit, e.g. 8{_CANONICAL[kind]} "
+            f"(units: {', '.join(u for u in units if u)})"
+        )
+    value = float(match[1]) * units[match[2].lower()]
+    if value <= 0:
+        raise HanascError(f"{option} '{text}': must be positive")
+    return value

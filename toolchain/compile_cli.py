@@ -1,0 +1,202 @@
+"""The CLI side of ``hanasc compile`` and ``hanasc demo``: options -> data, progress bars, summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hanasc.budgets import parse_budget
+from hanasc.compile_pipeline import CompileOptions, Stage, compile_model, split_data
+from hanasc.errors import HanascError
+from hanasc.frontend import LoadedModel
+from hanasc.images import FIVE_VIEWS, Preprocess, load_foolbox_imagenet, load_image_folder
+from hanasc.metrics import choose_metric
+from hanasc.search import Budgets
+
+BUILTIN_IMAGES = "imagenet-samples"
+
+
+def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise HanascError(
+            f"{option} '{text}': expected comma-separated numbers, e.g. 0.485,0.456,0.406"
+        ) from None
+
+
+def preprocess_for(model: LoadedModel, size, resize, mean, std, channel_order, views) -> Preprocess:
+    """Preprocessing from the options, defaulting to the zoo model's own (metadata) or ImageNet's."""
+    meta = {p.key: p.value for p in model.onnx_model.metadata_props}
+    zoo = json.loads(meta["hanasc.preprocess"]) if "hanasc.preprocess" in meta else {}
+    shape = model.inputs[0].shape
+    if channel_order not in ("RGB", "BGR"):
+        raise HanascError(f"--channel-order '{channel_order}': RGB or BGR")
+    if views not in (1, 5):
+        raise HanascError(f"--views {views}: 1 or 5")
+    return Preprocess(
+        size=size or int(shape[-1]),
+        resize=resize if resize is not None else zoo.get("resize", 256),
+        mean=_floats(mean, "--mean") or tuple(zoo.get("mean", (0.485, 0.456, 0.406))),
+        std=_floats(std, "--std") or tuple(zoo.get("std", (0.229, 0.224, 0.225))),
+        channel_order=channel_order,
+        grayscale=shape[1] == 1,
+        crops=FIVE_VIEWS if views == 5 else [(0.5, 0.5, False)],
+    )
+
+
+def load_data(model: LoadedModel, data: str | None, preprocess: Preprocess):
+    """(x, y, groups, source) from --data."""
+    from hanasc.datasets import load_npz
+
+    if data is None:
+        raise HanascError("--data is needed: an .npz with x (and y), an image folder, or 'imagenet-samples'")
+    if data == BUILTIN_IMAGES:
+        ds, groups = load_foolbox_imagenet(preprocess)
+    elif Path(data).suffix == ".npz":
+        ds, groups = load_npz(Path(data), model.inputs[0]), None
+    else:
+        ds, groups = load_image_folder(Path(data), preprocess)
+    if ds.x.shape[1:] != tuple(model.inputs[0].shape[1:]):
+        raise HanascError(
+            f"{data}: samples of shape {ds.x.shape[1:]}, the model takes {model.inputs[0].shape[1:]}"
+        )
+    return ds.x.astype(np.float32), ds.y, groups, ds.source
+
+
+class _Bars:
+    """rich progress bars for the pipeline's stages."""
+
+    def __init__(self, progress: Progress, console: Console) -> None:
+        self.progress, self.console, self.task = progress, console, None
+
+    def start(self, name: str, total: int | None) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, visible=False)
+        self.task = self.progress.add_task(name, total=total, status="")
+
+    def advance(self, text: str = "") -> None:
+        if self.task is not None:
+            self.progress.update(self.task, advance=1, status=text)
+
+    def log(self, text: str) -> None:
+        self.progress.console.print(f"[dim]·[/dim] {text}")
+
+
+def _run(model, options: CompileOptions, data_args, out: Path, metric_name, console, err_console):
+    x, y, groups, source = data_args
+    metric = choose_metric(metric_name, y is not None)
+    split = split_data(x, y, groups, options.seed, source)
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+    ]
+    with Progress(*columns, console=err_console) as progress:
+        bars = _Bars(progress, err_console)
+        result = compile_model(
+            model, split, options, out, metric, Stage(start=bars.start, advance=bars.advance, log=bars.log)
+        )
+    r, o = result.report["result"], result.report["original"]
+    console.print(
+        f"original: {o['latency_ms']['value']} ms ({o['latency_ms']['source']}), {metric.name} "
+        f"{o['accuracy']['value']}\nresult:   {r['latency_ms']['value']} ms ({r['latency_ms']['source']}), "
+        f"{metric.name} {r['accuracy']['value']} (held-out), memory {r['memory_mb']['value']} MB "
+        f"({r['memory_mb']['source']})"
+    )
+    console.print(f"report: {out / 'report.md'} (and report.json, pareto.png, breakdown.png, config.json)")
+    return result
+
+
+def run_compile(
+    model,
+    model_arg,
+    target,
+    budget,
+    memory,
+    energy,
+    data,
+    out,
+    metric,
+    space,
+    seed,
+    generations,
+    population,
+    samples,
+    resume,
+    tune_minutes,
+    size,
+    resize,
+    mean,
+    std,
+    channel_order,
+    views,
+    console,
+    err_console,
+) -> None:
+    if space not in ("joint", "arch", "quant"):
+        raise HanascError(f"--space {space}: joint, arch or quant")
+    from hanasc.targets.registry import get_target
+
+    info = get_target(target)
+    if info.bundle_input == "onnx" and space != "quant":
+        err_console.print(
+            f"[yellow]{info.name}: architecture changes cannot be exported to OpenVINO yet; "
+            "searching precisions only (--space quant)[/yellow]"
+        )
+        space = "quant"
+    options = CompileOptions(
+        target=info.name,
+        budgets=Budgets(
+            parse_budget(budget, "latency", "--budget"),
+            parse_budget(memory, "memory", "--memory"),
+            parse_budget(energy, "energy", "--energy"),
+        ),
+        space=space,
+        seed=seed,
+        metric=metric,
+        predictor_samples=samples,
+        population=population,
+        generations=generations,
+        resume=resume,
+        tune_minutes=tune_minutes,
+    )
+    preprocess = preprocess_for(model, size, resize, mean, std, channel_order, views)
+    _run(model, options, load_data(model, data, preprocess), Path(out), metric, console, err_console)
+
+
+def run_demo(out: Path, budget_fraction: float, console: Console, err_console: Console) -> None:
+    """EfficientNet-Lite0 for the host at ``budget_fraction`` of its measured latency."""
+    import hanasc
+    from hanasc.compile_pipeline import measure_host
+    from hanasc.model_zoo import fetch
+    from hanasc.relax_params import bind_weights
+    from hanasc.targets import host
+
+    path = fetch("efficientnet-lite0")
+    console.print(f"EfficientNet-Lite0 (ImageNet weights) from {path}")
+    model = hanasc.load_model(path)
+    original = measure_host(host.build(bind_weights(model.mod)), [model.example_inputs()["input"]], 7)
+    budget_ms = round(original["value"] * budget_fraction, 2)
+    console.print(
+        f"original on this host: {original['value']} ms (measured, median of {original['runs']}); "
+        f"budget {budget_ms} ms ({budget_fraction:g} x)"
+    )
+    options = CompileOptions(
+        target="host",
+        budgets=Budgets(latency_ms=budget_ms),
+        metric="agreement",
+        predictor_samples=100,
+        population=32,
+        generations=20,
+    )
+    preprocess = preprocess_for(model, None, None, None, None, "RGB", 5)
+    _run(model, options, load_data(model, BUILTIN_IMAGES, preprocess), out, "agreement", console, err_console)

@@ -1,0 +1,800 @@
+"""``hanasc compile``: accuracy predictor, joint NSGA-II search under budgets, verification, the output.
+
+Data flow: data split (calibration / held-out) -> activation ranges -> search space -> simulator-evaluated
+sample Configs -> accuracy predictor -> NSGA-II on (predicted accuracy, estimated latency, memory[, energy])
+-> best candidates re-evaluated on held-out data -> the best feasible one materialized, compiled, measured
+(host) -> if it misses the budget the estimate learns from the miss and the next candidate is taken ->
+report and artifacts written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hanasc.errors import HanascError
+from hanasc.frontend import LoadedModel
+from hanasc.metrics import Metric
+from hanasc.search import Budgets, Candidate, run_search
+from hanasc.space import SearchSpace, SpaceOptions, build_space
+
+
+class InfeasibleBudgetError(HanascError):
+    """Even the fastest configuration misses the budget."""
+
+
+@dataclass
+class CompileOptions:
+    target: str = "host"
+    budgets: Budgets = field(default_factory=Budgets)
+    space: str = "joint"
+    seed: int = 0
+    metric: str | None = None
+    predictor_samples: int = 240
+    predictor_images: int = 12
+    population: int = 40
+    generations: int = 25
+    verify_candidates: int = 8
+    max_attempts: int = 4
+    measure_repeats: int = 7
+    resume: bool = False
+    tune_minutes: float = 0.0
+
+
+@dataclass
+class Split:
+    """Calibration part (ranges, predictor samples) and held-out part (reported accuracy)."""
+
+    calib_x: np.ndarray
+    calib_y: np.ndarray | None
+    eval_x: np.ndarray
+    eval_y: np.ndarray | None
+    description: dict
+
+
+def split_data(
+    x: np.ndarray, y: np.ndarray | None, groups: np.ndarray | None, seed: int, source: str
+) -> Split:
+    """Half the source images for calibration, half held out (views of one image stay together)."""
+    groups = np.arange(len(x)) if groups is None else groups
+    unique = np.unique(groups)
+    if len(unique) < 2:
+        raise HanascError(f"{source}: need at least 2 samples to split into calibration and held-out parts")
+    rng = np.random.default_rng(seed)
+    held = set(rng.permutation(unique)[: len(unique) // 2].tolist())
+    mask = np.array([g in held for g in groups])
+    return Split(
+        calib_x=x[~mask],
+        calib_y=None if y is None else y[~mask],
+        eval_x=x[mask],
+        eval_y=None if y is None else y[mask],
+        description={
+            "source": source,
+            "samples": len(x),
+            "source_images": len(unique),
+            "calibration": {
+                "samples": int((~mask).sum()),
+                "used_for": "activation ranges, predictor samples",
+            },
+            "held_out": {"samples": int(mask.sum()), "used_for": "reported accuracy of original and result"},
+        },
+    )
+
+
+def fig(value, source: str, **detail) -> dict:
+    """A figure with its provenance."""
+    return {"value": value, "source": source, **detail}
+
+
+def measure_host(executable, inputs: list[np.ndarray], repeat: int) -> dict:
+    """Median latency of ``main`` on this CPU (time_evaluator, 1 warm-up, ``repeat`` runs)."""
+    import tvm
+    from tvm import relax
+
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(executable, dev)
+    args = [tvm.runtime.tensor(np.ascontiguousarray(x), device=dev) for x in inputs]
+    vm["main"](*args)
+    result = vm.time_evaluator("main", dev, number=1, repeat=repeat)(*args)
+    samples = [float(s) * 1e3 for s in result.results]
+    from hanasc.cost_models.profiler import Session
+
+    return fig(
+        round(statistics.median(samples), 3),
+        "measured",
+        where=f"host ({Session.local().device_id})",
+        runs=repeat,
+        statistic="median",
+        spread_ms=[round(min(samples), 3), round(max(samples), 3)],
+        tool="TVM VirtualMachine.time_evaluator",
+    )
+
+
+def run_host(executable, x: np.ndarray) -> np.ndarray:
+    from hanasc.targets import host
+
+    return np.concatenate([host.run(executable, [s[None]])[0] for s in x])
+
+
+@dataclass
+class Stage:
+    """Progress reporting hooks (the CLI shows rich bars)."""
+
+    start: Callable[[str, int | None], None] = lambda name, total: None
+    advance: Callable[[str], None] = lambda text="": None
+    log: Callable[[str], None] = lambda text: None
+
+
+def _space_options(info, mode: str) -> SpaceOptions:
+    """Precision pairs (weight bits, activation bits) the target runs."""
+    c = info.choices
+    pairs = [(32, 32)]
+    if 16 in c.act_bits and 16 in c.compute_weight_bits:
+        pairs.append((16, 16))
+    if 8 in c.act_bits:
+        pairs += [(w, 8) for w in (8, 4, 2) if w in c.weight_bits]
+    pairs += [(w, 32) for w in (8, 4, 2) if w in c.weight_bits]
+    return SpaceOptions(precisions=tuple(pairs), mode=mode)
+
+
+def uniform_genomes(space: SearchSpace) -> list[np.ndarray]:
+    """The identity, then one genome per precision choice applied to every layer."""
+    genomes = [space.identity()]
+    precision = [i for i, s in enumerate(space.slots) if s.kind == "precision"]
+    if precision:
+        for choice in range(1, len(space.slots[precision[0]].choices)):
+            g = space.identity()
+            g[precision] = choice
+            genomes.append(g)
+    return genomes
+
+
+def seed_genomes(space: SearchSpace, rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """Predictor samples: identity, one uniform genome per precision, single-gene changes (each slot's
+    sensitivity), then sparse random changes (2-12% of the slots)."""
+    genomes = uniform_genomes(space)
+    singles = []
+    for i, slot in enumerate(space.slots):
+        for choice in range(1, len(slot.choices)):
+            g = space.identity()
+            g[i] = choice
+            singles.append(g)
+    order = rng.permutation(len(singles))[: max(0, int(0.7 * n) - len(genomes))]
+    genomes += [singles[i] for i in order]
+    while len(genomes) < n:
+        density = rng.uniform(0.02, 0.12)
+        g = space.identity()
+        for i, slot in enumerate(space.slots):
+            if rng.random() < density:
+                g[i] = rng.integers(1, len(slot.choices))
+        genomes.append(g)
+    return genomes[:n]
+
+
+def population_seeds(space: SearchSpace, rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """NSGA-II's first population: identity, uniform precisions, then sparse random genomes."""
+    genomes = uniform_genomes(space)
+    while len(genomes) < n:
+        g = space.identity()
+        mask = rng.random(len(space.slots)) < rng.uniform(0.05, 0.4)
+        g[mask] = [rng.integers(0, len(space.slots[i].choices)) for i in np.flatnonzero(mask)]
+        genomes.append(g)
+    return genomes[:n]
+
+
+def run_key(model: LoadedModel, options: CompileOptions, data_source: str) -> str:
+    text = json.dumps(
+        [
+            str(model.path.resolve()),
+            model.path.stat().st_size,
+            options.target,
+            options.space,
+            options.seed,
+            options.budgets.__dict__,
+            options.metric,
+            data_source,
+            options.predictor_samples,
+        ],
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class CompileResult:
+    report: dict
+    out: Path
+
+
+def compile_model(
+    model: LoadedModel,
+    split: Split,
+    options: CompileOptions,
+    out: Path,
+    metric: Metric,
+    stage: Stage | None = None,
+) -> CompileResult:
+    """The main job; raises InfeasibleBudgetError (exit 2) when no configuration can meet the budgets."""
+    from hanasc.atomic import atomic_dir
+    from hanasc.calibration import calibrate
+    from hanasc.paths import cache_dir
+    from hanasc.predictor import AccuracyPredictor
+    from hanasc.search_costs import SearchCosts
+    from hanasc.simulator import Simulator
+    from hanasc.targets.registry import get_target
+
+    stage = stage or Stage()
+    started = time.perf_counter()
+    info = get_target(options.target)
+    budgets = options.budgets
+    rng = np.random.default_rng(options.seed)
+    work = cache_dir() / "runs" / run_key(model, options, split.description["source"])
+    work.mkdir(parents=True, exist_ok=True)
+
+    # 1. calibration, simulator, references ----------------------------------------------------------------
+    stage.log("calibrating activation ranges on the calibration split")
+    ranges = calibrate(model, split.calib_x, method="percentile", percentile=99.99)
+    simulator = Simulator(model, batch=8)
+    from hanasc.passes.config import Config
+
+    ref_calib = simulator.run(Config(), split.calib_x)
+    ref_eval = simulator.run(Config(), split.eval_x)
+    pick = rng.permutation(len(split.calib_x))[: options.predictor_images]
+    pred_x, pred_ref = split.calib_x[pick], ref_calib[pick]
+    pred_y = None if split.calib_y is None else split.calib_y[pick]
+
+    # 2. space and costs -----------------------------------------------------------------------------------
+    space = build_space(model, _space_options(info, options.space))
+    stage.log(
+        f"search space: {len(space)} genes, 10^{space.log10_size():.1f} configurations ({options.space})"
+    )
+    costs = SearchCosts(model, space, info.name)
+
+    original_build = original_measure = None
+    probe = [model.example_inputs(seed=1)[s.name] for s in model.inputs]
+    if info.name == "host":
+        from hanasc.relax_params import bind_weights
+        from hanasc.targets import host
+
+        stage.log("compiling and measuring the original model on the host")
+        original_build = host.build(bind_weights(model.mod))
+        original_measure = measure_host(original_build, probe, options.measure_repeats)
+        costs.observe(space.identity(), original_measure["value"])
+
+    fastest = _fastest_genome(space)
+    fastest_ms = float(costs(fastest[None])[0][0])
+    if budgets.latency_ms is not None and fastest_ms > budgets.latency_ms:
+        raise InfeasibleBudgetError(
+            f"--budget {budgets.latency_ms:g}ms is infeasible on {info.name}: the fastest configuration "
+            f"reachable is estimated at {fastest_ms:.2f} ms ({costs.source()['source']})"
+        )
+
+    # 3. accuracy predictor --------------------------------------------------------------------------------
+    samples_path = work / "predictor_samples.json"
+    genomes = seed_genomes(space, rng, options.predictor_samples)
+    scores: dict[tuple, float] = {}
+    if options.resume and samples_path.exists():
+        scores = {tuple(e["genome"]): e["score"] for e in json.loads(samples_path.read_text())}
+    stage.start("evaluating sample Configs with the simulator", len(genomes))
+    for g in genomes:
+        key = tuple(int(v) for v in g)
+        if key not in scores:
+            out_sim = simulator.run(space.decode(g), pred_x, ranges)
+            scores[key] = metric.smooth(out_sim, pred_y, pred_ref)
+            samples_path.write_text(json.dumps([{"genome": list(k), "score": v} for k, v in scores.items()]))
+        stage.advance("")
+    keys = list(scores)
+    predictor = AccuracyPredictor(space, seed=options.seed)
+    pred_report = predictor.fit(np.array(keys), np.array([scores[k] for k in keys]))
+    stage.log(
+        f"accuracy predictor: Kendall tau {pred_report.kendall_tau:.3f} "
+        f"on {pred_report.test_samples} held-out Configs"
+    )
+
+    # 4. search --------------------------------------------------------------------------------------------
+    def objectives(gs: np.ndarray):
+        lat, mem, energy = costs(gs)
+        return predictor.predict(gs), lat, mem, energy
+
+    stage.start("NSGA-II search", options.generations)
+
+    def on_generation(gen: int, evaluated: list[Candidate]) -> None:
+        feasible = [c for c in evaluated if c.feasible(budgets)]
+        best = max(feasible, key=lambda c: c.accuracy, default=None)
+        text = (
+            f"best feasible: {metric.name} {best.accuracy:.3f} (predicted), {best.latency_ms:.2f} ms"
+            if best
+            else "no feasible candidate yet"
+        )
+        stage.advance(text)
+
+    result = run_search(
+        space,
+        objectives,
+        budgets,
+        seed=options.seed,
+        pop_size=options.population,
+        generations=options.generations,
+        seeds=genomes[: options.population],
+        checkpoint=work / "search_checkpoint.json",
+        resume=options.resume,
+        on_generation=on_generation,
+    )
+    feasible = sorted((c for c in result.evaluated if c.feasible(budgets)), key=lambda c: -c.accuracy)
+    if not feasible:
+        best_ms = min(c.latency_ms for c in result.evaluated)
+        raise InfeasibleBudgetError(
+            f"no configuration found within the budgets on {info.name}; fastest reachable latency "
+            f"{min(best_ms, fastest_ms):.2f} ms (estimated)"
+        )
+
+    # 5. re-evaluate the best candidates on held-out data, then verify ------------------------------------
+    unique: list[Candidate] = []
+    for c in feasible:
+        if all(c.genome != u.genome for u in unique):
+            unique.append(c)
+        if len(unique) >= options.verify_candidates:
+            break
+    # plus the feasible Configs the simulator really scored best on the calibration split
+    sampled = sorted(scores, key=lambda k: -scores[k])
+    sample_costs = costs(np.array(sampled))
+    extra = 0
+    for k, lat, mem, energy in zip(sampled, *sample_costs, strict=True):
+        cand = Candidate(list(k), scores[k], float(lat), float(mem), float(energy))
+        if (
+            extra < options.verify_candidates // 2
+            and cand.feasible(budgets)
+            and all(cand.genome != u.genome for u in unique)
+        ):
+            unique.append(cand)
+            extra += 1
+    stage.start("re-evaluating the best candidates on held-out data", len(unique))
+    held_out: dict[tuple, float] = {}
+    for c in unique:
+        held_out[tuple(c.genome)] = metric(
+            simulator.run(space.decode(c.genome), split.eval_x, ranges), split.eval_y, ref_eval
+        )
+        stage.advance("")
+    ranked = sorted(unique, key=lambda c: (-held_out[tuple(c.genome)], c.latency_ms))
+    attempts, chosen = [], None
+    for c in ranked[: options.max_attempts]:
+        lat_now = float(costs(np.array(c.genome)[None])[0][0])  # with everything learned so far
+        if budgets.latency_ms is not None and lat_now > budgets.latency_ms:
+            attempts.append(
+                {"genome": c.genome, "skipped": f"re-estimated at {lat_now:.2f} ms after calibration"}
+            )
+            continue
+        verified = _verify(
+            model,
+            info,
+            space.decode(c.genome),
+            ranges,
+            split,
+            ref_eval,
+            metric,
+            probe,
+            options,
+            costs,
+            c,
+            stage,
+        )
+        attempts.append(verified["attempt"])
+        if verified["meets_budget"]:
+            chosen = (c, verified)
+            break
+        costs.observe(c.genome, verified["latency"]["value"])  # the estimate learns from the miss
+    if chosen is None:
+        raise InfeasibleBudgetError(
+            f"no verified candidate met --budget {budgets.latency_ms:g}ms on {info.name} after "
+            f"{len(attempts)} attempts: "
+            + "; ".join(f"{a.get('measured_ms', a.get('skipped'))}" for a in attempts)
+        )
+
+    # 6. report and artifacts ------------------------------------------------------------------------------
+    candidate, verified = chosen
+    original = _original_figures(
+        model, info, split, ref_eval, metric, original_build, original_measure, probe, costs, space
+    )
+    report = _report(
+        model,
+        info,
+        options,
+        split,
+        metric,
+        original,
+        verified,
+        candidate,
+        space,
+        result,
+        pred_report,
+        costs,
+        attempts,
+        held_out,
+        time.perf_counter() - started,
+    )
+    with atomic_dir(Path(out)) as tmp:
+        _write_outputs(
+            tmp,
+            report,
+            verified,
+            model,
+            info,
+            space,
+            result,
+            candidate,
+            original,
+            budgets,
+            ranges,
+            split,
+            metric,
+        )
+    return CompileResult(report, Path(out))
+
+
+def _fastest_genome(space: SearchSpace) -> np.ndarray:
+    """A genome of the cheapest-looking choices: lowest precision, separable, 3x3, narrowest, all skipped."""
+    genome = space.identity()
+    for i, slot in enumerate(space.slots):
+        if slot.kind == "precision":
+            ints = [j for j, (w, a) in enumerate(slot.choices) if a == 8]
+            genome[i] = ints[0] if ints else 0
+        else:
+            genome[i] = len(slot.choices) - 1
+    return genome
+
+
+def _costs_figures(mod, info, scale: float, n_measured: int) -> tuple[dict, dict, dict]:
+    """Memory, energy and latency-by-operator-type of a module from the cost models."""
+    from hanasc.cost_models import estimate_costs
+    from hanasc.relax_params import bind_weights
+
+    report = estimate_costs(bind_weights(mod), info.name)
+    mem = report.memory["total"]
+    memory = fig(
+        round(mem.value / 1e6, 3),
+        mem.source,
+        unit="MB",
+        **mem.detail,
+        weights_mb=round(report.memory["weights"].value / 1e6, 3),
+        activations_mb=round(report.memory["activations"].value / 1e6, 3),
+    )
+    energy = fig(round(report.energy.value, 4), report.energy.source, unit="mJ", **report.energy.detail)
+    by_kind: dict[str, float] = {}
+    for k in report.kernels:
+        by_kind[k.op_kind] = by_kind.get(k.op_kind, 0.0) + k.latency.value * k.calls * scale
+    sources = sorted({k.latency.source for k in report.kernels})
+    breakdown = {
+        "ms_by_op_kind": by_kind,
+        "source": sources[0] if len(sources) == 1 else "mixed",
+        "detail": f"per-kernel estimates x {scale:.3f} (scale fitted to {n_measured} whole-model "
+        "measurements)",
+    }
+    return memory, energy, breakdown
+
+
+def _params(mod) -> dict:
+    from hanasc.relax_params import weights_of
+
+    weights = weights_of(mod)
+    return fig(
+        int(sum(v.size for k, v in weights.items() if not k.endswith(".scale"))),
+        "measured",
+        how="counted from the module's weight parameters",
+        weight_bytes=int(sum(v.nbytes for v in weights.values())),
+    )
+
+
+def _verify(model, info, config, ranges, split, ref_eval, metric, probe, options, costs, candidate, stage):
+    """Materialize, compile, measure (host) or predict (other targets), evaluate on held-out data."""
+    from hanasc.passes.materialize import materialize
+
+    stage.log(
+        f"verifying candidate: estimated {candidate.latency_ms:.2f} ms, predicted score "
+        f"{candidate.accuracy:.3f} ({metric.smooth_description})"
+    )
+    mod = materialize(model.mod, config, ranges)
+    executable = None
+    if info.name == "host":
+        executable = _build_host(mod, options, stage)
+        latency = measure_host(executable, probe, options.measure_repeats)
+        outputs = run_host(executable, split.eval_x)
+        engine = "the compiled host artifact"
+    else:
+        from hanasc.simulator import Simulator
+
+        est = float(costs(np.array(candidate.genome)[None])[0][0])
+        latency = fig(round(est, 3), **costs.source())
+        outputs = Simulator(model, batch=8).run(config, split.eval_x, ranges)
+        engine = "the simulator (checked equal to the materialized model in tests)"
+    accuracy = fig(
+        round(metric(outputs, split.eval_y, ref_eval), 4),
+        "measured",
+        metric=metric.name,
+        description=metric.description,
+        on=f"held-out split ({len(split.eval_x)} samples)",
+        engine=engine,
+    )
+    budget = options.budgets.latency_ms
+    meets = budget is None or latency["value"] <= budget
+    attempt = {
+        "genome": candidate.genome,
+        "estimated_ms": round(candidate.latency_ms, 3),
+        "measured_ms" if latency["source"] == "measured" else "predicted_ms": latency["value"],
+        "meets_budget": meets,
+        "accuracy": accuracy["value"],
+    }
+    if not meets:
+        stage.log(
+            f"candidate missed the budget: {latency['value']} ms ({latency['source']}); learning from it"
+        )
+    return {
+        "mod": mod,
+        "executable": executable,
+        "latency": latency,
+        "accuracy": accuracy,
+        "meets_budget": meets,
+        "attempt": attempt,
+        "config": config,
+    }
+
+
+def _build_host(mod, options: CompileOptions, stage: Stage):
+    from hanasc.relax_params import bind_weights
+    from hanasc.targets import host
+
+    if options.tune_minutes > 0:
+        from hanasc.targets.tuning import tune_and_build
+
+        stage.log(f"MetaSchedule tuning (up to {options.tune_minutes:g} min, persistent database)")
+        return tune_and_build(bind_weights(mod), "host", minutes=options.tune_minutes).executable
+    return host.build(bind_weights(mod))
+
+
+def _original_figures(model, info, split, ref_eval, metric, build, measured, probe, costs, space) -> dict:
+    if measured is not None:
+        latency = measured
+    else:
+        latency = fig(round(float(costs(space.identity()[None])[0][0]), 3), **costs.source())
+    memory, energy, breakdown = _costs_figures(model.mod, info, costs.scale, len(costs.observations))
+    return {
+        "latency_ms": latency,
+        "memory_mb": memory,
+        "energy_mj": energy,
+        "accuracy": fig(
+            round(metric(ref_eval, split.eval_y, ref_eval), 4),
+            "measured",
+            metric=metric.name,
+            on=f"held-out split ({len(split.eval_x)} samples)",
+            engine="onnxruntime on the original model",
+        ),
+        "params": _params(model.mod),
+        "breakdown": breakdown,
+    }
+
+
+def _layers_table(model, config, space) -> list[dict]:
+    rows = []
+    skipped_blocks = set(config.skip)
+    from hanasc.passes.depth import residual_blocks
+
+    in_skipped = {
+        layer: b.name
+        for b in residual_blocks(model.mod["main"])
+        if b.name in skipped_blocks
+        for layer in b.layers
+    }
+    for layer in model.layers:
+        c = config.choice(layer.name)
+        rows.append(
+            {
+                "name": layer.name,
+                "op": layer.op,
+                "w_bits": c.w_bits,
+                "a_bits": c.a_bits,
+                "separable": c.separable,
+                "width": c.width,
+                "kernel": c.kernel or layer.kernel[0] if layer.kernel else None,
+                "skipped_block": in_skipped.get(layer.name),
+            }
+        )
+    return rows
+
+
+def _report(
+    model,
+    info,
+    options,
+    split,
+    metric,
+    original,
+    verified,
+    candidate,
+    space,
+    result,
+    pred_report,
+    costs,
+    attempts,
+    held_out,
+    wall_s,
+) -> dict:
+    memory, energy, breakdown = _costs_figures(verified["mod"], info, costs.scale, len(costs.observations))
+    budgets = options.budgets
+    return {
+        "format": "hanasc.report/1",
+        "model": str(model.path),
+        "target": info.name,
+        "budget": {
+            "latency_ms": budgets.latency_ms,
+            "memory_mb": budgets.memory_mb,
+            "energy_mj": budgets.energy_mj,
+        },
+        "data": split.description,
+        "metric": {
+            "name": metric.name,
+            "description": metric.description,
+            "search_score": metric.smooth_description,
+        },
+        "original": original,
+        "result": {
+            "latency_ms": verified["latency"],
+            "memory_mb": memory,
+            "energy_mj": energy,
+            "accuracy": verified["accuracy"],
+            "params": _params(verified["mod"]),
+            "breakdown": breakdown,
+            "predicted_score": fig(
+                round(candidate.accuracy, 4),
+                "predicted",
+                model=f"accuracy predictor ({pred_report.model} on Config encodings)",
+                score=metric.smooth_description,
+            ),
+            "estimated_latency_ms": fig(round(candidate.latency_ms, 3), **costs.source()),
+            "config": verified["config"].to_json(),
+            "layers": _layers_table(model, verified["config"], space),
+        },
+        "pareto": [
+            {
+                "accuracy": round(c.accuracy, 4),
+                "latency_ms": round(c.latency_ms, 3),
+                "memory_mb": round(c.memory_mb, 3),
+                "accuracy_source": "predicted",
+                "accuracy_meaning": metric.smooth_description,
+                "latency_source": costs.source()["source"],
+                "memory_source": "predicted",
+            }
+            for c in result.front
+        ],
+        "search": {
+            **result.summary(),
+            "space": options.space,
+            "genes": len(space),
+            "log10_configurations": round(space.log10_size(), 1),
+            "wall_s_total": round(wall_s, 1),
+            "population": options.population,
+        },
+        "predictor": pred_report.to_json(),
+        "latency_estimate": costs.source(),
+        "verification": {
+            "attempts": attempts,
+            "held_out_scores": [{"genome": list(k), metric.name: v} for k, v in held_out.items()],
+        },
+    }
+
+
+def _fmt(f: dict) -> str:
+    detail = ""
+    if f["source"] == "measured" and "runs" in f:
+        detail = f", median of {f['runs']}"
+    return f"{f['value']} ({f['source']}{detail})"
+
+
+def report_markdown(report: dict) -> str:
+    """The report for a person."""
+    o, r, b = report["original"], report["result"], report["budget"]
+    budget = ", ".join(f"{k} {v:g}" for k, v in b.items() if v is not None) or "none"
+    lines = [
+        f"# hanasc compile: {Path(report['model']).name} for {report['target']}",
+        "",
+        f"Budget: {budget}. Metric: {report['metric']['name']} ({report['metric']['description']}).",
+        "",
+        "| | original | result |",
+        "|---|---|---|",
+        f"| latency (ms) | {_fmt(o['latency_ms'])} | {_fmt(r['latency_ms'])} |",
+        f"| accuracy | {_fmt(o['accuracy'])} | {_fmt(r['accuracy'])} |",
+        f"| memory (MB) | {_fmt(o['memory_mb'])} | {_fmt(r['memory_mb'])} |",
+        f"| energy (mJ) | {_fmt(o['energy_mj'])} | {_fmt(r['energy_mj'])} |",
+        f"| parameters | {o['params']['value']:,} | {r['params']['value']:,} |",
+        f"| weight bytes | {o['params']['weight_bytes']:,} | {r['params']['weight_bytes']:,} |",
+        "",
+        "How the figures were obtained: latency `measured` = TVM time_evaluator on this host (median);",
+        f"`predicted`/`prior` = {report['latency_estimate']['model']} "
+        f"({report['latency_estimate'].get('kernels')}); accuracy on the held-out split "
+        f"({report['data']['held_out']['samples']} samples of {report['data']['source']}); memory from the "
+        "static memory plan of the lowered module; energy from the target spec (prior).",
+        "",
+        f"Search: {report['search']['algorithm']}, seed {report['search']['seed']}, "
+        f"{report['search']['evaluations']} Configs evaluated over "
+        f"{report['search']['generations']} generations "
+        f"in a space of 10^{report['search']['log10_configurations']} ({report['search']['space']}); "
+        f"total wall time {report['search']['wall_s_total']} s.",
+        f"Accuracy predictor: Kendall tau {report['predictor']['kendall_tau']:.3f} on "
+        f"{report['predictor']['test_samples']} held-out Configs "
+        f"(trained on {report['predictor']['train_samples']}, "
+        f"evaluated with the simulator on the calibration split; it predicts "
+        f"{r['predicted_score']['score']}, a smooth companion of {report['metric']['name']}). The result's "
+        f"predicted score was {r['predicted_score']['value']}; its estimated latency "
+        f"{r['estimated_latency_ms']['value']} ms.",
+        "",
+        "## Per-layer choices",
+        "",
+        "| layer | op | weights | activations | separable | width | kernel | skipped |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["layers"]:
+        lines.append(
+            f"| {row['name']} | {row['op']} | {row['w_bits']} | {row['a_bits']} | "
+            f"{'yes' if row['separable'] else ''} | {row['width']:g} | {row['kernel'] or ''} | "
+            f"{row['skipped_block'] or ''} |"
+        )
+    lines += ["", "## Verification attempts", ""]
+    for a in report["verification"]["attempts"]:
+        lines.append(f"- {json.dumps({k: v for k, v in a.items() if k != 'genome'})}")
+    return "\n".join(lines) + "\n"
+
+
+def _write_outputs(
+    tmp: Path,
+    report,
+    verified,
+    model,
+    info,
+    space,
+    result,
+    candidate,
+    original,
+    budgets,
+    ranges,
+    split,
+    metric,
+) -> None:
+    from hanasc.apply_pipeline import build_target_bundle
+    from hanasc.plots import breakdown_plot, pareto_plot
+
+    config = verified["config"]
+    if verified["executable"] is not None:
+        verified["executable"].export_library(str(tmp / "model.so"))
+        report["artifact"] = {"host_library": "model.so", "bytes": (tmp / "model.so").stat().st_size}
+    else:
+        bundle = build_target_bundle(
+            info, model, config, verified["mod"], tmp / info.name, split.calib_x, ranges
+        )
+        report["artifact"] = {"bundle": info.name, **bundle}
+    config.save(tmp / "config.json")
+    (tmp / "activation_ranges.json").write_text(json.dumps(ranges.to_json(), indent=2) + "\n")
+    (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (tmp / "report.md").write_text(report_markdown(report))
+    lat_source = report["latency_estimate"]["source"]
+    pareto_plot(
+        tmp / "pareto.png",
+        evaluated=[(c.latency_ms, c.accuracy) for c in result.evaluated],
+        front=[(c.latency_ms, c.accuracy) for c in result.front],
+        original=(original["latency_ms"]["value"], original["accuracy"]["value"]),
+        chosen=(verified["latency"]["value"], verified["accuracy"]["value"]),
+        budget_ms=budgets.latency_ms,
+        accuracy_label=f"search: predicted {metric.smooth_description}; markers: held-out {metric.name}",
+        latency_label=f"latency ms (search: {lat_source}; "
+        f"original/result: {original['latency_ms']['source']})",
+    )
+    breakdown_plot(
+        tmp / "breakdown.png",
+        original["breakdown"]["ms_by_op_kind"],
+        report["result"]["breakdown"]["ms_by_op_kind"],
+        f"latency by operator type on {info.name} ({report['result']['breakdown']['detail']})",
+    )

@@ -1,0 +1,228 @@
+"""Costs of a genome during search: latency, memory and energy from per-layer fused kernels.
+
+Materializing and lowering a whole network per candidate takes seconds; search evaluates thousands. So each
+layer's kernels under a choice (its precision, kernel size, separable form, input and output widths) are
+built as a small Relax module the way the passes materialize them (``cost_models.sweep.layer_module``),
+lowered once with the target's fusion passes, and timed by the target's cost model: a measured profile,
+the XGBoost latency model, or the roofline prior (the same order as ``cost_models.estimate``). The kernels
+that are not layers (pooling, unfused adds) keep the original network's time. The sum is scaled by a factor
+fitted to whole-model measurements (the original, and every verified candidate): the cost model learns
+from each miss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hanasc.frontend import LoadedModel
+from hanasc.layers import LayerInfo
+from hanasc.passes.config import Config, LayerChoice
+from hanasc.space import SearchSpace
+
+LAYER_KINDS = ("conv2d", "depthwise", "group_conv", "dense")
+
+
+def _dtype(choice: LayerChoice) -> str:
+    if choice.a_bits == 8:
+        return "int8"
+    return "float16" if 16 in (choice.a_bits, choice.w_bits) else "float32"
+
+
+@dataclass
+class _KernelCost:
+    seconds: float
+    energy_j: float
+    sources: tuple[str, ...]
+
+
+@dataclass
+class Observation:
+    """One whole-model measurement the estimate is scaled to."""
+
+    genome: list[int]
+    estimated_ms: float
+    measured_ms: float
+
+
+@dataclass
+class SearchCosts:
+    """Callable on genomes: ``(accuracy placeholder-free) -> latency_ms, memory_mb, energy_mj`` arrays."""
+
+    model: LoadedModel
+    space: SearchSpace
+    target: str
+    observations: list[Observation] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from hanasc.cost_models.estimate import CostContext
+        from hanasc.cost_models.latency_model import load_latest
+        from hanasc.cost_models.spec import load_spec
+        from hanasc.cost_models.target_info import get_target
+        from hanasc.passes.channel_groups import channel_groups
+        from hanasc.passes.weights import layer_of_weight
+
+        ctx = CostContext()
+        self._ctx = ctx
+        self._cost_target = get_target(self.target)
+        self._spec = load_spec(self._cost_target.name, ctx.cache() / "host_spec.json")
+        self._latency_model = (
+            load_latest(self._cost_target.name, root=ctx.models_root())
+            if self._cost_target.compiles_with_tvm
+            else None
+        )
+        self._cache: dict[tuple, _KernelCost] = {}
+        self._out_group: dict[str, str] = {}
+        self._in_group: dict[str, str] = {}
+        for group in channel_groups(self.model.mod["main"], self.model.mod):
+            if not group.prunable:
+                continue
+            for s in group.slices:
+                layer = layer_of_weight(s.param)
+                if layer is None:
+                    continue
+                if s.role in ("producer", "depthwise"):
+                    self._out_group[layer] = group.name
+                if s.role in ("consumer", "depthwise"):
+                    self._in_group[layer] = group.name
+        self._blocks = {}
+        from hanasc.passes.depth import residual_blocks
+
+        for block in residual_blocks(self.model.mod["main"]):
+            self._blocks[block.name] = block.layers
+        self._other_s, self._other_j = self._non_layer_kernels()
+        self._peak_activation_bytes = self.model.totals.peak_activation_bytes
+
+    # --- kernels -------------------------------------------------------------------------------------------
+    def _non_layer_kernels(self) -> tuple[float, float]:
+        from hanasc.cost_models.kernels import LoweredModel, lower_to_kernels
+        from hanasc.relax_params import bind_weights
+
+        lowered = lower_to_kernels(bind_weights(self.model.mod), self._cost_target.name)
+        rest = [k for k in lowered.kernels if k.features.op_kind not in LAYER_KINDS]
+        sub = LoweredModel(
+            lowered.target, rest, [n for n in lowered.call_order if n in {k.name for k in rest}]
+        )
+        cost = self._cost_of(sub)
+        return cost.seconds, cost.energy_j
+
+    def _cost_of(self, lowered) -> _KernelCost:
+        from hanasc.cost_models.energy import estimate_energy
+        from hanasc.cost_models.estimate import kernel_times
+
+        with self._ctx.store() as store:
+            times = kernel_times(lowered, self._spec, self._latency_model, store)
+        seconds = sum(t * k.calls for t, k in zip(times.seconds, lowered.kernels, strict=True))
+        return _KernelCost(seconds, estimate_energy(lowered, self._spec).total_j, tuple(times.sources))
+
+    def _shape_cost(self, shape) -> _KernelCost:
+        key = ("shape", shape)
+        if key not in self._cache:
+            from hanasc.cost_models.kernels import lower_to_kernels
+            from hanasc.cost_models.sweep import layer_module
+
+            self._cache[key] = self._cost_of(lower_to_kernels(layer_module(shape), self._cost_target.name))
+        return self._cache[key]
+
+    def layer_shapes(self, layer: LayerInfo, choice: LayerChoice, r_in: float, r_out: float) -> list:
+        """The kernels (``sweep.LayerShape``) a layer runs as under ``choice`` and the given widths."""
+        from hanasc.cost_models.sweep import LayerShape
+        from hanasc.passes.width import kept_count
+
+        dtype = _dtype(choice)
+        cout = max(1, kept_count(layer.out_shape[1], r_out))
+        if layer.op == "dense":
+            cin = max(1, kept_count(layer.weight_shape[1 if len(layer.weight_shape) == 2 else 0], r_in))
+            return [LayerShape(cin=cin, cout=cout, h=1, w=1, dense=True, dtype=dtype)]
+        h, w = layer.in_shape[2], layer.in_shape[3]
+        k = choice.kernel or layer.kernel[0]
+        stride = layer.stride[0] if layer.stride else 1
+        if layer.op == "depthwise_conv":
+            return [
+                LayerShape(cin=cout, cout=cout, h=h, w=w, kernel=k, stride=stride, groups=cout, dtype=dtype)
+            ]
+        cin = max(1, kept_count(layer.in_shape[1], r_in))
+        if choice.separable:
+            pw_dtype = "float32" if dtype == "int8" else dtype  # pw: weight-only at float activations
+            return [
+                LayerShape(cin=cin, cout=cin, h=h, w=w, kernel=k, stride=stride, groups=cin, dtype=dtype),
+                LayerShape(cin=cin, cout=cout, h=h // stride, w=w // stride, kernel=1, dtype=pw_dtype),
+            ]
+        return [
+            LayerShape(
+                cin=cin, cout=cout, h=h, w=w, kernel=k, stride=stride, groups=layer.groups, dtype=dtype
+            )
+        ]
+
+    # --- per config ----------------------------------------------------------------------------------------
+    def _widths(self, config: Config) -> dict[str, float]:
+        """Group name -> width (the first layer of a group that sets one)."""
+        widths: dict[str, float] = {}
+        for layer in self.model.layers:
+            group = self._out_group.get(layer.name)
+            if group is not None and config.choice(layer.name).width < 1.0:
+                widths.setdefault(group, config.choice(layer.name).width)
+        return widths
+
+    def config_costs(self, config: Config) -> tuple[float, float, float, list[str]]:
+        """Unscaled (seconds, weight bytes, joules, kernel sources) of a Config."""
+        skipped = {layer for b in config.skip for layer in self._blocks.get(b, [])}
+        widths = self._widths(config)
+        seconds, energy, weight_bytes, sources = self._other_s, self._other_j, 0.0, []
+        for layer in self.model.layers:
+            if layer.name in skipped:
+                continue
+            choice = config.choice(layer.name)
+            r_in = widths.get(self._in_group.get(layer.name, ""), 1.0)
+            r_out = widths.get(self._out_group.get(layer.name, ""), 1.0)
+            for shape in self.layer_shapes(layer, choice, r_in, r_out):
+                cost = self._shape_cost(shape)
+                seconds += cost.seconds
+                energy += cost.energy_j
+                sources.extend(cost.sources)
+                n = shape.cout * (shape.cin // shape.groups) * shape.kernel**2
+                weight_bytes += n * choice.w_bits / 8 + shape.cout * (8 if choice.w_bits <= 8 else 4)
+        return seconds, weight_bytes, energy, sources
+
+    @property
+    def scale(self) -> float:
+        """Least-squares factor through the origin: measured ≈ scale x estimated (1 without measurements)."""
+        if not self.observations:
+            return 1.0
+        e = np.array([o.estimated_ms for o in self.observations])
+        m = np.array([o.measured_ms for o in self.observations])
+        return float((e * m).sum() / (e * e).sum())
+
+    def observe(self, genome, measured_ms: float) -> None:
+        """Learn from a whole-model measurement of ``genome``."""
+        seconds = self.config_costs(self.space.decode(genome))[0]
+        self.observations.append(Observation([int(g) for g in genome], seconds * 1e3, float(measured_ms)))
+
+    def source(self) -> dict:
+        """Where the latency figures come from (for reports)."""
+        model = self._latency_model
+        base = (
+            {"kernels": "XGBoost latency model", **model.meta.provenance()}
+            if model is not None
+            else {"kernels": f"roofline prior from the {self._cost_target.name} spec"}
+        )
+        calibrated = bool(self.observations)
+        return {
+            "source": "predicted" if (model is not None or calibrated) else "prior",
+            "model": "sum of per-layer fused kernels + non-layer kernels of the original, x scale",
+            **base,
+            "scale": round(self.scale, 4),
+            "whole_model_measurements": len(self.observations),
+        }
+
+    def __call__(self, genomes: np.ndarray):
+        """(latency_ms, memory_mb, energy_mj) arrays for a batch of genomes (accuracy is the predictor's)."""
+        lat, mem, energy = [], [], []
+        scale = self.scale
+        for genome in np.atleast_2d(genomes):
+            seconds, weight_bytes, joules, _ = self.config_costs(self.space.decode(genome))
+            lat.append(seconds * 1e3 * scale)
+            mem.append((weight_bytes + self._peak_activation_bytes) / 2**20)
+            energy.append(joules * 1e3)
+        return np.array(lat), np.array(mem), np.array(energy)
