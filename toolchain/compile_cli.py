@@ -194,7 +194,7 @@ def run_demo(out: Path, budget_fraction: float, console: Console, err_console: C
         target="host",
         budgets=Budgets(latency_ms=budget_ms),
         metric="agreement",
-        predictor_samples=100,
+        predictor_samples=200,
         population=32,
         generations=20,
     )

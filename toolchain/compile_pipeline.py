@@ -42,6 +42,8 @@ class CompileOptions:
     population: int = 40
     generations: int = 25
     verify_candidates: int = 8
+    rounds: int = 3
+    refine_per_round: int = 12
     max_attempts: int = 4
     measure_repeats: int = 7
     resume: bool = False
@@ -158,7 +160,7 @@ def uniform_genomes(space: SearchSpace) -> list[np.ndarray]:
 
 def seed_genomes(space: SearchSpace, rng: np.random.Generator, n: int) -> list[np.ndarray]:
     """Predictor samples: identity, one uniform genome per precision, single-gene changes (each slot's
-    sensitivity), then sparse random changes (2-12% of the slots)."""
+    sensitivity), then random changes (mostly sparse, some dense, as the search will go there)."""
     genomes = uniform_genomes(space)
     singles = []
     for i, slot in enumerate(space.slots):
@@ -166,10 +168,10 @@ def seed_genomes(space: SearchSpace, rng: np.random.Generator, n: int) -> list[n
             g = space.identity()
             g[i] = choice
             singles.append(g)
-    order = rng.permutation(len(singles))[: max(0, int(0.7 * n) - len(genomes))]
+    order = rng.permutation(len(singles))[: max(0, int(0.5 * n) - len(genomes))]
     genomes += [singles[i] for i in order]
     while len(genomes) < n:
-        density = rng.uniform(0.02, 0.12)
+        density = rng.choice([rng.uniform(0.02, 0.15), rng.uniform(0.15, 1.0)], p=[0.6, 0.4])
         g = space.identity()
         for i, slot in enumerate(space.slots):
             if rng.random() < density:
@@ -278,55 +280,89 @@ def compile_model(
 
     # 3. accuracy predictor --------------------------------------------------------------------------------
     samples_path = work / "predictor_samples.json"
-    genomes = seed_genomes(space, rng, options.predictor_samples)
     scores: dict[tuple, float] = {}
     if options.resume and samples_path.exists():
         scores = {tuple(e["genome"]): e["score"] for e in json.loads(samples_path.read_text())}
-    stage.start("evaluating sample Configs with the simulator", len(genomes))
-    for g in genomes:
-        key = tuple(int(v) for v in g)
-        if key not in scores:
-            out_sim = simulator.run(space.decode(g), pred_x, ranges)
+
+    def simulate(gs: list, title: str) -> None:
+        """Score genomes with the simulator on the predictor images (kept on disk for --resume)."""
+        todo = [tuple(int(v) for v in g) for g in gs]
+        todo = [k for k in dict.fromkeys(todo) if k not in scores]
+        stage.start(title, len(todo))
+        for key in todo:
+            out_sim = simulator.run(space.decode(np.array(key)), pred_x, ranges)
             scores[key] = metric.smooth(out_sim, pred_y, pred_ref)
             samples_path.write_text(json.dumps([{"genome": list(k), "score": v} for k, v in scores.items()]))
-        stage.advance("")
-    keys = list(scores)
+            stage.advance("")
+
+    simulate(seed_genomes(space, rng, options.predictor_samples), "evaluating sample Configs (simulator)")
     predictor = AccuracyPredictor(space, seed=options.seed)
-    pred_report = predictor.fit(np.array(keys), np.array([scores[k] for k in keys]))
+
+    def refit():
+        keys = list(scores)
+        return predictor.fit(np.array(keys), np.array([scores[k] for k in keys]))
+
+    pred_report = refit()
     stage.log(
-        f"accuracy predictor: Kendall tau {pred_report.kendall_tau:.3f} "
+        f"accuracy predictor: {pred_report.model}, Kendall tau {pred_report.kendall_tau:.3f} "
         f"on {pred_report.test_samples} held-out Configs"
     )
 
-    # 4. search --------------------------------------------------------------------------------------------
+    # 4. search, in rounds: the best predicted Configs are simulated for real and the predictor refitted -----
     def objectives(gs: np.ndarray):
         lat, mem, energy = costs(gs)
         return predictor.predict(gs), lat, mem, energy
 
-    stage.start("NSGA-II search", options.generations)
-
     def on_generation(gen: int, evaluated: list[Candidate]) -> None:
         feasible = [c for c in evaluated if c.feasible(budgets)]
         best = max(feasible, key=lambda c: c.accuracy, default=None)
-        text = (
-            f"best feasible: {metric.name} {best.accuracy:.3f} (predicted), {best.latency_ms:.2f} ms"
+        stage.advance(
+            f"best feasible: predicted score {best.accuracy:.3f}, {best.latency_ms:.2f} ms"
             if best
             else "no feasible candidate yet"
         )
-        stage.advance(text)
 
-    result = run_search(
-        space,
-        objectives,
-        budgets,
-        seed=options.seed,
-        pop_size=options.population,
-        generations=options.generations,
-        seeds=genomes[: options.population],
-        checkpoint=work / "search_checkpoint.json",
-        resume=options.resume,
-        on_generation=on_generation,
-    )
+    per_round = max(1, options.generations // options.rounds)
+    population = population_seeds(space, rng, options.population)
+    rounds, total_evaluations = [], 0
+    for index in range(options.rounds):
+        stage.start(f"NSGA-II search, round {index + 1}/{options.rounds}", per_round)
+        result = run_search(
+            space,
+            objectives,
+            budgets,
+            seed=options.seed + index,
+            pop_size=options.population,
+            generations=per_round,
+            seeds=population,
+            checkpoint=work / f"search_checkpoint_{index}.json",
+            resume=options.resume,
+            on_generation=on_generation,
+        )
+        total_evaluations += result.evaluations
+        feasible = sorted((c for c in result.evaluated if c.feasible(budgets)), key=lambda c: -c.accuracy)
+        top = [c.genome for c in feasible[: options.refine_per_round]]
+        simulate(top, f"simulating the best predicted Configs, round {index + 1}")
+        rounds.append(
+            {
+                "round": index + 1,
+                "evaluations": result.evaluations,
+                "top_predicted": [round(c.accuracy, 4) for c in feasible[: options.refine_per_round]],
+                "top_simulated": [round(scores[tuple(g)], 4) for g in top],
+            }
+        )
+        pred_report = refit()
+        stage.log(
+            f"round {index + 1}: simulated {len(top)} best predicted Configs; predictor refitted on "
+            f"{len(scores)} (Kendall tau {pred_report.kendall_tau:.3f})"
+        )
+        # next round starts from the best really-simulated feasible Configs plus this round's population
+        best_real = sorted(top, key=lambda g: -scores[tuple(g)])
+        population = [np.array(g) for g in best_real] + population_seeds(space, rng, options.population)
+        population = population[: options.population]
+    result.generations = per_round * options.rounds
+    result.evaluations = total_evaluations
+    result.rounds = rounds
     feasible = sorted((c for c in result.evaluated if c.feasible(budgets)), key=lambda c: -c.accuracy)
     if not feasible:
         best_ms = min(c.latency_ms for c in result.evaluated)

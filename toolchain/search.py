@@ -54,6 +54,7 @@ class SearchResult:
     wall_s: float
     seed: int
     resumed_from: int = 0
+    rounds: list = field(default_factory=list)
 
     def summary(self) -> dict:
         return {
@@ -63,6 +64,7 @@ class SearchResult:
             "evaluations": self.evaluations,
             "wall_s": round(self.wall_s, 2),
             "resumed_from_generation": self.resumed_from,
+            "refinement_rounds": self.rounds,
         }
 
 

@@ -1,0 +1,148 @@
+"""`hanasc compile` end to end on a small classifier: outputs, provenance, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from test_bad_input import assert_one_line_error
+
+SMALL = ["--samples", "30", "--population", "12", "--generations", "3", "--seed", "1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.standard_normal((40, 1, 28, 28)).astype(np.float32), y=rng.integers(0, 10, 40))
+    return path
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory, test_models, data):
+    out = tmp_path_factory.mktemp("run") / "out"
+    env = {"HANASC_CACHE": str(out.parent / "cache")}
+    first = run_cli(
+        "compile",
+        str(test_models["dense_head"]),
+        "--data",
+        str(data),
+        "--metric",
+        "agreement",
+        "--out",
+        str(out),
+        *SMALL,
+        env=env,
+    )
+    return out, first, env
+
+
+def _figures(node, path=""):
+    """Every {"value", "source"} figure in a report, with its path."""
+    if isinstance(node, dict):
+        if "value" in node and "source" in node:
+            yield path, node
+        for key, value in node.items():
+            yield from _figures(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _figures(value, f"{path}[{i}]")
+
+
+def test_compile_writes_everything(compiled):
+    out, result, _ = compiled
+    assert result.returncode == 0, result.stderr
+    files = {p.name for p in out.iterdir()}
+    assert {"model.so", "config.json", "report.json", "report.md", "pareto.png", "breakdown.png"} <= files
+    report = json.loads((out / "report.json").read_text())
+    for key in ("model", "target", "budget", "original", "result", "pareto", "search"):
+        assert key in report
+    for part in ("original", "result"):
+        for figure in ("latency_ms", "memory_mb", "energy_mj", "accuracy", "params"):
+            assert report[part][figure]["source"] in ("measured", "predicted", "prior"), (part, figure)
+    assert report["original"]["latency_ms"]["source"] == "measured"
+    assert report["result"]["latency_ms"]["source"] == "measured"
+    assert [row["name"] for row in report["result"]["layers"]] == ["conv", "fc1", "fc2"]
+    assert report["search"]["seed"] == 1 and report["search"]["evaluations"] > 0
+    assert all(p["latency_source"] in ("predicted", "prior") for p in report["pareto"])
+    for path, figure in _figures(report):
+        assert figure["source"] in ("measured", "predicted", "prior"), path
+    assert "| fc1 |" in (out / "report.md").read_text()
+
+
+def test_compiled_config_replays_with_apply(compiled, tmp_path, test_models):
+    out, result, env = compiled
+    assert result.returncode == 0, result.stderr
+    again = run_cli(
+        "apply",
+        str(test_models["dense_head"]),
+        str(out / "config.json"),
+        "--out",
+        str(tmp_path / "replay"),
+        env=env,
+    )
+    assert again.returncode == 0, again.stderr
+
+
+def test_resume_continues_from_checkpoint(compiled, test_models, data):
+    out, result, env = compiled
+    assert result.returncode == 0, result.stderr
+    args = [a if a != "3" else "5" for a in SMALL]
+    resumed = run_cli(
+        "compile",
+        str(test_models["dense_head"]),
+        "--data",
+        str(data),
+        "--metric",
+        "agreement",
+        "--out",
+        str(out),
+        *args,
+        "--resume",
+        env=env,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    search = json.loads((out / "report.json").read_text())["search"]
+    assert search["resumed_from_generation"] == 3 and search["generations"] == 5
+
+
+def test_infeasible_budget_names_fastest_latency(tmp_path, test_models, data):
+    out = tmp_path / "out"
+    result = run_cli(
+        "compile",
+        str(test_models["dense_head"]),
+        "--data",
+        str(data),
+        "--budget",
+        "0.0001ms",
+        "--out",
+        str(out),
+        *SMALL,
+        env={"HANASC_CACHE": str(tmp_path / "cache")},
+    )
+    assert_one_line_error(result, "infeasible", "fastest")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        (["--budget", "8parsecs"], ["--budget", "8parsecs"]),
+        (["--target", "tpu9"], ["unknown target 'tpu9'"]),
+        (["--space", "everything"], ["--space"]),
+        (["--metric", "f1"], ["--metric f1"]),
+        (["--memory", "0MB"], ["--memory"]),
+    ],
+)
+def test_bad_options(tmp_path, test_models, data, args, needles):
+    result = run_cli(
+        "compile", str(test_models["dense_head"]), "--data", str(data), "--out", str(tmp_path / "o"), *args
+    )
+    assert_one_line_error(result, *needles)
+
+
+def test_missing_data(tmp_path, test_models):
+    result = run_cli("compile", str(test_models["dense_head"]), "--out", str(tmp_path / "o"))
+    assert_one_line_error(result, "--data")
