@@ -86,7 +86,7 @@ class _Bars:
             self.progress.update(self.task, advance=1, status=text)
 
     def log(self, text: str) -> None:
-        self.progress.console.print(f"[dim]·[/dim] {text}")
+        self.console.print(f"[dim]·[/dim] {text}")  # stdout: stderr keeps bars and errors
 
 
 def _run(model, options: CompileOptions, data_args, out: Path, metric_name, console, err_console):
@@ -101,7 +101,7 @@ def _run(model, options: CompileOptions, data_args, out: Path, metric_name, cons
         TextColumn("{task.fields[status]}"),
     ]
     with Progress(*columns, console=err_console) as progress:
-        bars = _Bars(progress, err_console)
+        bars = _Bars(progress, console)
         result = compile_model(
             model, split, options, out, metric, Stage(start=bars.start, advance=bars.advance, log=bars.log)
         )

@@ -363,6 +363,7 @@ def compile_model(
     result.generations = per_round * options.rounds
     result.evaluations = total_evaluations
     result.rounds = rounds
+    result.seed = options.seed
     feasible = sorted((c for c in result.evaluated if c.feasible(budgets)), key=lambda c: -c.accuracy)
     if not feasible:
         best_ms = min(c.latency_ms for c in result.evaluated)

@@ -1,0 +1,65 @@
+"""MetaSchedule tuning with a persistent database: a few real trials on a tiny model (no timings asserted)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hanasc.targets.tuning import RpcDevice, TuningError, TuningOptions
+
+
+@pytest.fixture(scope="module")
+def tiny(test_models):
+    import hanasc
+    from hanasc.relax_params import bind_weights
+
+    loaded = hanasc.load_model(test_models["inverted_residual"])
+    return bind_weights(loaded.mod), loaded.example_inputs()["input"]
+
+
+def test_tuning_writes_database_matches_untuned_and_second_run_hits(tiny, tmp_path):
+    from hanasc.targets import host, tuning
+
+    mod, x = tiny
+    target = host.tvm_target()
+    options = TuningOptions(trials_per_task=2, trials_per_iter=2, population=16)
+    first = tuning.tune_and_build(mod, target, minutes=2.0, db_dir=tmp_path, options=options)
+    assert first.tasks_total >= 3
+    assert first.database_hits == 0
+    assert first.tasks_tuned == first.tasks_total and first.tasks_left == 0
+    assert first.trials >= first.tasks_total
+    assert (tmp_path / "database_tuning_record.json").stat().st_size > 0
+
+    untuned = host.run(host.build(mod), [x])[0]
+    tuned = host.run(first.executable, [x])[0]
+    np.testing.assert_allclose(tuned, untuned, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(untuned).max())))
+
+    second = tuning.tune_and_build(mod, target, minutes=2.0, db_dir=tmp_path, options=options)
+    assert second.database_hits == second.tasks_total == first.tasks_total
+    assert second.tasks_tuned == 0 and second.trials == 0 and second.tuning_seconds == 0.0
+    np.testing.assert_array_equal(host.run(second.executable, [x])[0], tuned)
+
+
+def test_database_folder_is_per_target(tmp_path):
+    import tvm
+
+    from hanasc.targets import host, tuning
+    from hanasc.targets.cortex_a78 import TARGET_JSON
+
+    a78 = tvm.target.Target({**TARGET_JSON, "num-cores": 4})
+    assert str(tuning.resolve_target("cortex-a78")) == str(a78)  # names resolve, num-cores added
+    here = tuning.database_dir(host.tvm_target(), tmp_path)
+    there = tuning.database_dir(a78, tmp_path)
+    assert here.parent == there.parent == tmp_path and here != there
+    assert tuning.database_dir(host.tvm_target(), tmp_path) == here  # stable across calls
+
+
+def test_rpc_address_parsing_and_aarch64_needs_a_device(tiny, tmp_path):
+    from hanasc.targets import tuning
+
+    assert RpcDevice.parse("10.0.0.5:9091") == RpcDevice("10.0.0.5", 9091)
+    assert RpcDevice.parse("a78@tracker:9190") == RpcDevice("tracker", 9190, key="a78")
+    with pytest.raises(TuningError):
+        RpcDevice.parse("no-port")
+    with pytest.raises(TuningError, match="needs a device"):
+        tuning.tune_and_build(tiny[0], "cortex-a78", minutes=1.0, db_dir=tmp_path)
