@@ -139,7 +139,7 @@ def apply_config(
 ) -> ApplySummary:
     """Materialize ``config``, build for the host (and ``target``'s bundle), write ``out/`` atomically."""
     from hanasc.passes.materialize import check_layer_names, materialize
-    from hanasc.relax_params import bind_weights, weights_of
+    from hanasc.relax_params import weights_of
     from hanasc.targets import host
     from hanasc.targets.registry import check_choices, get_target
 
@@ -149,7 +149,7 @@ def apply_config(
     ranges = calibrate_for(model, config, data, ranges_file=ranges_file)
     new_mod = materialize(model.mod, config, ranges)
     before, after = weights_of(model.mod), weights_of(new_mod)
-    executable = host.build(bind_weights(new_mod))
+    executable = host.build_artifact(new_mod)
     host.run(executable, list(model.example_inputs().values()))  # it runs before anything is written
     changes = [
         LayerChange(

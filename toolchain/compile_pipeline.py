@@ -591,7 +591,7 @@ def _build_host(mod, options: CompileOptions, stage: Stage):
 
         stage.log(f"MetaSchedule tuning (up to {options.tune_minutes:g} min, persistent database)")
         return tune_and_build(bind_weights(mod), "host", minutes=options.tune_minutes).executable
-    return host.build(bind_weights(mod))
+    return host.build_artifact(mod)
 
 
 def _original_figures(model, info, split, ref_eval, metric, build, measured, probe, costs, space) -> dict:

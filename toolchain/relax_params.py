@@ -22,16 +22,36 @@ def weights_of(mod, func_name: str = "main") -> dict[str, np.ndarray]:
     return {name: value.numpy() for name, value in zip(names, values, strict=True)}
 
 
-def bind_weights(mod, weights: dict[str, np.ndarray] | None = None, func_name: str = "main"):
-    """Bind weights as constants (the module's own unless given), leaving ``main(inputs...)``."""
+def is_packed(value: np.ndarray) -> bool:
+    """Integer weights: int8, or 4/2-bit packed into uint8 (two or four values a byte).
+
+    Bound before constant folding, their dequantization (or unpacking) is folded into fp32/int8 constants at
+    compile time and the library stores the wide values; bound late they stay as stored.
+    """
+    return value.dtype in (np.uint8, np.int8)
+
+
+def bind_weights(
+    mod, weights: dict[str, np.ndarray] | None = None, func_name: str = "main", keep_packed: bool = False
+):
+    """Bind weights as constants (the module's own unless given), leaving ``main(inputs...)``.
+
+    ``keep_packed`` leaves integer (int8 and packed) weights as parameters (``main(inputs..., packed...)``)
+    so that a build can bind them after constant folding (``hanasc.targets.host.build_artifact``).
+    """
     import tvm
     from tvm import relax
 
     weights = weights_of(mod, func_name) if weights is None else weights
     detached, _ = relax.frontend.detach_params(mod)
-    bound = relax.transform.BindParams(func_name, {k: tvm.runtime.tensor(v) for k, v in weights.items()})(
+    bind = {k: v for k, v in weights.items() if not (keep_packed and is_packed(v))}
+    bound = relax.transform.BindParams(func_name, {k: tvm.runtime.tensor(v) for k, v in bind.items()})(
         detached
     )
-    func = bound[func_name].without_attr("num_input")
+    func = bound[func_name]
+    kept = len(weights) - len(bind)
+    func = (
+        func.with_attr("num_input", input_count(mod, func_name)) if kept else func.without_attr("num_input")
+    )
     bound[func_name] = func
     return bound

@@ -1,0 +1,39 @@
+"""Integer weights stay as stored in the host library: int8 and packed 4/2-bit really shrink it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hanasc
+from hanasc.passes.config import Config, LayerChoice
+from hanasc.passes.materialize import materialize
+from hanasc.relax_params import bind_weights
+from hanasc.targets import host
+
+
+@pytest.fixture(scope="module")
+def model(test_models):
+    return hanasc.load_model(test_models["dense_head"])
+
+
+def library_bytes(executable, tmp_path, name: str) -> int:
+    path = tmp_path / f"{name}.so"
+    executable.export_library(str(path))
+    return path.stat().st_size
+
+
+def test_packed_weights_shrink_the_library(model, tmp_path):
+    x = model.example_inputs()["input"]
+    sizes = {}
+    for bits in (32, 8, 4, 2):
+        mod = materialize(model.mod, Config({"fc1": LayerChoice(w_bits=bits)}))
+        artifact = host.build_artifact(mod)
+        sizes[bits] = library_bytes(artifact, tmp_path, f"w{bits}")
+        folded = host.build(bind_weights(mod))  # the same module with every weight folded at compile time
+        np.testing.assert_array_equal(host.run(artifact, [x])[0], host.run(folded, [x])[0])
+    fc1 = 64 * 1568  # weights of fc1
+    # each step down in bits saves about the bytes the weights no longer take (less the unpacking kernel)
+    assert sizes[32] - sizes[8] >= 0.75 * fc1 * 3
+    assert sizes[8] - sizes[4] >= 0.75 * fc1 / 2
+    assert sizes[4] - sizes[2] >= 0.75 * fc1 / 4
