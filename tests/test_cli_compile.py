@@ -145,3 +145,26 @@ def test_bad_options(tmp_path, test_models, data, args, needles):
 def test_missing_data(tmp_path, test_models):
     result = run_cli("compile", str(test_models["dense_head"]), "--out", str(tmp_path / "o"))
     assert_one_line_error(result, "--data")
+
+
+def test_compile_for_cortex_a78_builds_the_bundle_with_predicted_figures(tmp_path, test_models, data):
+    out = tmp_path / "out"
+    result = run_cli(
+        "compile",
+        str(test_models["dense_head"]),
+        "--target",
+        "cortex-a78",
+        "--data",
+        str(data),
+        "--metric",
+        "agreement",
+        "--out",
+        str(out),
+        *SMALL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert {"model.so", "runner", "rt"} <= {p.name for p in (out / "cortex-a78").iterdir()}
+    report = json.loads((out / "report.json").read_text())
+    # no device here: latency is never labelled measured
+    assert report["result"]["latency_ms"]["source"] in ("predicted", "prior")
+    assert report["original"]["latency_ms"]["source"] in ("predicted", "prior")

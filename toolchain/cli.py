@@ -339,34 +339,31 @@ def compile_(
 
       hanasc compile model.onnx --target cortex-a78 --budget 8ms --data images/ --space quant
     """
-    from hanasc.compile_cli import run_compile
+    from hanasc.compile_cli import CompileRequest, run_compile
 
-    run_compile(
-        _load(model, input_shape),
-        model,
-        target,
-        budget,
-        memory,
-        energy,
-        data,
-        out,
-        metric,
-        space,
-        seed,
-        generations,
-        population,
-        samples,
-        resume,
-        tune_minutes,
-        size,
-        resize,
-        mean,
-        std,
-        channel_order,
-        views,
-        _console(),
-        _console(stderr=True),
+    request = CompileRequest(
+        target=target,
+        budget=budget,
+        memory=memory,
+        energy=energy,
+        data=data,
+        out=out,
+        metric=metric,
+        space=space,
+        seed=seed,
+        generations=generations,
+        population=population,
+        samples=samples,
+        resume=resume,
+        tune_minutes=tune_minutes,
+        size=size,
+        resize=resize,
+        mean=mean,
+        std=std,
+        channel_order=channel_order,
+        views=views,
     )
+    run_compile(_load(model, input_shape), request, _console(), _console(stderr=True))
 
 
 @app.command()

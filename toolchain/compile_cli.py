@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -116,37 +117,41 @@ def _run(model, options: CompileOptions, data_args, out: Path, metric_name, cons
     return result
 
 
-def run_compile(
-    model,
-    model_arg,
-    target,
-    budget,
-    memory,
-    energy,
-    data,
-    out,
-    metric,
-    space,
-    seed,
-    generations,
-    population,
-    samples,
-    resume,
-    tune_minutes,
-    size,
-    resize,
-    mean,
-    std,
-    channel_order,
-    views,
-    console,
-    err_console,
-) -> None:
+@dataclass
+class CompileRequest:
+    """The options of ``hanasc compile`` as the user gave them (parsed and checked by :func:`run_compile`)."""
+
+    target: str = "host"
+    budget: str | None = None
+    memory: str | None = None
+    energy: str | None = None
+    data: str | None = None
+    out: Path = Path("out")
+    metric: str | None = None
+    space: str = "joint"
+    seed: int = 0
+    generations: int = 25
+    population: int = 40
+    samples: int = 240
+    resume: bool = False
+    tune_minutes: float = 0.0
+    size: int | None = None
+    resize: int | None = None
+    mean: str | None = None
+    std: str | None = None
+    channel_order: str = "RGB"
+    views: int = 1
+
+
+def run_compile(model: LoadedModel, request: CompileRequest, console: Console, err_console: Console) -> None:
+    """Check the options, load the data, run the pipeline with progress bars, print the summary."""
+    r = request
+    space = r.space
     if space not in ("joint", "arch", "quant"):
         raise HanascError(f"--space {space}: joint, arch or quant")
     from hanasc.targets.registry import get_target
 
-    info = get_target(target)
+    info = get_target(r.target)
     if info.bundle_input == "onnx" and space != "quant":
         err_console.print(
             f"[yellow]{info.name}: architecture changes cannot be exported to OpenVINO yet; "
@@ -156,21 +161,21 @@ def run_compile(
     options = CompileOptions(
         target=info.name,
         budgets=Budgets(
-            parse_budget(budget, "latency", "--budget"),
-            parse_budget(memory, "memory", "--memory"),
-            parse_budget(energy, "energy", "--energy"),
+            parse_budget(r.budget, "latency", "--budget"),
+            parse_budget(r.memory, "memory", "--memory"),
+            parse_budget(r.energy, "energy", "--energy"),
         ),
         space=space,
-        seed=seed,
-        metric=metric,
-        predictor_samples=samples,
-        population=population,
-        generations=generations,
-        resume=resume,
-        tune_minutes=tune_minutes,
+        seed=r.seed,
+        metric=r.metric,
+        predictor_samples=r.samples,
+        population=r.population,
+        generations=r.generations,
+        resume=r.resume,
+        tune_minutes=r.tune_minutes,
     )
-    preprocess = preprocess_for(model, size, resize, mean, std, channel_order, views)
-    _run(model, options, load_data(model, data, preprocess), Path(out), metric, console, err_console)
+    preprocess = preprocess_for(model, r.size, r.resize, r.mean, r.std, r.channel_order, r.views)
+    _run(model, options, load_data(model, r.data, preprocess), Path(r.out), r.metric, console, err_console)
 
 
 def run_demo(out: Path, budget_fraction: float, console: Console, err_console: Console) -> None:
