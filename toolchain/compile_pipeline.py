@@ -825,7 +825,8 @@ def _write_outputs(
         original=(original["latency_ms"]["value"], original["accuracy"]["value"]),
         chosen=(verified["latency"]["value"], verified["accuracy"]["value"]),
         budget_ms=budgets.latency_ms,
-        accuracy_label=f"search: predicted {metric.smooth_description}; markers: held-out {metric.name}",
+        accuracy_label=f"dots: predicted {metric.smooth_description}; "
+        f"star/diamond: {metric.name} on held-out data",
         latency_label=f"latency ms (search: {lat_source}; "
         f"original/result: {original['latency_ms']['source']})",
     )

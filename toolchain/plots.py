@@ -32,8 +32,19 @@ def pareto_plot(
     if evaluated:
         ax.scatter([p[0] for p in evaluated], [p[1] for p in evaluated], s=8, c="0.75", label="evaluated")
     if front:
-        pts = sorted(front)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=4, c="tab:blue", label="Pareto front")
+        ax.scatter(
+            [p[0] for p in front],
+            [p[1] for p in front],
+            s=14,
+            c="tab:blue",
+            label="Pareto front (latency, accuracy, memory)",
+        )
+        line, best = [], -float("inf")
+        for p in sorted(front):  # the accuracy-vs-latency front alone, as a staircase
+            if p[1] > best:
+                line.append(p)
+                best = p[1]
+        ax.step([p[0] for p in line], [p[1] for p in line], where="post", c="tab:blue", lw=1)
     ax.scatter([original[0]], [original[1]], marker="*", s=160, c="black", label="original", zorder=5)
     if chosen is not None:
         ax.scatter(
@@ -41,8 +52,9 @@ def pareto_plot(
         )
     if budget_ms is not None:
         ax.axvline(budget_ms, ls="--", c="tab:red", lw=1, label=f"budget {budget_ms:g} ms")
-    ax.set_xlabel(latency_label)
-    ax.set_ylabel(accuracy_label)
+    ax.set_xlabel(latency_label, fontsize=8)
+    ax.set_ylabel("accuracy")
+    ax.set_title(accuracy_label, fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
