@@ -421,6 +421,7 @@ def compile_model(
             costs,
             c,
             stage,
+            simulator,
         )
         attempts.append(verified["attempt"])
         if verified["meets_budget"]:
@@ -528,7 +529,9 @@ def _params(mod) -> dict:
     )
 
 
-def _verify(model, info, config, ranges, split, ref_eval, metric, probe, options, costs, candidate, stage):
+def _verify(
+    model, info, config, ranges, split, ref_eval, metric, probe, options, costs, candidate, stage, simulator
+):
     """Materialize, compile, measure (host) or predict (other targets), evaluate on held-out data."""
     from hanasc.passes.materialize import materialize
 
@@ -544,11 +547,9 @@ def _verify(model, info, config, ranges, split, ref_eval, metric, probe, options
         outputs = run_host(executable, split.eval_x)
         engine = "the compiled host artifact"
     else:
-        from hanasc.simulator import Simulator
-
         est = float(costs(np.array(candidate.genome)[None])[0][0])
         latency = fig(round(est, 3), **costs.source())
-        outputs = Simulator(model, batch=8).run(config, split.eval_x, ranges)
+        outputs = simulator.run(config, split.eval_x, ranges)
         engine = "the simulator (checked equal to the materialized model in tests)"
     accuracy = fig(
         round(metric(outputs, split.eval_y, ref_eval), 4),

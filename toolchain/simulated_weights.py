@@ -49,13 +49,10 @@ def simulated_weights(
 
 def activation_gates(layer: str, config: Config, ranges) -> tuple[float, float, float]:
     """(scale, int8 gate, fp16 gate) of the fake-quantizer in front of ``layer``."""
-    from hanasc.passes.quantize import activation_scale
-
     choice = config.choice(layer)
     if choice.a_bits == 8:
         if ranges is None or layer not in ranges.ranges:
             raise ConfigError(f"layer '{layer}': a_bits=8 needs calibrated activation ranges (give --data)")
-        lo, hi = ranges.ranges[layer]
-        return float(activation_scale(lo, hi)), 1.0, 0.0
+        return ranges.scale(layer), 1.0, 0.0
     fp16 = 1.0 if choice.a_bits == 16 or choice.w_bits == 16 else 0.0
     return 1.0, 0.0, fp16
