@@ -90,7 +90,16 @@ class _Bars:
         self.console.print(f"[dim]·[/dim] {text}")  # stdout: stderr keeps bars and errors
 
 
-def _run(model, options: CompileOptions, data_args, out: Path, metric_name, console, err_console):
+def _run(
+    model,
+    options: CompileOptions,
+    data_args,
+    out: Path,
+    metric_name,
+    console,
+    err_console,
+    original_latency: dict | None = None,
+):
     x, y, groups, source = data_args
     metric = choose_metric(metric_name, y is not None)
     split = split_data(x, y, groups, options.seed, source)
@@ -104,7 +113,13 @@ def _run(model, options: CompileOptions, data_args, out: Path, metric_name, cons
     with Progress(*columns, console=err_console) as progress:
         bars = _Bars(progress, console)
         result = compile_model(
-            model, split, options, out, metric, Stage(start=bars.start, advance=bars.advance, log=bars.log)
+            model,
+            split,
+            options,
+            out,
+            metric,
+            Stage(start=bars.start, advance=bars.advance, log=bars.log),
+            original_latency,
         )
     r, o = result.report["result"], result.report["original"]
     console.print(
@@ -204,4 +219,5 @@ def run_demo(out: Path, budget_fraction: float, console: Console, err_console: C
         generations=20,
     )
     preprocess = preprocess_for(model, None, None, None, None, "RGB", 5)
-    _run(model, options, load_data(model, BUILTIN_IMAGES, preprocess), out, "agreement", console, err_console)
+    data = load_data(model, BUILTIN_IMAGES, preprocess)
+    _run(model, options, data, out, "agreement", console, err_console, original_latency=original)
