@@ -1,29 +1,30 @@
 """How good is the host latency model? Sample architectures, measure each end to end, compare predictors.
 
-    python bench/bench_latency_model.py --models 100 --budget-minutes 30     # the full study
-    python bench/bench_latency_model.py --models 12 --budget-minutes 4 --resolutions 96 128   # small scale
+    python bench/bench_latency_model.py                         # the full study: 120 models, ~1 h here
+    python bench/bench_latency_model.py --models 12 --budget-minutes 2   # small scale
+    TVM_NUM_THREADS=1 taskset -c 0 python bench/bench_latency_model.py --cache DIR   # pinned, own store
 
 Steps: (1) profile kernels of EfficientNet-Lite0's search space (+ random shapes) on this CPU within the
-budget and train the XGBoost model; (2) build N architecture variants (``variants()``: swap it for the
-passes' materializer once it exists), compile each with the fused default pipeline and measure its median
-end-to-end time; (3) print, for each predictor, the share of models within ±10 % of measured, RMSPE and
-Spearman rank correlation:
+budget and train the XGBoost model; (2) sample N architectures from the search space (``variants()``: all
+choice kinds mixed), materialize each with the hanasc passes, compile it with the fused default pipeline
+and measure its median end-to-end time (rows are appended to a CSV, so an interrupted run resumes);
+(3) print, for each predictor, the share of models within ±10 % of measured, RMSPE and Spearman rank
+correlation:
 
 - xgboost: Σ predicted kernel time × calls + per-call overhead fitted on swept chains (no model measured),
-- flops: ms ∝ FLOPs, the ratio fitted on the first 10 measured models (evaluated on the rest),
 - lookup: Σ kernel times from the profile (exact kernel signature, else nearest profiled kernel of the
   same kind), no overhead: the classic per-layer lookup table,
-- calibrated prior (k): roofline prior corrected by scale + overhead fitted on k whole-model
-  measurements only (evaluated on the rest).
+- FLOPs-proportional: ms ∝ FLOPs, the ratio fitted on k measured models (scored on the others),
+- calibrated (k = 10, 30, 100): the roofline prior (or the lookup sum) corrected by scale + per-call
+  overhead fitted on k whole-model measurements only, scored on the other models; random splits.
 """
 
 from __future__ import annotations
 
 import argparse
-import random
-import tempfile
+import csv
+import os
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,41 +35,43 @@ import numpy as np
 @dataclass
 class Variant:
     label: str
-    onnx_path: Path
+    mod: object  # the materialized Relax module, weights bound
 
 
-def variants(n: int, folder: Path, resolutions: tuple[int, ...], seed: int = 0) -> Iterator[Variant]:
-    """EfficientNet-Lite0-like architectures: random width/depth coefficients and input resolutions.
+def variants(n: int, seed: int = 0) -> Iterator[Variant]:
+    """``n`` architectures from EfficientNet-Lite0's search space, materialized by the hanasc passes.
 
-    Random weights (latency does not depend on them). Replace with the search space + materializer.
+    Each genome mixes every choice kind (precision, separable, kernel, width, skip): a per-model change rate
+    ``p`` ~ U(0.05, 0.9) is drawn, then each gene leaves the original with probability ``p`` for a uniformly
+    drawn other choice, so the sample spans near-original to heavily changed models. Activation ranges for
+    int8 activations come from 8 of foolbox's ImageNet images (latency does not depend on their values).
     """
-    import torch
-    from efficientnet_lite_pytorch import EfficientNet
+    import hanasc
+    from hanasc.calibration import calibrate
+    from hanasc.images import Preprocess, load_foolbox_imagenet
+    from hanasc.model_zoo import fetch
+    from hanasc.passes.materialize import materialize
+    from hanasc.relax_params import bind_weights
+    from hanasc.space import build_space
 
-    rng = random.Random(seed)
-    grid = [
-        (w, d, r)
-        for w in (0.25, 0.35, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0, 1.1)
-        for d in (0.5, 0.75, 1.0, 1.2)
-        for r in resolutions
-    ]
-    for i, (width, depth, res) in enumerate(rng.sample(grid, min(n, len(grid)))):
-        model = EfficientNet.from_name(
-            "efficientnet-lite0", width_coefficient=width, depth_coefficient=depth
-        ).eval()
-        path = folder / f"v{i}_w{width}_d{depth}_r{res}.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (torch.zeros(1, 3, res, res),),
-                str(path),
-                input_names=["input"],
-                output_names=["logits"],
-                opset_version=17,
-                dynamo=False,
-            )
-        yield Variant(f"w{width} d{depth} r{res}", path)
+    model = hanasc.load_model(fetch("efficientnet-lite0"))
+    space = build_space(model)
+    data, _ = load_foolbox_imagenet(Preprocess())
+    ranges = calibrate(model, [x[None] for x in data.x[:8]])
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        p = rng.uniform(0.05, 0.9)
+        genome = space.identity()
+        for g, slot in enumerate(space.slots):
+            if len(slot.choices) > 1 and rng.random() < p:
+                genome[g] = rng.integers(1, len(slot.choices))
+        config = space.decode(genome)
+        kinds: dict[str, int] = {}
+        for slot, gene in zip(space.slots, genome, strict=True):
+            if gene:
+                kinds[slot.kind] = kinds.get(slot.kind, 0) + 1
+        label = f"m{i:03d} " + " ".join(f"{k[:4]}{v}" for k, v in sorted(kinds.items()))
+        yield Variant(label, bind_weights(materialize(model.mod, config, ranges)))
 
 
 def metrics(pred, meas) -> tuple[float, float, float]:
@@ -103,20 +106,54 @@ def lookup_sum(lowered, rows) -> float:
     return total
 
 
+def split_metrics(pred, meas, k: int, splits: int, seed: int) -> tuple[float, float, float, int]:
+    """Mean metrics over ``splits`` random splits: ``pred(fit_idx)`` fits on k models, scored on the rest."""
+    rng = np.random.default_rng(seed)
+    scores, held = [], 0
+    for _ in range(splits):
+        order = rng.permutation(len(meas))
+        fit, rest = order[:k], order[k:]
+        scores.append(metrics(pred(fit)[rest], meas[rest]))
+        held = len(rest)
+    within, err, rho = np.mean(np.array(scores), axis=0)
+    return float(within), float(err), float(rho), held
+
+
+COLUMNS = ("label", "measured", "spread", "xgb", "flops", "lookup", "prior_sum", "calls", "kernels")
+
+
+def load_records(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [{k: (v if k == "label" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def append_record(path: Path, record: dict) -> None:
+    new = not path.is_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: record[k] for k in COLUMNS})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", type=int, default=100)
-    parser.add_argument("--budget-minutes", type=float, default=30.0)
-    parser.add_argument("--resolutions", type=int, nargs="+", default=[160, 192, 224])
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--models", type=int, default=120)
+    parser.add_argument("--budget-minutes", type=float, default=20.0)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--splits", type=int, default=20, help="random fit/held-out splits per k")
     parser.add_argument("--cache", type=Path, default=None, help="cache root (default: the hanasc cache)")
+    parser.add_argument(
+        "--records", type=Path, default=None, help="CSV of measured models, appended and reused (resume)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    import hanasc
-    from hanasc.cost_models.calibration import fit_calibration
     from hanasc.cost_models.estimate import CostContext
     from hanasc.cost_models.kernels import lower_to_kernels
     from hanasc.cost_models.latency_model import load_latest
@@ -126,7 +163,6 @@ def main() -> None:
     from hanasc.cost_models.profiling import profile_target
     from hanasc.cost_models.spec import load_spec
     from hanasc.model_zoo import fetch
-    from hanasc.relax_params import bind_weights
 
     ctx = CostContext(root=args.cache)
     device = Session.local().device_id
@@ -139,75 +175,101 @@ def main() -> None:
         model_root=ctx.models_root(),
         seed=args.seed,
     )
-    print(summary.table(), f"\n(profiling took {time.monotonic() - t0:.0f} s)\n")
+    print(summary.table(), f"\n(profiling took {time.monotonic() - t0:.0f} s)\n", flush=True)
     model = load_latest("host", device, root=ctx.models_root())
     with ctx.store() as store:
         rows = store.kernels("host", device)
     spec = load_spec("host", ctx.cache() / "host_spec.json")
+    records_path = args.records or ctx.cache() / "bench" / f"latency_models_seed{args.seed}.csv"
+    records = load_records(records_path)
+    if records:
+        print(f"reusing {len(records)} measured models from {records_path}")
 
-    records = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for v in variants(args.models, Path(tmp), tuple(args.resolutions), args.seed):
-            mod = bind_weights(hanasc.load_model(v.onnx_path).mod)
-            lowered = lower_to_kernels(mod, "host")
-            measured = measure_model(mod, "host", repeat=args.repeat).median_ms
-            kpred = model.predict_kernels_s([k.features for k in lowered.kernels])
-            ksum = float(sum(t * k.calls for t, k in zip(kpred, lowered.kernels, strict=True)))
-            prior_sum = sum(roofline(k.features, spec).seconds * k.calls for k in lowered.kernels)
-            records.append(
-                dict(
-                    label=v.label,
-                    measured=measured,
-                    xgb=model.network_s(ksum, lowered.total_calls) * 1e3,
-                    flops=lowered.flops,
-                    lookup=lookup_sum(lowered, rows) * 1e3,
-                    prior_sum=prior_sum,
-                    calls=lowered.total_calls,
-                )
-            )
-            r = records[-1]
-            print(
-                f"{len(records):>3} {v.label:<18} measured {measured:8.2f} ms  xgboost {r['xgb']:8.2f}  "
-                f"lookup {r['lookup']:8.2f}  kernels {len(lowered.kernels)}  calls {lowered.total_calls}"
-            )
-
-    meas = np.array([r["measured"] for r in records])
-    n_fit = min(10, len(records) - 2)
-    held = slice(n_fit, None)
-    table = [("xgboost (kernel profiles, chain overhead)", np.array([r["xgb"] for r in records]), "all")]
-    table.append(("lookup table sum", np.array([r["lookup"] for r in records]), "all"))
-    ratio = np.sum(meas[:n_fit]) / np.sum([r["flops"] for r in records[:n_fit]])
-    table.append(
-        (f"FLOPs-proportional (fit on {n_fit})", np.array([r["flops"] for r in records]) * ratio, "held")
-    )
-    for k in (10, 30, 100):
-        if k > len(records) - 2:
+    t0 = time.monotonic()
+    for i, v in enumerate(variants(args.models, args.seed)):
+        if i < len(records):
             continue
-        cal = fit_calibration(
-            [r["prior_sum"] for r in records[:k]],
-            [r["calls"] for r in records[:k]],
-            list(meas[:k] / 1e3),
-            base="prior",
+        lowered = lower_to_kernels(v.mod, "host")
+        timing = measure_model(v.mod, "host", repeat=args.repeat)
+        kpred = model.predict_kernels_s([k.features for k in lowered.kernels])
+        ksum = float(sum(t * k.calls for t, k in zip(kpred, lowered.kernels, strict=True)))
+        record = dict(
+            label=v.label,
+            measured=timing.median_ms,
+            spread=timing.spread,
+            xgb=model.network_s(ksum, lowered.total_calls) * 1e3,
+            flops=lowered.flops,
+            lookup=lookup_sum(lowered, rows) * 1e3,
+            prior_sum=sum(roofline(k.features, spec).seconds * k.calls for k in lowered.kernels),
+            calls=lowered.total_calls,
+            kernels=len(lowered.kernels),
         )
-        pred = np.array([cal.apply(r["prior_sum"], r["calls"]) * 1e3 for r in records])
-        table.append((f"calibrated prior ({k} models)", pred, f"from {k}"))
-    table.append(("uncalibrated prior", np.array([r["prior_sum"] * 1e3 for r in records]), "all"))
+        append_record(records_path, record)
+        records.append(record)
+        print(
+            f"{len(records):>3} {v.label:<40} measured {timing.median_ms:8.2f} ms (spread "
+            f"{timing.spread:4.0%})  xgboost {record['xgb']:8.2f}  lookup {record['lookup']:8.2f}  "
+            f"[{time.monotonic() - t0:.0f} s]",
+            flush=True,
+        )
+    report(records, model, device, args.splits, args.seed)
 
+
+def report(records: list[dict], model, device: str, splits: int, seed: int) -> None:
+    """Print both tables: kernel-profile predictors, then calibration from whole-model measurements."""
+    from hanasc.cost_models.calibration import fit_calibration
+
+    col = {k: np.array([r[k] for r in records], float) for k in COLUMNS if k != "label"}
+    meas = col["measured"]
+    n = len(records)
     print(
-        f"\n{len(records)} architectures on {device}; "
-        f"model {model.meta.version} ({model.meta.n_samples} kernels)"
+        f"\n{n} architectures from EfficientNet-Lite0's search space on {device}, measured end to end "
+        f"(median of repeats; median spread {np.median(col['spread']):.1%}); latency model "
+        f"{model.meta.version} trained on {model.meta.n_samples} kernel profiles; TVM threads: "
+        f"{os.environ.get('TVM_NUM_THREADS', 'TVM default')}"
     )
-    print(f"{'predictor':<44} {'evaluated on':<14} {'±10%':>6} {'RMSPE':>8} {'Spearman':>9}")
-    for name, pred, on in table:
-        if on == "all":
-            sel = slice(None)
-        elif on == "held":
-            sel = held
-        else:
-            sel = slice(int(on.split()[1]), None)
-        within, err, rho = metrics(pred[sel], meas[sel])
-        n = len(meas[sel])
-        print(f"{name:<44} {f'{n} models':<14} {within:>5.0f}% {err:>7.1f}% {rho:>9.3f}")
+    header = f"{'predictor':<52} {'scored on':<16} {'±10%':>6} {'RMSPE':>8} {'Spearman':>9}"
+
+    def row(name: str, within: float, err: float, rho: float, on: str) -> None:
+        print(f"{name:<52} {on:<16} {within:>5.0f}% {err:>7.1f}% {rho:>9.3f}")
+
+    def flops_fit(fit):
+        return col["flops"] * np.sum(meas[fit]) / np.sum(col["flops"][fit])
+
+    print("\nKernel profiles only (no whole-model measurement enters the predictor)")
+    print(header)
+    row("xgboost: Σ kernels + per-call overhead", *metrics(col["xgb"], meas), f"all {n}")
+    row("lookup table: Σ isolated per-op latencies", *metrics(col["lookup"], meas), f"all {n}")
+    within, err, rho, held = split_metrics(flops_fit, meas, 10, splits, seed)
+    row("FLOPs-proportional (ratio from 10 models)", within, err, rho, f"{held} held-out")
+    row("roofline prior, uncalibrated", *metrics(col["prior_sum"] * 1e3, meas), f"all {n}")
+
+    print(f"\nCalibration from whole-model measurements only (mean over {splits} random splits)")
+    print(header)
+    for k in (10, 30, 100):
+        if k > n - 5:
+            print(f"(k={k}: needs more than {k + 5} measured models)")
+            continue
+
+        def prior_fit(fit):
+            cal = fit_calibration(
+                list(col["prior_sum"][fit]), list(col["calls"][fit]), list(meas[fit] / 1e3), base="prior"
+            )
+            return cal.apply(col["prior_sum"], col["calls"]) * 1e3  # linear: works on arrays
+
+        def lookup_fit(fit):
+            cal = fit_calibration(
+                list(col["lookup"][fit] / 1e3), list(col["calls"][fit]), list(meas[fit] / 1e3), base="lookup"
+            )
+            return cal.apply(col["lookup"] / 1e3, col["calls"]) * 1e3
+
+        for name, fn in (
+            (f"roofline prior, calibrated on {k} models", prior_fit),
+            (f"lookup table, calibrated on {k} models", lookup_fit),
+            (f"FLOPs-proportional, fitted on {k} models", flops_fit),
+        ):
+            within, err, rho, held = split_metrics(fn, meas, k, splits, seed)
+            row(name, within, err, rho, f"{held} held-out")
 
 
 if __name__ == "__main__":
