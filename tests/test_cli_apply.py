@@ -103,7 +103,13 @@ def test_apply_unknown_block(tmp_path, test_models):
     ],
 )
 def test_apply_builds_target_bundle(tmp_path, test_models, target, files):
-    config = write_config(tmp_path / "c.json", {"block.block.6": {"w_bits": 8}})
+    layers = {
+        "stem.stem.0": {"separable": True},
+        "block.block.0": {"width": 0.5},
+        "block.block.3": {"width": 0.5},
+        "block.block.6": {"w_bits": 8},
+    }
+    config = write_config(tmp_path / "c.json", layers)
     out = tmp_path / "out"
     result = run_cli(
         "apply", str(test_models["inverted_residual"]), str(config), "--target", target, "--out", str(out)
@@ -111,6 +117,13 @@ def test_apply_builds_target_bundle(tmp_path, test_models, target, files):
     assert result.returncode == 0, result.stderr
     assert files <= {p.name for p in (out / target).iterdir()}
     assert json.loads((out / "summary.json").read_text())["bundle"]["target"] == target
+    if target == "npu3720":  # the architecture changes are in the exported graph
+        import onnx
+
+        graph = onnx.load(str(out / target / "model.onnx")).graph
+        assert {"stem.stem.0.dw", "stem.stem.0.pw"} <= {n.name for n in graph.node}
+        widths = {i.name: list(i.dims) for i in graph.initializer}
+        assert widths["block.block.0.weight"][0] == 32
 
 
 def test_apply_choice_the_target_cannot_run(tmp_path, test_models):

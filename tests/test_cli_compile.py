@@ -147,13 +147,22 @@ def test_missing_data(tmp_path, test_models):
     assert_one_line_error(result, "--data")
 
 
-def test_compile_for_cortex_a78_builds_the_bundle_with_predicted_figures(tmp_path, test_models, data):
+@pytest.mark.parametrize(
+    "target,files",
+    [
+        ("cortex-a78", {"model.so", "runner", "rt"}),
+        ("npu3720", {"model.xml", "model.onnx", "vpu_manifest.json"}),
+    ],
+)
+def test_compile_for_device_target_builds_the_bundle_with_predicted_figures(
+    tmp_path, test_models, data, target, files
+):
     out = tmp_path / "out"
     result = run_cli(
         "compile",
         str(test_models["dense_head"]),
         "--target",
-        "cortex-a78",
+        target,
         "--data",
         str(data),
         "--metric",
@@ -163,7 +172,7 @@ def test_compile_for_cortex_a78_builds_the_bundle_with_predicted_figures(tmp_pat
         *SMALL,
     )
     assert result.returncode == 0, result.stderr
-    assert {"model.so", "runner", "rt"} <= {p.name for p in (out / "cortex-a78").iterdir()}
+    assert files <= {p.name for p in (out / target).iterdir()}
     report = json.loads((out / "report.json").read_text())
     # no device here: latency is never labelled measured
     assert report["result"]["latency_ms"]["source"] in ("predicted", "prior")

@@ -216,3 +216,26 @@ def test_efficientnet_lite0_mixed(effnet_path, tmp_path):
         "fp16"
     )
     assert sizes["mixed"] < sizes["fp16"]
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_architecture_changes(effnet_path, tmp_path):
+    """Separable, kernel, width and skip choices reach the IR; int8 layers keep their precision."""
+    from hanasc.apply_pipeline import build_target_bundle
+    from hanasc.space import build_space
+    from hanasc.targets.registry import get_target
+
+    model = hanasc.load_model(effnet_path)
+    space = build_space(model)
+    config = space.decode(space.sample(np.random.default_rng(5)))
+    config.layers.setdefault("conv_stem", LayerChoice()).separable = True  # EffNet's one KxK standard conv
+    for choice in config.layers.values():  # NPU precisions: W8A8 or float
+        choice.w_bits, choice.a_bits = (8, 8) if choice.w_bits <= 8 else (32, 32)
+    report = build_target_bundle(
+        get_target("npu3720"), model, config, None, tmp_path / "npu", _calib(model, n=8), None
+    )
+    assert all(c["passed"] for c in report["checks"].values()), report["checks"]
+    graph = onnx.load(str(tmp_path / "npu" / "model.onnx")).graph
+    names = {n.name for n in graph.node}
+    assert {"conv_stem.dw", "conv_stem.pw"} <= names and "conv_stem" not in names
+    assert len([n for n in graph.node if n.op_type == "Add"]) == 9 - len(config.skip)

@@ -109,24 +109,22 @@ def _layer_choices(model: LoadedModel, config: Config) -> dict[str, dict]:
 
 def build_target_bundle(info, model: LoadedModel, config: Config, mod, out: Path, data, ranges) -> dict:
     """The target's deployable bundle in ``out``: from the materialized Relax module, or (OpenVINO
-    targets) from the cleaned ONNX with the Config's per-layer precision plan."""
+    targets) from the cleaned ONNX with the Config's architecture choices written back into it
+    (:mod:`hanasc.onnx_rewrite`) and its per-layer precision plan."""
     from hanasc.relax_params import bind_weights
 
     probe = [model.example_inputs(seed=7)[spec.name] for spec in model.inputs]
     if info.bundle_input == "relax":
         return info.build_bundle(bind_weights(mod), out, probe).to_json()
-    arch = [n for n, c in config.layers.items() if c.separable or c.width < 1 or c.kernel] + config.skip
-    if arch:
-        raise ConfigError(
-            f"target '{info.name}': architecture changes ('{arch[0]}') are materialized in TVM Relax and "
-            "cannot be exported to OpenVINO yet; use precision choices only for this target"
-        )
+    from hanasc.layers import layer_table
+    from hanasc.onnx_rewrite import export_architecture
     from hanasc.targets import vpu
 
     target = vpu.get_target(info.name)
+    onnx_model, renamed = export_architecture(model, config)
     calibration = data[:CALIBRATION_SAMPLES] if data is not None else None
-    plan = target.plan_from_config(config, model.layers)
-    return target.build_bundle(model.onnx_model, plan, calibration, out).to_json()
+    plan = target.plan_from_config(renamed, layer_table(onnx_model))
+    return target.build_bundle(onnx_model, plan, calibration, out).to_json()
 
 
 def apply_config(

@@ -167,12 +167,6 @@ def run_compile(model: LoadedModel, request: CompileRequest, console: Console, e
     from hanasc.targets.registry import get_target
 
     info = get_target(r.target)
-    if info.bundle_input == "onnx" and space != "quant":
-        err_console.print(
-            f"[yellow]{info.name}: architecture changes cannot be exported to OpenVINO yet; "
-            "searching precisions only (--space quant)[/yellow]"
-        )
-        space = "quant"
     options = CompileOptions(
         target=info.name,
         budgets=Budgets(
