@@ -77,20 +77,22 @@ def simd_counts(disassembly: str) -> dict[str, int]:
 
 
 def build_bundle(mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict) -> bundle.BundleReport:
-    """Cross-compile ``mod`` (weights bound) into a self-contained aarch64 bundle in ``out_dir``."""
+    """Cross-compile ``mod`` (weights bound, or as parameters: integer weights then stay packed in the
+    library) into a self-contained aarch64 bundle in ``out_dir``."""
     import tvm
 
     from hanasc.atomic import atomic_dir
     from hanasc.targets import host
+    from hanasc.targets.late_binding import compile_late_bound
 
     probe_inputs = bundle.as_list(probe_inputs)
     runtime = aarch64_runtime.require()
     aarch64_tools.require_tool(aarch64_tools.CXX)
     start = time.perf_counter()
     runner = aarch64_tools.build_runner(runtime)
-    reference = host.run(host.build(mod), probe_inputs)
+    reference = host.run(host.build_artifact(mod), probe_inputs)
     compile_start = time.perf_counter()
-    executable = build(mod)
+    executable = compile_late_bound(mod, tvm_target())
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         tmp.chmod(0o755)  # a bundle is copied to a device: readable by others, like any build output

@@ -32,35 +32,14 @@ def build(mod, target=None):
 
 
 def build_artifact(mod, target=None):
-    """Compile a hanasc module (weights as parameters) into a deployable executable.
+    """Compile a hanasc module (weights as parameters) into a deployable executable for this CPU.
 
-    Weights are bound as constants; integer weights (int8, and 4/2-bit packed in uint8) are bound only after
-    constant folding and fusion, so the library stores them as they are and unpacks/dequantizes them at run
-    time (FoldConstant would otherwise widen them at compile time: the library would hold fp32 or int8).
+    Integer weights (int8, and 4/2-bit packed in uint8) are bound only after fusion, so the library stores
+    them as they are (:mod:`hanasc.targets.late_binding`); float weights are folded as usual.
     """
-    import tvm
-    from tvm import relax
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from hanasc.targets.late_binding import compile_late_bound
 
-    from hanasc.relax_params import bind_weights, is_packed, weights_of
-
-    target = target or tvm_target()
-    packed = {k: v for k, v in weights_of(mod).items() if is_packed(v)}
-    if not packed:
-        return build(bind_weights(mod), target)
-    early = bind_weights(mod, keep_packed=True)
-
-    @tvm.transform.module_pass(opt_level=0, name="hanasc.LateBindPackedPipeline")
-    def pipeline(m: tvm.IRModule, _ctx) -> tvm.IRModule:
-        with target:
-            m = tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(m)
-            m = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in packed.items()})(m)
-            m["main"] = m["main"].without_attr("num_input")
-            return tvm.transform.Sequential(cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(
-                m
-            )
-
-    return tvm.compile(early, target=target, relax_pipeline=pipeline)
+    return compile_late_bound(mod, target or tvm_target())
 
 
 def run(executable, inputs: list[np.ndarray]) -> list[np.ndarray]:

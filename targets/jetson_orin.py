@@ -41,21 +41,23 @@ def build(mod, target=None):
 
 
 def build_bundle(mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict) -> bundle.BundleReport:
-    """Build ``mod`` (weights bound) for Orin: aarch64 host library, precompiled sm_87 kernels, runner."""
+    """Build ``mod`` (weights bound, or as parameters: integer weights then stay packed) for Orin: aarch64
+    host library, precompiled sm_87 kernels, runner."""
     import tvm
 
     from hanasc.atomic import atomic_dir
     from hanasc.targets import host
+    from hanasc.targets.late_binding import compile_late_bound
 
     probe_inputs = bundle.as_list(probe_inputs)
     runtime = aarch64_runtime.require(cuda=True)
     aarch64_tools.require_tool(aarch64_tools.CXX)
     start = time.perf_counter()
     runner = aarch64_tools.build_runner(runtime)
-    reference = host.run(host.build(mod), probe_inputs)
+    reference = host.run(host.build_artifact(mod), probe_inputs)
     target = tvm_target()
     compile_start = time.perf_counter()
-    executable = build(mod, target)
+    executable = compile_late_bound(mod, target)
     compile_seconds = time.perf_counter() - compile_start
     cuda_mod = cuda_kernels.find_cuda_module(executable)
     if cuda_mod is None:

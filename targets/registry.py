@@ -48,8 +48,10 @@ class TargetInfo:
 
     ``build_bundle(...) -> BundleReport`` takes what ``bundle_input`` names:
 
-    - ``"relax"``: ``build_bundle(mod, out_dir, probe_inputs)`` with ``mod`` a Relax IRModule with bound
-      weights (``main(input)``) and ``probe_inputs`` the inputs whose outputs the bundle records;
+    - ``"relax"``: ``build_bundle(mod, out_dir, probe_inputs)`` with ``mod`` a hanasc Relax IRModule,
+      weights as parameters (integer weights are then bound after fusion and stay packed in the library,
+      :mod:`hanasc.targets.late_binding`) or already bound, and ``probe_inputs`` the inputs whose outputs
+      the bundle records;
     - ``"onnx"``: ``build_bundle(onnx_model, precision_plan, calibration_inputs, out_dir,
       latency_estimate=None)`` (the OpenVINO targets, see ``hanasc.targets.vpu``).
 

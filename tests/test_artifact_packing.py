@@ -37,3 +37,35 @@ def test_packed_weights_shrink_the_library(model, tmp_path):
     assert sizes[32] - sizes[8] >= 0.75 * fc1 * 3
     assert sizes[8] - sizes[4] >= 0.75 * fc1 / 2
     assert sizes[4] - sizes[2] >= 0.75 * fc1 / 4
+
+
+def test_a78_bundle_keeps_packed_weights(model, tmp_path):
+    """The cortex-a78 library stores 4-bit fc1 packed; under qemu it computes what the host build does."""
+    from hanasc.targets import cortex_a78
+
+    mod = materialize(model.mod, Config({"fc1": LayerChoice(w_bits=4)}))
+    probe = model.example_inputs()
+    late = cortex_a78.build_bundle(mod, tmp_path / "late", probe)
+    folded = cortex_a78.build_bundle(bind_weights(mod), tmp_path / "folded", probe)
+    fc1 = 64 * 1568
+    assert folded.files["model.so"] - late.files["model.so"] >= 0.75 * fc1 * (4 - 0.5)
+    _, diff = cortex_a78.check_under_qemu(tmp_path / "late")
+    assert diff <= cortex_a78.RTOL * max(
+        1.0, float(np.abs(host.run(host.build_artifact(mod), [probe["input"]])[0]).max())
+    )
+
+
+def test_cuda_build_keeps_packed_weights(model, tmp_path):
+    """Late binding works in the CUDA pipeline too: the Orin host library stores fc1 packed (offline)."""
+    from hanasc.targets import aarch64_tools, jetson_orin
+    from hanasc.targets.late_binding import compile_late_bound
+
+    aarch64_tools.require_tool(aarch64_tools.CXX)
+    mod = materialize(model.mod, Config({"fc1": LayerChoice(w_bits=4)}))
+    sizes = {}
+    for label, source in (("late", mod), ("folded", bind_weights(mod))):
+        executable = compile_late_bound(source, jetson_orin.tvm_target())
+        path = tmp_path / f"{label}.so"
+        executable.export_library(str(path), fcompile=aarch64_tools.cross_compiler())
+        sizes[label] = path.stat().st_size
+    assert sizes["folded"] - sizes["late"] >= 0.75 * 64 * 1568 * (4 - 0.5)

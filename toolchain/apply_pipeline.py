@@ -111,11 +111,9 @@ def build_target_bundle(info, model: LoadedModel, config: Config, mod, out: Path
     """The target's deployable bundle in ``out``: from the materialized Relax module, or (OpenVINO
     targets) from the cleaned ONNX with the Config's architecture choices written back into it
     (:mod:`hanasc.onnx_rewrite`) and its per-layer precision plan."""
-    from hanasc.relax_params import bind_weights
-
     probe = [model.example_inputs(seed=7)[spec.name] for spec in model.inputs]
-    if info.bundle_input == "relax":
-        return info.build_bundle(bind_weights(mod), out, probe).to_json()
+    if info.bundle_input == "relax":  # weights as parameters: integer weights stay packed in the library
+        return info.build_bundle(mod, out, probe).to_json()
     from hanasc.layers import layer_table
     from hanasc.onnx_rewrite import export_architecture
     from hanasc.targets import vpu
