@@ -158,6 +158,16 @@ def uniform_genomes(space: SearchSpace) -> list[np.ndarray]:
     return genomes
 
 
+def uniform_genome(space: SearchSpace, precision: tuple[int, int]) -> np.ndarray | None:
+    """Every precision gene set to ``precision`` (None when the space does not offer it)."""
+    slots = [i for i, s in enumerate(space.slots) if s.kind == "precision"]
+    if not slots or precision not in space.slots[slots[0]].choices:
+        return None
+    genome = space.identity()
+    genome[slots] = space.slots[slots[0]].choices.index(precision)
+    return genome
+
+
 def seed_genomes(space: SearchSpace, rng: np.random.Generator, n: int) -> list[np.ndarray]:
     """Predictor samples: identity, one uniform genome per precision, single-gene changes (each slot's
     sensitivity), then random changes (mostly sparse, some dense, as the search will go there)."""
@@ -170,9 +180,10 @@ def seed_genomes(space: SearchSpace, rng: np.random.Generator, n: int) -> list[n
             singles.append(g)
     order = rng.permutation(len(singles))[: max(0, int(0.5 * n) - len(genomes))]
     genomes += [singles[i] for i in order]
+    uniforms = uniform_genomes(space)
     while len(genomes) < n:
         density = rng.choice([rng.uniform(0.02, 0.15), rng.uniform(0.15, 1.0)], p=[0.6, 0.4])
-        g = space.identity()
+        g = uniforms[rng.integers(len(uniforms))].copy()  # the identity or a uniform precision, then changes
         for i, slot in enumerate(space.slots):
             if rng.random() < density:
                 g[i] = rng.integers(1, len(slot.choices))
@@ -181,10 +192,12 @@ def seed_genomes(space: SearchSpace, rng: np.random.Generator, n: int) -> list[n
 
 
 def population_seeds(space: SearchSpace, rng: np.random.Generator, n: int) -> list[np.ndarray]:
-    """NSGA-II's first population: identity, uniform precisions, then sparse random genomes."""
-    genomes = uniform_genomes(space)
+    """NSGA-II's first population: identity, uniform precisions, then sparse random changes of those (so a
+    tight budget finds uniform int8 plus a few architecture changes among the seeds)."""
+    uniforms = uniform_genomes(space)
+    genomes = list(uniforms)
     while len(genomes) < n:
-        g = space.identity()
+        g = uniforms[rng.integers(len(uniforms))].copy()
         mask = rng.random(len(space.slots)) < rng.uniform(0.05, 0.4)
         g[mask] = [rng.integers(0, len(space.slots[i].choices)) for i in np.flatnonzero(mask)]
         genomes.append(g)
@@ -274,6 +287,13 @@ def compile_model(
         original_measure = measure_host(host.build(bind_weights(model.mod)), probe, options.measure_repeats)
     if original_measure is not None:
         costs.observe(space.identity(), original_measure["value"])
+    int8 = uniform_genome(space, (8, 8))
+    if info.name == "host" and int8 is not None:  # a second measurement: int8 kernels scale on their own
+        from hanasc.passes.materialize import materialize
+
+        stage.log("compiling and measuring uniform int8 on the host (calibrates the int8 kernel estimate)")
+        executable = _build_host(materialize(model.mod, space.decode(int8), ranges), options, stage)
+        costs.observe(int8, measure_host(executable, probe, options.measure_repeats)["value"])
 
     fastest = _fastest_genome(space)
     fastest_ms = float(costs(fastest[None])[0][0])

@@ -1,0 +1,52 @@
+"""Search-time costs: per-layer kernel estimates scaled to whole-model measurements (float and int8 apart)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hanasc
+from hanasc.compile_pipeline import _space_options, population_seeds, uniform_genome
+from hanasc.search_costs import SearchCosts
+from hanasc.space import build_space
+from hanasc.targets.registry import get_target
+
+
+@pytest.fixture(scope="module")
+def costs(test_models, tmp_path_factory, monkeypatch_module):
+    monkeypatch_module.setenv("HANASC_CACHE", str(tmp_path_factory.mktemp("cache")))
+    model = hanasc.load_model(test_models["inverted_residual"])
+    space = build_space(model, _space_options(get_target("host"), "joint"))
+    return SearchCosts(model, space, "host")
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_int8_kernels_are_scaled_on_their_own(costs):
+    space = costs.space
+    identity, int8 = space.identity(), uniform_genome(space, (8, 8))
+    assert int8 is not None and (int8 != identity).any()
+    est_float, est_int8 = costs(np.stack([identity, int8]))[0]
+    costs.observe(identity, 2.0 * est_float)
+    assert costs.scales == pytest.approx((2.0, 2.0))  # one measurement: one scale for both
+    costs.observe(int8, 0.5 * est_int8)  # int8 really much faster than the kernel model thinks
+    a, b = costs.scales
+    assert a > 1.5 and b < 1.0
+    lat = costs(np.stack([identity, int8]))[0]
+    assert lat == pytest.approx([2.0 * est_float, 0.5 * est_int8], rel=0.05)
+    assert costs.source()["scale_float_int8"] == [round(a, 4), round(b, 4)]
+
+
+def test_population_seeds_start_from_uniform_precisions(costs):
+    space = costs.space
+    seeds = population_seeds(space, np.random.default_rng(0), 40)
+    precision = [i for i, s in enumerate(space.slots) if s.kind == "precision"]
+    int8_gene = space.slots[precision[0]].choices.index((8, 8))
+    arch = [i for i, s in enumerate(space.slots) if s.kind != "precision"]
+    mixed = [g for g in seeds if (g[precision] == int8_gene).mean() > 0.5 and g[arch].any()]
+    assert mixed, "no seed combines mostly-int8 precisions with architecture changes"
+    assert uniform_genome(space, (3, 3)) is None
