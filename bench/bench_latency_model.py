@@ -38,7 +38,7 @@ class Variant:
     mod: object  # the materialized Relax module, weights bound
 
 
-def variants(n: int, seed: int = 0) -> Iterator[Variant]:
+def variants(n: int, seed: int = 0, skip: int = 0) -> Iterator[Variant]:
     """``n`` architectures from EfficientNet-Lite0's search space, materialized by the hanasc passes.
 
     Each genome mixes every choice kind (precision, separable, kernel, width, skip): a per-model change rate
@@ -65,6 +65,8 @@ def variants(n: int, seed: int = 0) -> Iterator[Variant]:
         for g, slot in enumerate(space.slots):
             if len(slot.choices) > 1 and rng.random() < p:
                 genome[g] = rng.integers(1, len(slot.choices))
+        if i < skip:  # already measured (resume): same random draws, no materialization
+            continue
         config = space.decode(genome)
         kinds: dict[str, int] = {}
         for slot, gene in zip(space.slots, genome, strict=True):
@@ -152,6 +154,7 @@ def main() -> None:
         "--records", type=Path, default=None, help="CSV of measured models, appended and reused (resume)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report-only", action="store_true", help="print the tables from --records only")
     args = parser.parse_args()
 
     from hanasc.cost_models.estimate import CostContext
@@ -166,6 +169,11 @@ def main() -> None:
 
     ctx = CostContext(root=args.cache)
     device = Session.local().device_id
+    records_path = args.records or ctx.cache() / "bench" / f"latency_models_seed{args.seed}.csv"
+    if args.report_only:
+        report(load_records(records_path), load_latest("host", device, root=ctx.models_root()), device,
+               args.splits, args.seed)  # fmt: skip
+        return
     t0 = time.monotonic()
     summary = profile_target(
         "host",
@@ -180,15 +188,12 @@ def main() -> None:
     with ctx.store() as store:
         rows = store.kernels("host", device)
     spec = load_spec("host", ctx.cache() / "host_spec.json")
-    records_path = args.records or ctx.cache() / "bench" / f"latency_models_seed{args.seed}.csv"
     records = load_records(records_path)
     if records:
         print(f"reusing {len(records)} measured models from {records_path}")
 
     t0 = time.monotonic()
-    for i, v in enumerate(variants(args.models, args.seed)):
-        if i < len(records):
-            continue
+    for v in variants(args.models, args.seed, skip=len(records)):
         lowered = lower_to_kernels(v.mod, "host")
         timing = measure_model(v.mod, "host", repeat=args.repeat)
         kpred = model.predict_kernels_s([k.features for k in lowered.kernels])
@@ -263,7 +268,14 @@ def report(records: list[dict], model, device: str, splits: int, seed: int) -> N
             )
             return cal.apply(col["lookup"] / 1e3, col["calls"]) * 1e3
 
+        def xgb_fit(fit):
+            cal = fit_calibration(
+                list(col["xgb"][fit] / 1e3), list(col["calls"][fit]), list(meas[fit] / 1e3), base="xgboost"
+            )
+            return cal.apply(col["xgb"] / 1e3, col["calls"]) * 1e3
+
         for name, fn in (
+            (f"xgboost, recalibrated on {k} models", xgb_fit),
             (f"roofline prior, calibrated on {k} models", prior_fit),
             (f"lookup table, calibrated on {k} models", lookup_fit),
             (f"FLOPs-proportional, fitted on {k} models", flops_fit),
