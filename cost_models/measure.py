@@ -44,17 +44,35 @@ def measure_model(
     min_repeat_ms: float = 0.0,
 ) -> ModelTiming:
     """Median end-to-end time of ``main`` (weights bound) on the session's device, inputs random."""
+    return time_executable(build_for(mod, target_name), mod, target_name, session, repeat, min_repeat_ms)
+
+
+def time_executable(
+    executable,
+    mod,
+    target_name: str = "host",
+    session: Session | None = None,
+    repeat: int = 7,
+    min_repeat_ms: float = 0.0,
+) -> ModelTiming:
+    """Median time of ``executable``'s ``main`` on the session's device (uploaded over RPC when remote).
+
+    ``mod`` is the module it was built from: its inputs (not its weight parameters) give the shapes of the
+    random arguments.
+    """
     import tvm
     from tvm import relax
 
+    from hanasc.relax_params import input_count
+
     target = get_target(target_name)
     session = session or Session.local()
-    lib = session.load(build_for(mod, target_name), target)
+    lib = session.load(executable, target)
     dev = session.device(target.device_type)
     vm = relax.VirtualMachine(lib, dev)
     rng = np.random.default_rng(0)
     args = []
-    for param in mod["main"].params:
+    for param in mod["main"].params[: input_count(mod)]:
         ty = param.ty
         shape = tuple(int(d) for d in ty.shape)
         dtype = str(ty.dtype)

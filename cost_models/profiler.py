@@ -55,7 +55,15 @@ class Session:
     def rpc(cls, host: str, port: int, device_key: str | None = None) -> Session:
         from tvm import rpc
 
-        return cls(device_id=device_key or f"rpc:{host}:{port}", remote=rpc.connect(host, port))
+        try:
+            remote = rpc.connect(host, port)
+        except Exception as exc:  # TVM raises its own error types: the user needs the address and one line
+            from hanasc.errors import HanascError
+
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            message = f"--rpc {host}:{port}: cannot reach the TVM RPC server ({reason[:200]})"
+            raise HanascError(message) from None
+        return cls(device_id=device_key or f"rpc:{host}:{port}", remote=remote)
 
     @classmethod
     def tracker(cls, host: str, port: int, key: str) -> Session:

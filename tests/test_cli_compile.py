@@ -177,3 +177,46 @@ def test_compile_for_device_target_builds_the_bundle_with_predicted_figures(
     # no device here: latency is never labelled measured
     assert report["result"]["latency_ms"]["source"] in ("predicted", "prior")
     assert report["original"]["latency_ms"]["source"] in ("predicted", "prior")
+
+
+def test_compile_measures_over_rpc(tmp_path, test_models, data, rpc_server):
+    """--rpc: the original, uniform int8 and the verified result are measured on the RPC server's device."""
+    out = tmp_path / "out"
+    result = run_cli(
+        "compile",
+        str(test_models["dense_head"]),
+        "--data",
+        str(data),
+        "--metric",
+        "agreement",
+        "--rpc",
+        f"127.0.0.1:{rpc_server}",
+        "--out",
+        str(out),
+        *SMALL,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    for part in ("original", "result"):
+        latency = report[part]["latency_ms"]
+        assert latency["source"] == "measured" and latency["where"] == f"rpc:127.0.0.1:{rpc_server} (TVM RPC)"
+    assert report["latency_estimate"]["whole_model_measurements"] >= 2
+    assert (out / "model.so").is_file()
+
+
+def test_compile_unreachable_rpc(tmp_path, test_models, data):
+    from conftest import _free_port
+
+    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    result = run_cli(
+        "compile",
+        str(test_models["dense_head"]),
+        "--data",
+        str(data),
+        "--rpc",
+        address,
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert_one_line_error(result, address, "RPC")
+    assert not (tmp_path / "o").exists()

@@ -316,6 +316,10 @@ def compile_(
     samples: Annotated[int, typer.Option(help="Configs evaluated to train the accuracy predictor.")] = 240,
     resume: Annotated[bool, typer.Option(help="Resume an interrupted run with the same arguments.")] = False,
     tune_minutes: Annotated[float, typer.Option(help="MetaSchedule tuning of the result (host).")] = 0.0,
+    rpc: Annotated[
+        str | None,
+        typer.Option(help="TVM RPC server HOST:PORT on the target device: latencies are measured there."),
+    ] = None,
     size: Annotated[int | None, typer.Option(help="Images: crop size (default: the model's input).")] = None,
     resize: Annotated[int | None, typer.Option(help="Images: short side before the centre crop.")] = None,
     mean: Annotated[
@@ -356,6 +360,7 @@ def compile_(
         samples=samples,
         resume=resume,
         tune_minutes=tune_minutes,
+        rpc=rpc,
         size=size,
         resize=resize,
         mean=mean,

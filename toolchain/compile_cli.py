@@ -150,6 +150,7 @@ class CompileRequest:
     samples: int = 240
     resume: bool = False
     tune_minutes: float = 0.0
+    rpc: str | None = None
     size: int | None = None
     resize: int | None = None
     mean: str | None = None
@@ -182,6 +183,7 @@ def run_compile(model: LoadedModel, request: CompileRequest, console: Console, e
         generations=r.generations,
         resume=r.resume,
         tune_minutes=r.tune_minutes,
+        rpc=r.rpc,
     )
     preprocess = preprocess_for(model, r.size, r.resize, r.mean, r.std, r.channel_order, r.views)
     _run(model, options, load_data(model, r.data, preprocess), Path(r.out), r.metric, console, err_console)

@@ -48,6 +48,7 @@ class CompileOptions:
     measure_repeats: int = 7
     resume: bool = False
     tune_minutes: float = 0.0
+    rpc: str | None = None  # HOST:PORT of a TVM RPC server on the target device: latencies measured there
 
 
 @dataclass
@@ -116,6 +117,22 @@ def measure_host(executable, inputs: list[np.ndarray], repeat: int) -> dict:
         statistic="median",
         spread_ms=[round(min(samples), 3), round(max(samples), 3)],
         tool="TVM VirtualMachine.time_evaluator",
+    )
+
+
+def measure_remote(executable, mod, info, session, repeat: int) -> dict:
+    """Median latency of ``executable`` on the RPC session's device (uploaded, cross-linked if needed)."""
+    from hanasc.cost_models.measure import time_executable
+
+    timing = time_executable(executable, mod, info.name, session, repeat)
+    return fig(
+        round(timing.median_ms, 3),
+        "measured",
+        where=f"{session.device_id} (TVM RPC)",
+        runs=repeat,
+        statistic="median",
+        spread=round(timing.spread, 3),
+        tool="TVM VirtualMachine.time_evaluator over RPC",
     )
 
 
@@ -277,23 +294,39 @@ def compile_model(
     )
     costs = SearchCosts(model, space, info.name)
 
-    original_measure = original_latency if info.name == "host" else None
+    session = None
+    if options.rpc:
+        from hanasc.cost_models.profiler import Session
+
+        stage.log(f"connecting to the TVM RPC server at {options.rpc}")
+        session = Session.from_address(rpc_addr=options.rpc)
+    where = f"{info.name} over RPC at {options.rpc}" if session is not None else "the host"
+    original_measure = original_latency if info.name == "host" and session is None else None
     probe = [model.example_inputs(seed=1)[s.name] for s in model.inputs]
-    if info.name == "host" and original_measure is None:
-        from hanasc.relax_params import bind_weights
+
+    def measure(mod) -> dict:
+        """Latency of a materialized module where the target is reachable (the host or the RPC device)."""
+        if session is not None:
+            from hanasc.targets.late_binding import compile_late_bound
+
+            executable = compile_late_bound(mod, info.tvm_target())
+            return measure_remote(executable, mod, info, session, options.measure_repeats)
         from hanasc.targets import host
 
-        stage.log("compiling and measuring the original model on the host")
-        original_measure = measure_host(host.build(bind_weights(model.mod)), probe, options.measure_repeats)
+        return measure_host(host.build_artifact(mod), probe, options.measure_repeats)  # untuned
+
+    measurable = info.name == "host" or session is not None
+    if measurable and original_measure is None:
+        stage.log(f"compiling and measuring the original model on {where}")
+        original_measure = measure(model.mod)
     if original_measure is not None:
         costs.observe(space.identity(), original_measure["value"])
     int8 = uniform_genome(space, (8, 8))
-    if info.name == "host" and int8 is not None:  # a second measurement: int8 kernels scale on their own
+    if measurable and int8 is not None:  # a second measurement: int8 kernels scale on their own
         from hanasc.passes.materialize import materialize
 
-        stage.log("compiling and measuring uniform int8 on the host (calibrates the int8 kernel estimate)")
-        executable = _build_host(materialize(model.mod, space.decode(int8), ranges), options, stage)
-        costs.observe(int8, measure_host(executable, probe, options.measure_repeats)["value"])
+        stage.log(f"compiling and measuring uniform int8 on {where} (calibrates the int8 kernel estimate)")
+        costs.observe(int8, measure(materialize(model.mod, space.decode(int8), ranges))["value"])
 
     fastest = _fastest_genome(space)
     fastest_ms = float(costs(fastest[None])[0][0])
@@ -447,6 +480,7 @@ def compile_model(
             c,
             stage,
             simulator,
+            session,
         )
         attempts.append(verified["attempt"])
         if verified["meets_budget"]:
@@ -553,9 +587,22 @@ def _params(mod) -> dict:
 
 
 def _verify(
-    model, info, config, ranges, split, ref_eval, metric, probe, options, costs, candidate, stage, simulator
+    model,
+    info,
+    config,
+    ranges,
+    split,
+    ref_eval,
+    metric,
+    probe,
+    options,
+    costs,
+    candidate,
+    stage,
+    simulator,
+    session=None,
 ):
-    """Materialize, compile, measure (host) or predict (other targets), evaluate on held-out data."""
+    """Materialize, compile, measure (host, or the device over RPC) or predict, evaluate on held-out data."""
     from hanasc.passes.materialize import materialize
 
     stage.log(
@@ -564,7 +611,15 @@ def _verify(
     )
     mod = materialize(model.mod, config, ranges)
     executable = None
-    if info.name == "host":
+    if session is not None:
+        from hanasc.targets.late_binding import compile_late_bound
+
+        built = compile_late_bound(mod, info.tvm_target())
+        latency = measure_remote(built, mod, info, session, options.measure_repeats)
+        outputs = simulator.run(config, split.eval_x, ranges)
+        engine = "the simulator (checked equal to the materialized model in tests)"
+        executable = built if info.name == "host" else None
+    elif info.name == "host":
         executable = _build_host(mod, options, stage)
         latency = measure_host(executable, probe, options.measure_repeats)
         outputs = run_host(executable, split.eval_x)
