@@ -35,7 +35,7 @@ import numpy as np
 @dataclass
 class Variant:
     label: str
-    mod: object  # the materialized Relax module, weights bound
+    mod: object  # the materialized Relax module, weights as parameters
 
 
 def variants(n: int, seed: int = 0, skip: int = 0) -> Iterator[Variant]:
@@ -51,7 +51,6 @@ def variants(n: int, seed: int = 0, skip: int = 0) -> Iterator[Variant]:
     from hanasc.images import Preprocess, load_foolbox_imagenet
     from hanasc.model_zoo import fetch
     from hanasc.passes.materialize import materialize
-    from hanasc.relax_params import bind_weights
     from hanasc.space import build_space
 
     model = hanasc.load_model(fetch("efficientnet-lite0"))
@@ -73,7 +72,7 @@ def variants(n: int, seed: int = 0, skip: int = 0) -> Iterator[Variant]:
             if gene:
                 kinds[slot.kind] = kinds.get(slot.kind, 0) + 1
         label = f"m{i:03d} " + " ".join(f"{k[:4]}{v}" for k, v in sorted(kinds.items()))
-        yield Variant(label, bind_weights(materialize(model.mod, config, ranges)))
+        yield Variant(label, materialize(model.mod, config, ranges))
 
 
 def metrics(pred, meas) -> tuple[float, float, float]:
@@ -154,22 +153,31 @@ def main() -> None:
         "--records", type=Path, default=None, help="CSV of measured models, appended and reused (resume)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--build",
+        choices=("artifact", "folded"),
+        default="folded",
+        help="artifact: integer weights bound after fusion (what hanasc deploys); folded: all weights folded",
+    )
     parser.add_argument("--report-only", action="store_true", help="print the tables from --records only")
     args = parser.parse_args()
 
     from hanasc.cost_models.estimate import CostContext
     from hanasc.cost_models.kernels import lower_to_kernels
     from hanasc.cost_models.latency_model import load_latest
-    from hanasc.cost_models.measure import measure_model
+    from hanasc.cost_models.measure import measure_model, time_executable
     from hanasc.cost_models.prior import roofline
     from hanasc.cost_models.profiler import Session
     from hanasc.cost_models.profiling import profile_target
     from hanasc.cost_models.spec import load_spec
     from hanasc.model_zoo import fetch
+    from hanasc.relax_params import bind_weights
+    from hanasc.targets import host
+    from hanasc.targets.late_binding import compile_late_bound
 
     ctx = CostContext(root=args.cache)
     device = Session.local().device_id
-    records_path = args.records or ctx.cache() / "bench" / f"latency_models_seed{args.seed}.csv"
+    records_path = args.records or ctx.cache() / "bench" / f"latency_models_{args.build}_seed{args.seed}.csv"
     if args.report_only:
         report(load_records(records_path), load_latest("host", device, root=ctx.models_root()), device,
                args.splits, args.seed)  # fmt: skip
@@ -194,8 +202,13 @@ def main() -> None:
 
     t0 = time.monotonic()
     for v in variants(args.models, args.seed, skip=len(records)):
-        lowered = lower_to_kernels(v.mod, "host")
-        timing = measure_model(v.mod, "host", repeat=args.repeat)
+        if args.build == "artifact":  # what hanasc deploys: integer weights bound after fusion
+            lowered = lower_to_kernels(bind_weights(v.mod, keep_packed=True), "host")
+            executable = compile_late_bound(v.mod, host.tvm_target())
+            timing = time_executable(executable, v.mod, "host", repeat=args.repeat)
+        else:  # every weight folded at compile time
+            lowered = lower_to_kernels(bind_weights(v.mod), "host")
+            timing = measure_model(bind_weights(v.mod), "host", repeat=args.repeat)
         kpred = model.predict_kernels_s([k.features for k in lowered.kernels])
         ksum = float(sum(t * k.calls for t, k in zip(kpred, lowered.kernels, strict=True)))
         record = dict(
