@@ -111,9 +111,10 @@ def _rewrite_convs(graph: onnx.GraphProto, config: Config, weights: dict[str, np
             continue
         choice = config.layers[node.name]
         layer = node.name
-        original_k = numpy_helper.to_array(
-            next(i for i in graph.initializer if i.name == node.input[1])
-        ).shape[2:]
+        init = next((i for i in graph.initializer if i.name == node.input[1]), None)
+        if init is None:
+            raise OnnxRewriteError(f"node '{layer}': its weight '{node.input[1]}' is not an initializer")
+        original_k = numpy_helper.to_array(init).shape[2:]
         kernel_weight = weights[f"{layer}.dw.weight" if choice.separable else f"{layer}.weight"]
         new_k = kernel_weight.shape[2:]
         if tuple(new_k) != tuple(original_k):
