@@ -128,6 +128,8 @@ def _run(
         f"{metric.name} {r['accuracy']['value']} (held-out), memory {r['memory_mb']['value']} MB "
         f"({r['memory_mb']['source']})"
     )
+    for warning in result.report.get("warnings", []):
+        err_console.print(f"[yellow]warning: {warning}[/yellow]")
     console.print(f"report: {out / 'report.md'} (and report.json, pareto.png, breakdown.png, config.json)")
     return result
 

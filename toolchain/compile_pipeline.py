@@ -801,7 +801,19 @@ def _report(
             "attempts": attempts,
             "held_out_scores": [{"genome": list(k), metric.name: v} for k, v in held_out.items()],
         },
+        "warnings": accuracy_warnings(original["accuracy"]["value"], verified["accuracy"]["value"], metric),
     }
+
+
+def accuracy_warnings(original: float, result: float, metric) -> list[str]:
+    """A warning when the result kept less than half of the original's score on the held-out split."""
+    if original > 0 and result < 0.5 * original:
+        return [
+            f"accuracy collapsed: {metric.name} {result:.3f} against the original's {original:.3f} on the "
+            "held-out split; the budget needs changes this model does not survive without fine-tuning "
+            "(a looser budget, or --space quant, keeps more)"
+        ]
+    return []
 
 
 def _fmt(f: dict) -> str:
@@ -820,6 +832,7 @@ def report_markdown(report: dict) -> str:
         "",
         f"Budget: {budget}. Metric: {report['metric']['name']} ({report['metric']['description']}).",
         "",
+        *[f"**Warning**: {w}.\n" for w in report.get("warnings", [])],
         "| | original | result |",
         "|---|---|---|",
         f"| latency (ms) | {_fmt(o['latency_ms'])} | {_fmt(r['latency_ms'])} |",

@@ -1,4 +1,4 @@
-"""Search-time costs: per-layer kernel estimates scaled to whole-model measurements (float and int8 apart)."""
+"""Compile search helpers: costs scaled to measurements (float and int8 apart), seeds, collapse warning."""
 
 from __future__ import annotations
 
@@ -50,3 +50,13 @@ def test_population_seeds_start_from_uniform_precisions(costs):
     mixed = [g for g in seeds if (g[precision] == int8_gene).mean() > 0.5 and g[arch].any()]
     assert mixed, "no seed combines mostly-int8 precisions with architecture changes"
     assert uniform_genome(space, (3, 3)) is None
+
+
+def test_accuracy_collapse_is_warned():
+    from hanasc.compile_pipeline import accuracy_warnings
+    from hanasc.metrics import choose_metric
+
+    metric = choose_metric("agreement", False)
+    assert accuracy_warnings(1.0, 0.9, metric) == []
+    (warning,) = accuracy_warnings(1.0, 0.2, metric)
+    assert "agreement 0.200" in warning and "1.000" in warning
