@@ -205,18 +205,14 @@ def test_compile_measures_over_rpc(tmp_path, test_models, data, rpc_server):
 
 
 def test_compile_unreachable_rpc(tmp_path, test_models, data):
-    from conftest import _free_port
+    import socket
 
-    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
-    result = run_cli(
-        "compile",
-        str(test_models["dense_head"]),
-        "--data",
-        str(data),
-        "--rpc",
-        address,
-        "--out",
-        str(tmp_path / "o"),
-    )
+    with socket.socket() as holder:  # bound, never listening: connections are refused, nobody else gets it
+        holder.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{holder.getsockname()[1]}"
+        result = run_cli(
+            "compile", str(test_models["dense_head"]), "--data", str(data), "--rpc", address, "--out",
+            str(tmp_path / "o"),
+        )  # fmt: skip
     assert_one_line_error(result, address, "RPC")
     assert not (tmp_path / "o").exists()
