@@ -60,3 +60,13 @@ def test_accuracy_collapse_is_warned():
     assert accuracy_warnings(1.0, 0.9, metric) == []
     (warning,) = accuracy_warnings(1.0, 0.2, metric)
     assert "agreement 0.200" in warning and "1.000" in warning
+
+
+def test_predictor_samples_include_int8_with_one_float_layer(costs):
+    from hanasc.compile_pipeline import seed_genomes
+
+    space = costs.space
+    int8 = uniform_genome(space, (8, 8))
+    samples = seed_genomes(space, np.random.default_rng(0), 40)
+    reverts = [g for g in samples if (g != int8).sum() == 1 and g[np.flatnonzero(g != int8)[0]] == 0]
+    assert reverts, "no sample is uniform int8 with one layer kept float"

@@ -195,9 +195,19 @@ def uniform_genome(space: SearchSpace, precision: tuple[int, int]) -> np.ndarray
 
 
 def seed_genomes(space: SearchSpace, rng: np.random.Generator, n: int) -> list[np.ndarray]:
-    """Predictor samples: identity, one uniform genome per precision, single-gene changes (each slot's
-    sensitivity), then random changes (mostly sparse, some dense, as the search will go there)."""
+    """Predictor samples: identity, one uniform genome per precision, uniform int8 with one layer kept
+    float (which layer int8 hurts, in the context the search starts from; up to n/4 of them), single-gene
+    changes (each slot's sensitivity), then random changes (mostly sparse, some dense)."""
     genomes = uniform_genomes(space)
+    int8 = uniform_genome(space, (8, 8))
+    if int8 is not None:
+        reverts = []
+        for i, slot in enumerate(space.slots):
+            if slot.kind == "precision":
+                g = int8.copy()
+                g[i] = 0
+                reverts.append(g)
+        genomes += [reverts[i] for i in sorted(rng.permutation(len(reverts))[: n // 4])]
     singles = []
     for i, slot in enumerate(space.slots):
         for choice in range(1, len(slot.choices)):
