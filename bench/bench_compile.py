@@ -257,8 +257,9 @@ def print_tables(results: list[dict]) -> None:
                 f"\nbudget {table['budget_ms']} ms ({float(fraction):.2f} of the original's measured latency)"
             )
             names = sorted({k for r in table["rows"] for k in r["accuracy"]})
-            header = f"{'row':<44} {'latency ms':>11} {'in budget':>9} " + " ".join(f"{n:>10}" for n in names)
-            print(header + f" {'memory MB':>10} {'search s':>9}  choices")
+            metrics = " ".join(f"{n:>10}" for n in names)
+            header = f"{'row':<44} {'measured ms':>11} {'in budget':>9} {metrics}"
+            print(header + f" {'pred. MB':>10} {'search s':>9}  choices")
             for r in table["rows"]:
                 lat = f"{r['latency_ms']:.2f}" if r["latency_ms"] is not None else "-"
                 ok = {True: "yes", False: "NO", None: ""}[r["within_budget"]]
@@ -306,7 +307,9 @@ def main() -> None:
     print(
         f"\nTVM threads: {os.environ.get('TVM_NUM_THREADS', 'TVM default')}; search settings: "
         f"{args.samples} predictor samples, population {args.population} x {args.generations} generations, "
-        f"{args.rounds} rounds; seed {args.seed}; bench wall time {time.perf_counter() - started:.0f} s"
+        f"{args.rounds} rounds; seed {args.seed}; bench wall time {time.perf_counter() - started:.0f} s\n"
+        "latency: measured here (median of repeats); memory: predicted (weights at the chosen bit-widths + "
+        "static plan); accuracy: compiled host artifact (held-out split) and simulator (test split)"
     )
 
 
