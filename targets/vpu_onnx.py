@@ -7,6 +7,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from hanasc.errors import HanascError
+from hanasc.layers import node_attr as _attr  # one ONNX attribute reader for the project
 
 OPSET = 13
 IR_VERSION = 7  # the ONNX IR version that goes with opset 13
@@ -26,13 +27,6 @@ _REDUCE_AXES_INPUT = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "Red
 
 class OnnxExportError(HanascError):
     """The model holds an operator with no opset-13 form, so the VPU ONNX cannot be written."""
-
-
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def _constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:

@@ -120,12 +120,15 @@ def measure_host(executable, inputs: list[np.ndarray], repeat: int) -> dict:
     )
 
 
-def measure_remote(executable, mod, info, session, repeat: int) -> dict:
-    """Median latency of ``executable`` on the RPC session's device (uploaded, cross-linked if needed)."""
+def measure_remote(mod, info, session, repeat: int) -> tuple[object, dict]:
+    """Build ``mod`` for the target (integer weights late-bound), time it on the RPC session's device
+    (uploaded, cross-linked if needed); returns the executable and its latency figure."""
     from hanasc.cost_models.measure import time_executable
+    from hanasc.targets.late_binding import compile_late_bound
 
+    executable = compile_late_bound(mod, info.tvm_target())
     timing = time_executable(executable, mod, info.name, session, repeat)
-    return fig(
+    return executable, fig(
         round(timing.median_ms, 3),
         "measured",
         where=f"{session.device_id} (TVM RPC)",
@@ -328,10 +331,7 @@ def compile_model(
     def measure(mod) -> dict:
         """Latency of a materialized module where the target is reachable (the host or the RPC device)."""
         if session is not None:
-            from hanasc.targets.late_binding import compile_late_bound
-
-            executable = compile_late_bound(mod, info.tvm_target())
-            return measure_remote(executable, mod, info, session, options.measure_repeats)
+            return measure_remote(mod, info, session, options.measure_repeats)[1]
         from hanasc.targets import host
 
         return measure_host(host.build_artifact(mod), probe, options.measure_repeats)  # untuned
@@ -633,10 +633,7 @@ def _verify(
     mod = materialize(model.mod, config, ranges)
     executable = None
     if session is not None:
-        from hanasc.targets.late_binding import compile_late_bound
-
-        built = compile_late_bound(mod, info.tvm_target())
-        latency = measure_remote(built, mod, info, session, options.measure_repeats)
+        built, latency = measure_remote(mod, info, session, options.measure_repeats)
         outputs = simulator.run(config, split.eval_x, ranges)
         engine = "the simulator (checked equal to the materialized model in tests)"
         executable = built if info.name == "host" else None

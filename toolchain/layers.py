@@ -40,7 +40,8 @@ class LayerTotals:
     peak_activation_bytes: int
 
 
-def _attr(node: onnx.NodeProto, name: str, default):
+def node_attr(node: onnx.NodeProto, name: str, default=None):
+    """The value of ``node``'s attribute ``name``, or ``default`` when it is absent."""
     for attr in node.attribute:
         if attr.name == name:
             return onnx.helper.get_attribute_value(attr)
@@ -61,7 +62,7 @@ def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[tuple[int, ...], np
         out[init.name] = (tuple(init.dims), onnx.helper.tensor_dtype_to_np_dtype(init.data_type))
     for node in graph.node:
         if node.op_type == "Constant":
-            value = _attr(node, "value", None)
+            value = node_attr(node, "value", None)
             if value is not None:
                 out[node.output[0]] = (
                     tuple(value.dims),
@@ -85,9 +86,9 @@ def layer_table(model: onnx.ModelProto) -> list[LayerInfo]:
         b_params = int(np.prod(shapes[bias][0])) if bias else 0
         w_params = int(np.prod(w_shape))
         if node.op_type == "Conv":
-            groups = int(_attr(node, "group", 1))
+            groups = int(node_attr(node, "group", 1))
             kernel = tuple(w_shape[2:])
-            stride = tuple(_attr(node, "strides", [1] * len(kernel)))
+            stride = tuple(node_attr(node, "strides", [1] * len(kernel)))
             cin = in_shape[1] if len(in_shape) > 1 else w_shape[1] * groups
             if groups == 1:
                 op = "conv"
@@ -98,7 +99,7 @@ def layer_table(model: onnx.ModelProto) -> list[LayerInfo]:
             macs = int(np.prod(out_shape)) * int(np.prod(w_shape[1:])) if out_shape else 0
         else:
             groups, kernel, stride, op = 1, (), (), "dense"
-            k_dim = w_shape[0] if node.op_type == "MatMul" or not _attr(node, "transB", 0) else w_shape[1]
+            k_dim = w_shape[0] if node.op_type == "MatMul" or not node_attr(node, "transB", 0) else w_shape[1]
             macs = int(np.prod(out_shape)) * int(k_dim) if out_shape else 0
         params = w_params + b_params
         layers.append(

@@ -25,6 +25,7 @@ from onnx import helper, numpy_helper
 
 from hanasc.errors import HanascError
 from hanasc.frontend import LoadedModel
+from hanasc.layers import node_attr
 from hanasc.passes.config import Config, LayerChoice
 
 
@@ -42,13 +43,6 @@ def architecture_only(config: Config) -> Config:
 
 def has_architecture_changes(config: Config) -> bool:
     return bool(architecture_only(config).layers or config.skip)
-
-
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
@@ -98,10 +92,10 @@ def _remove_dead(graph: onnx.GraphProto) -> None:
 
 
 def _conv_pads(node: onnx.NodeProto, spatial: int) -> list[int]:
-    auto_pad = _attr(node, "auto_pad", b"NOTSET")
+    auto_pad = node_attr(node, "auto_pad", b"NOTSET")
     if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) not in ("NOTSET", ""):
         raise OnnxRewriteError(f"node '{node.name}': auto_pad convs cannot be shrunk (explicit pads needed)")
-    return list(_attr(node, "pads", [0] * (2 * spatial)))
+    return list(node_attr(node, "pads", [0] * (2 * spatial)))
 
 
 def _rewrite_convs(graph: onnx.GraphProto, config: Config, weights: dict[str, np.ndarray]) -> None:
@@ -157,7 +151,7 @@ def _set_weights(graph: onnx.GraphProto, weights: dict[str, np.ndarray]) -> None
     for node in graph.node:
         if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in weights:
             continue
-        group = int(_attr(node, "group", 1))
+        group = int(node_attr(node, "group", 1))
         w = weights[node.input[1]]
         if group > 1 and w.shape[1] == 1:  # depthwise: one group per channel
             _set_attr(node, "group", int(w.shape[0]))
