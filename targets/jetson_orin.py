@@ -175,7 +175,7 @@ def _has_nvrtc() -> bool:
 
 
 @contextlib.contextmanager
-def _kernel_compiler() -> Iterator[None]:
+def kernel_compiler() -> Iterator[None]:
     """TVM compiles CUDA kernels with NVRTC (needs ``cuda-bindings``) or nvcc: use nvcc if NVRTC is absent."""
     if _has_nvrtc() or "TVM_CUDA_COMPILE_MODE" in os.environ:
         yield
@@ -191,7 +191,7 @@ def build_for_local_gpu(mod):
     """Build ``mod`` with the same pipeline as the Orin bundle, for the GPU of this machine."""
     if not local_gpu_available():
         raise HanascError("no CUDA GPU on this machine")
-    with _kernel_compiler():
+    with kernel_compiler():
         return build(mod, local_gpu_target())
 
 
@@ -205,7 +205,7 @@ def run_on_local_gpu(
     from hanasc.targets.host import flatten_outputs
 
     dev = tvm.cuda(0)
-    with _kernel_compiler():
+    with kernel_compiler():
         vm = relax.VirtualMachine(executable, dev)
         args = [tvm.runtime.tensor(np.ascontiguousarray(x), dev) for x in bundle.as_list(inputs)]
         outputs = flatten_outputs(vm["main"](*args))

@@ -9,42 +9,53 @@ widen them at compile time and the library unpacks/dequantizes them at run time.
 from __future__ import annotations
 
 
-def _backend(target):
-    """The module of TVM's default pipeline stages for ``target`` (``get_default_pipeline``'s choice)."""
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-    from tvm.relax.backend.cuda import pipeline as cuda
-
-    backends = {"llvm": cpu, "cuda": cuda}
-    if target.kind.name not in backends:
-        raise ValueError(f"late binding supports llvm and cuda targets, not '{target.kind.name}'")
-    return backends[target.kind.name]
-
-
 def compile_late_bound(mod, target):
-    """Compile ``mod`` (weights as parameters, or already bound) for ``target``: TVM's default pipeline,
-    with integer weights bound after fusion. Without integer weights it is exactly the default build."""
+    """Compile ``mod`` (weights as parameters, or already bound) for ``target`` with hanasc's pipeline
+    (:mod:`hanasc.targets.pipelines`: on CPUs channel-blocked convolutions with default schedules, on
+    GPUs TVM's dlight defaults), integer weights bound after fusion."""
     import tvm
     from tvm import relax
 
     from hanasc.relax_params import bind_weights, is_packed, weights_of
+    from hanasc.targets import pipelines
 
+    if target.kind.name not in ("llvm", "cuda"):
+        raise ValueError(f"late binding supports llvm and cuda targets, not '{target.kind.name}'")
     packed = {k: v for k, v in weights_of(mod).items() if is_packed(v)}
-    if not packed:
-        bound = bind_weights(mod) if weights_of(mod) else mod
-        return tvm.compile(bound, target=target, relax_pipeline=relax.get_default_pipeline(target))
-    stages = _backend(target)
-    early = bind_weights(mod, keep_packed=True)
+    early = bind_weights(mod, keep_packed=True) if weights_of(mod) else mod
+    if not pipelines.is_gpu(target):
+        from hanasc.passes.blocked_layout import convert_to_blocked
+
+        early = convert_to_blocked(early)
+    stages = pipelines.backend(target)
+    late = {k: tvm.runtime.tensor(v) for k, v in packed.items()}
+    database = tuned_records(target)
 
     @tvm.transform.module_pass(opt_level=0, name="hanasc.LateBindPackedPipeline")
     def pipeline(m: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target:
-            m = tvm.transform.Sequential(
-                stages.library_dispatch_passes(target) + stages.legalize_passes(target)
-            )(m)
-            m = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in packed.items()})(m)
-            m["main"] = m["main"].without_attr("num_input")
+            m = tvm.transform.Sequential(pipelines.fused_passes(target))(m)
+            if database is not None:  # kernels tuned before, by any model, for this target
+                with database:
+                    m = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(m)
+            m = tvm.transform.Sequential(pipelines.default_schedule_passes(target))(m)
+            if late:
+                m = relax.transform.BindParams("main", late)(m)
+                m["main"] = m["main"].without_attr("num_input")
             return tvm.transform.Sequential(
                 stages.dataflow_lower_passes(target) + stages.finalize_passes(target)
             )(m)
 
     return tvm.compile(early, target=target, relax_pipeline=pipeline)
+
+
+def tuned_records(target):
+    """The target's persistent MetaSchedule database (:mod:`hanasc.targets.tuning`), if it has records."""
+    from hanasc.targets import tuning
+
+    path = tuning.database_dir(tuning.resolve_target(target))
+    records = path / "database_tuning_record.json"
+    if not records.is_file() or records.stat().st_size == 0:
+        return None
+    with tuning.light_intrinsics(tuning.is_gpu(target)):
+        return tuning.open_database(path)

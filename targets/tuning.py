@@ -19,14 +19,21 @@ import tempfile
 import time
 import types
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hanasc.errors import HanascError
+from hanasc.targets.pipelines import fused_passes, has_default_schedule, is_gpu, tuned_pipeline
 
 Progress = Callable[[str], None]
+_CUDA_LIMITS = {
+    "max_threads_per_block": 1024,
+    "max_shared_memory_per_block": 49152,
+    "thread_warp_size": 32,
+    "registers_per_block": 65536,
+}
 _HEAVY_INTRINSICS = ("cuda", "rocm", "hexagon")  # TVMScript-parsed at import: 100-150 s here, GPU-only
 
 
@@ -62,6 +69,8 @@ class TuningOptions:
     group: int = 4  # tasks tuned together (the budget is checked between groups)
     population: int = 256
     layout_rewrite: bool = False
+    blocked: bool = True  # convolutions in NCHW16c/8c (hanasc.passes.blocked_layout) before tuning
+    tune_scheduled: bool = False  # also tune kernels that a default rule (cpu_schedules) schedules
     seed: int = 0
 
 
@@ -69,19 +78,21 @@ class TuningOptions:
 class TunedBuild:
     """A build whose kernels come from the tuning database, and what tuning it took."""
 
-    executable: Any
+    executable: Any  # None when built with build=False
     database_dir: Path
-    tasks_total: int
+    tasks_total: int  # kernels to tune (all, or those without a default schedule)
     database_hits: int
     tasks_tuned: int
     tasks_left: int  # tasks still without a record (budget ran out): tuned by the next run
     trials: int
     tuning_seconds: float
     build_seconds: float
+    default_scheduled: int = 0  # kernels a default CPU rule schedules (cpu_schedules, dlight GEMV)
 
     def summary(self) -> str:
         return (
-            f"{self.tasks_total} kernels: {self.database_hits} from the database, "
+            f"{self.default_scheduled} kernels with a default schedule; "
+            f"{self.tasks_total} to tune: {self.database_hits} from the database, "
             f"{self.tasks_tuned} tuned now ({self.trials} trials, {self.tuning_seconds:.0f} s), "
             f"{self.tasks_left} untuned"
         )
@@ -100,6 +111,9 @@ def resolve_target(target, default_cores: int = 4):
         target = get_target(target).tvm_target()
         if target is None:
             raise TuningError("this target is not compiled by TVM: nothing to tune")
+    if is_gpu(target):  # MetaSchedule's GPU rules read these; CUDA limits of every sm_70+ GPU incl. Orin
+        missing = {k: v for k, v in _CUDA_LIMITS.items() if target.attrs.get(k) is None}
+        return tvm.target.Target({**target.export(), **missing}) if missing else target
     if target.attrs.get("num-cores") is None:
         target = tvm.target.Target({**target.export(), "num-cores": default_cores})
     return target
@@ -122,13 +136,16 @@ def database_dir(target, root: Path | None = None) -> Path:
 
 
 @contextmanager
-def light_intrinsics() -> Iterator[None]:
+def light_intrinsics(gpu: bool = False) -> Iterator[None]:
     """Import ``tvm.s_tir.tensor_intrin`` without its GPU intrinsics (CPU tuning needs only x86/arm).
 
     The GPU modules are stubbed for the import and unstubbed afterwards, so a later explicit import of
-    ``tvm.s_tir.tensor_intrin.cuda`` still loads (and registers) the real one.
+    ``tvm.s_tir.tensor_intrin.cuda`` still loads (and registers) the real one. ``gpu=True`` imports
+    everything (CUDA tuning needs the CUDA intrinsics).
     """
     base = "tvm.s_tir.tensor_intrin"
+    if gpu:
+        import tvm.s_tir.tensor_intrin.cuda  # noqa: F401 (registers the CUDA intrinsics)
     if base in sys.modules:
         yield
         return
@@ -143,46 +160,6 @@ def light_intrinsics() -> Iterator[None]:
             if base in sys.modules and getattr(sys.modules[base], short, None) is stubs[name]:
                 delattr(sys.modules[base], short)
     yield
-
-
-def fused_passes(target) -> list:
-    """The default CPU pipeline's passes up to fused PrimFuncs (what MetaSchedule tunes)."""
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-
-    return cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
-
-
-def tuned_pipeline(target, layout_rewrite: bool = False):
-    """The fused default pipeline with ``MetaScheduleApplyDatabase`` (the database must be current)."""
-    import tvm
-    from tvm import relax
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-
-    pre = [relax.transform.AttachAttrLayoutFreeBuffers()] if layout_rewrite else []
-    post = (
-        [
-            relax.transform.SplitLayoutRewritePreproc(),
-            relax.transform.LiftTransformParams(),
-            relax.transform.FoldConstant(),
-        ]
-        if layout_rewrite
-        else []
-    )
-    passes = (
-        fused_passes(target)
-        + pre
-        + [relax.transform.MetaScheduleApplyDatabase(enable_warning=False)]
-        + post
-        + cpu.dataflow_lower_passes(target)
-        + cpu.finalize_passes(target)
-    )
-
-    @tvm.transform.module_pass(opt_level=0)
-    def _pipeline(mod, _ctx):
-        with target:
-            return tvm.transform.Sequential(passes)(mod)
-
-    return _pipeline
 
 
 def tuning_module(mod, target, layout_rewrite: bool = False):
@@ -223,8 +200,14 @@ def tune_and_build(
     progress: Progress | None = None,
     rpc: RpcDevice | None = None,
     options: TuningOptions | None = None,
+    build: bool = True,
 ) -> TunedBuild:
-    """Tune the fused kernels of ``mod`` (weights bound) that the database lacks, then build with it.
+    """Tune the fused kernels of ``mod`` that the database lacks, then build with it (unless ``build``
+    is False: ``executable`` is then None, and builds of the target pick the records up,
+    :func:`hanasc.targets.late_binding.compile_late_bound`).
+
+    ``mod`` has its weights bound, or bound except packed integer weights
+    (``bind_weights(mod, keep_packed=True)``: the kernels the shipped artifact runs).
 
     ``target``: a TVM target or a hanasc target name (``"host"``, ``"cortex-a78"``).
     ``minutes`` bounds the search (checked after each measured batch); ``db_dir`` defaults to the
@@ -237,32 +220,42 @@ def tune_and_build(
     options = options or TuningOptions()
     say = progress or (lambda _msg: None)
     db_path = Path(db_dir) if db_dir is not None else database_dir(target)
-    with light_intrinsics():
+    with light_intrinsics(is_gpu(target)), _kernel_compiler(target):
         from tvm.s_tir import meta_schedule as ms
 
         database = open_database(db_path)
+        if options.blocked and not is_gpu(target):
+            from hanasc.passes.blocked_layout import convert_to_blocked
+
+            mod = convert_to_blocked(mod)
         fused = tuning_module(mod, target, options.layout_rewrite)
         tasks = [
             t
             for t in ms.relax_integration.extract_tasks(fused, target)
             if not t.dispatched[0].attrs.get("tirx.is_scheduled", False)
         ]
+        ruled = [t for t in tasks if has_default_schedule(t.dispatched[0]["main"], target)]
+        if not options.tune_scheduled:  # kernels a default rule schedules well are not worth the search
+            tasks = [t for t in tasks if all(t is not r for r in ruled)]
         todo = [t for t in tasks if not _has_record(database, t)]
-        say(f"{len(tasks)} kernels, {len(tasks) - len(todo)} already in {db_path}")
+        say(f"{len(tasks)} kernels to tune, {len(tasks) - len(todo)} already in {db_path}")
         trials, seconds = 0, 0.0
         if todo and minutes > 0:
             trials, seconds = _tune(todo, target, database, minutes, options, rpc, say)
         left = sum(not _has_record(database, t) for t in todo)
         start = time.perf_counter()
-        with target, database, tvm.transform.PassContext(opt_level=3):
-            executable = tvm.compile(
-                mod, target=target, relax_pipeline=tuned_pipeline(target, options.layout_rewrite)
-            )
+        executable = None
+        if build:
+            with target, database, tvm.transform.PassContext(opt_level=3):
+                executable = tvm.compile(
+                    mod, target=target, relax_pipeline=tuned_pipeline(target, options.layout_rewrite)
+                )
         build_seconds = time.perf_counter() - start
     return TunedBuild(
         executable=executable,
         database_dir=db_path,
         tasks_total=len(tasks),
+        default_scheduled=len(ruled),
         database_hits=len(tasks) - len(todo),
         tasks_tuned=len(todo) - left,
         tasks_left=left,
@@ -311,6 +304,21 @@ def _tune(tasks, target, database, minutes, options, rpc, say) -> tuple[int, flo
     return budget.trials, time.perf_counter() - budget.start
 
 
+def _kernel_compiler(target):
+    """CUDA kernels compile with nvcc when NVRTC is absent (set before the builder workers start)."""
+    if not is_gpu(target):
+        return nullcontext()
+    from hanasc.targets.jetson_orin import kernel_compiler
+
+    return kernel_compiler()
+
+
+def _local_gpu() -> bool:
+    from hanasc.targets.jetson_orin import local_gpu_available
+
+    return local_gpu_available()
+
+
 def _task_flops(task) -> float:
     from tvm.s_tir.analysis import estimate_tir_flops
 
@@ -326,7 +334,12 @@ def _builder_runner(target, rpc: RpcDevice | None):
 
     from hanasc.targets import tuning_builder
 
-    cross = "aarch64" in str(target.attrs.get("mtriple", ""))
+    host = target.host if is_gpu(target) and target.host is not None else target
+    cross = "aarch64" in str(host.attrs.get("mtriple", ""))
+    if is_gpu(target) and rpc is None and not (_local_gpu() and not cross):
+        raise TuningError(
+            "tuning a CUDA target needs its GPU: give the device's RPC server or tracker (--rpc)"
+        )
     if cross and rpc is None:
         raise TuningError("tuning an aarch64 target needs a device: give an RPC server or tracker (--rpc)")
     builder = ms.builder.LocalBuilder(

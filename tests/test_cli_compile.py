@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -216,3 +217,18 @@ def test_compile_unreachable_rpc(tmp_path, test_models, data):
         )  # fmt: skip
     assert_one_line_error(result, address, "RPC")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_tune_minutes_fills_the_target_database_that_the_next_compile_reuses(tmp_path, test_models, data):
+    """A budget smaller than one group tunes one group; the next compile finds those and tunes the rest."""
+    env = {"HANASC_CACHE": str(tmp_path / "cache")}
+    args = ["compile", str(test_models["dense_head"]), "--data", str(data), "--metric", "agreement", *SMALL]
+    first = run_cli(*args, "--tune-minutes", "0.1", "--out", str(tmp_path / "a"), env=env)
+    assert first.returncode == 0, first.stderr
+    records = list((tmp_path / "cache" / "tuning").glob("*/database_tuning_record.json"))
+    assert len(records) == 1 and records[0].stat().st_size > 0
+    assert re.search(r"0 from the database, [1-9]\d* tuned now", first.stdout)
+    second = run_cli(*args, "--tune-minutes", "0.1", "--out", str(tmp_path / "b"), env=env)
+    assert second.returncode == 0, second.stderr
+    assert re.search(r"[1-9]\d* from the database", second.stdout)

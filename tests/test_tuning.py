@@ -63,3 +63,35 @@ def test_rpc_address_parsing_and_aarch64_needs_a_device(tiny, tmp_path):
         RpcDevice.parse("no-port")
     with pytest.raises(TuningError, match="needs a device"):
         tuning.tune_and_build(tiny[0], "cortex-a78", minutes=1.0, db_dir=tmp_path)
+
+
+def test_default_scheduled_kernels_are_not_tuned_and_builds_apply_the_database(tiny, tmp_path, monkeypatch):
+    """Blocked convs have a default schedule (not tuned); the host artifact applies the target's records."""
+    from hanasc.targets import host, late_binding, tuning
+
+    monkeypatch.setenv("HANASC_CACHE", str(tmp_path))
+    mod, x = tiny
+    assert late_binding.tuned_records(host.tvm_target()) is None  # an empty cache: nothing to apply
+    options = TuningOptions(trials_per_task=2, trials_per_iter=2, population=16)
+    report = tuning.tune_and_build(mod, "host", minutes=2.0, options=options, build=False)
+    assert report.executable is None and report.default_scheduled == 3  # the block's three convolutions
+    assert report.tasks_total >= 1 and report.tasks_left == 0
+    assert report.database_dir.parent == tmp_path / "tuning"
+    assert late_binding.tuned_records(host.tvm_target()) is not None
+    artifact = host.build_artifact(mod)  # with the records
+    np.testing.assert_allclose(
+        host.run(artifact, [x])[0], host.run(host.build(mod), [x])[0], rtol=1e-4, atol=1e-4
+    )
+
+
+def test_cuda_tuning_path_builds_with_database_and_dlight_and_needs_a_gpu(tiny, tmp_path):
+    """jetson-orin: tasks from the CUDA pipeline's fused kernels; measuring them needs the device."""
+    from hanasc.targets import tuning
+
+    target = tuning.resolve_target("jetson-orin")
+    assert int(target.attrs["max_threads_per_block"]) == 1024 and "num-cores" not in target.attrs
+    built = tuning.tune_and_build(tiny[0], "jetson-orin", minutes=0, db_dir=tmp_path)
+    assert built.tasks_total >= 3 and built.database_hits == 0 and built.default_scheduled == 0
+    assert built.executable is not None  # every kernel from dlight's defaults
+    with pytest.raises(TuningError, match="needs its GPU"):  # the Orin's host is aarch64: over RPC only
+        tuning.tune_and_build(tiny[0], "jetson-orin", minutes=1.0, db_dir=tmp_path)

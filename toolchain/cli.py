@@ -315,7 +315,13 @@ def compile_(
     population: Annotated[int, typer.Option(help="NSGA-II population.")] = 40,
     samples: Annotated[int, typer.Option(help="Configs evaluated to train the accuracy predictor.")] = 240,
     resume: Annotated[bool, typer.Option(help="Resume an interrupted run with the same arguments.")] = False,
-    tune_minutes: Annotated[float, typer.Option(help="MetaSchedule tuning of the result (host).")] = 0.0,
+    tune_minutes: Annotated[
+        float,
+        typer.Option(
+            help="MetaSchedule tuning of the result's kernels (host; cortex-a78/jetson-orin with --rpc), "
+            "kept in a per-target database that later compiles reuse."
+        ),
+    ] = 0.0,
     rpc: Annotated[
         str | None,
         typer.Option(help="TVM RPC server HOST:PORT on the target device: latencies are measured there."),

@@ -633,6 +633,7 @@ def _verify(
     mod = materialize(model.mod, config, ranges)
     executable = None
     if session is not None:
+        _tune(mod, info.name, options, stage, rpc=options.rpc)  # candidates measured on the device
         built, latency = measure_remote(mod, info, session, options.measure_repeats)
         outputs = simulator.run(config, split.eval_x, ranges)
         engine = "the simulator (checked equal to the materialized model in tests)"
@@ -680,15 +681,30 @@ def _verify(
 
 
 def _build_host(mod, options: CompileOptions, stage: Stage):
-    from hanasc.relax_params import bind_weights
     from hanasc.targets import host
 
-    if options.tune_minutes > 0:
-        from hanasc.targets.tuning import tune_and_build
-
-        stage.log(f"MetaSchedule tuning (up to {options.tune_minutes:g} min, persistent database)")
-        return tune_and_build(bind_weights(mod), "host", minutes=options.tune_minutes).executable
+    _tune(mod, "host", options, stage)
     return host.build_artifact(mod)
+
+
+def _tune(mod, target_name: str, options: CompileOptions, stage: Stage, rpc: str | None = None) -> None:
+    """MetaSchedule tuning of ``mod``'s kernels into the target's persistent database, which every later
+    build for the target applies (:func:`hanasc.targets.late_binding.compile_late_bound`)."""
+    if options.tune_minutes <= 0:
+        return
+    from hanasc.relax_params import bind_weights
+    from hanasc.targets.tuning import RpcDevice, tune_and_build
+
+    stage.start(f"tuning {target_name} kernels (MetaSchedule, up to {options.tune_minutes:g} min)", None)
+    report = tune_and_build(
+        bind_weights(mod, keep_packed=True),  # the kernels the artifact runs: packed weights stay inputs
+        target_name,
+        minutes=options.tune_minutes,
+        progress=stage.advance,
+        rpc=RpcDevice.parse(rpc) if rpc else None,
+        build=False,
+    )
+    stage.log(f"tuning: {report.summary()}; database {report.database_dir}")
 
 
 def _original_figures(model, info, split, ref_eval, metric, measured, costs, space) -> dict:

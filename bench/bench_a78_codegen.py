@@ -1,0 +1,87 @@
+"""What the Cortex-A78 code uses: NEON, vector fmla and sdot, per kernel and layout (no device needed).
+
+    python bench/bench_a78_codegen.py
+
+Speed on the A78 can only be measured on a device (MetaSchedule tuning over ``--rpc``); what can be
+checked here is the generated code. Each MobileNetV2-style kernel (fp32 conv + bias + ReLU6, and an
+int8 x int8 -> int32 conv, constant weights) is compiled for the A78 (``+neon,+dotprod``) by TVM's default
+pipeline and by hanasc's (blocked layout + ``cpu_schedules.BlockedConv``), cross-linked, disassembled with
+``aarch64-linux-gnu-objdump``, and its instructions counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_kernel_layouts import KERNELS, relax_kernel
+
+from hanasc.passes.blocked_layout import convert_to_blocked
+
+
+def int8_kernel(cin: int, cout: int, hw: int, k: int, stride: int, groups: int):
+    """An int8 conv accumulating in int32 (what the quantize pass emits for an int8 layer)."""
+    from tvm import relax
+
+    w = np.random.default_rng(0).integers(-127, 128, (cout, cin // groups, k, k)).astype("int8")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, cin, hw, hw), "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            conv = relax.op.nn.conv2d(
+                x, relax.const(w), strides=stride, padding=k // 2, groups=groups, out_dtype="int32"
+            )
+            out = bb.emit_output(conv)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def counts(mod, pipeline: str) -> dict[str, int]:
+    """Instruction counts of ``mod`` built for the A78 by TVM's default pipeline or hanasc's."""
+    import tvm
+    from tvm import relax
+
+    from hanasc.targets import aarch64_tools, cortex_a78, pipelines
+
+    target = cortex_a78.tvm_target()
+    if pipeline == "tvm-default":
+        executable = tvm.compile(mod, target=target, relax_pipeline=relax.get_default_pipeline(target))
+    else:
+        with target:
+            executable = tvm.compile(
+                convert_to_blocked(mod),
+                target=target,
+                relax_pipeline=pipelines.tuned_pipeline(target, database=False),
+            )
+    with tempfile.TemporaryDirectory() as scratch:
+        lib = Path(scratch) / "kernel.so"
+        cortex_a78.export(executable, lib)
+        return cortex_a78.simd_counts(aarch64_tools.disassemble(lib))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kernels", nargs="*", default=[k for k in KERNELS if "24" not in k])
+    args = parser.parse_args()
+    print("| kernel | dtype | pipeline | instructions | NEON share | vector fmla | sdot |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.kernels:
+        spec = KERNELS[name]
+        for dtype, mod in (("fp32", relax_kernel("NCHW", *spec)[0]), ("int8", int8_kernel(*spec))):
+            for pipeline in ("tvm-default", "hanasc"):
+                c = counts(mod, pipeline)
+                share = 100 * c["neon"] / max(1, c["instructions"])
+                print(
+                    f"| {name} | {dtype} | {pipeline} | {c['instructions']} | {share:.0f}% "
+                    f"| {c['fmla_vector']} | {c['sdot']} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Channel-blocked convolutions for CPUs (NCHW[x]c): the layout x86 and Arm vector units like.
+
+In ``NCHW16c`` an activation is ``(N, C/16, H, W, 16)``: the innermost 16 channels fill one AVX-512
+register (or four NEON registers), so a convolution's inner loop is a broadcast-multiply-add of a
+16-wide weight vector, and a depthwise convolution vectorizes over channels with unit stride.
+
+TVM 0.27's Relax ``ConvertLayout`` rewrites ``nn.conv2d`` to ``NCHW16c`` (and propagates the layout
+through element-wise ops that have a layout rule), but ``LegalizeOps`` cannot lower a blocked
+convolution. :func:`legalize_blocked_conv2d` is that lowering (a TE compute), and
+:func:`convert_to_blocked` the whole rewrite: ``clip`` as ``maximum``/``minimum`` (``clip`` has no layout
+rule), then ``ConvertLayout``. Convolutions whose channels are not multiples of the block (the RGB stem)
+stay in NCHW; ``layout_transform`` ops convert at the boundaries.
+"""
+
+from __future__ import annotations
+
+import re
+
+import tvm
+from tvm import relax, te
+from tvm.ir import IRModule
+from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+_BLOCKED = re.compile(r"NCHW(\d+)c")
+_KERNEL = re.compile(r"OIHW(\d+)i(\d+)o")
+
+
+def blocked_conv2d(
+    data: te.Tensor, kernel: te.Tensor, strides, padding, dilation, groups: int, out_dtype: str = ""
+) -> te.Tensor:
+    """``(N, C/b, H, W, b)`` x ``(O/b, I/ib, Kh, Kw, ib, b)`` -> ``(N, O/b, OH, OW, b)``.
+
+    ``groups`` is 1 (a full convolution, ``ib`` the input block) or the channel count (depthwise, kernel
+    ``(C/b, 1, Kh, Kw, 1, b)``). ``padding`` is (top, left, bottom, right). Products and sums are in
+    ``out_dtype`` (default: the data's; int8 convolutions accumulate in int32).
+    """
+    n, c_chunks, height, width, block = (int(d) for d in data.shape)
+    o_chunks, i_chunks, kh, kw, i_block, o_block = (int(d) for d in kernel.shape)
+    sh, sw = (int(s) for s in strides)
+    dh, dw = (int(d) for d in dilation)
+    top, left, bottom, right = (int(p) for p in padding)
+    out_h = (height + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width + left + right - dw * (kw - 1) - 1) // sw + 1
+    padded = (
+        tvm.topi.nn.pad(data, (0, 0, top, left, 0), (0, 0, bottom, right, 0), name="pad")
+        if top or left or bottom or right
+        else data
+    )
+    ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+    dtype = out_dtype or data.dtype
+    if groups == 1:
+        rc = te.reduce_axis((0, i_chunks * i_block), "rc")
+        return te.compute(
+            (n, o_chunks, out_h, out_w, o_block),
+            lambda b, oc, y, x, ob: te.sum(
+                padded[b, rc // block, y * sh + ry * dh, x * sw + rx * dw, rc % block].astype(dtype)
+                * kernel[oc, rc // i_block, ry, rx, rc % i_block, ob].astype(dtype),
+                axis=[rc, ry, rx],
+            ),
+            name="conv2d_nchwc",
+        )
+    if groups != c_chunks * block or o_chunks != c_chunks or o_block != block:
+        raise ValueError(f"blocked conv2d: groups={groups} is neither 1 nor depthwise")
+    return te.compute(
+        (n, o_chunks, out_h, out_w, o_block),
+        lambda b, oc, y, x, ob: te.sum(
+            padded[b, oc, y * sh + ry * dh, x * sw + rx * dw, ob].astype(dtype)
+            * kernel[oc, 0, ry, rx, 0, ob].astype(dtype),
+            axis=[ry, rx],
+        ),
+        name="depthwise_conv2d_nchwc",
+    )
+
+
+def legalize_blocked_conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    """``LegalizeOps`` rule for ``relax.nn.conv2d``: blocked layouts via :func:`blocked_conv2d`."""
+    attrs = call.attrs
+    data_layout = str(attrs.data_layout)
+    if not _BLOCKED.fullmatch(data_layout):
+        from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
+
+        return _nn_conv2d(bb, call)
+    if str(attrs.out_layout) != data_layout or not _KERNEL.fullmatch(str(attrs.kernel_layout)):
+        raise ValueError(f"unsupported blocked conv2d layouts {data_layout}/{attrs.kernel_layout}")
+    return bb.call_te(
+        blocked_conv2d,
+        call.args[0],
+        call.args[1],
+        [int(s) for s in attrs.strides],
+        [int(p) for p in attrs.padding],
+        [int(d) for d in attrs.dilation],
+        int(attrs.groups),
+        "" if str(attrs.out_dtype) in ("", "void", "None") else str(attrs.out_dtype),
+        primfunc_name_hint="conv2d_nchwc",
+    )
+
+
+def clip_as_min_max(mod: IRModule) -> IRModule:
+    """Clips as Relax ``maximum``/``minimum`` ops, which have a layout rule.
+
+    Rewrites ``relax.clip(x, lo, hi)``, and the ONNX importer's ``call_tir(maximum|minimum, (x, s))``
+    with a scalar ``s`` (its ``Clip``/``Relu6`` lowering), to ``relax.op.maximum``/``minimum``.
+    """
+    x, lo, hi = wildcard(), wildcard(), wildcard()
+    pattern = is_op("relax.clip")(x, lo, hi)
+
+    def rewriter(_expr, matches):
+        dtype = matches[x].ty.dtype
+        low = relax.const(float(matches[lo].value), dtype)
+        high = relax.const(float(matches[hi].value), dtype)
+        return relax.op.minimum(relax.op.maximum(matches[x], low), high)
+
+    mutator = _ScalarMinMaxToOps(mod)
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            mod[gv] = mutator.visit_expr(rewrite_call(pattern, rewriter, func))
+    return relax.transform.DeadCodeElimination()(mod)
+
+
+_SCALAR_OPS = {"maximum": relax.op.maximum, "minimum": relax.op.minimum}
+
+
+@relax.expr_functor.mutator
+class _ScalarMinMaxToOps(relax.PyExprMutator):
+    """``call_tir(maximum*, (x, scalar))`` (as ``bb.emit_te(topi.maximum, x, s)`` emits) -> Relax op."""
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if call.op != tvm.ir.Op.get("relax.call_tir") or len(call.args[1].fields) != 2:
+            return call
+        op = _SCALAR_OPS.get(re.sub(r"\d+$", "", call.args[0].name_hint))
+        data, scalar = call.args[1].fields
+        ok = op is not None and len(scalar.ty.shape) == 0 and scalar.ty.dtype == data.ty.dtype
+        return op(data, scalar) if ok else call
+
+
+def convert_to_blocked(mod: IRModule, blocks: tuple[int, ...] = (16, 8)) -> IRModule:
+    """Every conv2d in ``NCHW{b}c`` for the first block ``b`` that divides its channels (else NCHW).
+
+    Each round converts the convolutions its block divides (``ConvertLayout`` carries the layout through
+    the element-wise ops around them), then lowers them to ``call_tir`` so that the next, smaller block
+    only converts the convolutions still in NCHW.
+    """
+    mod = clip_as_min_max(mod)
+    for index, block in enumerate(blocks):
+        mod = relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW1i{block}o"]})(mod)
+        if index < len(blocks) - 1:
+            mod = _LowerBlockedConvs(mod).run()
+    return mod
+
+
+@relax.expr_functor.mutator
+class _LowerBlockedConvs(relax.PyExprMutator):
+    """Blocked ``nn.conv2d`` calls -> ``call_tir`` (leaves every other op, and NCHW convs, alone)."""
+
+    def __init__(self, mod: IRModule) -> None:
+        super().__init__(mod)
+        self.mod_ = mod
+
+    def run(self) -> IRModule:
+        for gv, func in list(self.mod_.functions.items()):
+            if isinstance(func, relax.Function):
+                self.builder_.update_func(gv, self.visit_expr(func))
+        return self.builder_.get()
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if call.op == tvm.ir.Op.get("relax.nn.conv2d") and _BLOCKED.fullmatch(str(call.attrs.data_layout)):
+            return legalize_blocked_conv2d(self.builder_, call)
+        return call
+
+
+def legalize_map() -> dict:
+    """The ``customize_legalize_map`` for ``LegalizeOps`` that lowers blocked convolutions."""
+    return {"relax.nn.conv2d": legalize_blocked_conv2d}
