@@ -69,9 +69,6 @@ def _schedule(sch: s_tir.Schedule, conv, blocks: list, x_tile_limit: int, parall
     order = [sch.get(b).name_hint for b in blocks]
     conv_index = order.index(sch.get(conv).name_hint)
     producers, consumers = blocks[:conv_index], blocks[conv_index + 1 :]
-    for block in producers:  # padding: a separate, vectorized pass over the padded input
-        loops = sch.get_loops(block)
-        sch.vectorize(loops[-1])
     *middle, last = consumers or [None]
     for block in middle:  # bias, clip, hardswish, residual add: folded into the last element-wise op
         sch.compute_inline(block)
@@ -91,6 +88,8 @@ def _schedule(sch: s_tir.Schedule, conv, blocks: list, x_tile_limit: int, parall
     outer = sch.fuse(n, oc, y)
     if parallel:
         sch.parallel(outer)
+    for block in producers:  # padding: a separate, vectorized pass (per-row padding measured slower)
+        sch.vectorize(sch.get_loops(block)[-1])
     sch.reverse_compute_at(writeback, xo)
     if epilogue is not None:
         sch.reverse_compute_at(epilogue, xo)
