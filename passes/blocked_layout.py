@@ -21,6 +21,7 @@ from tvm import relax, te
 from tvm.ir import IRModule
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
+BLOCKS = (16, 8, 4, 2)  # tried in order; a conv none divides (the RGB stem, odd widths) stays NCHW
 _BLOCKED = re.compile(r"NCHW(\d+)c")
 _KERNEL = re.compile(r"OIHW(\d+)i(\d+)o")
 
@@ -134,7 +135,7 @@ class _ScalarMinMaxToOps(relax.PyExprMutator):
         return op(data, scalar) if ok else call
 
 
-def convert_to_blocked(mod: IRModule, blocks: tuple[int, ...] = (16, 8)) -> IRModule:
+def convert_to_blocked(mod: IRModule, blocks: tuple[int, ...] = BLOCKS) -> IRModule:
     """Every conv2d in ``NCHW{b}c`` for the first block ``b`` that divides its channels (else NCHW).
 
     Each round converts the convolutions its block divides (``ConvertLayout`` carries the layout through

@@ -382,7 +382,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("hanasc-demo"),
     budget_fraction: Annotated[
         float, typer.Option(help="Budget as a share of the original's latency.")
-    ] = 0.5,
+    ] = 0.9,
 ) -> None:
     """Run the main job on the bundled default: EfficientNet-Lite0 (ImageNet weights) for the host.
 
