@@ -131,6 +131,8 @@ def test_infeasible_budget_names_fastest_latency(tmp_path, test_models, data):
     [
         (["--budget", "8parsecs"], ["--budget", "8parsecs"]),
         (["--target", "tpu9"], ["unknown target 'tpu9'"]),
+        (["--target", "cortex-a78", "--tune-minutes", "1"], ["--tune-minutes on cortex-a78", "--rpc"]),
+        (["--target", "npu3720", "--tune-minutes", "1"], ["--tune-minutes", "npu3720"]),
         (["--space", "everything"], ["--space"]),
         (["--metric", "f1"], ["--metric f1"]),
         (["--memory", "0MB"], ["--memory"]),

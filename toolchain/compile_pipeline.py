@@ -292,6 +292,7 @@ def compile_model(
     stage = stage or Stage()
     started = time.perf_counter()
     info = get_target(options.target)
+    _check_tuning(info, options)
     budgets = options.budgets
     rng = np.random.default_rng(options.seed)
     work = cache_dir() / "runs" / run_key(model, options, split.description["source"])
@@ -685,6 +686,19 @@ def _build_host(mod, options: CompileOptions, stage: Stage):
 
     _tune(mod, "host", options, stage)
     return host.build_artifact(mod)
+
+
+def _check_tuning(info, options: CompileOptions) -> None:
+    """--tune-minutes needs a TVM target whose kernels can be measured: the host, or the device over --rpc."""
+    if options.tune_minutes <= 0:
+        return
+    if info.tvm_target() is None:
+        raise HanascError(f"--tune-minutes: target '{info.name}' is not compiled by TVM (nothing to tune)")
+    if info.name != "host" and not options.rpc:
+        raise HanascError(
+            f"--tune-minutes on {info.name}: MetaSchedule measures candidates on the device; "
+            "give --rpc HOST:PORT"
+        )
 
 
 def _tune(mod, target_name: str, options: CompileOptions, stage: Stage, rpc: str | None = None) -> None:
