@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hanasc.cost_models.kernels import LoweredModel
+from hanasc.targets.quiet import export_library
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def check_artifact(mod, workdir: Path | None = None) -> ArtifactCheck:
     mod = _bound(mod)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = Path(tmp) / "model.so"
-        build_for(mod, "host").export_library(str(path))
+        export_library(build_for(mod, "host"), path)
         shapes = [([int(d) for d in p.ty.shape], str(p.ty.dtype)) for p in mod["main"].params]
         done = subprocess.run(
             [sys.executable, "-c", RUNNER, str(path), json.dumps(shapes)],

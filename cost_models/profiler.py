@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from hanasc.cost_models.target_info import CostTarget
+from hanasc.targets.quiet import export_library
 
 KERNEL_SYMBOL = "kernel"
 
@@ -102,9 +103,9 @@ class Session:
         if target.cross_cc and platform.machine() not in ("aarch64", "arm64"):
             from tvm.support import cc
 
-            lib.export_library(str(path), fcompile=cc.cross_compiler(target.cross_cc))
+            export_library(lib, path, fcompile=cc.cross_compiler(target.cross_cc))
         else:
-            lib.export_library(str(path))
+            export_library(lib, path)
         self.remote.upload(str(path))
         return self.remote.load_module(path.name)
 

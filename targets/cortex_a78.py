@@ -14,6 +14,7 @@ import numpy as np
 
 from hanasc.errors import HanascError
 from hanasc.targets import aarch64_runtime, aarch64_tools, bundle, bundle_readme
+from hanasc.targets.quiet import export_library
 
 NAME = "cortex-a78"
 TARGET_JSON = {
@@ -45,7 +46,7 @@ def build(mod, target=None):
 
 def export(executable, path: Path) -> None:
     """Cross-link the compiled module into an aarch64 shared library."""
-    executable.export_library(str(path), fcompile=aarch64_tools.cross_compiler())
+    export_library(executable, path, fcompile=aarch64_tools.cross_compiler())
 
 
 def simd_counts(disassembly: str) -> dict[str, int]:

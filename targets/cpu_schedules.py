@@ -45,29 +45,22 @@ class BlockedConv(CPUScheduleRule):
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
             return None
         sch = s_tir.Schedule(func)
-        blocks = sch.get_child_blocks(sch.get_sblock("root")) if _has_root(sch) else []
-        names = [sch.get(b).name_hint for b in blocks]
-        convs = [b for b, name in zip(blocks, names, strict=True) if name.startswith(CONV_BLOCKS)]
+        try:
+            blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        except Exception:  # no root block: not a kernel this rule knows
+            return None
+        convs = [i for i, b in enumerate(blocks) if sch.get(b).name_hint.startswith(CONV_BLOCKS)]
         if len(convs) != 1:
             return None
         try:
-            _schedule(sch, convs[0], blocks, self.x_tile_limit, self.parallel(target))
-        except Exception:
+            _schedule(sch, blocks, convs[0], self.x_tile_limit, self.parallel(target))
+        except Exception:  # a fused kernel of a shape the rule does not handle: leave it
             return None
         return sch
 
 
-def _has_root(sch: s_tir.Schedule) -> bool:
-    try:
-        sch.get_sblock("root")
-        return True
-    except Exception:
-        return False
-
-
-def _schedule(sch: s_tir.Schedule, conv, blocks: list, x_tile_limit: int, parallel: bool) -> None:
-    order = [sch.get(b).name_hint for b in blocks]
-    conv_index = order.index(sch.get(conv).name_hint)
+def _schedule(sch: s_tir.Schedule, blocks: list, conv_index: int, x_tile_limit: int, parallel: bool) -> None:
+    conv = blocks[conv_index]
     producers, consumers = blocks[:conv_index], blocks[conv_index + 1 :]
     *middle, last = consumers or [None]
     for block in middle:  # bias, clip, hardswish, residual add: folded into the last element-wise op

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from hanasc.targets import bundle, bundle_readme
+from hanasc.targets.quiet import export_library
 
 RUNNER_SCRIPT = '''\
 """Run model.so (hanasc host bundle) on the probe input with TVM; print the max abs diff and the latency."""
@@ -67,7 +68,7 @@ def build_bundle(mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict) -> b
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         tmp.chmod(0o755)  # a bundle is copied to a device: readable by others, like any build output
-        executable.export_library(str(tmp / "model.so"))
+        export_library(executable, tmp / "model.so")
         (tmp / "run.py").write_text(RUNNER_SCRIPT)
         manifest = {
             "format": "hanasc.bundle/1",

@@ -19,6 +19,7 @@ import numpy as np
 from hanasc.errors import HanascError
 from hanasc.targets import aarch64_runtime, aarch64_tools, bundle, bundle_readme, cuda_kernels
 from hanasc.targets.cortex_a78 import TARGET_JSON as A78_TARGET_JSON
+from hanasc.targets.quiet import export_library
 
 NAME = "jetson-orin"
 ARCH = "sm_87"
@@ -66,7 +67,7 @@ def build_bundle(mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict) -> b
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         tmp.chmod(0o755)  # a bundle is copied to a device: readable by others, like any build output
-        executable.export_library(str(tmp / "model.so"), fcompile=aarch64_tools.cross_compiler())
+        export_library(executable, tmp / "model.so", fcompile=aarch64_tools.cross_compiler())
         (tmp / "kernels.cu").write_text(source)
         nvcc_start = time.perf_counter()
         with target:

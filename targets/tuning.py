@@ -234,9 +234,9 @@ def tune_and_build(
             for t in ms.relax_integration.extract_tasks(fused, target)
             if not t.dispatched[0].attrs.get("tirx.is_scheduled", False)
         ]
-        ruled = [t for t in tasks if has_default_schedule(t.dispatched[0]["main"], target)]
+        ruled = [has_default_schedule(t.dispatched[0]["main"], target) for t in tasks]
         if not options.tune_scheduled:  # kernels a default rule schedules well are not worth the search
-            tasks = [t for t in tasks if all(t is not r for r in ruled)]
+            tasks = [t for t, has_rule in zip(tasks, ruled, strict=True) if not has_rule]
         todo = [t for t in tasks if not _has_record(database, t)]
         say(f"{len(tasks)} kernels to tune, {len(tasks) - len(todo)} already in {db_path}")
         trials, seconds = 0, 0.0
@@ -255,7 +255,7 @@ def tune_and_build(
         executable=executable,
         database_dir=db_path,
         tasks_total=len(tasks),
-        default_scheduled=len(ruled),
+        default_scheduled=sum(ruled),
         database_hits=len(tasks) - len(todo),
         tasks_tuned=len(todo) - left,
         tasks_left=left,

@@ -231,3 +231,33 @@ def test_tune_minutes_fills_the_target_database(tmp_path, test_models, data):
     records = list((tmp_path / "cache" / "tuning").glob("*/database_tuning_record.json"))
     assert len(records) == 1 and records[0].stat().st_size > 0
     assert re.search(r"0\s+from\s+the\s+database,\s+[1-9]\d*\s+tuned\s+now", result.stdout)
+
+
+def test_result_is_never_dominated_by_the_original(compiled):
+    """No budget: the original is acceptable, so only an equally accurate, faster model may replace it."""
+    out, result, _ = compiled
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    original, chosen = report["original"], report["result"]
+    assert report["selection"]["chosen"] in ("original", *(f"candidate {i}" for i in range(1, 9)))
+    if report["selection"]["chosen"] == "original":
+        assert json.loads((out / "config.json").read_text())["layers"] == {}
+        assert any("original model is returned unchanged" in w for w in report["warnings"])
+    else:
+        assert chosen["accuracy"]["value"] >= original["accuracy"]["value"]
+        assert chosen["latency_ms"]["value"] < original["latency_ms"]["value"]
+
+
+def test_max_loss_unreachable_exits_2_and_writes_nothing(tmp_path, test_models, data):
+    """--max-loss 0 on KL admits only the original (0.43 MiB of weights and activations), which misses a
+    0.3 MB memory budget that int8 candidates meet."""
+    target = tmp_path / "strict"
+    strict = run_cli(
+        "compile", str(test_models["dense_head"]), "--data", str(data), "--metric", "kl",
+        "--memory", "0.3MB", "--max-loss", "0", "--out", str(target), *SMALL,
+        env={"HANASC_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert_one_line_error(
+        strict, "no verified model meets --memory 0.3MB", "kept the floor", "within the budgets"
+    )
+    assert not target.exists()

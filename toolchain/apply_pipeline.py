@@ -11,6 +11,7 @@ import numpy as np
 from hanasc.atomic import atomic_dir
 from hanasc.frontend import LoadedModel
 from hanasc.passes.config import Config, ConfigError
+from hanasc.targets.quiet import export_library
 
 CALIBRATION_SAMPLES = 64
 
@@ -160,7 +161,7 @@ def apply_config(
         or any(layer.name.startswith(s + ".") for s in config.skip)
     ]
     with atomic_dir(Path(out)) as tmp:
-        executable.export_library(str(tmp / "model.so"))
+        export_library(executable, tmp / "model.so")
         config.save(tmp / "config.json")
         if ranges is not None:
             (tmp / "activation_ranges.json").write_text(json.dumps(ranges.to_json(), indent=2) + "\n")

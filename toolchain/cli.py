@@ -334,6 +334,13 @@ def compile_(
     std: Annotated[str | None, typer.Option(help="Images: per-channel std on 0..1.")] = None,
     channel_order: Annotated[str, typer.Option(help="Images: RGB or BGR.")] = "RGB",
     views: Annotated[int, typer.Option(help="Images: crop/flip views per image (1 or 5).")] = 1,
+    max_loss: Annotated[
+        float,
+        typer.Option(
+            help="Accuracy floor: the result may lose at most this many points of the metric "
+            "(1 point = 0.01 of top-1/agreement) against the original on held-out data."
+        ),
+    ] = 1.0,
     input_shape: InputShapeOpt = None,
 ) -> None:
     """Search per-layer quantization and architecture changes under budgets; compile and verify the winner.
@@ -373,6 +380,7 @@ def compile_(
         std=std,
         channel_order=channel_order,
         views=views,
+        max_loss=max_loss,
     )
     run_compile(_load(model, input_shape), request, _console(), _console(stderr=True))
 

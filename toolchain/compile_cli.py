@@ -112,15 +112,19 @@ def _run(
     ]
     with Progress(*columns, console=err_console) as progress:
         bars = _Bars(progress, console)
-        result = compile_model(
-            model,
-            split,
-            options,
-            out,
-            metric,
-            Stage(start=bars.start, advance=bars.advance, log=bars.log),
-            original_latency,
-        )
+        try:
+            result = compile_model(
+                model,
+                split,
+                options,
+                out,
+                metric,
+                Stage(start=bars.start, advance=bars.advance, log=bars.log),
+                original_latency,
+            )
+        except HanascError:
+            progress.live.transient = True  # an error is one line on stderr: the bars are cleared
+            raise
     r, o = result.report["result"], result.report["original"]
     console.print(
         f"original: {o['latency_ms']['value']} ms ({o['latency_ms']['source']}), {metric.name} "
@@ -159,6 +163,7 @@ class CompileRequest:
     std: str | None = None
     channel_order: str = "RGB"
     views: int = 1
+    max_loss: float = 1.0
 
 
 def run_compile(model: LoadedModel, request: CompileRequest, console: Console, err_console: Console) -> None:
@@ -167,6 +172,8 @@ def run_compile(model: LoadedModel, request: CompileRequest, console: Console, e
     space = r.space
     if space not in ("joint", "arch", "quant"):
         raise HanascError(f"--space {space}: joint, arch or quant")
+    if not r.max_loss >= 0:
+        raise HanascError(f"--max-loss {r.max_loss:g}: must be 0 or more (points of the metric)")
     from hanasc.targets.registry import get_target
 
     info = get_target(r.target)
@@ -186,6 +193,7 @@ def run_compile(model: LoadedModel, request: CompileRequest, console: Console, e
         resume=r.resume,
         tune_minutes=r.tune_minutes,
         rpc=r.rpc,
+        max_loss=r.max_loss,
     )
     preprocess = preprocess_for(model, r.size, r.resize, r.mean, r.std, r.channel_order, r.views)
     _run(model, options, load_data(model, r.data, preprocess), Path(r.out), r.metric, console, err_console)

@@ -23,7 +23,9 @@ from hanasc.errors import HanascError
 from hanasc.frontend import LoadedModel
 from hanasc.metrics import Metric
 from hanasc.search import Budgets, Candidate, run_search
+from hanasc.selection import AccuracyFloor, Verified, select
 from hanasc.space import SearchSpace, SpaceOptions, build_space
+from hanasc.targets.quiet import export_library
 
 
 class InfeasibleBudgetError(HanascError):
@@ -49,6 +51,7 @@ class CompileOptions:
     resume: bool = False
     tune_minutes: float = 0.0
     rpc: str | None = None  # HOST:PORT of a TVM RPC server on the target device: latencies measured there
+    max_loss: float = 1.0  # accuracy floor: points of the metric below the original's held-out score
 
 
 @dataclass
@@ -479,45 +482,27 @@ def compile_model(
             simulator.run(space.decode(c.genome), split.eval_x, ranges), split.eval_y, ref_eval
         )
         stage.advance("")
+    ctx = VerifyContext(
+        model, info, ranges, split, ref_eval, metric, probe, options, costs, stage, simulator, session
+    )
+    original_verified = _original_verified(ctx, space, predictor, original_measure)
+    floor = AccuracyFloor(original_verified.summary.accuracy, options.max_loss, metric.point, metric.name)
+    stage.log(f"accuracy floor: {floor.describe()}")
     ranked = sorted(unique, key=lambda c: (-held_out[tuple(c.genome)], c.latency_ms))
-    attempts, chosen = [], None
-    for c in ranked[: options.max_attempts]:
-        lat_now = float(costs(np.array(c.genome)[None])[0][0])  # with everything learned so far
-        if budgets.latency_ms is not None and lat_now > budgets.latency_ms:
-            attempts.append(
-                {"genome": c.genome, "skipped": f"re-estimated at {lat_now:.2f} ms after calibration"}
-            )
-            continue
-        verified = _verify(
-            model,
-            info,
-            space.decode(c.genome),
-            ranges,
-            split,
-            ref_eval,
-            metric,
-            probe,
-            options,
-            costs,
-            c,
-            stage,
-            simulator,
-            session,
-        )
-        attempts.append(verified["attempt"])
-        if verified["meets_budget"]:
-            chosen = (c, verified)
-            break
-        costs.observe(c.genome, verified["latency"]["value"])  # the estimate learns from the miss
-    if chosen is None:
-        raise InfeasibleBudgetError(
-            f"no verified candidate met --budget {budgets.latency_ms:g}ms on {info.name} after "
-            f"{len(attempts)} attempts: "
-            + "; ".join(f"{a.get('measured_ms', a.get('skipped'))}" for a in attempts)
-        )
+    attempts, verified_list = _verify_ranked(ctx, space, ranked, held_out, floor)
+    selection = select(
+        original_verified.summary,
+        [v.summary for v in verified_list],
+        budgets,
+        floor,
+    )
+    chosen = next(v for v in [original_verified, *verified_list] if v.summary.label == selection.chosen.label)
+    if chosen is original_verified:
+        stage.log(f"returning the original model: {selection.reason}")
+        chosen = _materialize_original(ctx, original_verified)
+    candidate, verified = chosen.candidate, chosen.figures
 
     # 6. report and artifacts ------------------------------------------------------------------------------
-    candidate, verified = chosen
     original = _original_figures(model, info, split, ref_eval, metric, original_measure, costs, space)
     report = _report(
         model,
@@ -536,6 +521,12 @@ def compile_model(
         held_out,
         time.perf_counter() - started,
     )
+    report["selection"] = selection.to_json(floor)
+    if chosen.summary.is_original:
+        report["warnings"].append(
+            f"the original model is returned unchanged: {selection.reason} "
+            f"({floor.describe()}); a looser budget or a larger --max-loss allows changes"
+        )
     with atomic_dir(Path(out)) as tmp:
         _write_outputs(
             tmp,
@@ -608,52 +599,141 @@ def _params(mod) -> dict:
     )
 
 
-def _verify(
-    model,
-    info,
-    config,
-    ranges,
-    split,
-    ref_eval,
-    metric,
-    probe,
-    options,
-    costs,
-    candidate,
-    stage,
-    simulator,
-    session=None,
-):
+@dataclass
+class VerifyContext:
+    """What verification needs of a compile run (built once, passed as one)."""
+
+    model: LoadedModel
+    info: object  # hanasc.targets.registry.TargetInfo
+    ranges: object
+    split: Split
+    ref_eval: np.ndarray
+    metric: Metric
+    probe: list
+    options: CompileOptions
+    costs: object  # hanasc.search_costs.SearchCosts
+    stage: Stage
+    simulator: object
+    session: object | None = None
+
+
+@dataclass
+class VerifiedModel:
+    """A verified model: its search candidate, its figures (latency, accuracy, module, ...) and summary."""
+
+    candidate: Candidate
+    figures: dict
+    summary: Verified
+
+
+def _verify_ranked(
+    ctx: VerifyContext, space: SearchSpace, ranked: list[Candidate], held_out: dict, floor: AccuracyFloor
+) -> tuple[list[dict], list[VerifiedModel]]:
+    """Verify candidates best held-out accuracy first, until one meets the budgets and the floor.
+
+    Candidates whose held-out score (the simulator, on the same samples the artifact is judged on) is
+    already below the floor are not built; when every candidate is, the best one is still verified so the
+    error can say what the budget allows.
+    """
+    budgets = ctx.options.budgets
+    above = [c for c in ranked if floor.kept(held_out[tuple(c.genome)])]
+    attempts = [
+        {"genome": c.genome, "skipped": f"held-out {held_out[tuple(c.genome)]:.4f} below the floor"}
+        for c in ranked
+        if c not in above
+    ]
+    verified: list[VerifiedModel] = []
+    for index, c in enumerate((above or ranked[:1])[: ctx.options.max_attempts]):
+        lat_now = float(ctx.costs(np.array(c.genome)[None])[0][0])  # with everything learned so far
+        if budgets.latency_ms is not None and lat_now > budgets.latency_ms:
+            attempts.append(
+                {"genome": c.genome, "skipped": f"re-estimated at {lat_now:.2f} ms after calibration"}
+            )
+            continue
+        figures = _verify(ctx, space.decode(c.genome), c)
+        attempts.append(figures["attempt"])
+        summary = Verified(
+            f"candidate {index + 1}",
+            figures["latency"]["value"],
+            figures["score"],
+            c.memory_mb,
+            c.energy_mj,
+            figures["latency"]["source"],
+        )
+        verified.append(VerifiedModel(c, figures, summary))
+        if summary.meets(budgets) and floor.kept(summary.accuracy):
+            break
+        if not figures["meets_budget"]:
+            ctx.costs.observe(c.genome, figures["latency"]["value"])  # the estimate learns from the miss
+    return attempts, verified
+
+
+def _original_verified(ctx: VerifyContext, space: SearchSpace, predictor, measured: dict | None):
+    """The original as a verified candidate: measured latency where reachable, its held-out accuracy."""
+    identity = space.identity()
+    lat, mem, energy = (float(v[0]) for v in ctx.costs(identity[None]))
+    latency = measured if measured is not None else fig(round(lat, 3), **ctx.costs.source())
+    score = ctx.metric(ctx.ref_eval, ctx.split.eval_y, ctx.ref_eval)
+    accuracy = fig(
+        round(score, 4),
+        "measured",
+        metric=ctx.metric.name,
+        description=ctx.metric.description,
+        on=f"held-out split ({len(ctx.split.eval_x)} samples)",
+        engine="the original model",
+    )
+    candidate = Candidate(identity.tolist(), float(predictor.predict(identity[None])[0]), lat, mem, energy)
+    figures = {"latency": latency, "accuracy": accuracy, "score": score, "config": space.decode(identity)}
+    summary = Verified("original", latency["value"], score, mem, energy, latency["source"])
+    return VerifiedModel(candidate, figures, summary)
+
+
+def _materialize_original(ctx: VerifyContext, original: VerifiedModel) -> VerifiedModel:
+    """The original's figures completed with its module and, on the host, its built artifact."""
+    figures = dict(original.figures)
+    figures["mod"] = ctx.model.mod
+    figures["executable"] = _build_host(ctx.model.mod, ctx.options, ctx.stage) if _on_host(ctx) else None
+    figures["meets_budget"] = original.summary.meets(ctx.options.budgets)
+    return VerifiedModel(original.candidate, figures, original.summary)
+
+
+def _on_host(ctx: VerifyContext) -> bool:
+    return ctx.session is None and ctx.info.name == "host"
+
+
+def _verify(ctx: VerifyContext, config, candidate: Candidate) -> dict:
     """Materialize, compile, measure (host, or the device over RPC) or predict, evaluate on held-out data."""
     from hanasc.passes.materialize import materialize
 
+    options, stage, split = ctx.options, ctx.stage, ctx.split
     stage.log(
         f"verifying candidate: estimated {candidate.latency_ms:.2f} ms, predicted score "
-        f"{candidate.accuracy:.3f} ({metric.smooth_description})"
+        f"{candidate.accuracy:.3f} ({ctx.metric.smooth_description})"
     )
-    mod = materialize(model.mod, config, ranges)
+    mod = materialize(ctx.model.mod, config, ctx.ranges)
     executable = None
-    if session is not None:
-        _tune(mod, info.name, options, stage, rpc=options.rpc)  # candidates measured on the device
-        built, latency = measure_remote(mod, info, session, options.measure_repeats)
-        outputs = simulator.run(config, split.eval_x, ranges)
+    if ctx.session is not None:
+        _tune(mod, ctx.info.name, options, stage, rpc=options.rpc)  # candidates measured on the device
+        built, latency = measure_remote(mod, ctx.info, ctx.session, options.measure_repeats)
+        outputs = ctx.simulator.run(config, split.eval_x, ctx.ranges)
         engine = "the simulator (checked equal to the materialized model in tests)"
-        executable = built if info.name == "host" else None
-    elif info.name == "host":
+        executable = built if ctx.info.name == "host" else None
+    elif _on_host(ctx):
         executable = _build_host(mod, options, stage)
-        latency = measure_host(executable, probe, options.measure_repeats)
+        latency = measure_host(executable, ctx.probe, options.measure_repeats)
         outputs = run_host(executable, split.eval_x)
         engine = "the compiled host artifact"
     else:
-        est = float(costs(np.array(candidate.genome)[None])[0][0])
-        latency = fig(round(est, 3), **costs.source())
-        outputs = simulator.run(config, split.eval_x, ranges)
+        est = float(ctx.costs(np.array(candidate.genome)[None])[0][0])
+        latency = fig(round(est, 3), **ctx.costs.source())
+        outputs = ctx.simulator.run(config, split.eval_x, ctx.ranges)
         engine = "the simulator (checked equal to the materialized model in tests)"
+    score = ctx.metric(outputs, split.eval_y, ctx.ref_eval)
     accuracy = fig(
-        round(metric(outputs, split.eval_y, ref_eval), 4),
+        round(score, 4),
         "measured",
-        metric=metric.name,
-        description=metric.description,
+        metric=ctx.metric.name,
+        description=ctx.metric.description,
         on=f"held-out split ({len(split.eval_x)} samples)",
         engine=engine,
     )
@@ -675,6 +755,7 @@ def _verify(
         "executable": executable,
         "latency": latency,
         "accuracy": accuracy,
+        "score": score,  # unrounded: what the floor is checked against
         "meets_budget": meets,
         "attempt": attempt,
         "config": config,
@@ -946,7 +1027,7 @@ def _write_outputs(
 
     config = verified["config"]
     if verified["executable"] is not None:
-        verified["executable"].export_library(str(tmp / "model.so"))
+        export_library(verified["executable"], tmp / "model.so")
         report["artifact"] = {"host_library": "model.so", "bytes": (tmp / "model.so").stat().st_size}
     else:
         bundle = build_target_bundle(

@@ -58,6 +58,7 @@ class Metric:
     fn: Callable[[np.ndarray, np.ndarray | None, np.ndarray | None], float]
     smooth: Callable[[np.ndarray, np.ndarray | None, np.ndarray | None], float]
     smooth_description: str
+    point: float = 0.01  # one point of the metric (--max-loss counts these): 1 % for fractions
 
     def __call__(self, outputs, labels=None, reference=None) -> float:
         return self.fn(outputs, labels, reference)
@@ -87,6 +88,7 @@ METRICS = {
         neg_kl,
         neg_kl,
         "negative mean KL divergence",
+        point=0.01,  # 0.01 nats
     ),
 }
 
