@@ -73,14 +73,16 @@ def calibrate_for(
     method: str = "minmax",
     ranges_file: Path | None = None,
 ):
-    """Activation ranges when the Config quantizes activations to int8 (from data, or a saved ranges file)."""
-    if not needs_calibration(config):
-        return None
+    """Activation ranges and input means (int8 activations, bias correction): from a saved ranges file
+    (what ``hanasc compile`` used, so the replay is exact), else from data; None when neither is given and
+    the Config quantizes no activation."""
     if data is None and ranges_file is not None and ranges_file.is_file():
         from hanasc.calibration import ActivationRanges
 
         return ActivationRanges.load(ranges_file)
     if data is None:
+        if not needs_calibration(config):
+            return None
         layer = next(name for name, c in config.layers.items() if c.a_bits == 8)
         raise ConfigError(f"layer '{layer}' asks for a_bits=8: give --data to calibrate activation ranges")
     from hanasc.calibration import calibrate
@@ -135,7 +137,8 @@ def apply_config(
     ranges_file: Path | None = None,
 ) -> ApplySummary:
     """Materialize ``config``, build for the host (and ``target``'s bundle), write ``out/`` atomically."""
-    from hanasc.passes.materialize import check_layer_names, materialize
+    from hanasc.passes.materialize import check_layer_names
+    from hanasc.recovery import materialize_recovered
     from hanasc.relax_params import weights_of
     from hanasc.targets import host
     from hanasc.targets.registry import check_choices, get_target
@@ -144,7 +147,7 @@ def apply_config(
     check_layer_names(config, model.mod)
     check_choices(info, config, model.layers)
     ranges = calibrate_for(model, config, data, ranges_file=ranges_file)
-    new_mod = materialize(model.mod, config, ranges)
+    new_mod = materialize_recovered(model, config, ranges)
     before, after = weights_of(model.mod), weights_of(new_mod)
     executable = host.build_artifact(new_mod)
     host.run(executable, list(model.example_inputs().values()))  # it runs before anything is written

@@ -7,7 +7,8 @@ batch at a time (a batch-1 model sees the samples one by one). Methods:
 - ``percentile``: per sample, the ``100 - p`` and ``p`` percentiles; the range is their mean over samples
   (NNCF's "mean percentile" statistic), which ignores rare outliers and keeps memory bounded.
 
-The int8 scale of a layer is ``hanasc.passes.quantize.activation_scale(lo, hi)``.
+The int8 scale of a layer is ``hanasc.passes.quantize.activation_scale(lo, hi)``. The per-channel mean of each
+layer's input is kept too (``channel_means``): bias correction (:mod:`hanasc.recovery`) uses it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class ActivationRanges:
     method: str = "minmax"
     samples: int = 0
     percentile: float | None = None
+    channel_means: dict[str, np.ndarray] = field(default_factory=dict, compare=False)  # layer -> input mean
 
     def __contains__(self, layer: str) -> bool:
         return layer in self.ranges
@@ -58,6 +60,7 @@ class ActivationRanges:
             "samples": self.samples,
             "percentile": self.percentile,
             "ranges": {name: [lo, hi] for name, (lo, hi) in self.ranges.items()},
+            "channel_means": {name: [float(v) for v in m] for name, m in self.channel_means.items()},
         }
 
     @classmethod
@@ -71,7 +74,16 @@ class ActivationRanges:
             if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(np.isfinite(pair))):
                 raise CalibrationError(f"{source}: layer '{name}': range must be two finite numbers")
             ranges[name] = (float(pair[0]), float(pair[1]))
-        return cls(ranges, data.get("method", "minmax"), int(data.get("samples", 0)), data.get("percentile"))
+        means = data.get("channel_means", {})
+        if not isinstance(means, dict) or not all(_finite_numbers(m) for m in means.values()):
+            raise CalibrationError(f"{source}: 'channel_means' must map layers to lists of finite numbers")
+        return cls(
+            ranges,
+            data.get("method", "minmax"),
+            int(data.get("samples", 0)),
+            data.get("percentile"),
+            {name: np.asarray(m, dtype=np.float32) for name, m in means.items()},
+        )
 
     def save(self, path: Path) -> None:
         from hanasc.atomic import atomic_file
@@ -88,6 +100,13 @@ class ActivationRanges:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CalibrationError(f"{path}: malformed JSON ({exc})") from None
         return cls.from_json(data, source=str(path))
+
+
+def _finite_numbers(value) -> bool:
+    """Whether ``value`` is a list of finite numbers."""
+    if not isinstance(value, list) or not all(isinstance(v, int | float) for v in value):
+        return False
+    return bool(np.all(np.isfinite(np.asarray(value, dtype=np.float64))))
 
 
 def layer_input_tensors(model: onnx.ModelProto, layers: Iterable[str]) -> dict[str, str]:
@@ -177,6 +196,7 @@ def calibrate(
     )
     fetch = [t for t in outputs if t not in {s.name for s in loaded.inputs}]
     stats: dict[str, list[tuple[float, float]]] = {t: [] for t in outputs}
+    sums: dict[str, np.ndarray] = {}
     samples = 0
     for feed in _model_batches(loaded, batches):
         values = dict(zip(fetch, session.run(fetch, feed), strict=True)) if fetch else {}
@@ -188,6 +208,9 @@ def calibrate(
             else:
                 lo, hi = np.percentile(x, [100.0 - percentile, percentile])
                 stats[tensor].append((float(lo), float(hi)))
+            if x.ndim >= 2:  # mean over the batch and spatial axes, per channel (axis 1)
+                per_channel = np.moveaxis(x, 1, 0).reshape(x.shape[1], -1).mean(axis=1, dtype=np.float64)
+                sums[tensor] = sums.get(tensor, 0.0) + per_channel
         samples += 1
     if samples == 0:
         raise CalibrationError("calibration: no samples in the calibration data")
@@ -198,7 +221,8 @@ def calibrate(
             ranges[layer] = (float(pairs[:, 0].min()), float(pairs[:, 1].max()))
         else:
             ranges[layer] = (float(pairs[:, 0].mean()), float(pairs[:, 1].mean()))
-    return ActivationRanges(ranges, method, samples, percentile if method == "percentile" else None)
+    means = {layer: (sums[t] / samples).astype(np.float32) for layer, t in tensors.items() if t in sums}
+    return ActivationRanges(ranges, method, samples, percentile if method == "percentile" else None, means)
 
 
 def load_calibration_data(path: Path, loaded) -> list[dict[str, np.ndarray]]:

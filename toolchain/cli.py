@@ -250,7 +250,7 @@ def costs(
     from hanasc.cost_models import estimate_costs
     from hanasc.datasets import load_npz
     from hanasc.passes.config import Config
-    from hanasc.passes.materialize import materialize
+    from hanasc.recovery import materialize_recovered
     from hanasc.relax_params import bind_weights
     from hanasc.targets.registry import check_choices, get_target
 
@@ -259,7 +259,7 @@ def costs(
     policy = Config.load(config) if config else Config()
     check_choices(info, policy, loaded.layers)
     samples = load_npz(data, loaded.inputs[0]).x if data is not None else None
-    mod = materialize(loaded.mod, policy, calibrate_for(loaded, policy, samples))
+    mod = materialize_recovered(loaded, policy, calibrate_for(loaded, policy, samples))
     report = estimate_costs(bind_weights(mod), info.name)
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
@@ -391,6 +391,9 @@ def demo(
     budget_fraction: Annotated[
         float, typer.Option(help="Budget as a share of the original's latency.")
     ] = 0.9,
+    max_loss: Annotated[
+        float, typer.Option(help="Accuracy floor: agreement points the result may lose (0.9 kept at 10).")
+    ] = 10.0,
 ) -> None:
     """Run the main job on the bundled default: EfficientNet-Lite0 (ImageNet weights) for the host.
 
@@ -403,7 +406,7 @@ def demo(
     """
     from hanasc.compile_cli import run_demo
 
-    run_demo(out, budget_fraction, _console(), _console(stderr=True))
+    run_demo(out, budget_fraction, max_loss, _console(), _console(stderr=True))
 
 
 def main() -> None:

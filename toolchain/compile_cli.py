@@ -199,8 +199,11 @@ def run_compile(model: LoadedModel, request: CompileRequest, console: Console, e
     _run(model, options, load_data(model, r.data, preprocess), Path(r.out), r.metric, console, err_console)
 
 
-def run_demo(out: Path, budget_fraction: float, console: Console, err_console: Console) -> None:
-    """EfficientNet-Lite0 for the host at ``budget_fraction`` of its measured latency."""
+def run_demo(
+    out: Path, budget_fraction: float, max_loss: float, console: Console, err_console: Console
+) -> None:
+    """EfficientNet-Lite0 for the host at ``budget_fraction`` of its measured latency, agreement kept
+    within ``max_loss`` points."""
     import hanasc
     from hanasc.compile_pipeline import measure_host
     from hanasc.model_zoo import fetch
@@ -223,6 +226,7 @@ def run_demo(out: Path, budget_fraction: float, console: Console, err_console: C
         predictor_samples=200,
         population=32,
         generations=20,
+        max_loss=max_loss,
     )
     preprocess = preprocess_for(model, None, None, None, None, "RGB", 5)
     data = load_data(model, BUILTIN_IMAGES, preprocess)

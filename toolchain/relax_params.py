@@ -55,3 +55,25 @@ def bind_weights(
     )
     bound[func_name] = func
     return bound
+
+
+def with_weight_values(mod, values: dict[str, np.ndarray], func_name: str = "main"):
+    """A copy of ``mod`` whose named weights carry new values (same shapes and dtypes); others unchanged."""
+    import tvm
+
+    func = mod[func_name]
+    names = [p.name for p in func.params[input_count(mod, func_name) :]]
+    unknown = set(values) - set(names)
+    if unknown:
+        raise KeyError(f"not weights of {func_name}: {sorted(unknown)}")
+    params = list(func.attrs["params"])
+    for index, name in enumerate(names):
+        if name in values:
+            old = params[index]
+            new = np.ascontiguousarray(values[name], dtype=old.dtype)
+            if tuple(new.shape) != tuple(old.shape):
+                raise ValueError(f"{name}: shape {new.shape} for a weight of shape {tuple(old.shape)}")
+            params[index] = tvm.runtime.tensor(new)
+    out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+    out[func_name] = func.with_attr("params", params)
+    return out

@@ -54,6 +54,11 @@ class Simulator:
         from hanasc.simulated_weights import activation_gates, simulated_weights
 
         feeds = dict(simulated_weights(self._func, self.model.layers, self.base_weights, config, self.axes))
+        means = getattr(ranges, "channel_means", None)
+        if means:  # bias correction (hanasc.recovery), as the materialized module gets it
+            from hanasc.recovery import corrected_biases
+
+            feeds.update(corrected_biases(self.model.layers, self.base_weights, feeds, means, self.axes))
         for layer in self.model.layers:
             scale, g8, g16 = activation_gates(layer.name, config, ranges)
             feeds[act_scale_input(layer.name)] = np.array(scale, np.float32)
