@@ -32,6 +32,8 @@ def compiled(tmp_path_factory, test_models, data):
         str(data),
         "--metric",
         "agreement",
+        "--budget",
+        "5x",
         "--out",
         str(out),
         *SMALL,
@@ -64,6 +66,10 @@ def test_compile_writes_everything(compiled):
         for figure in ("latency_ms", "memory_mb", "energy_mj", "accuracy", "params"):
             assert report[part][figure]["source"] in ("measured", "predicted", "prior"), (part, figure)
     assert report["original"]["latency_ms"]["source"] == "measured"
+    # --budget 5x: five times the original's measured latency
+    assert report["budget"]["latency_share_of_original"] == 5
+    original_ms = report["original"]["latency_ms"]["value"]
+    assert report["budget"]["latency_ms"] == pytest.approx(5 * original_ms, rel=1e-3)
     assert report["result"]["latency_ms"]["source"] == "measured"
     assert [row["name"] for row in report["result"]["layers"]] == ["conv", "fc1", "fc2"]
     assert report["search"]["seed"] == 1 and report["search"]["evaluations"] > 0
@@ -130,6 +136,9 @@ def test_infeasible_budget_names_fastest_latency(tmp_path, test_models, data):
     "args,needles",
     [
         (["--budget", "8parsecs"], ["--budget", "8parsecs"]),
+        (["--budget", "0x"], ["--budget '0x'", "positive"]),
+        (["--budget", "halfx"], ["--budget 'halfx'", "0.5x"]),
+        (["--max-loss", "-1"], ["--max-loss -1"]),
         (["--target", "tpu9"], ["unknown target 'tpu9'"]),
         (["--target", "cortex-a78", "--tune-minutes", "1"], ["--tune-minutes on cortex-a78", "--rpc"]),
         (["--target", "npu3720", "--tune-minutes", "1"], ["--tune-minutes", "npu3720"]),

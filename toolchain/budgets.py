@@ -1,4 +1,5 @@
-"""Parse budget options: ``8ms`` / ``0.5s``, ``2MB`` / ``512KB`` / ``1.5MiB``, ``5mJ`` / ``0.1J``."""
+"""Parse budget options: ``8ms`` / ``0.5s`` / ``0.5x`` (of the original's latency), ``2MB`` / ``512KB`` /
+``1.5MiB``, ``5mJ`` / ``0.1J``."""
 
 from __future__ import annotations
 
@@ -29,3 +30,20 @@ def parse_budget(text: str | None, kind: str, option: str) -> float | None:
     if value <= 0:
         raise HanascError(f"{option} '{text}': must be positive")
     return value
+
+
+def parse_latency_budget(text: str | None, option: str = "--budget") -> tuple[float | None, float | None]:
+    """``(ms, None)`` for an absolute budget, ``(None, fraction)`` for ``0.5x`` (a share of the original's
+    latency, resolved once the original is measured or predicted); one-line HanascError on bad input."""
+    if text is not None and text.strip().lower().endswith("x"):
+        number = text.strip()[:-1]
+        try:
+            fraction = float(number)
+        except ValueError:
+            raise HanascError(
+                f"{option} '{text}': expected a share of the original's latency such as 0.5x, or 8ms"
+            ) from None
+        if not 0 < fraction < float("inf"):
+            raise HanascError(f"{option} '{text}': the share must be positive, e.g. 0.5x")
+        return None, fraction
+    return parse_budget(text, "latency", option), None

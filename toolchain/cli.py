@@ -293,7 +293,10 @@ def calibrate(
 def compile_(
     model: Annotated[str, typer.Argument(help="ONNX file, or a zoo name such as efficientnet-lite0.")],
     target: Annotated[str, typer.Option("--target", "-t", help="Target (see `hanasc targets`).")] = "host",
-    budget: Annotated[str | None, typer.Option(help="Latency budget, e.g. 8ms.")] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(help="Latency budget, e.g. 8ms, or a share of the original's latency, e.g. 0.5x."),
+    ] = None,
     memory: Annotated[str | None, typer.Option(help="Memory budget, e.g. 2MB.")] = None,
     energy: Annotated[str | None, typer.Option(help="Energy budget per inference, e.g. 5mJ.")] = None,
     data: Annotated[

@@ -10,7 +10,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hanasc.budgets import parse_budget
+from hanasc.budgets import parse_budget, parse_latency_budget
 from hanasc.compile_pipeline import CompileOptions, Stage, compile_model, split_data
 from hanasc.errors import HanascError
 from hanasc.frontend import LoadedModel
@@ -177,12 +177,14 @@ def run_compile(model: LoadedModel, request: CompileRequest, console: Console, e
     from hanasc.targets.registry import get_target
 
     info = get_target(r.target)
+    latency_ms, latency_fraction = parse_latency_budget(r.budget)
     options = CompileOptions(
         target=info.name,
         budgets=Budgets(
-            parse_budget(r.budget, "latency", "--budget"),
+            latency_ms,
             parse_budget(r.memory, "memory", "--memory"),
             parse_budget(r.energy, "energy", "--energy"),
+            latency_fraction,
         ),
         space=space,
         seed=r.seed,

@@ -355,6 +355,13 @@ def compile_model(
         stage.log(f"compiling and measuring uniform int8 on {where} (calibrates the int8 kernel estimate)")
         costs.observe(int8, measure(materialize_recovered(model, space.decode(int8), ranges))["value"])
 
+    if budgets.latency_fraction is not None:  # --budget 0.5x: a share of the original's latency
+        base = original_measure or fig(round(float(costs(space.identity()[None])[0][0]), 4), **costs.source())
+        budgets.latency_ms = round(budgets.latency_fraction * base["value"], 4)
+        stage.log(
+            f"budget {budgets.latency_fraction:g}x of the original's {base['value']} ms ({base['source']}): "
+            f"{budgets.latency_ms:g} ms"
+        )
     fastest = _fastest_genome(space)
     fastest_ms = float(costs(fastest[None])[0][0])
     if budgets.latency_ms is not None and fastest_ms > budgets.latency_ms:
@@ -887,6 +894,7 @@ def _report(
             "latency_ms": budgets.latency_ms,
             "memory_mb": budgets.memory_mb,
             "energy_mj": budgets.energy_mj,
+            "latency_share_of_original": budgets.latency_fraction,
         },
         "data": split.description,
         "metric": {

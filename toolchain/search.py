@@ -21,6 +21,7 @@ class Budgets:
     latency_ms: float | None = None
     memory_mb: float | None = None
     energy_mj: float | None = None
+    latency_fraction: float | None = None  # `--budget 0.5x`: latency_ms is set from the original's latency
 
 
 @dataclass
