@@ -154,7 +154,7 @@ def hanasc_engines(model, x: np.ndarray, calib: np.ndarray) -> tuple[list[Engine
 
     from hanasc.calibration import calibrate
     from hanasc.passes.config import Config, LayerChoice
-    from hanasc.passes.materialize import materialize
+    from hanasc.recovery import materialize_recovered
     from hanasc.targets import host
 
     ranges = calibrate(model, calib, method="percentile", percentile=99.99)
@@ -165,7 +165,7 @@ def hanasc_engines(model, x: np.ndarray, calib: np.ndarray) -> tuple[list[Engine
         )
     engines, built = [], {}
     for label, config in configs.items():
-        executable = host.build_artifact(materialize(model.mod, config, ranges))
+        executable = host.build_artifact(materialize_recovered(model, config, ranges))  # as compile ships
         vm = relax.VirtualMachine(executable, tvm.cpu())
         outs = np.concatenate([vm["main"](tvm.runtime.tensor(s[None])).numpy() for s in x])
         arg = tvm.runtime.tensor(x[:1])
@@ -243,7 +243,7 @@ def monotonicity(model, calib: np.ndarray, args) -> None:
 
     from hanasc.calibration import calibrate
     from hanasc.passes.config import Config, LayerChoice
-    from hanasc.passes.materialize import materialize
+    from hanasc.recovery import materialize_recovered
     from hanasc.targets import host
 
     ranges = calibrate(model, calib, method="percentile", percentile=99.99)
@@ -252,7 +252,8 @@ def monotonicity(model, calib: np.ndarray, args) -> None:
     layers = model.layers[: args.monotonicity]
     rows, violations = [], 0
     for layer in layers:
-        mod = materialize(model.mod, Config(layers={layer.name: LayerChoice(w_bits=8, a_bits=8)}), ranges)
+        one_layer = Config(layers={layer.name: LayerChoice(w_bits=8, a_bits=8)})
+        mod = materialize_recovered(model, one_layer, ranges)
         vm = relax.VirtualMachine(host.build_artifact(mod), tvm.cpu())
         engines = [
             Engine("fp32", lambda: base_vm["main"](arg), np.zeros(1), "fp32"),
