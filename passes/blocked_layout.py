@@ -73,14 +73,113 @@ def blocked_conv2d(
     )
 
 
-def legalize_blocked_conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-    """``LegalizeOps`` rule for ``relax.nn.conv2d``: blocked layouts via :func:`blocked_conv2d`."""
+def out_blocked_conv2d(
+    data: te.Tensor, kernel: te.Tensor, strides, padding, dilation, block: int, out_dtype: str = ""
+) -> te.Tensor:
+    """``(N, C, H, W)`` x ``(O, C, Kh, Kw)`` -> ``(N, O, OH, OW)``, computed in blocks of ``block`` output
+    channels: for a convolution that stays NCHW because its input channels do not block (the RGB stem).
+
+    Three stages: the weights repacked to ``(O/b, C, Kh, Kw, b)`` (``weight_pack``, a few hundred values
+    per call), the convolution into a ``(N, O/b, OH, OW, b)`` buffer (``conv2d_nchw_oblocked``: the
+    channel block is the vector :class:`hanasc.targets.cpu_schedules.BlockedConv` puts in registers) and
+    its copy back to NCHW (``conv2d_nchw_unblock``, where the fused epilogue goes).
+    """
+    n, _, height, width = (int(d) for d in data.shape)
+    out_channels, in_channels, kh, kw = (int(d) for d in kernel.shape)
+    sh, sw = (int(s) for s in strides)
+    dh, dw = (int(d) for d in dilation)
+    top, left, bottom, right = (int(p) for p in padding)
+    out_h = (height + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width + left + right - dw * (kw - 1) - 1) // sw + 1
+    padded = (
+        tvm.topi.nn.pad(data, (0, 0, top, left), (0, 0, bottom, right), name="pad")
+        if top or left or bottom or right
+        else data
+    )
+    packed = te.compute(
+        (out_channels // block, in_channels, kh, kw, block),
+        lambda oc, c, y, x, ob: kernel[oc * block + ob, c, y, x],
+        name="weight_pack",
+    )
+    dtype = out_dtype or data.dtype
+    compute = _exact_float_dtype(data.dtype, kernel.dtype, dtype, in_channels * kh * kw)
+    rc, ry, rx = (
+        te.reduce_axis((0, in_channels), "rc"),
+        te.reduce_axis((0, kh), "ry"),
+        te.reduce_axis((0, kw), "rx"),
+    )
+    conv = te.compute(
+        (n, out_channels // block, out_h, out_w, block),
+        lambda b, oc, y, x, ob: te.sum(
+            padded[b, rc, y * sh + ry * dh, x * sw + rx * dw].astype(compute)
+            * packed[oc, rc, ry, rx, ob].astype(compute),
+            axis=[rc, ry, rx],
+        ),
+        name="conv2d_nchw_oblocked",
+    )
+    return te.compute(
+        (n, out_channels, out_h, out_w),
+        lambda b, c, y, x: conv[b, c // block, y, x, c % block].astype(dtype),
+        name="conv2d_nchw_unblock",
+    )
+
+
+def _exact_float_dtype(data_dtype: str, kernel_dtype: str, out_dtype: str, reduction: int) -> str:
+    """The dtype to accumulate a convolution in: ``float32`` for an int8 x int8 -> int32 one whose sums
+    of ``reduction`` products stay below 2**24 (each partial sum is then an exact float32 integer, and
+    vector FMAs are cheaper than AVX2's ``vpmulld``), else ``out_dtype``."""
+    dtypes = {str(data_dtype), str(kernel_dtype)}
+    largest = 128 if dtypes == {"int8"} else 255 if dtypes <= {"int8", "uint8"} else None
+    exact = largest is not None and reduction * largest * largest < 2**24
+    return "float32" if exact and str(out_dtype) == "int32" else out_dtype
+
+
+def _out_block(call: relax.Call) -> int | None:
+    """The output-channel block for an NCHW/OIHW ``groups=1`` conv2d (None: not such a conv)."""
     attrs = call.attrs
-    data_layout = str(attrs.data_layout)
-    if not _BLOCKED.fullmatch(data_layout):
+    layouts = (str(attrs.data_layout), str(attrs.kernel_layout), str(attrs.out_layout))
+    if layouts != ("NCHW", "OIHW", "NCHW") or int(attrs.groups) != 1:
+        return None
+    out_channels = int(call.args[1].ty.shape[0])
+    return next((b for b in BLOCKS if out_channels % b == 0), None)
+
+
+def legalize_nchw_conv2d(bb: relax.BlockBuilder, call: relax.Call, out_blocked: bool) -> relax.Expr:
+    """An NCHW conv2d: :func:`out_blocked_conv2d` when ``out_blocked`` and its output channels block,
+    else TVM's own lowering."""
+    block = _out_block(call) if out_blocked else None
+    if block is None:
         from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
         return _nn_conv2d(bb, call)
+    attrs = call.attrs
+    return bb.call_te(
+        out_blocked_conv2d,
+        call.args[0],
+        call.args[1],
+        [int(s) for s in attrs.strides],
+        [int(p) for p in attrs.padding],
+        [int(d) for d in attrs.dilation],
+        block,
+        _out_dtype(call),
+        primfunc_name_hint="conv2d_nchw_oblocked",
+    )
+
+
+def _out_dtype(call: relax.Call) -> str:
+    dtype = str(call.attrs.out_dtype)
+    return "" if dtype in ("", "void", "None") else dtype
+
+
+def legalize_blocked_conv2d(
+    bb: relax.BlockBuilder, call: relax.Call, out_blocked: bool = False
+) -> relax.Expr:
+    """``LegalizeOps`` rule for ``relax.nn.conv2d``: blocked layouts via :func:`blocked_conv2d`, NCHW ones
+    via :func:`legalize_nchw_conv2d`."""
+    attrs = call.attrs
+    data_layout = str(attrs.data_layout)
+    if not _BLOCKED.fullmatch(data_layout):
+        return legalize_nchw_conv2d(bb, call, out_blocked)
     if str(attrs.out_layout) != data_layout or not _KERNEL.fullmatch(str(attrs.kernel_layout)):
         raise ValueError(f"unsupported blocked conv2d layouts {data_layout}/{attrs.kernel_layout}")
     return bb.call_te(
@@ -91,7 +190,7 @@ def legalize_blocked_conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.E
         [int(p) for p in attrs.padding],
         [int(d) for d in attrs.dilation],
         int(attrs.groups),
-        "" if str(attrs.out_dtype) in ("", "void", "None") else str(attrs.out_dtype),
+        _out_dtype(call),
         primfunc_name_hint="conv2d_nchwc",
     )
 
@@ -147,7 +246,61 @@ def convert_to_blocked(mod: IRModule, blocks: tuple[int, ...] = BLOCKS) -> IRMod
         mod = relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW1i{block}o"]})(mod)
         if index < len(blocks) - 1:
             mod = _LowerBlockedConvs(mod).run()
-    return mod
+    return fold_layout_transform_pairs(mod)
+
+
+def fold_layout_transform_pairs(mod: IRModule) -> IRModule:
+    """``layout_transform(layout_transform(x, a), b)`` -> one ``layout_transform(x, b . a)`` when the inner
+    result has no other use: between convolutions of different blocks (``NCHW8c`` -> ``NCHW`` ->
+    ``NCHW16c``) the activation is copied once instead of twice."""
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            uses = _use_counts(func)
+            mod[gv] = _FoldTransformPairs(relax.analysis.get_var2val(func), uses).visit_expr(func)
+    return relax.transform.DeadCodeElimination()(mod)
+
+
+def _use_counts(func: relax.Function) -> dict:
+    """How many bindings (and the function's result) use each variable of ``func``."""
+    counts: dict = {}
+    for value in [*relax.analysis.get_var2val(func).values(), func.body.body]:
+        for var in relax.analysis.free_vars(value):
+            counts[var] = counts.get(var, 0) + 1
+    return counts
+
+
+_LAYOUT_TRANSFORM = "relax.layout_transform"
+
+
+@relax.expr_functor.mutator
+class _FoldTransformPairs(relax.PyExprMutator):
+    """See :func:`fold_layout_transform_pairs`."""
+
+    def __init__(self, var2val: dict, uses: dict) -> None:
+        super().__init__()
+        self.var2val, self.uses = var2val, uses
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not _is_unpadded_transform(call) or not isinstance(call.args[0], relax.Var):
+            return call
+        inner = self.var2val.get(call.args[0])
+        if not _is_unpadded_transform(inner) or self.uses.get(call.args[0], 0) != 1:
+            return call
+        first, second = inner.attrs.index_map, call.attrs.index_map
+        composed = tvm.tirx.IndexMap.from_func(
+            lambda *i: second.map_indices(first.map_indices(list(i))), ndim=len(first.initial_indices)
+        )
+        return relax.op.layout_transform(inner.args[0], composed)
+
+
+def _is_unpadded_transform(expr) -> bool:
+    return (
+        isinstance(expr, relax.Call)
+        and isinstance(expr.op, tvm.ir.Op)
+        and expr.op.name == _LAYOUT_TRANSFORM
+        and expr.attrs.pad_value is None
+    )
 
 
 @relax.expr_functor.mutator
@@ -171,6 +324,13 @@ class _LowerBlockedConvs(relax.PyExprMutator):
         return call
 
 
-def legalize_map() -> dict:
-    """The ``customize_legalize_map`` for ``LegalizeOps`` that lowers blocked convolutions."""
-    return {"relax.nn.conv2d": legalize_blocked_conv2d}
+def legalize_map(out_blocked: bool = False) -> dict:
+    """The ``customize_legalize_map`` for ``LegalizeOps`` that lowers blocked convolutions.
+
+    ``out_blocked`` (CPU targets): NCHW convolutions with blockable output channels are computed in
+    output-channel blocks too (:func:`out_blocked_conv2d`)."""
+
+    def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+        return legalize_blocked_conv2d(bb, call, out_blocked)
+
+    return {"relax.nn.conv2d": legalize}

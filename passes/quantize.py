@@ -25,6 +25,7 @@ from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
 from hanasc.passes.config import ACT_BITS, WEIGHT_BITS, Config, ConfigError
 from hanasc.passes.packing import PACKED_BITS, pack_bits, unpack_expr
+from hanasc.passes.weight_clipping import SEARCHED_BITS, mse_scales
 from hanasc.passes.weights import WeightEditor, layer_of_weight, weight_name_of, weight_params
 
 QMIN, QMAX = -127, 127  # int8 activations: symmetric restricted range (zero maps to 0, -128 unused)
@@ -52,13 +53,18 @@ def quantize_weight(w: np.ndarray, bits: int, axis: int = 0) -> tuple[np.ndarray
     """Symmetric per-channel quantization of ``w`` along ``axis`` (the output channels).
 
     Returns ``(q, scale)``: int8 codes in ``[-qmax, qmax]`` and float32 scales of length ``w.shape[axis]``.
+    8 bits use the max-abs scale; 4 and 2 bits the per-channel clipping of least squared error
+    (:mod:`hanasc.passes.weight_clipping`).
     """
     qmax = weight_qmax(bits)
     w = np.asarray(w, np.float32)
     axis = axis % w.ndim
     others = tuple(i for i in range(w.ndim) if i != axis)
     amax = np.abs(w).max(axis=others) if others else np.abs(w)
-    scale = (amax / np.float32(qmax)).astype(np.float32)
+    if bits in SEARCHED_BITS:  # 4/2 bits: the clipping of least error per channel
+        scale = mse_scales(w, amax, qmax, axis)
+    else:
+        scale = (amax / np.float32(qmax)).astype(np.float32)
     scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
     q = np.clip(np.round(w / scale.reshape(_channel_shape(w.ndim, axis))), -qmax, qmax)
     return q.astype(np.int8), scale

@@ -12,6 +12,7 @@ is written back. Any kernel the rule does not recognise is left as it was.
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from tvm import s_tir, tirx
@@ -19,6 +20,7 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target
 
 CONV_BLOCKS = ("conv2d_nchwc", "depthwise_conv2d_nchwc")
+OUT_BLOCKED = "conv2d_nchw_oblocked"  # an NCHW conv computed in output-channel blocks (blocked_layout)
 
 
 def x_tile(width: int, limit: int = 8) -> int:
@@ -49,11 +51,13 @@ class BlockedConv(CPUScheduleRule):
             blocks = sch.get_child_blocks(sch.get_sblock("root"))
         except Exception:  # no root block: not a kernel this rule knows
             return None
-        convs = [i for i, b in enumerate(blocks) if sch.get(b).name_hint.startswith(CONV_BLOCKS)]
+        names = [sch.get(b).name_hint for b in blocks]
+        convs = [i for i, name in enumerate(names) if name.startswith((*CONV_BLOCKS, OUT_BLOCKED))]
         if len(convs) != 1:
             return None
+        schedule = _schedule_out_blocked if names[convs[0]].startswith(OUT_BLOCKED) else _schedule
         try:
-            _schedule(sch, blocks, convs[0], self.x_tile_limit, self.parallel(target))
+            schedule(sch, blocks, convs[0], self.x_tile_limit, self.parallel(target))
         except Exception:  # a fused kernel of a shape the rule does not handle: leave it
             return None
         return sch
@@ -98,3 +102,85 @@ def _loads_of(sch: s_tir.Schedule, block, buffer) -> int:
     """How many times ``block``'s body reads ``buffer`` (counted in its printed body: 0.27 exposes no
     TIR visitor to Python)."""
     return len(re.findall(rf"\b{re.escape(buffer.name)}\[", sch.get(block).body.script()))
+
+
+def _schedule_out_blocked(
+    sch: s_tir.Schedule, blocks: list, conv_index: int, x_tile_limit: int, parallel: bool
+) -> None:
+    """An NCHW convolution lowered as ``weight_pack`` -> ``conv2d_nchw_oblocked`` -> ``conv2d_nchw_unblock``
+    (:func:`hanasc.passes.blocked_layout.out_blocked_conv2d`): the blocked schedule on a local tile, the
+    copy back to NCHW (with the fused epilogue) vectorized along the tile's pixels."""
+    conv = blocks[conv_index]
+    producers, consumers = blocks[:conv_index], blocks[conv_index + 1 :]
+    *middle, last = consumers
+    for block in middle:  # the unblocking copy, bias, clip, ...: folded into the last element-wise op
+        sch.compute_inline(block)
+    n, oc, y, x, ob, *reduce = sch.get_loops(conv)
+    # at most 64 accumulator lanes: 8 AVX2 registers of 8 floats (16-channel blocks: 4 pixels)
+    tile = x_tile(int(sch.get(x).extent), min(x_tile_limit, max(1, 64 // int(sch.get(ob).extent))))
+    xo, xi = sch.split(x, [None, tile])
+    sch.reorder(n, oc, y, xo, *reduce, xi, ob)
+    outer = sch.fuse(n, oc, y)
+    if parallel:
+        sch.parallel(outer)
+    for block in producers:  # padding and the weight repacking: separate passes over small buffers
+        vectorize_injective(sch, block)
+    sch.reverse_compute_at(last, xo)
+    sch.set_scope(conv, 0, "local")
+    sch.vectorize(sch.get_loops(last)[-1])
+    sch.unroll(xi)
+    sch.vectorize(ob)
+    init = sch.decompose_reduction(conv, reduce[0])
+    sch.vectorize(sch.get_loops(init)[-1])
+
+
+def vectorize_injective(sch: s_tir.Schedule, block, parallel: bool = False) -> None:
+    """The innermost loop of a spatial ``block`` vectorized: split by 16 or 8 lanes when one divides it,
+    whole when it is short (<= 64); a longer loop neither divides stays scalar. ``parallel``: the
+    outermost loop on the thread pool."""
+    loops = sch.get_loops(block)
+    inner = loops[-1]
+    extent = int(sch.get(inner).extent)
+    width = next((w for w in (16, 8) if extent % w == 0), extent if extent <= 64 else None)
+    if parallel and len(loops) > 1:
+        sch.parallel(loops[0])
+    if width is None or width == 1:
+        return
+    if extent > width:
+        inner = sch.split(inner, [None, width])[1]
+    sch.vectorize(inner)
+
+
+class Injective(CPUScheduleRule):
+    """Element-wise / injective kernels (a standalone activation quantize, ``layout_transform``): each
+    block's innermost loop vectorized (:func:`vectorize_injective`), producers inlined into their
+    consumers where possible; on the thread pool only where :meth:`BlockedConv.parallel` would be."""
+
+    def __init__(self, min_parallel_cores: int = 4) -> None:
+        self.min_parallel_cores = min_parallel_cores
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        sch = s_tir.Schedule(func)
+        try:
+            blocks = sch.get_child_blocks(sch.get_sblock("root"))
+            if not blocks or not all(_is_spatial(sch, b) for b in blocks):
+                return None
+            parallel = BlockedConv(min_parallel_cores=self.min_parallel_cores).parallel(target)
+            for block in blocks[:-1]:
+                with contextlib.suppress(Exception):  # an output, or read twice: its own loop
+                    sch.compute_inline(block)
+            for block in sch.get_child_blocks(sch.get_sblock("root")):
+                vectorize_injective(sch, block, parallel)
+        except Exception:  # a kernel of a structure the rule does not handle: leave it
+            return None
+        return sch
+
+
+def _is_spatial(sch: s_tir.Schedule, block) -> bool:
+    """Whether ``block`` has only spatial iteration variables, each under a loop of its own."""
+    stmt = sch.get(block)
+    loops = sch.get_loops(block)
+    own = all(len(sch.get_child_blocks(loop)) == 1 for loop in loops)
+    return own and all(int(v.iter_type) == tirx.IterVar.DataPar for v in stmt.iter_vars)

@@ -8,6 +8,8 @@ widen them at compile time and the library unpacks/dequantizes them at run time.
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def compile_late_bound(mod, target):
     """Compile ``mod`` (weights as parameters, or already bound) for ``target`` with hanasc's pipeline
@@ -27,6 +29,8 @@ def compile_late_bound(mod, target):
         from hanasc.passes.blocked_layout import convert_to_blocked
 
         early = convert_to_blocked(early)
+    if packed:
+        early, packed = prepack_weights(early, packed)
     stages = pipelines.backend(target)
     late = {k: tvm.runtime.tensor(v) for k, v in packed.items()}
     database = tuned_records(target)
@@ -59,3 +63,79 @@ def tuned_records(target):
         return None
     with tuning.light_intrinsics(tuning.is_gpu(target)):
         return tuning.open_database(path)
+
+
+def prepack_weights(mod, values: dict[str, np.ndarray]) -> tuple:
+    """Apply the ``layout_transform`` / ``permute_dims`` that ``main`` runs on a late-bound weight
+    parameter once, now, in numpy: such a weight gets a new parameter holding it in the layout its op
+    uses (``<name>.packed<i>``), so no kernel rearranges weights on every inference.
+
+    Returns the new module and the values of its late-bound parameters (unused originals dropped).
+    """
+    from tvm import relax
+
+    func = mod["main"]
+    mutator = _prepack_mutator(values)
+    body = mutator.visit_expr(func.body)
+    if not mutator.new_values:
+        return mod, values
+    used = {v.name for v in relax.analysis.free_vars(body)}
+    params = [p for p in func.params if p.name in used or p.name not in values] + mutator.new_params
+    out = {k: v for k, v in {**values, **mutator.new_values}.items() if k in used}
+    new = relax.Function(params, body, func.ret_ty, func.is_pure, func.attrs, func.span)
+    mod = mod.clone() if hasattr(mod, "clone") else mod
+    mod["main"] = new
+    return mod, out
+
+
+def _prepacked_value(call, value: np.ndarray) -> np.ndarray | None:
+    """``call`` (a layout_transform or permute_dims of one weight) evaluated on ``value``; None when it is
+    another op, or a layout_transform that pads."""
+    import tvm
+
+    name = call.op.name if isinstance(call.op, tvm.ir.Op) else ""
+    if name == "relax.permute_dims":
+        axes = call.attrs.axes
+        result = np.transpose(value, None if axes is None else [int(a) for a in axes])
+    elif name == "relax.layout_transform":
+        result = call.attrs.index_map.map_tensor(tvm.runtime.tensor(value)).numpy()
+    else:
+        return None
+    if tuple(result.shape) != tuple(int(d) for d in call.ty.shape):
+        return None
+    return np.ascontiguousarray(result)
+
+
+def _prepack_mutator(values: dict[str, np.ndarray]):
+    """A mutator that replaces layout ops on late-bound weight parameters (``values``) by new, already
+    transformed parameters (collected in its ``new_params`` / ``new_values``)."""
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class Prepack(relax.PyExprMutator):
+        """See :func:`_prepack_mutator`."""
+
+        def __init__(self, values: dict[str, np.ndarray]) -> None:
+            super().__init__()
+            self.values = values
+            self.new_values: dict[str, np.ndarray] = {}
+            self.new_params: list = []
+
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if (
+                not call.args
+                or not isinstance(call.args[0], relax.Var)
+                or call.args[0].name not in self.values
+            ):
+                return call
+            result = _prepacked_value(call, self.values[call.args[0].name])
+            if result is None:
+                return call
+            name = f"{call.args[0].name}.packed{len(self.new_params)}"
+            var = relax.Var(name, relax.TensorType(result.shape, str(result.dtype)))
+            self.new_values[name] = result
+            self.new_params.append(var)
+            return var
+
+    return Prepack(values)

@@ -34,7 +34,10 @@ def fused_passes(target) -> list:
     legalize = stages.legalize_passes(target)
     assert isinstance(legalize[0], type(relax.transform.LegalizeOps()))
     # Blocked (NCHW16c) convolutions need their own lowering; every other op is legalized as usual.
-    passes = [*stages.library_dispatch_passes(target), relax.transform.LegalizeOps(legalize_map())]
+    passes = [
+        *stages.library_dispatch_passes(target),
+        relax.transform.LegalizeOps(legalize_map(not is_gpu(target))),
+    ]
     return passes + legalize[1:-1] if is_gpu(target) else passes + legalize[1:]
 
 
@@ -52,9 +55,9 @@ def cpu_default_rules() -> list:
     """Schedule rules that make a CPU kernel fast without tuning (tried in order)."""
     from tvm.s_tir import dlight
 
-    from hanasc.targets.cpu_schedules import BlockedConv
+    from hanasc.targets.cpu_schedules import BlockedConv, Injective
 
-    return [BlockedConv(), dlight.cpu.GEMV()]
+    return [BlockedConv(), dlight.cpu.GEMV(), Injective()]
 
 
 def has_default_schedule(func, target) -> bool:

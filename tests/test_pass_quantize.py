@@ -159,11 +159,18 @@ def test_quantize_weight_is_symmetric_per_channel(bits, qmax):
     q, scale = quantize_weight(w, bits)
     assert q.dtype == np.int8 and scale.dtype == np.float32 and scale.shape == (6,)
     assert np.abs(q).max() == qmax and q[2].max() == 0 and q[2].min() == 0 and scale[2] == 1.0
+    err = np.abs(fake_quantize_weight(w, bits) - w)
+    step = scale[:, None, None, None]
     for c in (0, 1, 3, 4, 5):
         assert np.abs(q[c]).max() == qmax  # the largest weight of each channel maps to qmax
-        np.testing.assert_allclose(scale[c], np.abs(w[c]).max() / qmax, rtol=1e-6)
-    err = np.abs(fake_quantize_weight(w, bits) - w)
-    assert np.all(err <= scale[:, None, None, None] / 2 + 1e-6)  # at most half a step per channel
+        if bits == 8:  # max-abs scale
+            np.testing.assert_allclose(scale[c], np.abs(w[c]).max() / qmax, rtol=1e-6)
+        else:  # clipped by least error: never a wider step than max-abs
+            assert scale[c] <= np.abs(w[c]).max() / qmax * (1 + 1e-6)
+    inside = np.abs(w) <= step * qmax
+    assert np.all((err <= step / 2 + 1e-6) | ~inside)  # at most half a step where not clipped
+    if bits == 8:
+        assert inside.all()
 
 
 def test_fake_quantize_weight_float_choices_and_axis():

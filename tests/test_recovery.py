@@ -92,3 +92,18 @@ def test_ranges_file_keeps_the_means(shifted_data, tmp_path):
     config = Config({model.layers[0].name: LayerChoice(w_bits=2)})
     a, b = recovered_weights(model, config, ranges), recovered_weights(model, config, loaded)
     assert a.keys() == b.keys() and all(np.allclose(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_low_bit_weights_clip_by_least_error(bits):
+    """A few large weights no longer cost every other weight its codes: less error than max-abs."""
+    from hanasc.passes.quantize import fake_quantize_weight, weight_qmax
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    w[:, 0, 0, 0] *= 8  # one outlier per channel
+    qmax = weight_qmax(bits)
+    amax = np.abs(w).reshape(16, -1).max(axis=1)[:, None, None, None] / qmax
+    max_abs = np.clip(np.round(w / amax), -qmax, qmax) * amax
+    gain = ((fake_quantize_weight(w, bits) - w) ** 2).mean() / ((max_abs - w) ** 2).mean()
+    assert gain < (0.95 if bits == 4 else 0.75), gain

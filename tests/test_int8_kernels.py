@@ -1,0 +1,190 @@
+"""hanasc's CPU kernels for int8 models: the NCHW (RGB stem) convolution computed in output-channel blocks,
+the vectorized element-wise kernels (activation quantize, layout_transform) and late-bound weights prepacked
+into the layout their op uses. Outputs against numpy / onnxruntime, schedules by inspection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import tvm
+from torch import nn
+from tvm import relax
+
+import hanasc
+from hanasc.calibration import calibrate
+from hanasc.passes.blocked_layout import convert_to_blocked
+from hanasc.passes.config import Config, LayerChoice
+from hanasc.passes.quantize import FakeQuantizeLayers, QuantizeLayers
+from hanasc.relax_params import bind_weights, is_packed, weights_of
+from hanasc.targets import host, pipelines
+from hanasc.targets.cpu_schedules import Injective
+from hanasc.targets.late_binding import compile_late_bound, prepack_weights
+
+SHAPE = (1, 3, 32, 32)
+
+
+class StemNet(nn.Module):
+    """An RGB stem (3x3 stride 2, stays NCHW), depthwise, pointwise with a residual add, a dense head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.pw = nn.Conv2d(16, 16, 1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.clamp(self.stem(x), 0.0, 6.0)
+        y = y + self.pw(torch.clamp(self.dw(y), 0.0, 6.0))
+        return self.fc(y.mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def stem_net(tmp_path_factory):
+    torch.manual_seed(0)
+    path = Path(tmp_path_factory.mktemp("int8k")) / "stem.onnx"
+    torch.onnx.export(
+        StemNet().eval(),
+        (torch.randn(SHAPE),),
+        str(path),
+        input_names=["input"],
+        output_names=["output"],
+        opset_version=17,
+        dynamo=False,
+    )
+    loaded = hanasc.load_model(path)
+    rng = np.random.default_rng(0)
+    ranges = calibrate(loaded, [rng.standard_normal(SHAPE).astype(np.float32) for _ in range(4)])
+    config = Config(layers={layer.name: LayerChoice(w_bits=8, a_bits=8) for layer in loaded.layers})
+    return path, loaded, config, ranges
+
+
+def _input(seed: int = 5) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(SHAPE).astype(np.float32)
+
+
+def _scheduled_kernels(mod) -> dict[str, tvm.tirx.PrimFunc]:
+    """The PrimFuncs of ``mod`` after hanasc's CPU pipeline up to the default schedules."""
+    target = host.tvm_target()
+    mod = convert_to_blocked(bind_weights(mod, keep_packed=True))
+    with target:
+        mod = tvm.transform.Sequential(pipelines.fused_passes(target))(mod)
+        mod = tvm.transform.Sequential(pipelines.default_schedule_passes(target))(mod)
+    return {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def test_fp32_artifact_matches_onnxruntime(stem_net):
+    path, loaded, _, _ = stem_net
+    x = _input()
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    got = host.run(host.build_artifact(loaded.mod), [x])[0]
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_w8a8_artifact_matches_fake_quantized(stem_net):
+    _, loaded, config, ranges = stem_net
+    x = _input()
+    real = host.run(host.build_artifact(QuantizeLayers(config, ranges)(loaded.mod)), [x])[0]
+    fake = host.run(host.build(bind_weights(FakeQuantizeLayers(config, ranges)(loaded.mod))), [x])[0]
+    fp32 = host.run(host.build(bind_weights(loaded.mod)), [x])[0]
+    scale = np.abs(fake).max()
+    # integer convs are exact; only float rounding of requantization (FMA contraction) may differ
+    assert np.abs(real - fake).max() <= 2e-3 * scale
+    assert np.abs(real - fp32).max() > 4e-3 * scale  # it really is quantized
+
+
+def test_stem_and_quantize_kernels_are_vectorized(stem_net):
+    _, loaded, config, ranges = stem_net
+    kernels = _scheduled_kernels(QuantizeLayers(config, ranges)(loaded.mod))
+    stem = [f for name, f in kernels.items() if "conv2d_nchw_oblocked" in name]
+    quantize = [f for name, f in kernels.items() if name.startswith("fused_divide")]
+    assert len(stem) == 1 and quantize  # the stem conv and the input's standalone quantize
+    for func in stem + quantize:
+        assert func.attrs.get("tirx.is_scheduled", False)
+        assert "T.vectorized" in func.script()
+    assert "float32" in str(stem[0].script())  # int8 x int8 accumulated exactly in float32 FMAs
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_nchw_conv_is_exact(dtype):
+    """An NCHW conv (3 input channels) with extreme int8 values, late-bound weight: equals numpy."""
+    rng = np.random.default_rng(1)
+    lo, hi = (-128, 128) if dtype == "int8" else (-3, 4)
+    x = rng.integers(lo, hi, (1, 3, 17, 17)).astype(dtype)
+    w = rng.integers(lo, hi, (24, 3, 3, 3)).astype(dtype)
+    x[0, :, :4, :4], w[:4] = lo, lo  # all-(-128) products: the largest sums
+    out_dtype = "int32" if dtype == "int8" else "float32"
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType(x.shape, dtype))
+    wv = relax.Var("w", relax.TensorType(w.shape, dtype))
+    with bb.function("main", [xv, wv], attrs={"num_input": 1}):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.conv2d(xv, wv, strides=2, padding=1, out_dtype=out_dtype))
+        bb.emit_func_output(y)
+    mod = bb.get()
+    if dtype == "int8":  # late bound, like a quantized model's weights
+        executable = compile_late_bound(_with_params(mod, {"w": w}), host.tvm_target())
+    else:
+        executable = host.build_artifact(relax.transform.BindParams("main", {"w": w})(mod))
+    got = host.run(executable, [x])[0]
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want = sum(
+        np.einsum(
+            "chw,oc->ohw", xp[0, :, ry : ry + 17 : 2, rx : rx + 17 : 2], w[:, :, ry, rx].astype(np.int64)
+        )
+        for ry in range(3)
+        for rx in range(3)
+    )[None]
+    np.testing.assert_array_equal(got, want.astype(out_dtype))
+
+
+def _with_params(mod, values: dict[str, np.ndarray]):
+    """``mod`` with ``values`` as its weight parameters' values (the ``params`` attribute hanasc uses)."""
+    func = mod["main"].with_attr("params", [tvm.runtime.tensor(v) for v in values.values()])
+    out = tvm.IRModule(dict(mod.functions_items()))
+    out["main"] = func
+    return out
+
+
+def test_injective_rule_vectorizes_a_quantize():
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType((1, 3, 20, 24), "float32"))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            codes = relax.op.clip(
+                relax.op.round(relax.op.divide(xv, relax.const(0.05, "float32"))), -127, 127
+            )
+            out = bb.emit_output(relax.op.astype(codes, "int8"))
+        bb.emit_func_output(out)
+    target = host.tvm_target()
+    with target:
+        mod = tvm.transform.Sequential(pipelines.fused_passes(target))(bb.get())
+    funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert len(funcs) == 1
+    with target:
+        sch = Injective().apply(funcs[0], target, False)
+    assert sch is not None and "T.vectorized" in sch.mod["main"].script()
+    x = np.random.default_rng(2).standard_normal((1, 3, 20, 24)).astype(np.float32) * 5
+    got = host.run(host.build_artifact(bb.get()), [x])[0]
+    np.testing.assert_array_equal(got, np.clip(np.round(x / np.float32(0.05)), -127, 127).astype(np.int8))
+
+
+def test_prepacked_weights_leave_no_layout_op_on_parameters(stem_net):
+    _, loaded, config, ranges = stem_net
+    mod = QuantizeLayers(config, ranges)(loaded.mod)
+    packed = {k: v for k, v in weights_of(mod).items() if is_packed(v)}
+    early = convert_to_blocked(bind_weights(mod, keep_packed=True))
+    prepacked, values = prepack_weights(early, packed)
+    params = {p.name for p in prepacked["main"].params}
+    assert set(values) <= params and any(name.endswith(".packed0") or ".packed" in name for name in values)
+    for binding in prepacked["main"].body.blocks[0].bindings:
+        value = binding.value
+        if isinstance(value, relax.Call) and value.op.name in (
+            "relax.layout_transform",
+            "relax.permute_dims",
+        ):
+            assert not (isinstance(value.args[0], relax.Var) and value.args[0].name in params)
