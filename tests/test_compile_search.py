@@ -70,3 +70,20 @@ def test_predictor_samples_include_int8_with_one_float_layer(costs):
     samples = seed_genomes(space, np.random.default_rng(0), 40)
     reverts = [g for g in samples if (g != int8).sum() == 1 and g[np.flatnonzero(g != int8)[0]] == 0]
     assert reverts, "no sample is uniform int8 with one layer kept float"
+
+
+def test_a_failing_build_of_the_original_is_one_line(tmp_path):
+    """TVM's multi-line errors become one line naming the model, the target and the check that failed."""
+    from types import SimpleNamespace
+
+    from hanasc.compile_pipeline import _fails_as_one_line
+    from hanasc.errors import HanascError
+
+    model = SimpleNamespace(path=tmp_path / "m.onnx")
+    message = "Traceback (most recent call last):\n  0: foo\n  File x.cc\nCheck failed: ndim == 4 (5 vs. 4)\n"
+    with pytest.raises(HanascError) as error, _fails_as_one_line(model, "cortex-a78"):
+        raise RuntimeError(message)
+    assert (
+        str(error.value)
+        == f"{tmp_path / 'm.onnx'}: cannot be compiled for cortex-a78: Check failed: ndim == 4 (5 vs. 4)"
+    )

@@ -14,6 +14,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -345,7 +346,14 @@ def compile_model(
     measurable = info.name == "host" or session is not None
     if measurable and original_measure is None:
         stage.log(f"compiling and measuring the original model on {where}")
-        original_measure = measure(model.mod)
+        with _fails_as_one_line(model, info.name):
+            original_measure = measure(model.mod)
+    elif not measurable and info.tvm_target() is not None:  # fail in seconds, not after the search
+        from hanasc.targets.late_binding import compile_late_bound
+
+        stage.log(f"compiling the original model for {info.name} (checks it builds before the search)")
+        with _fails_as_one_line(model, info.name):
+            compile_late_bound(model.mod, info.tvm_target())
     if original_measure is not None:
         costs.observe(space.identity(), original_measure["value"])
     int8 = uniform_genome(space, (8, 8))
@@ -559,6 +567,20 @@ def compile_model(
             metric,
         )
     return CompileResult(report, Path(out))
+
+
+@contextmanager
+def _fails_as_one_line(model: LoadedModel, target: str):
+    """A TVM failure while building the original model becomes one line naming the model and target."""
+    try:
+        yield
+    except HanascError:
+        raise
+    except Exception as exc:  # TVM raises many types (TVMError, InternalError, ValueError, ...)
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = next((line for line in reversed(lines) if "Check failed" in line or "Error" in line), None)
+        reason = (reason or (lines[0] if lines else type(exc).__name__))[:300]
+        raise HanascError(f"{model.path}: cannot be compiled for {target}: {reason}") from None
 
 
 def _fastest_genome(space: SearchSpace) -> np.ndarray:
