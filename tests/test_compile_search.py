@@ -87,3 +87,33 @@ def test_a_failing_build_of_the_original_is_one_line(tmp_path):
         str(error.value)
         == f"{tmp_path / 'm.onnx'}: cannot be compiled for cortex-a78: Check failed: ndim == 4 (5 vs. 4)"
     )
+
+
+def test_shipped_layer_times_drive_the_estimate(test_models, tmp_path, monkeypatch):
+    """Per-layer times measured in the artifact replace the profiles; changed shapes scale by their ratio."""
+    from hanasc.layer_timing import time_layers
+    from hanasc.passes.config import Config, LayerChoice
+    from hanasc.targets import host
+
+    monkeypatch.setenv("HANASC_CACHE", str(tmp_path))
+    model = hanasc.load_model(test_models["inverted_residual"])
+    space = build_space(model, _space_options(get_target("host"), "joint"))
+    costs = SearchCosts(model, space, "host")
+    shipped = time_layers(
+        host.build_artifact(model.mod),
+        [model.example_inputs()["input"]],
+        [x.name for x in model.layers],
+        runs=3,
+    )
+    assert shipped is not None and set(shipped.layer_ms) == {x.name for x in model.layers}
+    costs.use_shipped_times("float32", shipped.layer_ms, shipped.other_ms)
+    identity = costs.config_costs(space.decode(space.identity()))
+    assert identity.seconds * 1e3 == pytest.approx(sum(shipped.layer_ms.values()) + shipped.other_ms)
+    # a layer at half width: its measured time times the profiles' ratio, the others unchanged
+    producer = next(x for x in model.layers if x.op == "conv" and x.kernel == (1, 1))
+    narrow = costs.config_costs(Config({producer.name: LayerChoice(width=0.5)}))
+    assert narrow.seconds < identity.seconds
+    # int8 with no int8 measurement: the fp32 time times the profiles' int8/fp32 ratio
+    int8 = costs.config_costs(Config({producer.name: LayerChoice(w_bits=8, a_bits=8)}))
+    assert int8.int8_s > 0 and int8.float_s < identity.seconds
+    assert "measured in the shipped artifact (float32)" in costs.source()["model"]

@@ -4,6 +4,8 @@ into the layout their op uses. Outputs against numpy / onnxruntime, schedules by
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +18,14 @@ from tvm import relax
 
 import hanasc
 from hanasc.calibration import calibrate
-from hanasc.passes.blocked_layout import convert_to_blocked
+from hanasc.passes.blocked_layout import PAIR_CONV, convert_to_blocked
 from hanasc.passes.config import Config, LayerChoice
 from hanasc.passes.quantize import FakeQuantizeLayers, QuantizeLayers
 from hanasc.relax_params import bind_weights, is_packed, weights_of
 from hanasc.targets import host, pipelines
 from hanasc.targets.cpu_schedules import Injective
 from hanasc.targets.late_binding import compile_late_bound, prepack_weights
+from hanasc.targets.x86_int8 import supports_pair_kernels
 
 SHAPE = (1, 3, 32, 32)
 
@@ -188,3 +191,128 @@ def test_prepacked_weights_leave_no_layout_op_on_parameters(stem_net):
             "relax.permute_dims",
         ):
             assert not (isinstance(value.args[0], relax.Var) and value.args[0].name in params)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the vpmaddwd pair kernel (x86 with AVX2): int8 pointwise convs as int16 x int8 pairs
+
+needs_avx2 = pytest.mark.skipif(
+    not supports_pair_kernels(host.tvm_target()), reason="the pair kernel needs an x86 CPU with AVX2"
+)
+
+
+def _pointwise_module(cin: int, cout: int, size: int, w: np.ndarray):
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType((1, cin, size, size), "int8"))
+    wv = relax.Var("w", relax.TensorType(w.shape, "int8"))
+    with bb.function("main", [xv, wv], attrs={"num_input": 1}):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.conv2d(xv, wv, out_dtype="int32"))
+        bb.emit_func_output(y)
+    return _with_params(bb.get(), {"w": w})
+
+
+def _pair_kernels(mod) -> dict[str, tvm.tirx.PrimFunc]:
+    """The scheduled pair-conv PrimFuncs of ``mod`` in the host pipeline (pair kernels on)."""
+    target = host.tvm_target()
+    mod = convert_to_blocked(bind_weights(mod, keep_packed=True), pair_kernels=True)
+    with target:
+        mod = tvm.transform.Sequential(pipelines.fused_passes(target))(mod)
+        mod = tvm.transform.Sequential(pipelines.default_schedule_passes(target))(mod)
+    return {
+        gv.name_hint: f
+        for gv, f in mod.functions.items()
+        if isinstance(f, tvm.tirx.PrimFunc) and PAIR_CONV in gv.name_hint
+    }
+
+
+@needs_avx2
+@pytest.mark.parametrize("cin,cout,size", [(40, 16, 7), (144, 24, 14), (24, 48, 9), (32, 8, 12)])
+def test_pair_kernel_is_exact(cin, cout, size):
+    """int8 x int8 -> int32 pointwise convs (cin 40, 24: 8-channel blocks) equal numpy, extremes included."""
+    rng = np.random.default_rng(cin + cout)
+    x = rng.integers(-127, 128, (1, cin, size, size)).astype(np.int8)
+    w = rng.integers(-128, 128, (cout, cin, 1, 1)).astype(np.int8)
+    x[0, :, :2, :2], w[:2] = -127, -128  # the largest sums
+    mod = _pointwise_module(cin, cout, size, w)
+    assert len(_pair_kernels(mod)) == 1
+    got = host.run(compile_late_bound(mod, host.tvm_target()), [x])[0]
+    want = np.einsum("chw,oc->ohw", x[0].astype(np.int64), w[:, :, 0, 0].astype(np.int64))[None]
+    np.testing.assert_array_equal(got, want.astype(np.int32))
+
+
+@needs_avx2
+def test_pair_kernel_uses_vpmaddwd(tmp_path):
+    w = np.random.default_rng(3).integers(-127, 128, (16, 48, 1, 1)).astype(np.int8)
+    mod = _pointwise_module(48, 16, 8, w)
+    (kernel,) = _pair_kernels(mod).values()
+    assert "llvm.x86.avx2.pmadd.wd" in kernel.script()  # tensorized
+    packed = {k: v for k, v in weights_of(mod).items() if is_packed(v)}
+    _, values = prepack_weights(
+        convert_to_blocked(bind_weights(mod, keep_packed=True), pair_kernels=True), packed
+    )
+    assert [v.shape for v in values.values()] == [(1, 1, 1, 24, 16, 2)]  # OHWI16o2i, packed once at bind time
+    objdump = shutil.which("objdump")
+    if objdump:
+        lib = tmp_path / "pair.so"
+        compile_late_bound(mod, host.tvm_target()).export_library(str(lib))
+        assembly = subprocess.run(
+            [objdump, "-d", str(lib)], capture_output=True, text=True, check=True
+        ).stdout
+        assert "vpmaddwd" in assembly
+
+
+def test_pair_kernels_only_on_x86_avx2():
+    a78 = tvm.target.Target(
+        {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a78", "mattr": ["+neon", "+dotprod"]}
+    )
+    assert not supports_pair_kernels(a78)
+    assert not supports_pair_kernels(tvm.target.Target({"kind": "llvm", "mcpu": "x86-64"}))  # SSE2 only
+
+
+class MixedNet(nn.Module):
+    """fp32 stem and depthwise, int8 pointwise convs (32 -> 48 and 48 -> 32 with a residual add)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.expand = nn.Conv2d(32, 48, 1)
+        self.dw = nn.Conv2d(48, 48, 3, padding=1, groups=48)
+        self.project = nn.Conv2d(48, 32, 1)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.clamp(self.stem(x), 0.0, 6.0)
+        z = torch.clamp(self.dw(torch.clamp(self.expand(y), 0.0, 6.0)), 0.0, 6.0)
+        y = y + self.project(z)
+        return self.fc(y.mean((2, 3)))
+
+
+@needs_avx2
+def test_mixed_int8_fp32_model_with_pair_kernels_matches_fake_quantized(tmp_path):
+    torch.manual_seed(1)
+    path = tmp_path / "mixed.onnx"
+    shape = (1, 3, 16, 16)
+    torch.onnx.export(
+        MixedNet().eval(),
+        (torch.randn(shape),),
+        str(path),
+        input_names=["input"],
+        opset_version=17,
+        dynamo=False,
+    )
+    loaded = hanasc.load_model(path)
+    rng = np.random.default_rng(0)
+    ranges = calibrate(loaded, [rng.standard_normal(shape).astype(np.float32) for _ in range(4)])
+    int8 = [layer.name for layer in loaded.layers if "expand" in layer.name or "project" in layer.name]
+    assert len(int8) == 2
+    config = Config(layers={name: LayerChoice(w_bits=8, a_bits=8) for name in int8})
+    quantized = QuantizeLayers(config, ranges)(loaded.mod)
+    assert len(_pair_kernels(quantized)) == 2
+    x = rng.standard_normal(shape).astype(np.float32)
+    real = host.run(host.build_artifact(quantized), [x])[0]
+    fake = host.run(host.build(bind_weights(FakeQuantizeLayers(config, ranges)(loaded.mod))), [x])[0]
+    fp32 = host.run(host.build(bind_weights(loaded.mod)), [x])[0]
+    scale = np.abs(fake).max()
+    assert np.abs(real - fake).max() <= 2e-3 * scale
+    assert np.abs(real - fp32).max() > 1e-4 * scale  # it really is quantized

@@ -335,19 +335,31 @@ def compile_model(
     original_measure = original_latency if info.name == "host" and session is None else None
     probe = [model.example_inputs(seed=1)[s.name] for s in model.inputs]
 
-    def measure(mod) -> dict:
-        """Latency of a materialized module where the target is reachable (the host or the RPC device)."""
+    layer_names = [layer.name for layer in model.layers]
+
+    def measure(mod, dtype: str | None = None) -> dict:
+        """Latency of a materialized module where the target is reachable (the host or the RPC device);
+        on the host, a uniform ``dtype`` build also gives the search its per-layer times."""
         if session is not None:
             return measure_remote(mod, info, session, options.measure_repeats)[1]
+        from hanasc.layer_timing import time_layers
         from hanasc.targets import host
 
-        return measure_host(host.build_artifact(mod), probe, options.measure_repeats)  # untuned
+        executable = host.build_artifact(mod)  # untuned
+        if dtype is not None:
+            shipped = time_layers(executable, probe, layer_names)
+            if shipped is not None:
+                other = shipped.other_ms if dtype == "float32" else None
+                costs.use_shipped_times(dtype, shipped.layer_ms, other)
+                stage.log(f"per-layer times of the shipped {dtype} artifact measured for the estimate")
+        return measure_host(executable, probe, options.measure_repeats)
 
     measurable = info.name == "host" or session is not None
-    if measurable and original_measure is None:
+    if measurable and (original_measure is None or session is None):
         stage.log(f"compiling and measuring the original model on {where}")
         with _fails_as_one_line(model, info.name):
-            original_measure = measure(model.mod)
+            measured_now = measure(model.mod, "float32")
+        original_measure = original_measure or measured_now
     elif not measurable and info.tvm_target() is not None:  # fail in seconds, not after the search
         from hanasc.targets.late_binding import compile_late_bound
 
@@ -361,7 +373,8 @@ def compile_model(
         from hanasc.recovery import materialize_recovered
 
         stage.log(f"compiling and measuring uniform int8 on {where} (calibrates the int8 kernel estimate)")
-        costs.observe(int8, measure(materialize_recovered(model, space.decode(int8), ranges))["value"])
+        int8_mod = materialize_recovered(model, space.decode(int8), ranges)
+        costs.observe(int8, measure(int8_mod, "int8")["value"])
 
     if budgets.latency_fraction is not None:  # --budget 0.5x: a share of the original's latency
         base = original_measure or fig(round(float(costs(space.identity()[None])[0][0]), 4), **costs.source())
@@ -705,20 +718,25 @@ def _verify_ranked(
     return attempts, verified
 
 
-def _original_verified(ctx: VerifyContext, space: SearchSpace, predictor, measured: dict | None):
-    """The original as a verified candidate: measured latency where reachable, its held-out accuracy."""
-    identity = space.identity()
-    lat, mem, energy = (float(v[0]) for v in ctx.costs(identity[None]))
-    latency = measured if measured is not None else fig(round(lat, 3), **ctx.costs.source())
-    score = ctx.metric(ctx.ref_eval, ctx.split.eval_y, ctx.ref_eval)
-    accuracy = fig(
+def _held_out_accuracy(ctx: VerifyContext, outputs: np.ndarray, engine: str) -> tuple[float, dict]:
+    """The metric of ``outputs`` on the held-out split: the unrounded score and its figure."""
+    score = ctx.metric(outputs, ctx.split.eval_y, ctx.ref_eval)
+    return score, fig(
         round(score, 4),
         "measured",
         metric=ctx.metric.name,
         description=ctx.metric.description,
         on=f"held-out split ({len(ctx.split.eval_x)} samples)",
-        engine="the original model",
+        engine=engine,
     )
+
+
+def _original_verified(ctx: VerifyContext, space: SearchSpace, predictor, measured: dict | None):
+    """The original as a verified candidate: measured latency where reachable, its held-out accuracy."""
+    identity = space.identity()
+    lat, mem, energy = (float(v[0]) for v in ctx.costs(identity[None]))
+    latency = measured if measured is not None else fig(round(lat, 3), **ctx.costs.source())
+    score, accuracy = _held_out_accuracy(ctx, ctx.ref_eval, "the original model")
     candidate = Candidate(identity.tolist(), float(predictor.predict(identity[None])[0]), lat, mem, energy)
     figures = {"latency": latency, "accuracy": accuracy, "score": score, "config": space.decode(identity)}
     summary = Verified("original", latency["value"], score, mem, energy, latency["source"])
@@ -765,15 +783,7 @@ def _verify(ctx: VerifyContext, config, candidate: Candidate) -> dict:
         latency = fig(round(est, 3), **ctx.costs.source())
         outputs = ctx.simulator.run(config, split.eval_x, ctx.ranges)
         engine = "the simulator (checked equal to the materialized model in tests)"
-    score = ctx.metric(outputs, split.eval_y, ctx.ref_eval)
-    accuracy = fig(
-        round(score, 4),
-        "measured",
-        metric=ctx.metric.name,
-        description=ctx.metric.description,
-        on=f"held-out split ({len(split.eval_x)} samples)",
-        engine=engine,
-    )
+    score, accuracy = _held_out_accuracy(ctx, outputs, engine)
     budget = options.budgets.latency_ms
     meets = budget is None or latency["value"] <= budget
     attempt = {

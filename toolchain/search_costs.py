@@ -71,6 +71,8 @@ class SearchCosts:
     space: SearchSpace
     target: str
     observations: list[Observation] = field(default_factory=list)
+    # dtype ("float32", "int8") -> layer -> seconds, timed inside the shipped artifact (layer_timing)
+    shipped: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from hanasc.cost_models.estimate import CostContext
@@ -182,6 +184,31 @@ class SearchCosts:
                 widths.setdefault(group, config.choice(layer.name).width)
         return widths
 
+    def use_shipped_times(self, dtype: str, layer_ms: dict[str, float], other_ms: float | None) -> None:
+        """Per-layer times measured in the shipped artifact of a uniform precision (``float32`` or
+        ``int8``): from now on a layer's cost is its measured time, scaled by the kernel profiles' ratio
+        when a choice changes its shape (width, kernel, separable) or its precision has no measurement.
+        ``other_ms``: the measured non-layer kernels (the float32 run's replace the profiled ones)."""
+        self.shipped[dtype] = {name: ms / 1e3 for name, ms in layer_ms.items()}
+        if other_ms is not None:
+            self._other_s = other_ms / 1e3
+        self.observations = [  # their estimates change with the kernel costs
+            self._observation(o.genome, o.measured_ms) for o in self.observations
+        ]
+
+    def _layer_seconds(self, layer: LayerInfo, choice: LayerChoice, shapes_s: float) -> float:
+        """A layer's seconds: measured in the artifact where available, else the kernel profiles'."""
+        dtype = _dtype(choice)
+        measured = self.shipped.get(dtype, {}).get(layer.name)
+        reference = LayerChoice(w_bits=choice.w_bits, a_bits=choice.a_bits)  # the measured shape
+        if measured is None and layer.name in self.shipped.get("float32", {}):
+            measured = self.shipped["float32"][layer.name]
+            reference = LayerChoice()  # fp32: the ratio also carries the precision change
+        if measured is None:
+            return shapes_s
+        base = sum(self._shape_cost(s).seconds for s in self.layer_shapes(layer, reference, 1.0, 1.0))
+        return measured * shapes_s / base if base > 0 else measured
+
     def config_costs(self, config: Config) -> ConfigCost:
         """Unscaled costs of a Config (int8 layers' kernels apart: their estimate is scaled on its own)."""
         skipped = {layer for b in config.skip for layer in self._blocks.get(b, [])}
@@ -194,16 +221,19 @@ class SearchCosts:
             r_in = widths.get(self._in_group.get(layer.name, ""), 1.0)
             r_out = widths.get(self._out_group.get(layer.name, ""), 1.0)
             int8 = _dtype(choice) == "int8"
+            shapes_s = 0.0
             for shape in self.layer_shapes(layer, choice, r_in, r_out):
                 cost = self._shape_cost(shape)
-                if int8:
-                    int8_s += cost.seconds
-                else:
-                    seconds += cost.seconds
+                shapes_s += cost.seconds
                 energy += cost.energy_j
                 sources.extend(cost.sources)
                 n = shape.cout * (shape.cin // shape.groups) * shape.kernel**2
                 weight_bytes += n * choice.w_bits / 8 + shape.cout * (8 if choice.w_bits <= 8 else 4)
+            layer_s = self._layer_seconds(layer, choice, shapes_s) if self.shipped else shapes_s
+            if int8:
+                int8_s += layer_s
+            else:
+                seconds += layer_s
         return ConfigCost(seconds, int8_s, weight_bytes, energy, sources)
 
     @property
@@ -241,10 +271,12 @@ class SearchCosts:
 
     def observe(self, genome, measured_ms: float) -> None:
         """Learn from a whole-model measurement of ``genome``."""
-        cost = self.config_costs(self.space.decode(genome))
-        self.observations.append(
-            Observation([int(g) for g in genome], cost.seconds * 1e3, float(measured_ms), cost.int8_s * 1e3)
-        )
+        self.observations.append(self._observation(genome, measured_ms))
+
+    def _observation(self, genome, measured_ms: float) -> Observation:
+        cost = self.config_costs(self.space.decode(np.asarray(genome)))
+        genes = [int(g) for g in genome]
+        return Observation(genes, cost.seconds * 1e3, float(measured_ms), cost.int8_s * 1e3)
 
     def source(self) -> dict:
         """Where the latency figures come from (for reports)."""
@@ -254,11 +286,17 @@ class SearchCosts:
             if model is not None
             else {"kernels": f"roofline prior from the {self._cost_target.name} spec"}
         )
-        calibrated = bool(self.observations)
+        calibrated = bool(self.observations) or bool(self.shipped)
+        shipped = (
+            f"; per-layer times measured in the shipped artifact ({', '.join(sorted(self.shipped))}), "
+            "changed shapes scaled by the kernel profiles' ratio"
+            if self.shipped
+            else ""
+        )
         return {
             "source": "predicted" if (model is not None or calibrated) else "prior",
             "model": "sum of per-layer fused kernels + non-layer kernels of the original, x scale "
-            "(float and int8 kernels scaled apart once measurements allow)",
+            f"(float and int8 kernels scaled apart once measurements allow){shipped}",
             **base,
             "scale": round(self.scale, 4),
             "scale_float_int8": [round(v, 4) for v in self.scales],
