@@ -552,6 +552,12 @@ def compile_model(
         time.perf_counter() - started,
     )
     report["selection"] = selection.to_json(floor)
+    report["original"]["predicted_score"] = fig(
+        round(original_verified.candidate.accuracy, 4),
+        "predicted",
+        model="accuracy predictor (on Config encodings)",
+        score=metric.smooth_description,
+    )
     report["recovery"] = {
         "method": "bias correction of every changed layer (hanasc.recovery), on calibration-split input means"
         if ranges.channel_means
@@ -1099,11 +1105,13 @@ def _write_outputs(
         tmp / "pareto.png",
         evaluated=[(c.latency_ms, c.accuracy) for c in result.evaluated],
         front=[(c.latency_ms, c.accuracy) for c in result.front],
-        original=(original["latency_ms"]["value"], original["accuracy"]["value"]),
-        chosen=(verified["latency"]["value"], verified["accuracy"]["value"]),
+        original=(original["latency_ms"]["value"], original["predicted_score"]["value"]),
+        chosen=(verified["latency"]["value"], report["result"]["predicted_score"]["value"]),
         budget_ms=budgets.latency_ms,
-        accuracy_label=f"dots: predicted {metric.smooth_description}; "
-        f"star/diamond: {metric.name} on held-out data",
+        accuracy_label=f"y: predicted {metric.smooth_description} (every point); "
+        f"legend: {metric.name} on held-out data",
+        original_label=f"original ({metric.name} {original['accuracy']['value']:g} held-out)",
+        chosen_label=f"result ({metric.name} {verified['accuracy']['value']:g} held-out, verified)",
         latency_label=f"latency ms (search: {lat_source}; "
         f"original/result: {original['latency_ms']['source']})",
     )

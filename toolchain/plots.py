@@ -25,8 +25,13 @@ def pareto_plot(
     budget_ms: float | None,
     accuracy_label: str,
     latency_label: str,
+    original_label: str = "original",
+    chosen_label: str = "result (verified)",
 ) -> None:
-    """Accuracy vs latency: all evaluated points, the front, the budget line, the original and the result."""
+    """Accuracy vs latency: all evaluated points, the front, the budget line, the original and the result.
+
+    Every point is on one scale (the search's score); the labels can carry other figures (held-out metric).
+    """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     if evaluated:
@@ -45,11 +50,9 @@ def pareto_plot(
                 line.append(p)
                 best = p[1]
         ax.step([p[0] for p in line], [p[1] for p in line], where="post", c="tab:blue", lw=1)
-    ax.scatter([original[0]], [original[1]], marker="*", s=160, c="black", label="original", zorder=5)
+    ax.scatter([original[0]], [original[1]], marker="*", s=160, c="black", label=original_label, zorder=5)
     if chosen is not None:
-        ax.scatter(
-            [chosen[0]], [chosen[1]], marker="D", s=70, c="tab:red", label="result (verified)", zorder=6
-        )
+        ax.scatter([chosen[0]], [chosen[1]], marker="D", s=70, c="tab:red", label=chosen_label, zorder=6)
     if budget_ms is not None:
         ax.axvline(budget_ms, ls="--", c="tab:red", lw=1, label=f"budget {budget_ms:g} ms")
     ax.set_xlabel(latency_label, fontsize=8)
