@@ -124,6 +124,94 @@ def out_blocked_conv2d(
     )
 
 
+PAIR_CONV = "conv2d_nchwc_int_pairs"  # the block name cpu_schedules.BlockedConv tensorizes with vpmaddwd
+PAIR_MIN_CHANNELS = 24  # measured: 16 input channels are slower than fp32, 24 are 1.4x faster, 96+ 2-3x
+
+
+def pair_kernel_layout(out_block: int) -> str:
+    """The kernel layout of a pair conv: ``(O/ob, Kh, Kw, I/2, ob, 2)``, input channels paired innermost."""
+    return f"OHWI{out_block}o2i"
+
+
+def pair_conv2d(data: te.Tensor, kernel: te.Tensor, strides, padding, dilation, out_dtype: str = "int32"):
+    """``(N, C/b, H, W, b)`` int16 x ``(O/ob, Kh, Kw, C/2, ob, 2)`` int8 -> ``(N, O/ob, OH, OW, ob)`` int32.
+
+    The convolution the ``vpmaddwd`` intrinsic computes (:mod:`hanasc.targets.x86_int8`): the reduction is
+    split as (C/b, Kh, Kw, b/2, 2) so that the innermost two input channels are adjacent in both the
+    activation and the weight (no division in the index expressions). ``b`` must be even.
+    """
+    n, c_chunks, height, width, block = (int(d) for d in data.shape)
+    o_chunks, kh, kw, _, o_block, _ = (int(d) for d in kernel.shape)
+    sh, sw = (int(s) for s in strides)
+    dh, dw = (int(d) for d in dilation)
+    top, left, bottom, right = (int(p) for p in padding)
+    out_h = (height + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width + left + right - dw * (kw - 1) - 1) // sw + 1
+    padded = (
+        tvm.topi.nn.pad(data, (0, 0, top, left, 0), (0, 0, bottom, right, 0), name="pad")
+        if top or left or bottom or right
+        else data
+    )
+    half = block // 2
+    rco, ry, rx = (
+        te.reduce_axis((0, c_chunks), "rco"),
+        te.reduce_axis((0, kh), "ry"),
+        te.reduce_axis((0, kw), "rx"),
+    )
+    rci, k = te.reduce_axis((0, half), "rci"), te.reduce_axis((0, 2), "k")
+    return te.compute(
+        (n, o_chunks, out_h, out_w, o_block),
+        lambda b, oc, y, x, ob: te.sum(
+            padded[b, rco, y * sh + ry * dh, x * sw + rx * dw, rci * 2 + k].astype(out_dtype)
+            * kernel[oc, ry, rx, rco * half + rci, ob, k].astype(out_dtype),
+            axis=[rco, ry, rx, rci, k],
+        ),
+        name=PAIR_CONV,
+    )
+
+
+def mark_pair_convs(mod: IRModule, min_channels: int = PAIR_MIN_CHANNELS) -> IRModule:
+    """Ask for the pair kernel: every int8 x int8 -> int32 pointwise conv2d (1x1, ``groups=1``, NCHW) with at
+    least ``min_channels`` input channels, channel counts multiples of 8 and its weight a parameter, gets its
+    data cast to int16 (same codes). :func:`convert_to_blocked` lowers int16 x int8 blocked convs with
+    :func:`pair_conv2d`."""
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            mod[gv] = _MarkPairConvs(min_channels).visit_expr(func)
+    return mod
+
+
+def _is_pair_candidate(call: relax.Call, min_channels: int) -> bool:
+    attrs = call.attrs
+    data, weight = call.args
+    if (str(attrs.data_layout), str(attrs.kernel_layout), str(attrs.out_layout)) != ("NCHW", "OIHW", "NCHW"):
+        return False
+    if int(attrs.groups) != 1 or str(attrs.out_dtype) != "int32" or not isinstance(weight, relax.Var):
+        return False
+    if str(data.ty.dtype) != "int8" or str(weight.ty.dtype) != "int8":
+        return False
+    out_channels, in_channels, kh, kw = (int(d) for d in weight.ty.shape)
+    return (
+        (kh, kw) == (1, 1) and in_channels >= min_channels and in_channels % 8 == 0 and out_channels % 8 == 0
+    )
+
+
+@relax.expr_functor.mutator
+class _MarkPairConvs(relax.PyExprMutator):
+    """See :func:`mark_pair_convs`."""
+
+    def __init__(self, min_channels: int) -> None:
+        super().__init__()
+        self.min_channels = min_channels
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if call.op != tvm.ir.Op.get("relax.nn.conv2d") or not _is_pair_candidate(call, self.min_channels):
+            return call
+        data = relax.op.astype(call.args[0], "int16")
+        return relax.Call(call.op, [data, call.args[1]], call.attrs)
+
+
 def _exact_float_dtype(data_dtype: str, kernel_dtype: str, out_dtype: str, reduction: int) -> str:
     """The dtype to accumulate a convolution in: ``float32`` for an int8 x int8 -> int32 one whose sums
     of ``reduction`` products stay below 2**24 (each partial sum is then an exact float32 integer, and
@@ -234,18 +322,28 @@ class _ScalarMinMaxToOps(relax.PyExprMutator):
         return op(data, scalar) if ok else call
 
 
-def convert_to_blocked(mod: IRModule, blocks: tuple[int, ...] = BLOCKS) -> IRModule:
+def convert_to_blocked(
+    mod: IRModule, blocks: tuple[int, ...] = BLOCKS, pair_kernels: bool = False
+) -> IRModule:
     """Every conv2d in ``NCHW{b}c`` for the first block ``b`` that divides its channels (else NCHW).
 
     Each round converts the convolutions its block divides (``ConvertLayout`` carries the layout through
     the element-wise ops around them), then lowers them to ``call_tir`` so that the next, smaller block
     only converts the convolutions still in NCHW.
+
+    ``pair_kernels`` (x86 with AVX2, :func:`hanasc.targets.x86_int8.supports_pair_kernels`): int8 pointwise
+    convs (:func:`mark_pair_convs`) are lowered with :func:`pair_conv2d`, their weight parameter
+    transformed to :func:`pair_kernel_layout` in the graph (prepacked once when the weights are bound).
     """
     mod = clip_as_min_max(mod)
+    if pair_kernels:
+        mod = mark_pair_convs(mod)
     for index, block in enumerate(blocks):
         mod = relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW1i{block}o"]})(mod)
         if index < len(blocks) - 1:
-            mod = _LowerBlockedConvs(mod).run()
+            mod = _LowerBlockedConvs(mod, pair_kernels).run()
+        elif pair_kernels:
+            mod = _LowerBlockedConvs(mod, pair_kernels, pairs_only=True).run()
     return fold_layout_transform_pairs(mod)
 
 
@@ -307,9 +405,10 @@ def _is_unpadded_transform(expr) -> bool:
 class _LowerBlockedConvs(relax.PyExprMutator):
     """Blocked ``nn.conv2d`` calls -> ``call_tir`` (leaves every other op, and NCHW convs, alone)."""
 
-    def __init__(self, mod: IRModule) -> None:
+    def __init__(self, mod: IRModule, pairs: bool = False, pairs_only: bool = False) -> None:
         super().__init__(mod)
         self.mod_ = mod
+        self.pairs, self.pairs_only = pairs, pairs_only
 
     def run(self) -> IRModule:
         for gv, func in list(self.mod_.functions.items()):
@@ -319,9 +418,45 @@ class _LowerBlockedConvs(relax.PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if call.op == tvm.ir.Op.get("relax.nn.conv2d") and _BLOCKED.fullmatch(str(call.attrs.data_layout)):
-            return legalize_blocked_conv2d(self.builder_, call)
-        return call
+        if call.op != tvm.ir.Op.get("relax.nn.conv2d") or not _BLOCKED.fullmatch(str(call.attrs.data_layout)):
+            return call
+        weight = self._pair_weight(call) if self.pairs else None
+        if weight is not None:
+            attrs = call.attrs
+            packed = relax.op.layout_transform(weight, _pair_index_map(int(call.ty.shape[-1])))
+            return self.builder_.call_te(
+                pair_conv2d,
+                call.args[0],
+                self.builder_.emit(packed),
+                [int(s) for s in attrs.strides],
+                [int(p) for p in attrs.padding],
+                [int(d) for d in attrs.dilation],
+                "int32",
+                primfunc_name_hint=PAIR_CONV,
+            )
+        return call if self.pairs_only else legalize_blocked_conv2d(self.builder_, call)
+
+    def _pair_weight(self, call: relax.Call):
+        """The OIHW int8 weight parameter of an int16 x int8 -> int32 blocked conv (None: not a pair conv)."""
+        data, kernel = call.args
+        if str(data.ty.dtype) != "int16" or str(kernel.ty.dtype) != "int8" or int(call.attrs.groups) != 1:
+            return None
+        if str(call.attrs.out_dtype) != "int32" or int(call.ty.shape[-1]) % 8:
+            return None
+        source = self.lookup_binding(kernel) if isinstance(kernel, relax.Var) else kernel
+        if not _is_unpadded_transform(source) or not isinstance(source.args[0], relax.Var):
+            return None
+        weight = source.args[0]
+        if len(weight.ty.shape) != 4 or int(weight.ty.shape[1]) % 2:
+            return None
+        return weight
+
+
+def _pair_index_map(out_block: int):
+    """OIHW -> :func:`pair_kernel_layout` (``(O/ob, Kh, Kw, I/2, ob, 2)``)."""
+    return tvm.tirx.IndexMap.from_func(
+        lambda o, i, y, x: (o // out_block, y, x, i // 2, o % out_block, i % 2), ndim=4
+    )
 
 
 def legalize_map(out_blocked: bool = False) -> dict:

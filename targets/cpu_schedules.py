@@ -21,6 +21,7 @@ from tvm.target import Target
 
 CONV_BLOCKS = ("conv2d_nchwc", "depthwise_conv2d_nchwc")
 OUT_BLOCKED = "conv2d_nchw_oblocked"  # an NCHW conv computed in output-channel blocks (blocked_layout)
+PAIR_CONV = "conv2d_nchwc_int_pairs"  # int16 x int8 pairs, tensorized with vpmaddwd (targets.x86_int8)
 
 
 def x_tile(width: int, limit: int = 8) -> int:
@@ -56,6 +57,12 @@ class BlockedConv(CPUScheduleRule):
         if len(convs) != 1:
             return None
         schedule = _schedule_out_blocked if names[convs[0]].startswith(OUT_BLOCKED) else _schedule
+        if names[convs[0]].startswith(PAIR_CONV):
+            from hanasc.targets import x86_int8
+
+            if not x86_int8.supports_pair_kernels(target):
+                return None
+            schedule = _schedule_pairs
         try:
             schedule(sch, blocks, convs[0], self.x_tile_limit, self.parallel(target))
         except Exception:  # a fused kernel of a shape the rule does not handle: leave it
@@ -96,6 +103,58 @@ def _schedule(sch: s_tir.Schedule, blocks: list, conv_index: int, x_tile_limit: 
     sch.vectorize(sch.get_loops(writeback)[-1])
     init = sch.decompose_reduction(conv, reduce[0])
     sch.vectorize(sch.get_loops(init)[-1])
+
+
+def _schedule_pairs(
+    sch: s_tir.Schedule, blocks: list, conv_index: int, _x_tile_limit: int, parallel: bool
+) -> None:
+    """A ``conv2d_nchwc_int_pairs`` kernel (:func:`hanasc.passes.blocked_layout.pair_conv2d`): a register
+    tile of 4 pixels x the channel block (8 or 16 int32 lanes per pixel, at most 8 ymm accumulators), the
+    reduction outside it, every 8 output channels x 2 input channels one ``vpmaddwd``
+    (:data:`hanasc.targets.x86_int8.PMADDWD_I16`), the fused requantization applied as the tile is written
+    back. Output widths 4 does not divide (7, 14) use a tile of up to 8 pixels, one group of 8 output
+    channels at a time."""
+    from hanasc.targets import x86_int8
+
+    conv = blocks[conv_index]
+    producers, consumers = blocks[:conv_index], blocks[conv_index + 1 :]
+    *middle, last = consumers or [None]
+    for block in middle:
+        sch.compute_inline(block)
+    writeback = sch.cache_write(conv, 0, "local")
+    epilogue = None
+    if last is not None:
+        if _loads_of(sch, last, sch.get(conv).writes[0].source) == 1:
+            sch.reverse_compute_inline(last)
+        else:
+            epilogue = last
+    n, oc, y, x, ob, rco, ry, rx, rci, k = sch.get_loops(conv)
+    width = int(sch.get(x).extent)
+    tile, oc_outer = x_tile(width, 4), False
+    if tile < min(4, width):
+        tile, oc_outer = x_tile(width, 8), True
+    xo, xi = sch.split(x, [None, tile])
+    oo, oi = sch.split(ob, [None, x86_int8.LANES])
+    if oc_outer:
+        sch.reorder(n, oc, y, xo, oo, rco, ry, rx, rci, xi, oi, k)
+    else:
+        sch.reorder(n, oc, y, xo, rco, ry, rx, rci, oo, xi, oi, k)
+    outer = sch.fuse(n, oc, y)
+    if parallel:
+        sch.parallel(outer)
+    for block in producers:  # padding (KxK convs only)
+        sch.vectorize(sch.get_loops(block)[-1])
+    sch.reverse_compute_at(writeback, xo)
+    if epilogue is not None:
+        sch.reverse_compute_at(epilogue, xo)
+        sch.vectorize(sch.get_loops(epilogue)[-1])
+    init = sch.decompose_reduction(conv, rco)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(oi, x86_int8.register())
+    sch.unroll(xi)
+    if not oc_outer:
+        sch.unroll(oo)
+    sch.vectorize(sch.get_loops(writeback)[-1])
 
 
 def _loads_of(sch: s_tir.Schedule, block, buffer) -> int:

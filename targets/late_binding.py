@@ -27,8 +27,10 @@ def compile_late_bound(mod, target):
     early = bind_weights(mod, keep_packed=True) if weights_of(mod) else mod
     if not pipelines.is_gpu(target):
         from hanasc.passes.blocked_layout import convert_to_blocked
+        from hanasc.targets.x86_int8 import supports_pair_kernels
 
-        early = convert_to_blocked(early)
+        # x86 with AVX2: int8 pointwise convs as exact vpmaddwd kernels, their weights prepacked below
+        early = convert_to_blocked(early, pair_kernels=supports_pair_kernels(target))
     if packed:
         early, packed = prepack_weights(early, packed)
     stages = pipelines.backend(target)

@@ -226,8 +226,9 @@ def tune_and_build(
         database = open_database(db_path)
         if options.blocked and not is_gpu(target):
             from hanasc.passes.blocked_layout import convert_to_blocked
+            from hanasc.targets.x86_int8 import supports_pair_kernels
 
-            mod = convert_to_blocked(mod)
+            mod = convert_to_blocked(mod, pair_kernels=supports_pair_kernels(target))  # as the build does
         fused = tuning_module(mod, target, options.layout_rewrite)
         tasks = [
             t

@@ -1,0 +1,87 @@
+"""Exact int8 pointwise convolutions on AVX2 CPUs without VNNI: the ``vpmaddwd`` tensor intrinsic.
+
+AVX2 has no 8-bit dot product that is exact for signed x signed codes, but ``vpmaddwd`` multiplies 16
+pairs of int16 values and adds adjacent products into 8 int32 lanes. With activations stored as int16
+codes (-127..127) and int8 weights widened in the register (``vpmovsxbw``), one instruction does 16
+multiply-adds of a pointwise convolution (8 output channels x 2 input channels) exactly: a pair sum is at
+most 2 * 127 * 128. The fp32 kernel does 8 per FMA, the plain int8 kernel 8 per ``vpmulld`` + ``vpaddd``.
+
+:func:`hanasc.passes.blocked_layout.convert_to_blocked` (``pair_kernels=True``) lowers such convolutions to
+``conv2d_nchwc_int_pairs``, and :class:`hanasc.targets.cpu_schedules.BlockedConv` tensorizes them with
+:data:`PMADDWD_I16`. Registered here (importing ``tvm.s_tir.tensor_intrin`` takes minutes).
+"""
+
+from __future__ import annotations
+
+import os
+
+PMADDWD_I16 = "hanasc_avx2_pmaddwd_8x2_i16"
+LANES = 8  # int32 accumulator lanes of one ymm register: output channels per intrinsic call
+_LLVM_INTRIN = "llvm.x86.avx2.pmadd.wd"
+_registered = False
+
+
+def supports_pair_kernels(target) -> bool:
+    """Whether ``target`` is an x86 CPU with AVX2 (``vpmaddwd`` on ymm registers); the environment variable
+    ``HANASC_INT8_PAIRS=0`` turns the pair kernels off."""
+    from tvm.target import codegen
+
+    if os.environ.get("HANASC_INT8_PAIRS", "1") == "0" or target.kind.name != "llvm":
+        return False
+    triple = str(target.attrs.get("mtriple", "") or "")
+    if triple and not triple.startswith(("x86_64", "i686", "i386")):
+        return False
+    try:
+        return bool(codegen.target_has_features("avx2", target))
+    except Exception:  # an LLVM that cannot query this target
+        return False
+
+
+def register() -> str:
+    """Register :data:`PMADDWD_I16` (once per process) and return its name."""
+    global _registered
+    if not _registered:
+        from tvm.s_tir import TensorIntrin
+
+        TensorIntrin.register(PMADDWD_I16, *_pmaddwd_8x2_i16(), override=True)
+        _registered = True
+    return PMADDWD_I16
+
+
+def _pmaddwd_8x2_i16():
+    """``C[i] += A[0] * B[i, 0] + A[1] * B[i, 1]`` for i < 8 (int32): A two int16 activations (loaded as one
+    32-bit pair and broadcast), B 8 x 2 int8 weights (sign-extended to int16), one ``vpmaddwd``."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((2,), "int16", offset_factor=1),
+        B: T.Buffer((LANES, 2), "int8", offset_factor=1),
+        C: T.Buffer((LANES,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:LANES], A[0:2], B[0:LANES, 0:2])
+            T.writes(C[0:LANES])
+            for i in T.serial(0, LANES):
+                for k in T.serial(0, 2):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((2,), "int16", offset_factor=1),
+        B: T.Buffer((LANES, 2), "int8", offset_factor=1),
+        C: T.Buffer((LANES,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:LANES], A[0:2], B[0:LANES, 0:2])
+            T.writes(C[0:LANES])
+            pair = T.reinterpret(A.vload([0], "int16x2"), dtype="int32")
+            a_vec = T.reinterpret(T.broadcast(pair, LANES), dtype="int16x16")
+            b_vec = T.cast(B.vload([0, 0], dtype="int8x16"), "int16x16")
+            C[T.ramp(T.int32(0), 1, LANES)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(_LLVM_INTRIN), a_vec, b_vec, dtype="int32x8"
+            )
+
+    return desc, impl
