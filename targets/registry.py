@@ -70,6 +70,7 @@ class TargetInfo:
     checked_on_device: str = ""
     layer_choices: Callable[[str], Choices] | None = None
     tvm_target_factory: Callable[[], Any] | None = None
+    kernels: Callable[[], str] | None = None  # how each precision is computed (`hanasc targets`)
 
     def build_bundle(self, *args, **kwargs) -> Any:
         """Build this target's bundle (arguments: see the class docstring)."""
@@ -106,6 +107,7 @@ def _builtin_targets() -> list[TargetInfo]:
             load_builder=_lazy("hanasc.targets.host_bundle", "build_bundle"),
             tvm_target_factory=lambda: _lazy("hanasc.targets.host", "tvm_target")()(),
             checked_here="everything: build, run, measure",
+            kernels=lambda: _lazy("hanasc.targets.x86_int8", "host_kernel_paths")()(),
         ),
         TargetInfo(
             name="cortex-a78",
@@ -118,6 +120,10 @@ def _builtin_targets() -> list[TargetInfo]:
             load_builder=_lazy("hanasc.targets.cortex_a78", "build_bundle"),
             checked_here="cross build; numerics under qemu-aarch64 vs the host build; NEON/sdot in the code",
             checked_on_device="latency",
+            kernels=lambda: (
+                "int8: NEON code widened to int32 (no sdot/udot tensorization yet); fp16: half "
+                "precision arithmetic compiled with +fullfp16; 4/2-bit: unpacked to int8 in the graph"
+            ),
         ),
         TargetInfo(
             name="jetson-orin",
@@ -130,6 +136,10 @@ def _builtin_targets() -> list[TargetInfo]:
             load_builder=_lazy("hanasc.targets.jetson_orin", "build_bundle"),
             checked_here="build; sm_87 PTX/cubin; launch bounds, shared memory, registers within limits",
             checked_on_device="numerics and latency (or on a lent GPU as plain cuda)",
+            kernels=lambda: (
+                "CUDA kernels from dlight's default schedules; int8 and fp16 run as plain "
+                "CUDA C (no dp4a or tensor-core MMA tensorization yet)"
+            ),
         ),
     ]
 
@@ -167,6 +177,7 @@ def _vpu_targets() -> list[TargetInfo]:
                 bundle_input="onnx",
                 checked_here="convert, audit per-layer precisions, numerics on OpenVINO's CPU plugin",
                 checked_on_device="the device blob, numerics and latency on the VPU/NPU",
+                kernels=lambda: "OpenVINO's plugin picks the kernels for the per-layer precisions",
             )
         )
     return infos

@@ -85,3 +85,17 @@ def _pmaddwd_8x2_i16():
             )
 
     return desc, impl
+
+
+def host_kernel_paths() -> str:
+    """How the host computes each precision, read from this CPU (for `hanasc targets`)."""
+    from hanasc.targets import host
+
+    target = host.tvm_target()
+    int8 = (
+        "int8 1x1 convolutions: exact vpmaddwd int16-pair kernels (AVX2); other int8 convs: int32-widened "
+        "vector code"
+        if supports_pair_kernels(target)
+        else "int8: int32-widened vector code (no AVX2 pair kernels on this CPU)"
+    )
+    return f"{int8}; 16-bit weights: stored as fp16, computed in fp32 (no native fp16 arithmetic here)"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import platform
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,6 +149,9 @@ def test_targets_lists_every_target():
     assert {"host", "cortex-a78", "jetson-orin", "npu3720", "npu4000", "myriadx"} <= set(rows)
     assert rows["cortex-a78"]["tvm_target"]["mtriple"] == "aarch64-linux-gnu"
     assert all(row["cost_model"].startswith(("prior", "predicted")) for row in rows.values())
+    assert all(row["kernels"] for row in rows.values())  # how each precision is computed, per target
+    avx2 = "avx2" in Path("/proc/cpuinfo").read_text()
+    assert ("vpmaddwd" in rows["host"]["kernels"]) == (avx2 and platform.machine() == "x86_64")
 
 
 def test_costs_labels_every_figure(test_models):

@@ -177,6 +177,8 @@ def targets(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
             f"ops {', '.join(c['ops'])}"
         )
         console.print(f"  cost model: {row['cost_model']}")
+        if row["kernels"]:
+            console.print(f"  kernels: {row['kernels']}")
         console.print(f"  checked here: {row['checked_here']}")
 
 

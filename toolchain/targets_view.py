@@ -37,6 +37,7 @@ def targets_json() -> list[dict]:
                 "tvm_target": info.tvm_target_json,
                 "choices": {k: list(v) for k, v in choices.items()},
                 "cost_model": cost_model_status(info.name),
+                "kernels": info.kernels() if info.kernels else "",
                 "checked_here": info.checked_here,
                 "checked_on_device": info.checked_on_device,
             }
