@@ -103,6 +103,8 @@ def test_resume_continues_from_checkpoint(compiled, test_models, data):
         str(data),
         "--metric",
         "agreement",
+        "--budget",
+        "5x",
         "--out",
         str(out),
         *SMALL,
