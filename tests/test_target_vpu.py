@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import time
 from pathlib import Path
 
@@ -239,3 +240,12 @@ def test_efficientnet_lite0_architecture_changes(effnet_path, tmp_path):
     names = {n.name for n in graph.node}
     assert {"conv_stem.dw", "conv_stem.pw"} <= names and "conv_stem" not in names
     assert len([n for n in graph.node if n.op_type == "Add"]) == 9 - len(config.skip)
+
+
+def test_quantized_check_threshold_follows_the_cpu():
+    """Without VNNI, OpenVINO's CPU plugin computes int8 at reduced precision: a lower SQNR bar there only."""
+    from hanasc.targets.vpu_checks import QUANT_MIN_SQNR_DB, quant_min_sqnr_db
+
+    assert quant_min_sqnr_db({"avx2", "avx512f", "avx512_vnni"}) == QUANT_MIN_SQNR_DB
+    if platform.machine() == "x86_64":
+        assert quant_min_sqnr_db({"avx2", "fma"}) < QUANT_MIN_SQNR_DB
