@@ -26,6 +26,24 @@ _BLOCKED = re.compile(r"NCHW(\d+)c")
 _KERNEL = re.compile(r"OIHW(\d+)i(\d+)o")
 
 
+def _sliding_window(data: te.Tensor, kh: int, kw: int, strides, padding, dilation):
+    """``(padded data, out_h, out_w, (sh, sw), (dh, dw))`` of a KhxKw window over axes 2 and 3 of ``data``
+    (NCHW or NCHWc); ``padding`` is (top, left, bottom, right)."""
+    height, width = int(data.shape[2]), int(data.shape[3])
+    sh, sw = (int(s) for s in strides)
+    dh, dw = (int(d) for d in dilation)
+    top, left, bottom, right = (int(p) for p in padding)
+    out_h = (height + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width + left + right - dw * (kw - 1) - 1) // sw + 1
+    inner = (0,) * (len(data.shape) - 4)
+    padded = (
+        tvm.topi.nn.pad(data, (0, 0, top, left, *inner), (0, 0, bottom, right, *inner), name="pad")
+        if top or left or bottom or right
+        else data
+    )
+    return padded, out_h, out_w, (sh, sw), (dh, dw)
+
+
 def blocked_conv2d(
     data: te.Tensor, kernel: te.Tensor, strides, padding, dilation, groups: int, out_dtype: str = ""
 ) -> te.Tensor:
@@ -35,18 +53,9 @@ def blocked_conv2d(
     ``(C/b, 1, Kh, Kw, 1, b)``). ``padding`` is (top, left, bottom, right). Products and sums are in
     ``out_dtype`` (default: the data's; int8 convolutions accumulate in int32).
     """
-    n, c_chunks, height, width, block = (int(d) for d in data.shape)
+    n, c_chunks, _, _, block = (int(d) for d in data.shape)
     o_chunks, i_chunks, kh, kw, i_block, o_block = (int(d) for d in kernel.shape)
-    sh, sw = (int(s) for s in strides)
-    dh, dw = (int(d) for d in dilation)
-    top, left, bottom, right = (int(p) for p in padding)
-    out_h = (height + top + bottom - dh * (kh - 1) - 1) // sh + 1
-    out_w = (width + left + right - dw * (kw - 1) - 1) // sw + 1
-    padded = (
-        tvm.topi.nn.pad(data, (0, 0, top, left, 0), (0, 0, bottom, right, 0), name="pad")
-        if top or left or bottom or right
-        else data
-    )
+    padded, out_h, out_w, (sh, sw), (dh, dw) = _sliding_window(data, kh, kw, strides, padding, dilation)
     ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
     dtype = out_dtype or data.dtype
     if groups == 1:
@@ -84,18 +93,9 @@ def out_blocked_conv2d(
     channel block is the vector :class:`hanasc.targets.cpu_schedules.BlockedConv` puts in registers) and
     its copy back to NCHW (``conv2d_nchw_unblock``, where the fused epilogue goes).
     """
-    n, _, height, width = (int(d) for d in data.shape)
+    n = int(data.shape[0])
     out_channels, in_channels, kh, kw = (int(d) for d in kernel.shape)
-    sh, sw = (int(s) for s in strides)
-    dh, dw = (int(d) for d in dilation)
-    top, left, bottom, right = (int(p) for p in padding)
-    out_h = (height + top + bottom - dh * (kh - 1) - 1) // sh + 1
-    out_w = (width + left + right - dw * (kw - 1) - 1) // sw + 1
-    padded = (
-        tvm.topi.nn.pad(data, (0, 0, top, left), (0, 0, bottom, right), name="pad")
-        if top or left or bottom or right
-        else data
-    )
+    padded, out_h, out_w, (sh, sw), (dh, dw) = _sliding_window(data, kh, kw, strides, padding, dilation)
     packed = te.compute(
         (out_channels // block, in_channels, kh, kw, block),
         lambda oc, c, y, x, ob: kernel[oc * block + ob, c, y, x],
@@ -140,18 +140,9 @@ def pair_conv2d(data: te.Tensor, kernel: te.Tensor, strides, padding, dilation, 
     split as (C/b, Kh, Kw, b/2, 2) so that the innermost two input channels are adjacent in both the
     activation and the weight (no division in the index expressions). ``b`` must be even.
     """
-    n, c_chunks, height, width, block = (int(d) for d in data.shape)
+    n, c_chunks, _, _, block = (int(d) for d in data.shape)
     o_chunks, kh, kw, _, o_block, _ = (int(d) for d in kernel.shape)
-    sh, sw = (int(s) for s in strides)
-    dh, dw = (int(d) for d in dilation)
-    top, left, bottom, right = (int(p) for p in padding)
-    out_h = (height + top + bottom - dh * (kh - 1) - 1) // sh + 1
-    out_w = (width + left + right - dw * (kw - 1) - 1) // sw + 1
-    padded = (
-        tvm.topi.nn.pad(data, (0, 0, top, left, 0), (0, 0, bottom, right, 0), name="pad")
-        if top or left or bottom or right
-        else data
-    )
+    padded, out_h, out_w, (sh, sw), (dh, dw) = _sliding_window(data, kh, kw, strides, padding, dilation)
     half = block // 2
     rco, ry, rx = (
         te.reduce_axis((0, c_chunks), "rco"),
