@@ -278,13 +278,8 @@ def compile_model(
     out: Path,
     metric: Metric,
     stage: Stage | None = None,
-    original_latency: dict | None = None,
 ) -> CompileResult:
-    """The main job; raises InfeasibleBudgetError (exit 2) when no configuration can meet the budgets.
-
-    ``original_latency``: the original's host measurement when the caller already took it (the demo does,
-    to set its budget), so it is not built and measured twice.
-    """
+    """The main job; raises InfeasibleBudgetError (exit 2) when no configuration can meet the budgets."""
     from hanasc.atomic import atomic_dir
     from hanasc.calibration import calibrate
     from hanasc.paths import cache_dir
@@ -332,7 +327,7 @@ def compile_model(
         stage.log(f"connecting to the TVM RPC server at {options.rpc}")
         session = Session.from_address(rpc_addr=options.rpc)
     where = f"{info.name} over RPC at {options.rpc}" if session is not None else "the host"
-    original_measure = original_latency if info.name == "host" and session is None else None
+    original_measure = None
     probe = [model.example_inputs(seed=1)[s.name] for s in model.inputs]
 
     layer_names = [layer.name for layer in model.layers]
@@ -355,11 +350,10 @@ def compile_model(
         return measure_host(executable, probe, options.measure_repeats)
 
     measurable = info.name == "host" or session is not None
-    if measurable and (original_measure is None or session is None):
+    if measurable:
         stage.log(f"compiling and measuring the original model on {where}")
         with _fails_as_one_line(model, info.name):
-            measured_now = measure(model.mod, "float32")
-        original_measure = original_measure or measured_now
+            original_measure = measure(model.mod, "float32")
     elif not measurable and info.tvm_target() is not None:  # fail in seconds, not after the search
         from hanasc.targets.late_binding import compile_late_bound
 
