@@ -236,12 +236,19 @@ def legalize_nchw_conv2d(bb: relax.BlockBuilder, call: relax.Call, out_blocked: 
         out_blocked_conv2d,
         call.args[0],
         call.args[1],
-        [int(s) for s in attrs.strides],
-        [int(p) for p in attrs.padding],
-        [int(d) for d in attrs.dilation],
+        *_window_attrs(attrs),
         block,
         _out_dtype(call),
         primfunc_name_hint="conv2d_nchw_oblocked",
+    )
+
+
+def _window_attrs(attrs) -> tuple[list[int], list[int], list[int]]:
+    """A conv2d call's strides, padding and dilation as the TE computes take them."""
+    return (
+        [int(s) for s in attrs.strides],
+        [int(p) for p in attrs.padding],
+        [int(d) for d in attrs.dilation],
     )
 
 
@@ -265,9 +272,7 @@ def legalize_blocked_conv2d(
         blocked_conv2d,
         call.args[0],
         call.args[1],
-        [int(s) for s in attrs.strides],
-        [int(p) for p in attrs.padding],
-        [int(d) for d in attrs.dilation],
+        *_window_attrs(attrs),
         int(attrs.groups),
         _out_dtype(call),
         primfunc_name_hint="conv2d_nchwc",
@@ -419,9 +424,7 @@ class _LowerBlockedConvs(relax.PyExprMutator):
                 pair_conv2d,
                 call.args[0],
                 self.builder_.emit(packed),
-                [int(s) for s in attrs.strides],
-                [int(p) for p in attrs.padding],
-                [int(d) for d in attrs.dilation],
+                *_window_attrs(attrs),
                 "int32",
                 primfunc_name_hint=PAIR_CONV,
             )

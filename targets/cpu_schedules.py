@@ -29,6 +29,26 @@ def x_tile(width: int, limit: int = 8) -> int:
     return next(t for t in range(min(limit, width), 0, -1) if width % t == 0)
 
 
+def runs_parallel(target: Target, min_parallel_cores: int) -> bool:
+    """Whether to run a kernel's rows on the thread pool: on targets with at least ``min_parallel_cores``
+    cores (or an unknown count). On the 2-vCPU host where this was measured, parallel kernels cost
+    EfficientNet-Lite0 4 ms at 1 thread (pool workers spin between kernels) and gained nothing at 2."""
+    cores = target.attrs.get("num-cores")
+    return cores is None or int(cores) >= min_parallel_cores
+
+
+def _root_schedule(rule: CPUScheduleRule, func, target: Target) -> tuple[s_tir.Schedule, list] | None:
+    """A schedule of ``func`` and the blocks under its root, or None when ``rule`` does not apply (not a
+    PrimFunc, another target, no root block)."""
+    if not isinstance(func, tirx.PrimFunc) or not rule.is_target_available(target):
+        return None
+    sch = s_tir.Schedule(func)
+    try:
+        return sch, sch.get_child_blocks(sch.get_sblock("root"))
+    except Exception:  # no root block: not a kernel these rules know
+        return None
+
+
 class BlockedConv(CPUScheduleRule):
     """Register-tiled, vectorized direct convolution for ``conv2d_nchwc`` / ``depthwise_conv2d_nchwc``."""
 
@@ -37,21 +57,13 @@ class BlockedConv(CPUScheduleRule):
         self.min_parallel_cores = min_parallel_cores
 
     def parallel(self, target: Target) -> bool:
-        """Whether to run the kernel's rows on the thread pool: on targets with at least
-        ``min_parallel_cores`` cores (or an unknown count). On the 2-vCPU host where this was measured,
-        parallel kernels cost EfficientNet-Lite0 4 ms at 1 thread (pool workers spin between kernels)
-        and gained nothing at 2 threads."""
-        cores = target.attrs.get("num-cores")
-        return cores is None or int(cores) >= self.min_parallel_cores
+        return runs_parallel(target, self.min_parallel_cores)
 
     def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+        root = _root_schedule(self, func, target)
+        if root is None:
             return None
-        sch = s_tir.Schedule(func)
-        try:
-            blocks = sch.get_child_blocks(sch.get_sblock("root"))
-        except Exception:  # no root block: not a kernel this rule knows
-            return None
+        sch, blocks = root
         names = [sch.get(b).name_hint for b in blocks]
         convs = [i for i, name in enumerate(names) if name.startswith((*CONV_BLOCKS, OUT_BLOCKED))]
         if len(convs) != 1:
@@ -213,20 +225,20 @@ def vectorize_injective(sch: s_tir.Schedule, block, parallel: bool = False) -> N
 class Injective(CPUScheduleRule):
     """Element-wise / injective kernels (a standalone activation quantize, ``layout_transform``): each
     block's innermost loop vectorized (:func:`vectorize_injective`), producers inlined into their
-    consumers where possible; on the thread pool only where :meth:`BlockedConv.parallel` would be."""
+    consumers where possible; on the thread pool only where :func:`runs_parallel` says so."""
 
     def __init__(self, min_parallel_cores: int = 4) -> None:
         self.min_parallel_cores = min_parallel_cores
 
     def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+        root = _root_schedule(self, func, target)
+        if root is None:
             return None
-        sch = s_tir.Schedule(func)
+        sch, blocks = root
         try:
-            blocks = sch.get_child_blocks(sch.get_sblock("root"))
             if not blocks or not all(_is_spatial(sch, b) for b in blocks):
                 return None
-            parallel = BlockedConv(min_parallel_cores=self.min_parallel_cores).parallel(target)
+            parallel = runs_parallel(target, self.min_parallel_cores)
             for block in blocks[:-1]:
                 with contextlib.suppress(Exception):  # an output, or read twice: its own loop
                     sch.compute_inline(block)
