@@ -147,7 +147,7 @@ def hanasc_precisions() -> dict[str, tuple[int, int]]:
     }
 
 
-def hanasc_engines(model, x: np.ndarray, calib: np.ndarray) -> tuple[list[Engine], dict]:
+def hanasc_engines(model, x: np.ndarray, calib: np.ndarray) -> list[Engine]:
     """hanasc fp32 and uniform precisions, built as ``hanasc apply`` builds them for the host."""
     import tvm
     from tvm import relax
@@ -163,15 +163,14 @@ def hanasc_engines(model, x: np.ndarray, calib: np.ndarray) -> tuple[list[Engine
         configs[f"hanasc {label}"] = Config(
             layers={layer.name: LayerChoice(w_bits=w, a_bits=a) for layer in model.layers}
         )
-    engines, built = [], {}
+    engines = []
     for label, config in configs.items():
         executable = host.build_artifact(materialize_recovered(model, config, ranges))  # as compile ships
         vm = relax.VirtualMachine(executable, tvm.cpu())
         outs = np.concatenate([vm["main"](tvm.runtime.tensor(s[None])).numpy() for s in x])
         arg = tvm.runtime.tensor(x[:1])
         engines.append(Engine(label, lambda v=vm, a=arg: v["main"](a), outs, "hanasc fp32"))
-        built[label] = executable
-    return engines, {"ranges": ranges}
+    return engines
 
 
 def set_tvm_threads(n: int) -> None:
@@ -206,7 +205,7 @@ def bench_model(name: str, path: Path, args, work: Path, labelled: bool) -> None
     model = hanasc.load_model(path)
     x, y, calib = foolbox_images(model)
     print(f"\n## {name} ({path})\n", flush=True)
-    hanasc_list, _ = hanasc_engines(model, x, calib)
+    hanasc_list = hanasc_engines(model, x, calib)
     for threads in args.threads:
         set_tvm_threads(threads)
         engines = [

@@ -112,17 +112,29 @@ def export_torch_model(name: str, folder: Path, dynamic_batch: bool = False) -> 
     torch.manual_seed(0)
     model = cls().eval()
     randomize_bn(model)
-    path = folder / f"{name}.onnx"
     dynamic_axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
+    return export_module(
+        model, shape, folder / f"{name}.onnx", constant_folding=False, dynamic_axes=dynamic_axes
+    )
+
+
+def export_module(
+    module: nn.Module,
+    shape: tuple[int, ...],
+    path: Path,
+    constant_folding: bool = True,
+    dynamic_axes: dict | None = None,
+) -> Path:
+    """``module`` exported to ``path`` with torch's ONNX exporter (opset 17, one input and one output)."""
     torch.onnx.export(
-        model,
+        module,
         (torch.randn(shape),),
         str(path),
         input_names=["input"],
         output_names=["output"],
         opset_version=17,
         dynamo=False,
-        do_constant_folding=False,
+        do_constant_folding=constant_folding,
         dynamic_axes=dynamic_axes,
     )
     return path

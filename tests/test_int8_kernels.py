@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import tvm
+from builders import export_module
 from torch import nn
 from tvm import relax
 
@@ -49,21 +50,18 @@ class StemNet(nn.Module):
 @pytest.fixture(scope="module")
 def stem_net(tmp_path_factory):
     torch.manual_seed(0)
-    path = Path(tmp_path_factory.mktemp("int8k")) / "stem.onnx"
-    torch.onnx.export(
-        StemNet().eval(),
-        (torch.randn(SHAPE),),
-        str(path),
-        input_names=["input"],
-        output_names=["output"],
-        opset_version=17,
-        dynamo=False,
-    )
-    loaded = hanasc.load_model(path)
-    rng = np.random.default_rng(0)
-    ranges = calibrate(loaded, [rng.standard_normal(SHAPE).astype(np.float32) for _ in range(4)])
+    path = export_module(StemNet().eval(), SHAPE, Path(tmp_path_factory.mktemp("int8k")) / "stem.onnx")
+    loaded, ranges, _ = _load_calibrated(path, SHAPE)
     config = Config(layers={layer.name: LayerChoice(w_bits=8, a_bits=8) for layer in loaded.layers})
     return path, loaded, config, ranges
+
+
+def _load_calibrated(path: Path, shape: tuple[int, ...]):
+    """The model at ``path``, activation ranges calibrated on 4 random inputs of ``shape``, and the random
+    generator (for further inputs)."""
+    loaded = hanasc.load_model(path)
+    rng = np.random.default_rng(0)
+    return loaded, calibrate(loaded, [rng.standard_normal(shape).astype(np.float32) for _ in range(4)]), rng
 
 
 def _input(seed: int = 5) -> np.ndarray:
@@ -293,17 +291,7 @@ def test_mixed_int8_fp32_model_with_pair_kernels_matches_fake_quantized(tmp_path
     torch.manual_seed(1)
     path = tmp_path / "mixed.onnx"
     shape = (1, 3, 16, 16)
-    torch.onnx.export(
-        MixedNet().eval(),
-        (torch.randn(shape),),
-        str(path),
-        input_names=["input"],
-        opset_version=17,
-        dynamo=False,
-    )
-    loaded = hanasc.load_model(path)
-    rng = np.random.default_rng(0)
-    ranges = calibrate(loaded, [rng.standard_normal(shape).astype(np.float32) for _ in range(4)])
+    loaded, ranges, rng = _load_calibrated(export_module(MixedNet().eval(), shape, path), shape)
     int8 = [layer.name for layer in loaded.layers if "expand" in layer.name or "project" in layer.name]
     assert len(int8) == 2
     config = Config(layers={name: LayerChoice(w_bits=8, a_bits=8) for name in int8})
