@@ -10,11 +10,16 @@ convolution. :func:`legalize_blocked_conv2d` is that lowering (a TE compute), an
 :func:`convert_to_blocked` the whole rewrite: ``clip`` as ``maximum``/``minimum`` (``clip`` has no layout
 rule), then ``ConvertLayout``. Convolutions whose channels are not multiples of the block (the RGB stem)
 stay in NCHW; ``layout_transform`` ops convert at the boundaries.
+
+Where ``ConvertLayout`` has no rule for an op (TVM raises), the op is lowered in NCHW before the rewrite, so
+that the layout changes around it, and where even that fails, the round's convolutions stay NCHW: the
+result is always a correct module, and :class:`LayoutReport` says what fell back.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 import tvm
 from tvm import relax, te
@@ -318,29 +323,174 @@ class _ScalarMinMaxToOps(relax.PyExprMutator):
         return op(data, scalar) if ok else call
 
 
+@dataclass
+class LayoutReport:
+    """What :func:`convert_to_blocked` could not convert; everything else runs blocked.
+
+    ``kept_nchw``: op name -> how many of its calls were lowered in NCHW because ``ConvertLayout`` had no
+    rule for them in a blocked layout; ``skipped_blocks``: blocks whose round failed even so (their
+    convolutions stay NCHW); ``whole_module``: why nothing was converted (None: converted); ``errors``: the
+    first line of each TVM error met.
+    """
+
+    kept_nchw: dict[str, int] = field(default_factory=dict)
+    skipped_blocks: list[int] = field(default_factory=list)
+    whole_module: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def fell_back(self) -> bool:
+        return bool(self.kept_nchw or self.skipped_blocks or self.whole_module)
+
+    def summary(self) -> str:
+        """One line: what fell back to NCHW (or that nothing did)."""
+        if self.whole_module:
+            return f"layout: whole module NCHW ({self.whole_module})"
+        parts = [f"{n} {op.removeprefix('relax.')} kept NCHW" for op, n in sorted(self.kept_nchw.items())]
+        parts += [f"NCHW{b}c round skipped" for b in self.skipped_blocks]
+        return "layout: " + ("; ".join(parts) if parts else "blocked where channels allow")
+
+    def to_json(self) -> dict:
+        return {
+            "kept_nchw": dict(self.kept_nchw),
+            "skipped_blocks": list(self.skipped_blocks),
+            "whole_module": self.whole_module,
+            "errors": list(self.errors),
+        }
+
+
+def first_line(exc: BaseException) -> str:
+    """A TVM error's message in one line (its check, not its traceback)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    marks = ("Check failed", "InternalError", "TVMError")
+    checks = [line for line in lines if any(mark in line for mark in marks)]
+    text = (checks or lines or [type(exc).__name__])[-1]
+    return text[:200]
+
+
 def convert_to_blocked(
-    mod: IRModule, blocks: tuple[int, ...] = BLOCKS, pair_kernels: bool = False
+    mod: IRModule,
+    blocks: tuple[int, ...] = BLOCKS,
+    pair_kernels: bool = False,
+    report: LayoutReport | None = None,
 ) -> IRModule:
     """Every conv2d in ``NCHW{b}c`` for the first block ``b`` that divides its channels (else NCHW).
 
     Each round converts the convolutions its block divides (``ConvertLayout`` carries the layout through
-    the element-wise ops around them), then lowers them to ``call_tir`` so that the next, smaller block
-    only converts the convolutions still in NCHW.
+    the element-wise ops around them), then lowers them, and every other op it left in a blocked layout
+    (pooling), to ``call_tir`` so that the next, smaller block only converts the convolutions still in NCHW.
 
     ``pair_kernels`` (x86 with AVX2, :func:`hanasc.targets.x86_int8.supports_pair_kernels`): int8 pointwise
     convs (:func:`mark_pair_convs`) are lowered with :func:`pair_conv2d`, their weight parameter
     transformed to :func:`pair_kernel_layout` in the graph (prepacked once when the weights are bound).
+
+    Never raises for a layout the rewrite cannot handle: such ops stay NCHW (:func:`_convert_round`), and
+    ``report`` (when given) records what fell back.
     """
-    mod = clip_as_min_max(mod)
-    if pair_kernels:
-        mod = mark_pair_convs(mod)
-    for index, block in enumerate(blocks):
-        mod = relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW1i{block}o"]})(mod)
-        if index < len(blocks) - 1:
-            mod = _LowerBlockedConvs(mod, pair_kernels).run()
-        elif pair_kernels:
-            mod = _LowerBlockedConvs(mod, pair_kernels, pairs_only=True).run()
-    return fold_layout_transform_pairs(mod)
+    report = report if report is not None else LayoutReport()
+    try:
+        mod = clip_as_min_max(mod)
+        if pair_kernels:
+            mod = mark_pair_convs(mod)
+        original = mod
+        for index, block in enumerate(blocks):
+            mod = _convert_round(mod, block, report)
+            if index < len(blocks) - 1:
+                mod = _LowerBlockedConvs(mod, pair_kernels).run()
+            elif pair_kernels:
+                mod = _LowerBlockedConvs(mod, pair_kernels, pairs_only=True).run()
+        return fold_layout_transform_pairs(mod)
+    except Exception as exc:  # any failure of the rewrite itself: the module as it came, in NCHW
+        report.whole_module = first_line(exc)
+        report.errors.append(report.whole_module)
+        return original if "original" in locals() else mod
+
+
+def _convert_round(mod: IRModule, block: int, report: LayoutReport) -> IRModule:
+    """``ConvertLayout`` of the convolutions to ``NCHW{block}c``. Where TVM has no layout rule for an op
+    that the new layout reaches, that op kind is lowered in NCHW first (``call_tir`` is opaque to the
+    rewrite, which converts back to NCHW before it); the smallest set of such op kinds that lets the round
+    convert is kept. Where none does, the round is skipped (its convolutions stay NCHW)."""
+    convert = relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW1i{block}o"]})
+    try:
+        return convert(mod)
+    except Exception as exc:  # TVM raises InternalError / TVMError for an op it has no rule for
+        report.errors.append(first_line(exc))
+
+    def attempt(ops: list[str]) -> IRModule | None:
+        try:
+            return convert(_LegalizeOps(mod, set(ops)).run())
+        except Exception:  # still no rule: more ops must stay NCHW
+            return None
+
+    kept: list[str] = []
+    for op in _fallback_candidates(mod):
+        kept.append(op)
+        if attempt(kept) is not None:
+            break
+    else:
+        report.skipped_blocks.append(block)
+        return mod
+    for op in list(kept):  # keep only the op kinds the round really needs in NCHW
+        if len(kept) > 1 and attempt([k for k in kept if k != op]) is not None:
+            kept.remove(op)
+    counts = _op_counts(mod)
+    for op in kept:
+        report.kept_nchw[op] = report.kept_nchw.get(op, 0) + counts.get(op, 0)
+    return attempt(kept)
+
+
+_LAYOUT_TRANSFORM = "relax.layout_transform"
+_NEVER_FALLBACK = {"relax.nn.conv2d", _LAYOUT_TRANSFORM}
+
+
+def _op_counts(mod: IRModule) -> dict[str, int]:
+    """How many calls of each Relax operator the module's Relax functions hold."""
+    counts: dict[str, int] = {}
+
+    @relax.expr_functor.visitor
+    class Counter(relax.PyExprVisitor):
+        def visit_call_(self, call: relax.Call) -> None:
+            super().visit_call_(call)
+            if isinstance(call.op, tvm.ir.Op):
+                counts[call.op.name] = counts.get(call.op.name, 0) + 1
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            Counter().visit_expr(func)
+    return counts
+
+
+def _layout_attr(call: relax.Call) -> str | None:
+    """A call's data layout attribute (``layout`` or ``data_layout``), if it has one."""
+    for name in ("data_layout", "layout"):
+        try:
+            return str(getattr(call.attrs, name))
+        except AttributeError:
+            continue
+    return None
+
+
+def _fallback_candidates(mod: IRModule) -> list[str]:
+    """Op kinds that can be lowered ahead of the rewrite: those with a layout attribute (pooling, resize;
+    the usual suspects) first, then the rest; never conv2d (what the rewrite is for)."""
+    layouts: dict[str, bool] = {}
+
+    @relax.expr_functor.visitor
+    class Finder(relax.PyExprVisitor):
+        def visit_call_(self, call: relax.Call) -> None:
+            super().visit_call_(call)
+            op = call.op
+            if not isinstance(op, tvm.ir.Op) or op.name in _NEVER_FALLBACK:
+                return
+            if op.get_attr("FLegalize") is None or op.get_attr("FRelaxInferLayout") is None:
+                return
+            layouts[op.name] = layouts.get(op.name, False) or _layout_attr(call) is not None
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            Finder().visit_expr(func)
+    return sorted(layouts, key=lambda op: (not layouts[op], op))
 
 
 def fold_layout_transform_pairs(mod: IRModule) -> IRModule:
@@ -361,9 +511,6 @@ def _use_counts(func: relax.Function) -> dict:
         for var in relax.analysis.free_vars(value):
             counts[var] = counts.get(var, 0) + 1
     return counts
-
-
-_LAYOUT_TRANSFORM = "relax.layout_transform"
 
 
 @relax.expr_functor.mutator
@@ -399,7 +546,8 @@ def _is_unpadded_transform(expr) -> bool:
 
 @relax.expr_functor.mutator
 class _LowerBlockedConvs(relax.PyExprMutator):
-    """Blocked ``nn.conv2d`` calls -> ``call_tir`` (leaves every other op, and NCHW convs, alone)."""
+    """Blocked ``nn.conv2d`` calls, and other ops in a blocked layout, -> ``call_tir`` (leaves every other
+    op, and NCHW convs, alone)."""
 
     def __init__(self, mod: IRModule, pairs: bool = False, pairs_only: bool = False) -> None:
         super().__init__(mod)
@@ -414,8 +562,12 @@ class _LowerBlockedConvs(relax.PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if call.op != tvm.ir.Op.get("relax.nn.conv2d") or not _BLOCKED.fullmatch(str(call.attrs.data_layout)):
+        if not isinstance(call.op, tvm.ir.Op) or not _BLOCKED.fullmatch(_layout_attr(call) or ""):
             return call
+        if call.op != tvm.ir.Op.get("relax.nn.conv2d"):
+            # pooling (or any op) left in a blocked layout: its layout rule checks for 4-D inputs, so the
+            # next round's ConvertLayout would fail on it; TVM's own lowering handles NCHW[x]c
+            return call if self.pairs_only else _legalize(self.builder_, call)
         weight = self._pair_weight(call) if self.pairs else None
         if weight is not None:
             attrs = call.attrs
@@ -444,6 +596,32 @@ class _LowerBlockedConvs(relax.PyExprMutator):
         if len(weight.ty.shape) != 4 or int(weight.ty.shape[1]) % 2:
             return None
         return weight
+
+
+def _legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    """``call`` lowered by TVM's registered legalization (``call_tir`` of a TE compute)."""
+    return call.op.get_attr("FLegalize")(bb, call)
+
+
+@relax.expr_functor.mutator
+class _LegalizeOps(relax.PyExprMutator):
+    """Every call of the op kinds ``ops`` -> its legalized ``call_tir`` (in the layout it has now)."""
+
+    def __init__(self, mod: IRModule, ops: set[str]) -> None:
+        super().__init__(mod)
+        self.mod_, self.ops = mod, ops
+
+    def run(self) -> IRModule:
+        for gv, func in list(self.mod_.functions.items()):
+            if isinstance(func, relax.Function):
+                self.builder_.update_func(gv, self.visit_expr(func))
+        return self.builder_.get()
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if isinstance(call.op, tvm.ir.Op) and call.op.name in self.ops:
+            return _legalize(self.builder_, call)
+        return call
 
 
 def _pair_index_map(out_block: int):

@@ -14,23 +14,66 @@ import numpy as np
 def compile_late_bound(mod, target):
     """Compile ``mod`` (weights as parameters, or already bound) for ``target`` with hanasc's pipeline
     (:mod:`hanasc.targets.pipelines`: on CPUs channel-blocked convolutions with default schedules, on
-    GPUs TVM's dlight defaults), integer weights bound after fusion."""
+    GPUs TVM's dlight defaults), integer weights bound after fusion.
+
+    What has no rule falls back instead of failing: ops the layout rewrite cannot convert stay NCHW
+    (:func:`hanasc.passes.blocked_layout.convert_to_blocked`), kernels no schedule rule handles run naive
+    loops, and a CPU build that fails anyway is redone in NCHW, then without default schedules. The
+    :class:`hanasc.targets.pipelines.BuildReport` of the build that succeeded goes to the open
+    :func:`hanasc.targets.pipelines.collect_build_reports`.
+    """
+    from hanasc.targets import pipelines
+
+    if target.kind.name not in ("llvm", "cuda"):
+        raise ValueError(f"late binding supports llvm and cuda targets, not '{target.kind.name}'")
+    gpu = pipelines.is_gpu(target)
+    # (blocked layout, default schedules): GPU kernels need dlight's thread bindings, so no fallback there
+    plans = [(False, True)] if gpu else [(True, True), (False, True), (False, False)]
+    rebuilds: list[str] = []
+    for index, (blocked, schedules) in enumerate(plans):
+        report = pipelines.BuildReport(target=_target_name(target), rebuilds=list(rebuilds))
+        try:
+            executable = _compile(mod, target, blocked, schedules, report)
+        except Exception as exc:  # TVM raises many types; the last plan's failure is the model's own
+            if index == len(plans) - 1:
+                raise
+            from hanasc.passes.blocked_layout import first_line
+
+            what = "blocked layout" if blocked else "default schedules"
+            rebuilds.append(f"{what} failed to build ({first_line(exc)})")
+            continue
+        pipelines.record_build(report)
+        return executable
+    raise AssertionError("unreachable")
+
+
+def _target_name(target) -> str:
+    attrs = target.attrs
+    detail = attrs.get("mcpu") or attrs.get("arch")
+    return f"{target.kind.name}/{detail}" if detail else str(target.kind.name)
+
+
+def _compile(mod, target, blocked: bool, schedules: bool, report):
+    """One build of :func:`compile_late_bound`: channel-blocked convolutions or not, default schedules
+    or not (the database's records apply either way); fills ``report``."""
     import tvm
     from tvm import relax
 
     from hanasc.relax_params import bind_weights, is_packed, weights_of
     from hanasc.targets import pipelines
 
-    if target.kind.name not in ("llvm", "cuda"):
-        raise ValueError(f"late binding supports llvm and cuda targets, not '{target.kind.name}'")
     packed = {k: v for k, v in weights_of(mod).items() if is_packed(v)}
     early = bind_weights(mod, keep_packed=True) if weights_of(mod) else mod
-    if not pipelines.is_gpu(target):
-        from hanasc.passes.blocked_layout import convert_to_blocked
+    if blocked:
+        from hanasc.passes.blocked_layout import LayoutReport, convert_to_blocked
         from hanasc.targets.x86_int8 import supports_pair_kernels
 
+        layout = LayoutReport()
         # x86 with AVX2: int8 pointwise convs as exact vpmaddwd kernels, their weights prepacked below
-        early = convert_to_blocked(early, pair_kernels=supports_pair_kernels(target))
+        early = convert_to_blocked(early, pair_kernels=supports_pair_kernels(target), report=layout)
+        report.layout, report.layout_line = layout.to_json(), layout.summary()
+    elif not pipelines.is_gpu(target):
+        report.layout_line = "layout: whole module NCHW (blocked build failed)"
     if packed:
         early, packed = prepack_weights(early, packed)
     stages = pipelines.backend(target)
@@ -44,7 +87,9 @@ def compile_late_bound(mod, target):
             if database is not None:  # kernels tuned before, by any model, for this target
                 with database:
                     m = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(m)
-            m = tvm.transform.Sequential(pipelines.default_schedule_passes(target))(m)
+            if schedules:
+                m = tvm.transform.Sequential(pipelines.default_schedule_passes(target))(m)
+            report.kernels, report.naive = pipelines.unscheduled_kernels(m)
             if late:
                 m = relax.transform.BindParams("main", late)(m)
                 m["main"] = m["main"].without_attr("num_input")

@@ -9,6 +9,10 @@ run on modules whose convolutions are channel-blocked
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from dataclasses import dataclass, field
+
 
 def is_gpu(target) -> bool:
     """Whether ``target`` compiles kernels for a CUDA GPU (else a CPU)."""
@@ -57,7 +61,108 @@ def cpu_default_rules() -> list:
 
     from hanasc.targets.cpu_schedules import BlockedConv, Injective
 
-    return [BlockedConv(), dlight.cpu.GEMV(), Injective()]
+    return [BlockedConv(), SafeRule(dlight.cpu.GEMV()), Injective()]
+
+
+class SafeRule:
+    """A schedule rule that declines (None) instead of raising on a kernel it cannot handle: a kernel no
+    rule schedules runs TVM's naive loop nest, which is slow but correct."""
+
+    def __init__(self, rule) -> None:
+        self.rule = rule
+
+    def apply(self, func, target, tunable):
+        try:
+            return self.rule.apply(func, target, tunable)
+        except Exception:  # TVM's rules assert on shapes they do not expect
+            return None
+
+    def is_target_available(self, target) -> bool:
+        return self.rule.is_target_available(target)
+
+
+@dataclass
+class BuildReport:
+    """What one build of a Relax target fell back on (the build is correct either way).
+
+    ``layout``: :meth:`hanasc.passes.blocked_layout.LayoutReport.to_json` (CPU builds); ``kernels``: the
+    fused kernels of the library; ``naive``: those with neither a tuned record nor a default schedule (TVM's
+    naive loop nest); ``rebuilds``: builds that failed and were redone in a simpler form, with the reason.
+    """
+
+    target: str
+    layout: dict | None = None
+    layout_line: str = ""
+    kernels: int = 0
+    naive: list[str] = field(default_factory=list)
+    rebuilds: list[str] = field(default_factory=list)
+
+    @property
+    def fallback_kernels(self) -> int:
+        """How many kernels fell back to naive loops."""
+        return len(self.naive)
+
+    @property
+    def layout_fell_back(self) -> bool:
+        layout = self.layout or {}
+        return bool(layout.get("kept_nchw") or layout.get("skipped_blocks") or layout.get("whole_module"))
+
+    def line(self) -> str:
+        """One line for a summary: layout fallbacks, naive kernels, rebuilds."""
+        parts = [self.layout_line] if self.layout_line else []
+        parts.append(f"{self.fallback_kernels} of {self.kernels} kernels without a schedule (naive loops)")
+        parts += [f"rebuilt: {r}" for r in self.rebuilds]
+        return f"{self.target} build: " + "; ".join(parts)
+
+    def to_json(self) -> dict:
+        return {
+            "target": self.target,
+            "layout": self.layout,
+            "kernels": self.kernels,
+            "naive_kernels": list(self.naive),
+            "fallback_kernels": self.fallback_kernels,
+            "rebuilds": list(self.rebuilds),
+        }
+
+
+_COLLECTORS: contextvars.ContextVar[tuple[list, ...]] = contextvars.ContextVar(
+    "hanasc_build_reports", default=()
+)
+
+
+@contextlib.contextmanager
+def collect_build_reports():
+    """``with collect_build_reports() as reports:``: every :class:`BuildReport` of the builds inside (the
+    compile and apply summaries print them)."""
+    reports: list[BuildReport] = []
+    token = _COLLECTORS.set((*_COLLECTORS.get(), reports))
+    try:
+        yield reports
+    finally:
+        _COLLECTORS.reset(token)
+
+
+def record_build(report: BuildReport) -> None:
+    """Hand ``report`` to every open :func:`collect_build_reports`."""
+    for reports in _COLLECTORS.get():
+        reports.append(report)
+
+
+def unscheduled_kernels(mod) -> tuple[int, list[str]]:
+    """``(kernels, names of those not scheduled)`` of a module after its schedule passes: a PrimFunc is
+    scheduled when a tuned record or a default rule marked it ``tirx.is_scheduled``."""
+    from tvm import tirx
+
+    names = []
+    total = 0
+    for gv, func in mod.functions.items():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        total += 1
+        attrs = func.attrs or {}
+        if "tirx.is_scheduled" not in attrs or not int(attrs["tirx.is_scheduled"]):
+            names.append(gv.name_hint)
+    return total, sorted(names)
 
 
 def has_default_schedule(func, target) -> bool:

@@ -37,6 +37,8 @@ class ApplySummary:
     library: str
     library_bytes: int
     bundle: dict | None = None
+    build: dict | None = None  # what the host build fell back on (hanasc.targets.pipelines.BuildReport)
+    build_line: str = ""
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -51,6 +53,7 @@ class ApplySummary:
             f"({self.weight_bytes_after / max(self.weight_bytes_before, 1):.1%}); library "
             f"`{self.library}` {self.library_bytes:,} bytes (host build).",
             "",
+            *([self.build_line, ""] if self.build_line else []),
             "| layer | op | choices | weight bytes before | after |",
             "|---|---|---|---:|---:|",
         ]
@@ -149,7 +152,10 @@ def apply_config(
     ranges = calibrate_for(model, config, data, ranges_file=ranges_file)
     new_mod = materialize_recovered(model, config, ranges)
     before, after = weights_of(model.mod), weights_of(new_mod)
-    executable = host.build_artifact(new_mod)
+    from hanasc.targets.pipelines import collect_build_reports
+
+    with collect_build_reports() as builds:
+        executable = host.build_artifact(new_mod)
     host.run(executable, list(model.example_inputs().values()))  # it runs before anything is written
     changes = [
         LayerChange(
@@ -176,6 +182,8 @@ def apply_config(
             weight_bytes_after=sum(v.nbytes for v in after.values()),
             library="model.so",
             library_bytes=(tmp / "model.so").stat().st_size,
+            build=builds[-1].to_json() if builds else None,
+            build_line=builds[-1].line() if builds else "",
         )
         if info.name != "host":
             summary.bundle = build_target_bundle(info, model, config, new_mod, tmp / info.name, data, ranges)

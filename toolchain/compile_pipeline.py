@@ -350,16 +350,21 @@ def compile_model(
         return measure_host(executable, probe, options.measure_repeats)
 
     measurable = info.name == "host" or session is not None
-    if measurable:
-        stage.log(f"compiling and measuring the original model on {where}")
-        with _fails_as_one_line(model, info.name):
-            original_measure = measure(model.mod, "float32")
-    elif not measurable and info.tvm_target() is not None:  # fail in seconds, not after the search
-        from hanasc.targets.late_binding import compile_late_bound
+    from hanasc.targets.pipelines import collect_build_reports
 
-        stage.log(f"compiling the original model for {info.name} (checks it builds before the search)")
-        with _fails_as_one_line(model, info.name):
-            compile_late_bound(model.mod, info.tvm_target())
+    with collect_build_reports() as builds:  # what the build fell back on (layout, naive kernels)
+        if measurable:
+            stage.log(f"compiling and measuring the original model on {where}")
+            with _fails_as_one_line(model, info.name):
+                original_measure = measure(model.mod, "float32")
+        elif not measurable and info.tvm_target() is not None:  # fail in seconds, not after the search
+            from hanasc.targets.late_binding import compile_late_bound
+
+            stage.log(f"compiling the original model for {info.name} (checks it builds before the search)")
+            with _fails_as_one_line(model, info.name):
+                compile_late_bound(model.mod, info.tvm_target())
+    if builds:
+        stage.log(builds[0].line())
     if original_measure is not None:
         costs.observe(space.identity(), original_measure["value"])
     int8 = uniform_genome(space, (8, 8))
