@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -233,62 +235,138 @@ def profile(
 
 @app.command()
 def costs(
-    model: Annotated[str, typer.Argument(help="ONNX file, or a zoo name.")],
+    models: Annotated[list[str], typer.Argument(help="ONNX files, or zoo names (several in one call).")],
     target: Annotated[str, typer.Option("--target", "-t", help="Target name.")] = "host",
+    device: Annotated[
+        str | None, typer.Option(help="Device whose calibration applies (see `hanasc calibrate --device`).")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="Config JSON to apply first.")] = None,
     data: Annotated[Path | None, typer.Option(help=".npz calibration data (for a_bits=8).")] = None,
+    memory: Annotated[bool, typer.Option("--memory", help="Also estimate memory (slower).")] = False,
+    confidence: Annotated[
+        float, typer.Option(help="Confidence of the latency interval (calibrated targets).")
+    ] = 0.9,
+    threads: Annotated[int | None, typer.Option(help="Runner threads on the device (default: spec).")] = None,
     input_shape: InputShapeOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Estimated latency per kernel and in total, memory and energy, each with its provenance.
+    """Estimated latency per kernel and in total (with an interval once calibrated), energy, and memory with
+    --memory; each figure with its provenance.
 
     Examples:
 
       hanasc costs model.onnx --target host
 
-      hanasc costs efficientnet-lite0 --target cortex-a78 --config config.json --data calib.npz
+      hanasc costs a.onnx b.onnx c.onnx --target cortex-a78 --device pixel7 --json
+
+      hanasc costs efficientnet-lite0 --target cortex-a78 --config config.json --data calib.npz --memory
     """
-    from hanasc.apply_pipeline import calibrate_for
-    from hanasc.cost_models import estimate_costs
-    from hanasc.datasets import load_npz
-    from hanasc.passes.config import Config
-    from hanasc.recovery import materialize_recovered
+    from hanasc.cost_models.estimate import CostContext, estimate_costs
+    from hanasc.cost_models.target_info import get_target as cost_target
+
+    if not 0.5 <= confidence < 1.0:
+        raise HanascError(f"--confidence {confidence:g}: must be in [0.5, 1)")
+    if threads is not None and threads <= 0:
+        raise HanascError(f"--threads {threads}: must be positive")
+    name = cost_target(target).name
+    ctx = CostContext(device=device)
+    policy = None
+    if config is not None:
+        from hanasc.passes.config import Config
+
+        policy = Config.load(config)
+    reports = []
+    for model in models:
+        mod = _costs_module(model, input_shape, policy, data, target)
+        reports.append(estimate_costs(mod, name, ctx, memory=memory, confidence=confidence, threads=threads))
+    if as_json:
+        payload = [r.to_json() | {"model": m} for r, m in zip(reports, models, strict=True)]
+        print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
+    else:
+        print("\n\n".join(f"{m}\n{r.table()}" if len(models) > 1 else r.table()
+                          for r, m in zip(reports, models, strict=True)))  # fmt: skip
+
+
+def _costs_module(model: str, input_shape: list[str] | None, policy, data: Path | None, target: str):
+    """The module ``hanasc costs`` estimates: the model as is, or with ``policy`` materialized."""
     from hanasc.relax_params import bind_weights
+
+    loaded = _load(model, input_shape)
+    if policy is None:
+        return bind_weights(loaded.mod)
+    from hanasc.apply_pipeline import calibrate_for
+    from hanasc.datasets import load_npz
+    from hanasc.recovery import materialize_recovered
     from hanasc.targets.registry import check_choices, get_target
 
-    info = get_target(target)
-    loaded = _load(model, input_shape)
-    policy = Config.load(config) if config else Config()
-    check_choices(info, policy, loaded.layers)
+    check_choices(get_target(target), policy, loaded.layers)
     samples = load_npz(data, loaded.inputs[0]).x if data is not None else None
-    mod = materialize_recovered(loaded, policy, calibrate_for(loaded, policy, samples))
-    report = estimate_costs(bind_weights(mod), info.name)
-    if as_json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        print(report.table())
+    return bind_weights(materialize_recovered(loaded, policy, calibrate_for(loaded, policy, samples)))
 
 
 @app.command()
 def calibrate(
     measurements: Annotated[
-        Path, typer.Argument(help="CSV with columns model,ms (paths relative to the CSV).")
-    ],
-    target: Annotated[str, typer.Option("--target", "-t", help="Target name.")],
+        Path | None,
+        typer.Argument(help="CSV: model,ms[,threads][,runtime] (model paths relative to the CSV)."),
+    ] = None,
+    target: Annotated[str, typer.Option("--target", "-t", help="Target name.")] = "host",
+    device: Annotated[
+        str, typer.Option(help="Device name: one calibration is kept per device (used by costs/compile).")
+    ] = "default",
     base: Annotated[str, typer.Option(help="What to calibrate: auto, prior or model.")] = "auto",
+    export: Annotated[
+        Path | None, typer.Option("--export", help="Write the device's calibration to this file.")
+    ] = None,
+    import_: Annotated[
+        Path | None, typer.Option("--import", help="Install a calibration file (for --device, or its own).")
+    ] = None,
+    input_shape: InputShapeOpt = None,
 ) -> None:
-    """Calibrate a target's latency estimates from whole-model measurements taken on the device.
+    """Calibrate a target's latency estimates for one device from whole-model timings taken on it.
 
-    Example:
+    Time each model on the device with any runtime (median of repeated runs), list them in a CSV, and
+    run this; `hanasc costs` and `hanasc compile` then use the calibration (see docs/costs.md).
 
-      hanasc calibrate --target cortex-a78 measurements.csv
+    Examples:
+
+      hanasc calibrate --target cortex-a78 --device pixel7 measurements.csv
+
+      hanasc calibrate --target cortex-a78 --device pixel7 --export pixel7.json
+
+      hanasc calibrate --import pixel7.json
     """
-    from hanasc.cost_models.estimate import calibrate_from_csv, calibration_table
-    from hanasc.targets.registry import get_target
+    from hanasc.cost_models.estimate import (
+        CostContext,
+        calibration_table,
+        export_calibration,
+        import_calibration,
+        read_measurements_csv,
+    )
+    from hanasc.cost_models.estimate import (
+        calibrate as fit,
+    )
+    from hanasc.cost_models.target_info import get_target as cost_target
+    from hanasc.onnx_loader import parse_input_shape
 
-    info = get_target(target)
-    cal = calibrate_from_csv(info.name, measurements, base=base)
-    print(calibration_table(cal, info.name))
+    if base not in ("auto", "prior", "model"):
+        raise HanascError(f"--base {base}: auto, prior or model")
+    if sum(x is not None for x in (measurements, export, import_)) != 1:
+        raise HanascError("calibrate: give a measurements CSV, --export FILE or --import FILE (one of them)")
+    name = cost_target(target).name
+    ctx = CostContext(device=device if import_ is None or device != "default" else None)
+    if import_ is not None:
+        cal = import_calibration(import_, ctx)
+        print(f"installed the calibration of '{cal.target}' for device '{cal.device}'")
+        print(calibration_table(cal, cal.target))
+        return
+    if export is not None:
+        out = export_calibration(name, ctx, export)
+        print(f"wrote {out}")
+        return
+    shapes = dict(parse_input_shape(s) for s in input_shape or [])
+    cal = fit(name, read_measurements_csv(measurements), ctx, base, shapes or None)
+    print(calibration_table(cal, name))
 
 
 @app.command(name="compile")
@@ -416,12 +494,34 @@ def demo(
 
 
 def main() -> None:
-    """Entry point: run the app; a HanascError becomes one line on stderr and exit code 2."""
+    """Entry point: run the app; bad input becomes one line on stderr and exit code 2.
+
+    A :class:`HanascError` (a file, node or option the user can fix) exits 2. Running out of memory ends
+    with one line too (exit 1). Any other exception is a bug in hanasc: one line that
+    says so (exit 1), or the full traceback with ``HANASC_DEBUG=1``.
+    """
     try:
         app()
     except HanascError as exc:
-        print(f"hanasc: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        _fail(f"error: {exc}", exc.exit_code)
+    except MemoryError:
+        _fail("error: out of memory (try a smaller --input-shape or model)", 1)
+    except Exception as exc:
+        if os.environ.get("HANASC_DEBUG"):
+            raise
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        reason = (str(exc).strip().splitlines() or [""])[0][:300]
+        _fail(
+            f"internal error: {type(exc).__name__}: {reason} (at {Path(where.filename).name}:{where.lineno}; "
+            "a bug in hanasc: rerun with HANASC_DEBUG=1 for the traceback)",
+            1,
+        )
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stdout.flush()
+    print(f"hanasc: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -19,3 +19,7 @@ class UnsupportedOperatorError(HanascError):
 
 class InputShapeError(HanascError):
     """An input shape is symbolic without --input-shape, or --input-shape is malformed."""
+
+
+class ModelSizeError(ModelFileError):
+    """A declared, stored or inferred tensor exceeds the documented limit (refused before allocating)."""

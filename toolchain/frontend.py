@@ -10,7 +10,7 @@ import onnx
 
 from hanasc.layers import LayerInfo, LayerTotals, layer_table, totals
 from hanasc.onnx_cleaner import clean
-from hanasc.onnx_loader import InputSpec, fix_input_shapes, read_onnx
+from hanasc.onnx_loader import InputSpec, check_tensor_sizes, fix_input_shapes, read_onnx
 
 
 @dataclass
@@ -63,6 +63,7 @@ def load_model(
     path = Path(path)
     model = read_onnx(path)
     inputs = fix_input_shapes(model, dict(input_shapes or {}), source=str(path))
+    check_tensor_sizes(model, str(path))  # before anything folds constants or runs the graph
     if import_tvm:
         from hanasc.relax_import import check_supported_ops
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import io
+import re
 import warnings
 
 import onnx
@@ -34,16 +38,36 @@ def import_relax(model: onnx.ModelProto, inputs: list[InputSpec], source: str = 
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
+    from hanasc.targets.quiet import HARMLESS, filtered_native_stderr
+
     check_supported_ops(model, source)
     shape_dict = {spec.name: list(spec.shape) for spec in inputs}
     dtype_dict = {spec.name: spec.dtype for spec in inputs}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    printed, failure = io.StringIO(), None
+    # the importer prints the failing operator to stdout, and its BlockBuilder warns on fd 2 when the
+    # exception drops it: both are kept off the terminal, the reason becomes one line
+    quiet = (*HARMLESS, "BlockBuilder destroyed with remaining blocks")
+    with filtered_native_stderr(quiet), contextlib.redirect_stdout(printed), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
             mod = from_onnx(model, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=True)
-    except Exception as exc:  # the importer raises many error types; the user needs one line
-        raise ModelFileError(
-            f"{source}: TVM's ONNX importer failed: {str(exc).strip().splitlines()[0]}"
-        ) from None
+        except Exception as exc:  # the importer raises many error types; the user needs one line
+            failure = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        gc.collect()
+    if failure is not None:
+        node = _failed_node(model, printed.getvalue())
+        raise ModelFileError(f"{source}: TVM's ONNX importer failed{node}: {failure}")
     mod = relax.transform.DecomposeOpsForInference()(mod)
     return relax.transform.Normalize()(mod)
+
+
+def _failed_node(model: onnx.ModelProto, printed: str) -> str:
+    """`` at node 'NAME' (Op)``, from the importer's "Error converting operator Op, with inputs: [...]"."""
+    match = re.search(r"Error converting operator (\w+), with inputs: \[([^\]]*)\]", printed)
+    if not match:
+        return ""
+    op, first = match[1], match[2].split(",")[0].strip()
+    nodes = [n for n in model.graph.node if n.op_type == op]
+    if len(nodes) > 1:
+        nodes = [n for n in nodes if n.input and re.sub(r"\W", "_", n.input[0]).strip("_") == first] or nodes
+    return f" at node '{nodes[0].name}' ({op})" if len(nodes) == 1 else f" at a {op} node"

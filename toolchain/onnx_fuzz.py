@@ -1,0 +1,854 @@
+"""Fuzz the ONNX boundary: mutate small fixture models, run ``hanasc`` on each in-process under a timeout.
+
+Each mutant goes through ``hanasc inspect``; a sample of those it accepts also goes through ``hanasc apply``
+(empty Config) and ``hanasc compile`` (host, tiny search). Every call ends in exactly one outcome:
+
+- ``ok``: exit 0;
+- ``rejected``: exit 2 and exactly one line on stderr, ``hanasc: error: ...``, naming a file or an option;
+- ``traceback``: an exception escaped the CLI (a real process would print a Python traceback);
+- ``hang``: the call ran past its time limit (the worker is killed and replaced);
+- ``partial``: the call failed but left something at ``--out`` (or a temporary folder beside it);
+- ``other``: anything else (another exit code, a rejection of more than one line, a worker killed by
+  a signal).
+
+The CLI runs in a worker process (TVM is imported once, not once per call) whose stdout and stderr are
+captured at the file-descriptor level, so C++ log lines count against the one-line rule as a user would
+see them. ``bench/fuzz.py`` prints the table; ``tests/test_fuzz.py`` runs a fixed-seed sample.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OUTCOMES = ("ok", "rejected", "traceback", "hang", "partial", "other")
+COMMANDS = ("inspect", "apply", "compile")
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+
+def _conv(name: str, x: str, w: str, b: str | None, out: str, **attrs) -> onnx.NodeProto:
+    return helper.make_node("Conv", [x, w, b] if b else [x, w], [out], name=name, **attrs)
+
+
+def _init(rng: np.random.Generator, name: str, shape: tuple[int, ...]) -> TensorProto:
+    return numpy_helper.from_array((rng.standard_normal(shape) * 0.2).astype(np.float32), name)
+
+
+def residual_fixture() -> onnx.ModelProto:
+    """conv 3x3 -> depthwise 3x3 -> pointwise 1x1 -> residual add -> pool -> dense (Gemm): input 1x3x16x16."""
+    rng = np.random.default_rng(0)
+    inits = [
+        _init(rng, "stem.w", (8, 3, 3, 3)),
+        _init(rng, "stem.b", (8,)),
+        _init(rng, "dw.w", (8, 1, 3, 3)),
+        _init(rng, "dw.b", (8,)),
+        _init(rng, "pw.w", (8, 8, 1, 1)),
+        _init(rng, "pw.b", (8,)),
+        _init(rng, "fc.w", (10, 8)),
+        _init(rng, "fc.b", (10,)),
+    ]
+    nodes = [
+        _conv("stem", "input", "stem.w", "stem.b", "s", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["s"], ["s_act"], name="stem_relu"),
+        _conv("dw", "s_act", "dw.w", "dw.b", "d", pads=[1, 1, 1, 1], group=8, kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["d"], ["d_act"], name="dw_relu"),
+        _conv("pw", "d_act", "pw.w", "pw.b", "p", kernel_shape=[1, 1]),
+        helper.make_node("Add", ["s_act", "p"], ["r"], name="residual"),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="pool"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["output"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "residual",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10])],
+        initializer=inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def plain_fixture() -> onnx.ModelProto:
+    """conv -> BatchNorm -> relu -> maxpool -> reshape -> MatMul + Add (dense): input 1x1x12x12."""
+    rng = np.random.default_rng(1)
+    inits = [
+        _init(rng, "c.w", (4, 1, 3, 3)),
+        numpy_helper.from_array(np.ones(4, np.float32), "bn.scale"),
+        numpy_helper.from_array(np.zeros(4, np.float32), "bn.bias"),
+        numpy_helper.from_array(np.full(4, 0.1, np.float32), "bn.mean"),
+        numpy_helper.from_array(np.full(4, 0.9, np.float32), "bn.var"),
+        numpy_helper.from_array(np.array([1, -1], np.int64), "flat"),
+        _init(rng, "fc.w", (4 * 6 * 6, 5)),
+        _init(rng, "fc.b", (5,)),
+    ]
+    nodes = [
+        _conv("c", "input", "c.w", None, "c", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node(
+            "BatchNormalization", ["c", "bn.scale", "bn.bias", "bn.mean", "bn.var"], ["n"], name="bn"
+        ),
+        helper.make_node("Relu", ["n"], ["a"], name="relu"),
+        helper.make_node("MaxPool", ["a"], ["m"], name="maxpool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Reshape", ["m", "flat"], ["f"], name="reshape"),
+        helper.make_node("MatMul", ["f", "fc.w"], ["mm"], name="fc"),
+        helper.make_node("Add", ["mm", "fc.b"], ["output"], name="fc_bias"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "plain",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 12, 12])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 5])],
+        initializer=inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def builtin_fixtures() -> dict[str, onnx.ModelProto]:
+    """The fixture models built here with onnx.helper (no torch needed)."""
+    return {"residual": residual_fixture(), "plain": plain_fixture()}
+
+
+# ---------------------------------------------------------------------------------------------- mutators
+
+HUGE_DIMS = (2**20, 2**31, 2**40, 2**62, 10**6)
+ODD_INTS = (0, -1, -7, 2, 3, 7, 1000, 2**31, 2**62, -(2**62))
+OPSETS = (0, 1, 6, 7, 9, 11, 12, 13, 16, 17, 18, 20, 21, 22, 23, 26, 99, -1)
+IR_VERSIONS = (0, 1, 3, 6, 7, 8, 9, 10, 11, 12, 99)
+OP_TYPES = ("Relu", "Identity", "Conv", "Gemm", "MatMul", "Add", "Softmax", "Foo", "", "LSTM", "Loop")
+OP_TYPES += ("Resize", "Reshape", "NonZero", "ConstantOfShape", "Concat", "Split")
+
+
+@dataclass
+class Mutant:
+    """One mutated model: where it was written and what was done to it."""
+
+    fixture: str
+    mutator: str
+    detail: str
+    path: Path
+    input_shape: tuple[int, ...]
+
+
+def _real_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    inits = {i.name for i in graph.initializer}
+    return [i for i in graph.input if i.name not in inits]
+
+
+def _all_tensor_names(graph: onnx.GraphProto) -> list[str]:
+    names = [i.name for i in graph.input] + [i.name for i in graph.initializer]
+    return names + [o for n in graph.node for o in n.output]
+
+
+def m_attribute(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    nodes = [n for n in model.graph.node if n.attribute] or list(model.graph.node)
+    node = rng.choice(nodes)
+    action = rng.choice(["int", "ints", "drop", "unknown", "retype", "float"])
+    if action == "unknown" or not node.attribute:
+        node.attribute.append(helper.make_attribute("bogus", rng.choice(ODD_INTS)))
+        return f"node '{node.name}': unknown attribute bogus"
+    attr = rng.choice(list(node.attribute))
+    if action == "drop":
+        node.attribute.remove(attr)
+        return f"node '{node.name}': attribute {attr.name} dropped"
+    if action == "retype":
+        new = helper.make_attribute(attr.name, rng.choice(["same_upper", "x", ""]))
+        node.attribute.remove(attr)
+        node.attribute.append(new)
+        return f"node '{node.name}': attribute {attr.name} made a string"
+    if action == "float":
+        new = helper.make_attribute(attr.name, rng.choice([float("nan"), float("inf"), -1e30, 0.5]))
+        node.attribute.remove(attr)
+        node.attribute.append(new)
+        return f"node '{node.name}': attribute {attr.name} made a float"
+    if action == "int" or attr.type == onnx.AttributeProto.INT:
+        value = rng.choice(ODD_INTS)
+        new = helper.make_attribute(attr.name, value)
+        node.attribute.remove(attr)
+        node.attribute.append(new)
+        return f"node '{node.name}': {attr.name}={value}"
+    values = [rng.choice(ODD_INTS) for _ in range(rng.randint(0, 6))]
+    new = helper.make_attribute(attr.name, values) if values else helper.make_attribute(attr.name, [0])
+    if not values:
+        del new.ints[:]
+    node.attribute.remove(attr)
+    node.attribute.append(new)
+    return f"node '{node.name}': {attr.name}={values}"
+
+
+def _mutate_dims(rng: random.Random, dims, label: str) -> str:
+    action = rng.choice(["huge", "huge", "zero", "negative", "symbolic", "clear", "rank", "big"])
+    if action == "clear":
+        del dims[:]
+        return f"{label}: shape without dims"
+    if action == "rank":
+        if dims and rng.random() < 0.5:
+            del dims[-1]
+            return f"{label}: one dim fewer"
+        dims.add().dim_value = rng.choice([1, 3])
+        return f"{label}: one dim more"
+    if not dims:
+        dims.add().dim_value = 1
+    dim = dims[rng.randrange(len(dims))]
+    if action == "huge":
+        value = rng.choice(HUGE_DIMS)
+        dim.dim_value = value
+        return f"{label}: a dim set to {value}"
+    if action == "big":
+        value = rng.choice([64, 100, 257])
+        dim.dim_value = value
+        return f"{label}: a dim set to {value}"
+    if action == "zero":
+        dim.dim_value = 0
+        return f"{label}: a dim set to 0"
+    if action == "negative":
+        dim.dim_value = -1
+        return f"{label}: a dim set to -1"
+    dim.dim_param = rng.choice(["?", "batch", "N", ""])
+    return f"{label}: a dim made symbolic '{dim.dim_param}'"
+
+
+def m_input_shape(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    inp = rng.choice(_real_inputs(model.graph))
+    tensor_type = inp.type.tensor_type
+    if rng.random() < 0.1:
+        tensor_type.ClearField("shape")
+        return f"input '{inp.name}': shape removed"
+    return _mutate_dims(rng, tensor_type.shape.dim, f"input '{inp.name}'")
+
+
+def m_value_info_shape(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    graph = model.graph
+    if rng.random() < 0.5:
+        out = rng.choice(list(graph.output))
+        return _mutate_dims(rng, out.type.tensor_type.shape.dim, f"output '{out.name}'")
+    node = rng.choice(list(graph.node))
+    vi = helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, [1, 8, 16, 16])
+    graph.value_info.append(vi)
+    return _mutate_dims(rng, vi.type.tensor_type.shape.dim, f"value_info '{node.output[0]}'")
+
+
+def m_initializer(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    init = rng.choice(list(model.graph.initializer))
+    action = rng.choice(["dims", "huge", "no_data", "float_data", "dtype"])
+    if action == "dims":
+        init.dims[:] = [rng.choice([0, 1, 2, 5]) for _ in range(rng.randint(0, 4))]
+        return f"initializer '{init.name}': dims {list(init.dims)} (data unchanged)"
+    if action == "huge":
+        init.dims[:] = [rng.choice(HUGE_DIMS), *list(init.dims)[1:]]
+        return f"initializer '{init.name}': dims {list(init.dims)}"
+    if action == "no_data":
+        init.ClearField("raw_data")
+        del init.float_data[:]
+        return f"initializer '{init.name}': no data"
+    if action == "float_data":
+        init.ClearField("raw_data")
+        init.float_data[:] = [1.0] * rng.choice([0, 1, 3])
+        return f"initializer '{init.name}': {len(init.float_data)} float_data values"
+    init.data_type = rng.choice([0, 2, 3, 6, 7, 8, 9, 10, 11, 16, 99])
+    return f"initializer '{init.name}': data_type {init.data_type}"
+
+
+def m_dtype(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    target = rng.choice([*_real_inputs(model.graph), *model.graph.output])
+    value = rng.choice([0, 2, 3, 6, 7, 8, 9, 10, 11, 16, 99])
+    target.type.tensor_type.elem_type = value
+    return f"'{target.name}': elem_type {value}"
+
+
+def m_dangling(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    graph = model.graph
+    action = rng.choice(["input", "output", "rename"])
+    if action == "input":
+        node = rng.choice(list(graph.node))
+        slot = rng.randrange(len(node.input)) if node.input else 0
+        if node.input:
+            node.input[slot] = "ghost"
+        else:
+            node.input.append("ghost")
+        return f"node '{node.name}': input {slot} is 'ghost' (produced by nothing)"
+    if action == "output":
+        graph.output[0].name = "ghost_output"
+        return "graph output renamed to 'ghost_output' (produced by nothing)"
+    node = rng.choice(list(graph.node))
+    old = node.output[0]
+    node.output[0] = old + "_renamed"
+    return f"node '{node.name}': output '{old}' renamed (its consumers dangle)"
+
+
+def m_duplicate(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    graph = model.graph
+    action = rng.choice(["output", "initializer", "input", "node", "node_name"])
+    nodes = list(graph.node)
+    if action == "output" and len(nodes) > 1:
+        a, b = rng.sample(nodes, 2)
+        b.output[0] = a.output[0]
+        return f"nodes '{a.name}' and '{b.name}' both write '{a.output[0]}'"
+    if action == "initializer":
+        init = rng.choice(list(graph.initializer))
+        graph.initializer.append(init)
+        return f"initializer '{init.name}' listed twice"
+    if action == "input":
+        graph.input.append(graph.input[0])
+        return f"input '{graph.input[0].name}' listed twice"
+    if action == "node":
+        node = rng.choice(nodes)
+        graph.node.append(node)
+        return f"node '{node.name}' appears twice"
+    a, b = rng.sample(nodes, 2)
+    b.name = a.name
+    return f"two nodes named '{a.name}'"
+
+
+def m_cycle(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    nodes = list(model.graph.node)
+    if rng.random() < 0.3:
+        node = rng.choice([n for n in nodes if n.input])
+        node.input[0] = node.output[0]
+        return f"node '{node.name}' reads its own output"
+    i, j = sorted(rng.sample(range(len(nodes)), 2))
+    if not nodes[i].input:
+        nodes[i].input.append(nodes[j].output[0])
+    else:
+        nodes[i].input[0] = nodes[j].output[0]
+    return f"node '{nodes[i].name}' reads '{nodes[j].output[0]}', produced after it (cycle)"
+
+
+def m_missing_initializer(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    graph = model.graph
+    init = rng.choice(list(graph.initializer))
+    graph.initializer.remove(init)
+    return f"initializer '{init.name}' removed"
+
+
+def m_external_data(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    floats = [i for i in model.graph.initializer if i.data_type == TensorProto.FLOAT]
+    init = rng.choice(floats)
+    data = numpy_helper.to_array(init).tobytes()
+    init.ClearField("raw_data")
+    del init.float_data[:]
+    init.data_location = TensorProto.EXTERNAL
+    secret = folder.parent / "secret.bin"
+    secret.write_bytes(b"\x00" * max(len(data), 64))
+    action = rng.choice(
+        ["ok", "missing", "escape", "absolute", "deep_escape", "symlink", "offset", "length", "empty", "dir"]
+    )
+    location, extra = "weights.bin", {}
+    if action == "ok":
+        (folder / location).write_bytes(data)
+    elif action == "missing":
+        location = "missing.bin"
+    elif action == "escape":
+        location = "../secret.bin"
+    elif action == "absolute":
+        location = str(secret.resolve())
+    elif action == "deep_escape":
+        location = "sub/../../secret.bin"
+    elif action == "symlink":
+        (folder / location).symlink_to(secret)
+    elif action == "offset":
+        (folder / location).write_bytes(data)
+        extra = {"offset": str(rng.choice([len(data) + 4, 2**40, -8]))}
+    elif action == "length":
+        (folder / location).write_bytes(data)
+        extra = {"length": str(rng.choice([1, len(data) * 4, 2**40]))}
+    elif action == "empty":
+        location = ""
+    else:
+        (folder / "adir").mkdir(exist_ok=True)
+        location = "adir"
+    for key, value in {"location": location, **extra}.items():
+        entry = init.external_data.add()
+        entry.key, entry.value = key, value
+    extra_text = f", {extra}" if extra else ""
+    return f"initializer '{init.name}': external data '{location}' ({action}{extra_text})"
+
+
+def m_opset(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    action = rng.choice(["opset", "opset", "drop", "domain", "ir"])
+    if action == "opset":
+        version = rng.choice(OPSETS)
+        model.opset_import[0].version = version
+        return f"opset {version}"
+    if action == "drop":
+        del model.opset_import[:]
+        return "no opset_import"
+    if action == "domain":
+        model.opset_import.append(helper.make_opsetid(rng.choice(["com.microsoft", "ai.onnx.ml", "x"]), 1))
+        node = rng.choice(list(model.graph.node))
+        node.domain = model.opset_import[-1].domain
+        return f"node '{node.name}' in domain '{node.domain}'"
+    model.ir_version = rng.choice(IR_VERSIONS)
+    return f"ir_version {model.ir_version}"
+
+
+def m_op_type(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    node = rng.choice(list(model.graph.node))
+    old, node.op_type = node.op_type, rng.choice(OP_TYPES)
+    return f"node '{node.name}': {old} -> {node.op_type!r}"
+
+
+def m_structure(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    graph = model.graph
+    action = rng.choice(["remove_node", "shuffle", "no_outputs", "input_as_output", "no_nodes", "no_inputs"])
+    if action == "remove_node":
+        node = rng.choice(list(graph.node))
+        graph.node.remove(node)
+        return f"node '{node.name}' removed"
+    if action == "shuffle":
+        nodes = list(graph.node)
+        rng.shuffle(nodes)
+        del graph.node[:]
+        graph.node.extend(nodes)
+        return "nodes shuffled (not in topological order)"
+    if action == "no_outputs":
+        del graph.output[:]
+        return "no graph outputs"
+    if action == "input_as_output":
+        graph.output.append(_real_inputs(graph)[0])
+        return "the input is also an output"
+    if action == "no_nodes":
+        del graph.node[:]
+        return "no nodes"
+    for inp in _real_inputs(graph):
+        graph.input.remove(inp)
+    return "no graph inputs"
+
+
+def m_huge_constant(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    """A constant-foldable op that would allocate a huge tensor: it must be refused before folding."""
+    graph = model.graph
+    dims = [rng.choice(HUGE_DIMS[:2]), rng.choice([1024, 4096, 2**20])]
+    op = rng.choice(["ConstantOfShape", "Expand", "Tile", "Range"])
+    if op == "ConstantOfShape":
+        graph.initializer.append(numpy_helper.from_array(np.array(dims, np.int64), "huge_shape"))
+        node = helper.make_node("ConstantOfShape", ["huge_shape"], ["huge"], name="huge_const")
+        nodes = [node]
+    elif op == "Expand":
+        graph.initializer.append(numpy_helper.from_array(np.ones((1, 1), np.float32), "one"))
+        graph.initializer.append(numpy_helper.from_array(np.array(dims, np.int64), "huge_shape"))
+        nodes = [helper.make_node("Expand", ["one", "huge_shape"], ["huge"], name="huge_expand")]
+    elif op == "Tile":
+        graph.initializer.append(numpy_helper.from_array(np.ones((1, 1), np.float32), "one"))
+        graph.initializer.append(numpy_helper.from_array(np.array(dims, np.int64), "huge_shape"))
+        nodes = [helper.make_node("Tile", ["one", "huge_shape"], ["huge"], name="huge_tile")]
+    else:
+        for name, value in (("start", 0.0), ("limit", float(dims[0]) * dims[1]), ("delta", 1.0)):
+            graph.initializer.append(numpy_helper.from_array(np.array(value, np.float32), name))
+        nodes = [helper.make_node("Range", ["start", "limit", "delta"], ["huge"], name="huge_range")]
+    nodes.append(helper.make_node("ReduceMax", ["huge"], ["huge_max"], name="huge_reduce", keepdims=0))
+    first_out = graph.output[0].name
+    nodes.append(helper.make_node("Add", [first_out + "_pre", "huge_max"], [first_out], name="huge_add"))
+    for node in graph.node:
+        for i, name in enumerate(node.output):
+            if name == first_out:
+                node.output[i] = first_out + "_pre"
+    graph.node.extend(nodes)
+    return f"{op} of shape {dims} folded into the output"
+
+
+def m_metadata(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    value = rng.choice(
+        ["not json", "[1, 2]", '{"mean": "abc"}', '{"resize": -5}', '{"std": [0, 0, 0]}', "{}"]
+    )
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "hanasc.preprocess", value
+    return f"metadata hanasc.preprocess = {value!r}"
+
+
+def m_option(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    """Marks the mutant for a bad --input-shape (chosen in :func:`_option_args`)."""
+    return "bad --input-shape"
+
+
+PROTO_MUTATORS: dict[str, Callable[[random.Random, onnx.ModelProto, Path], str]] = {
+    "attribute": m_attribute,
+    "input_shape": m_input_shape,
+    "value_info_shape": m_value_info_shape,
+    "initializer": m_initializer,
+    "dtype": m_dtype,
+    "dangling": m_dangling,
+    "duplicate": m_duplicate,
+    "cycle": m_cycle,
+    "missing_initializer": m_missing_initializer,
+    "external_data": m_external_data,
+    "opset": m_opset,
+    "op_type": m_op_type,
+    "structure": m_structure,
+    "huge_constant": m_huge_constant,
+    "metadata": m_metadata,
+    "option": m_option,
+}
+BYTE_MUTATORS = ("truncate", "bitflip")
+MUTATORS = (*PROTO_MUTATORS, *BYTE_MUTATORS, "combo")
+
+
+def _option_args(rng: random.Random, name: str, shape: tuple[int, ...]) -> list[str]:
+    dims = "x".join(str(d) for d in shape)
+    text = rng.choice(
+        [
+            f"{name}=" + "x".join(["99999999999999999999"] + [str(d) for d in shape[1:]]),
+            f"{name}=" + "x".join(str(d * 100000) for d in shape),
+            f"{name}=" + "x".join(str(d) for d in shape[:-1]),
+            f"{name}=0x{dims}",
+            f"={dims}",
+            f"{name}={dims}x",
+            f"{name}=1x-3",
+            f"nope={dims}",
+            f"{name}={dims}",
+        ]
+    )
+    return ["--input-shape", text]
+
+
+def make_mutant(
+    rng: random.Random, fixture: str, model: onnx.ModelProto, folder: Path, mutator: str | None = None
+) -> tuple[Mutant, list[str]]:
+    """Write one mutant of ``model`` into ``folder/model/model.onnx``; return it and extra CLI args."""
+    model_dir = folder / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    shape = tuple(d.dim_value for d in _real_inputs(model.graph)[0].type.tensor_type.shape.dim)
+    name = _real_inputs(model.graph)[0].name
+    mutated = onnx.ModelProto()
+    mutated.CopyFrom(model)
+    mutator = mutator or rng.choice(MUTATORS)
+    steps = [rng.choice([m for m in PROTO_MUTATORS if m != "option"]) for _ in range(2)]
+    steps = steps if mutator == "combo" else [mutator]
+    details, extra = [], []
+    for step in steps:
+        if step in PROTO_MUTATORS:
+            try:
+                details.append(PROTO_MUTATORS[step](rng, mutated, model_dir))
+            except (IndexError, ValueError) as exc:  # a mutator that does not apply to this graph
+                details.append(f"{step} not applicable ({type(exc).__name__})")
+            if step == "option":
+                extra = _option_args(rng, name, shape)
+                details[-1] = f"{extra[0]} {extra[1]}"
+    data = mutated.SerializeToString()
+    if mutator == "truncate":
+        cut = rng.randrange(len(data))
+        details.append(f"truncated to {cut} of {len(data)} bytes")
+        data = data[:cut]
+    elif mutator == "bitflip":
+        buf = bytearray(data)
+        flips = rng.randint(1, 8)
+        for _ in range(flips):
+            pos = rng.randrange(len(buf))
+            buf[pos] ^= 1 << rng.randrange(8)
+        data = bytes(buf)
+        details.append(f"{flips} bits flipped")
+    path = model_dir / "model.onnx"
+    path.write_bytes(data)
+    return Mutant(fixture, mutator, "; ".join(details), path, shape), extra
+
+
+# ------------------------------------------------------------------------------------------ CLI worker
+
+
+@dataclass
+class CallResult:
+    """What one CLI call did."""
+
+    exit_code: int | None  # None: killed (timeout or signal)
+    stderr: str
+    error: str = ""  # the escaped exception, formatted, when there was one
+    seconds: float = 0.0
+    timed_out: bool = False
+
+
+def _capture_call(argv: list[str]) -> tuple[int, str, str]:
+    """Run ``hanasc.cli.main`` with ``argv``; stdout/stderr captured at the fd level, as a user sees them."""
+    import tempfile
+
+    from hanasc import cli
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    err_file, out_file = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 (fds dup'ed)
+    saved_err, saved_out = os.dup(2), os.dup(1)
+    os.dup2(err_file.fileno(), 2)
+    os.dup2(out_file.fileno(), 1)
+    py_err, py_out = io.StringIO(), io.StringIO()
+    old = sys.argv, sys.stdout, sys.stderr
+    sys.argv, sys.stdout, sys.stderr = ["hanasc", *argv], py_out, py_err
+    code, error = 0, ""
+    try:
+        cli.main()
+    except SystemExit as exc:
+        if exc.code is None:
+            code = 0
+        elif isinstance(exc.code, int):
+            code = exc.code
+        else:
+            py_err.write(f"{exc.code}\n")
+            code = 1
+    except BaseException:  # what would escape to the interpreter: a traceback
+        error = traceback.format_exc()
+        code = 1
+    finally:
+        sys.argv, sys.stdout, sys.stderr = old
+        os.dup2(saved_err, 2)
+        os.dup2(saved_out, 1)
+        os.close(saved_err)
+        os.close(saved_out)
+    err_file.seek(0)
+    fd_err = err_file.read().decode(errors="replace")
+    err_file.close()
+    out_file.close()
+    return code, py_err.getvalue() + fd_err, error
+
+
+def _worker_main(conn, memory_limit: int | None, env: dict[str, str]) -> None:
+    os.setsid()  # its own process group: a hang is ended with everything it started
+    os.environ.update(env)
+    if memory_limit:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+    import tvm.relax  # noqa: F401
+
+    import hanasc.cli  # noqa: F401  (imports TVM and friends once)
+
+    conn.send("ready")
+    while True:
+        argv = conn.recv()
+        if argv is None:
+            return
+        start = time.monotonic()
+        code, stderr, error = _capture_call(argv)
+        conn.send((code, stderr, error, time.monotonic() - start))
+
+
+class CliWorker:
+    """A process that runs ``hanasc`` commands in-process; replaced when a call hangs or kills it."""
+
+    def __init__(self, memory_limit: int | None = 12 << 30, env: dict[str, str] | None = None) -> None:
+        self.memory_limit, self.env = memory_limit, dict(env or {})
+        self.proc, self.conn, self.calls = None, None, 0
+
+    def _start(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, self.memory_limit, self.env), daemon=True)
+        self.proc.start()
+        child.close()
+        self.conn = parent
+        if not parent.poll(300) or parent.recv() != "ready":
+            raise RuntimeError("hanasc fuzz worker did not start")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.join(timeout=10)
+        self.proc, self.conn, self.calls = None, None, 0
+
+    def run(self, argv: list[str], timeout: float) -> CallResult:
+        if self.proc is None or not self.proc.is_alive() or self.calls >= 150:
+            self.stop()
+            self._start()
+        self.calls += 1
+        start = time.monotonic()
+        self.conn.send(argv)
+        try:
+            ready = self.conn.poll(timeout)
+            message = self.conn.recv() if ready else None
+        except (EOFError, OSError):
+            ready, message = True, None
+        if message is None:
+            killed_by = self.proc.exitcode
+            self.stop()
+            seconds = time.monotonic() - start
+            if not ready:
+                return CallResult(None, "", seconds=seconds, timed_out=True)
+            return CallResult(None, "", error=f"worker died (exit code {killed_by})", seconds=seconds)
+        code, stderr, error, seconds = message
+        return CallResult(code, stderr, error, seconds)
+
+
+# --------------------------------------------------------------------------------------------- outcomes
+
+
+def _left_behind(out: Path | None) -> list[str]:
+    if out is None:
+        return []
+    left = [str(out)] if out.exists() else []
+    return left + [str(p) for p in out.parent.glob(f".{out.name}.*")]
+
+
+def classify(result: CallResult, out: Path | None, names: list[str]) -> tuple[str, str]:
+    """The outcome of one call and a one-line note (the error line, the exception, what was left)."""
+    if result.error and result.exit_code is not None:
+        return "traceback", result.error.strip().splitlines()[-1]
+    if "Traceback (most recent call last)" in result.stderr or "hanasc: internal error" in result.stderr:
+        return "traceback", result.stderr.strip().splitlines()[-1]
+    if result.timed_out:
+        return "hang", f"no answer within the time limit ({result.seconds:.0f} s)"
+    if result.exit_code is None:
+        return "other", result.error
+    if result.exit_code == 0:
+        return "ok", ""
+    left = _left_behind(out)
+    if left:
+        return "partial", f"left behind after exit {result.exit_code}: {', '.join(left)}"
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    if result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("hanasc: error: "):
+        if any(n in lines[0] for n in names) or "--" in lines[0]:
+            return "rejected", lines[0]
+        return "other", f"rejection names no file or option: {lines[0]}"
+    shown = " | ".join(lines[:3])
+    return "other", f"exit {result.exit_code}, {len(lines)} stderr lines: {shown[:300]}"
+
+
+@dataclass
+class FuzzReport:
+    """Counts per command and outcome, and the calls that were not ok or rejected."""
+
+    mutants: int = 0
+    seconds: float = 0.0
+    counts: dict[str, Counter] = field(default_factory=lambda: {c: Counter() for c in COMMANDS})
+    failures: list[dict] = field(default_factory=list)
+    rejections: Counter = field(default_factory=Counter)
+
+    def record(self, command: str, mutant: Mutant, outcome: str, note: str) -> None:
+        self.counts[command][outcome] += 1
+        if outcome == "rejected":
+            self.rejections[mutant.mutator] += 1
+        if outcome not in ("ok", "rejected"):
+            self.failures.append(
+                {
+                    "command": command,
+                    "outcome": outcome,
+                    "fixture": mutant.fixture,
+                    "mutator": mutant.mutator,
+                    "mutation": mutant.detail,
+                    "note": note,
+                    "path": str(mutant.path),
+                }
+            )
+
+    def bad(self) -> int:
+        return sum(self.counts[c][o] for c in COMMANDS for o in ("traceback", "hang", "partial", "other"))
+
+    def table(self) -> str:
+        lines = [
+            "| command | calls | " + " | ".join(OUTCOMES) + " |",
+            "|---|---:|" + "---:|" * len(OUTCOMES),
+        ]
+        for command in COMMANDS:
+            counts = self.counts[command]
+            row = " | ".join(str(counts[o]) for o in OUTCOMES)
+            lines.append(f"| {command} | {sum(counts.values())} | {row} |")
+        total = Counter()
+        for command in COMMANDS:
+            total.update(self.counts[command])
+        lines.append(f"| all | {sum(total.values())} | " + " | ".join(str(total[o]) for o in OUTCOMES) + " |")
+        return "\n".join(lines)
+
+
+def _write_data(path: Path, shape: tuple[int, ...], classes: int = 4) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, *shape[1:])).astype(np.float32)
+    np.savez(path, x=x, y=np.arange(8) % classes)
+
+
+def run_fuzz(
+    fixtures: dict[str, onnx.ModelProto],
+    count: int,
+    seed: int,
+    workdir: Path,
+    timeout: float = 30.0,
+    apply_every: int = 5,
+    compile_every: int = 25,
+    keep: bool = False,
+    progress: Callable[[int, FuzzReport], None] | None = None,
+) -> FuzzReport:
+    """Make ``count`` mutants and run the CLI on each; apply/compile on every n-th mutant inspect accepts.
+
+    ``timeout`` is per inspect call; apply gets twice and compile four times as long. Mutants that end
+    ok or rejected are deleted unless ``keep``; the others stay in ``workdir`` for a look.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {"HANASC_CACHE": str(workdir / "cache"), "HANASC_DEBUG": "1"}  # DEBUG: escaped errors raise
+    (workdir / "empty.json").write_text("{}\n")
+    rng = random.Random(seed)
+    report = FuzzReport()
+    worker = CliWorker(env=env)
+    accepted = 0
+    start = time.monotonic()
+    names = sorted(fixtures)
+    try:
+        for index in range(count):
+            fixture = names[index % len(names)]
+            folder = workdir / f"m{index:05d}"
+            shutil.rmtree(folder, ignore_errors=True)
+            mutant, extra = make_mutant(random.Random(rng.random()), fixture, fixtures[fixture], folder)
+            report.mutants += 1
+            file_names = [mutant.path.name, "--input-shape"]
+            result = worker.run(["inspect", str(mutant.path), "--json", *extra], timeout)
+            outcome, note = classify(result, None, file_names)
+            report.record("inspect", mutant, outcome, note)
+            clean = outcome in ("ok", "rejected")
+            if outcome == "ok":
+                accepted += 1
+                if accepted % apply_every == 1 or apply_every == 1:
+                    out = folder / "apply_out"
+                    args = ["apply", str(mutant.path), str(workdir / "empty.json"), "--out", str(out)]
+                    result = worker.run([*args, *extra], 2 * timeout)
+                    outcome, note = classify(result, None if result.exit_code == 0 else out, file_names)
+                    report.record("apply", mutant, outcome, note)
+                    clean = clean and outcome in ("ok", "rejected")
+                if accepted % compile_every == 1 or compile_every == 1:
+                    data = folder / "data.npz"
+                    _write_data(data, mutant.input_shape)
+                    out = folder / "compile_out"
+                    args = ["compile", str(mutant.path), "--target", "host", "--data", str(data)]
+                    args += ["--out", str(out), "--generations", "1", "--population", "4", "--samples", "4"]
+                    args += ["--budget", "1000ms", "--max-loss", "100"]
+                    result = worker.run([*args, *extra], 4 * timeout)
+                    outcome, note = classify(
+                        result, None if result.exit_code == 0 else out, [*file_names, data.name]
+                    )
+                    report.record("compile", mutant, outcome, note)
+                    clean = clean and outcome in ("ok", "rejected")
+            if clean and not keep:
+                shutil.rmtree(folder, ignore_errors=True)
+            if progress:
+                progress(index + 1, report)
+    finally:
+        worker.stop()
+        report.seconds = time.monotonic() - start
+    return report
+
+
+def report_json(report: FuzzReport, count: int, seed: int) -> str:
+    """The report as JSON (counts and failures)."""
+    return json.dumps(
+        {
+            "count": count,
+            "seed": seed,
+            "seconds": round(report.seconds, 1),
+            "counts": {c: dict(report.counts[c]) for c in COMMANDS},
+            "rejections_by_mutator": dict(report.rejections),
+            "failures": report.failures,
+        },
+        indent=2,
+    )
