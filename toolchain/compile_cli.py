@@ -101,6 +101,8 @@ def _run(
 ):
     x, y, groups, source = data_args
     metric = choose_metric(metric_name, y is not None)
+    if metric.needs_labels:
+        model.check_labels(y, source)  # before the search, not after it
     split = split_data(x, y, groups, options.seed, source)
     columns = [
         TextColumn("{task.description}"),

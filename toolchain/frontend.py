@@ -37,6 +37,39 @@ class LoadedModel:
     def output_names(self) -> list[str]:
         return [o.name for o in self.onnx_model.graph.output]
 
+    def output_shapes(self) -> dict[str, tuple[int | None, ...] | None]:
+        """Each graph output's inferred shape (None where shape inference left a dim or the rank unknown)."""
+        shapes: dict[str, tuple[int | None, ...] | None] = {}
+        for out in self.onnx_model.graph.output:
+            tensor_type = out.type.tensor_type
+            dims = tensor_type.shape.dim if tensor_type.HasField("shape") else None
+            shapes[out.name] = (
+                None
+                if dims is None
+                else tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+            )
+        return shapes
+
+    def check_labels(self, labels, source: str) -> None:
+        """Labels (``y``) need a classifier output ``(batch, classes)`` and classes in ``0..classes-1``."""
+        from hanasc.errors import HanascError
+
+        (name, shape), *_ = self.output_shapes().items()
+        if shape is None or len(shape) != 2 or shape[1] is None:
+            raise HanascError(
+                f"{source}: labels (y) need a classifier output (batch, classes), but the model's output "
+                f"'{name}' has shape {shape}; leave y out or choose --metric agreement or kl"
+            )
+        y = np.asarray(labels)
+        integral = np.issubdtype(y.dtype, np.integer) or (
+            np.issubdtype(y.dtype, np.floating) and bool(np.all(np.isfinite(y) & (np.mod(y, 1) == 0)))
+        )
+        if y.size and (not integral or y.min() < 0 or y.max() >= shape[1]):
+            raise HanascError(
+                f"{source}: labels (y) must be integers 0..{shape[1] - 1} (the model has {shape[1]} "
+                f"classes), found {y.dtype} from {y.min()} to {y.max()}"
+            )
+
     def layer(self, name: str) -> LayerInfo:
         for layer in self.layers:
             if layer.name == name:
