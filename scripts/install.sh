@@ -24,6 +24,9 @@ fi
 # torch is pinned (an unpinned torch pulls a multi-GB CUDA build); install it first so nothing else picks one.
 python3 -m pip install -q "torch==2.13.0"
 python3 -m pip install -q -e ".[${extras}]"
+# Model corpus (docs/corpus.md): the PP-OCR det/rec/cls ONNX files ship inside this wheel; its own imports
+# (OpenCV, ...) are not needed, hanasc only reads the files.
+python3 -m pip install -q --no-deps "rapidocr-onnxruntime==1.4.4"
 
 # The aarch64 TVM runtime (libtvm_runtime.so, libtvm_ffi.so, libtvm_runtime_cuda.so) for the cortex-a78 and
 # jetson-orin bundles: the aarch64 wheels of the installed TVM versions, fetched once into the hanasc cache.
