@@ -12,18 +12,26 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from hanasc.cost_models.calibration import Calibration, fit_calibration, load_calibration, save_calibration
-from hanasc.cost_models.energy import estimate_energy
+from hanasc.cost_models.calibration import (
+    Calibration,
+    DeviceCalibration,
+    fit_calibration,
+    fit_device,
+    load_calibration,
+    migrate_legacy,
+    save_calibration,
+)
+from hanasc.cost_models.device_prior import DevicePrior
 from hanasc.cost_models.kernels import LoweredModel, lower_to_kernels
-from hanasc.cost_models.latency_model import LatencyModel, load_latest
-from hanasc.cost_models.memory import estimate_memory
-from hanasc.cost_models.prior import roofline
 from hanasc.cost_models.provenance import Figure, combine_sources
 from hanasc.cost_models.report import CostReport, KernelCost
 from hanasc.cost_models.spec import HardwareSpec, load_spec
 from hanasc.cost_models.store import ModelRow, ProfileStore, tvm_version
 from hanasc.cost_models.target_info import get_target
 from hanasc.errors import HanascError
+
+DEFAULT_DEVICE = "default"
+DEFAULT_CONFIDENCE = 0.9
 
 
 class CalibrationInputError(HanascError):
@@ -32,10 +40,12 @@ class CalibrationInputError(HanascError):
 
 @dataclass(frozen=True)
 class CostContext:
-    """Where estimates come from: the cache root (latency models, calibrations) and the profile store."""
+    """Where estimates come from: the cache root (latency models, calibrations), the profile store, and the
+    device whose calibration applies (one per device: ``hanasc calibrate --device NAME``)."""
 
     root: Path | None = None  # default: hanasc.paths.cache_dir()
     db: Path | None = None  # default: <cache>/profiles.sqlite
+    device: str | None = None  # default: "default"
 
     def cache(self) -> Path:
         from hanasc.paths import cache_dir
@@ -46,10 +56,54 @@ class CostContext:
         return self.cache() / "latency_models"
 
     def calibration_path(self, target: str, base: str) -> Path:
+        """The pre-device calibration file (XGBoost-model overhead; legacy one-scale prior calibration)."""
         return self.cache() / "calibration" / f"{target}-{base}.json"
+
+    def device_calibration_path(self, target: str, device: str | None = None) -> Path:
+        return (
+            self.cache() / "calibration" / target / f"{_slug(device or self.device or DEFAULT_DEVICE)}.json"
+        )
 
     def store(self) -> ProfileStore:
         return ProfileStore(self.db or self.cache() / "profiles.sqlite")
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or DEFAULT_DEVICE
+
+
+def load_device_calibration(ctx: CostContext, target: str, device: str | None = None):
+    """The device's calibration of ``target``'s prior, or None; a legacy one-scale calibration of the
+    default device is migrated once (with a one-line warning on stderr)."""
+    import json
+    import sys
+
+    path = ctx.device_calibration_path(target, device)
+    if path.is_file():
+        try:
+            return DeviceCalibration.from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CalibrationInputError(f"{path}: not a device calibration ({exc})") from None
+    legacy = ctx.calibration_path(target, "prior")
+    if (device or ctx.device or DEFAULT_DEVICE) == DEFAULT_DEVICE and legacy.is_file():
+        cal = migrate_legacy(json.loads(legacy.read_text()), DEFAULT_DEVICE, target)
+        save_device_calibration(cal, path)
+        print(f"hanasc: migrated {legacy} to {path} (one scale for every kernel kind; recalibrate for "
+              "per-kind factors and an interval)", file=sys.stderr)  # fmt: skip
+        return cal
+    return None
+
+
+def save_device_calibration(cal: DeviceCalibration, path: Path) -> None:
+    import json
+
+    from hanasc.atomic import atomic_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(cal.to_json(), indent=1) + "\n")
 
 
 @dataclass(frozen=True)
@@ -62,8 +116,14 @@ class KernelTimes:
 
 
 def kernel_times(
-    lowered: LoweredModel, spec: HardwareSpec, model: LatencyModel | None, store: ProfileStore | None
+    lowered: LoweredModel,
+    spec: HardwareSpec,
+    model,
+    store: ProfileStore | None,
+    prior: DevicePrior | None = None,
 ) -> KernelTimes:
+    """Per kernel: measured profile, else the XGBoost model (``model``), else the device prior."""
+    prior = prior or DevicePrior.for_spec(spec)
     seconds, sources, detail = [], [], []
     predicted = model.predict_kernels_s([k.features for k in lowered.kernels]) if model else None
     for i, kernel in enumerate(lowered.kernels):
@@ -79,23 +139,45 @@ def kernel_times(
             sources.append("predicted")
             detail.append(model.meta.provenance())
         else:
-            est = roofline(kernel.features, spec)
-            seconds.append(est.seconds)
+            t, how = prior.kernel_seconds(kernel.features)
+            seconds.append(t)
             sources.append("prior")
-            detail.append({"model": "roofline", "bound": est.bound, "precision": est.precision})
+            detail.append(how)
     return KernelTimes(seconds, sources, detail)
 
 
-def estimate_costs(mod, target: str, ctx: CostContext = CostContext()) -> CostReport:
-    """Latency, memory and energy of a Relax module (weights bound or as parameters) on a target."""
+def _latency_model(cost_target, ctx: CostContext):
+    """The target's trained XGBoost model (xgboost is imported only when one exists), or None."""
+    if not cost_target.compiles_with_tvm:
+        return None
+    from hanasc.cost_models.latency_model import has_model, load_latest
+
+    if not has_model(cost_target.name, root=ctx.models_root()):
+        return None
+    return load_latest(cost_target.name, root=ctx.models_root())
+
+
+def estimate_costs(
+    mod,
+    target: str,
+    ctx: CostContext = CostContext(),
+    *,
+    memory: bool = True,
+    confidence: float = DEFAULT_CONFIDENCE,
+    threads: int | None = None,
+) -> CostReport:
+    """Latency (with an interval once calibrated), memory (``memory=True``) and energy of a Relax module
+    (weights bound or as parameters) on a target, each figure with its provenance."""
+    from hanasc.cost_models.energy import estimate_energy
     from hanasc.cost_models.memory import _bound
 
     cost_target = get_target(target)
     spec = load_spec(cost_target.name, ctx.cache() / "host_spec.json")
+    prior = DevicePrior.for_spec(spec, threads, ctx.cache())
     lowered = lower_to_kernels(_bound(mod), cost_target.name)
-    model = load_latest(cost_target.name, root=ctx.models_root()) if cost_target.compiles_with_tvm else None
+    model = _latency_model(cost_target, ctx)
     with ctx.store() as store:
-        times = kernel_times(lowered, spec, model, store)
+        times = kernel_times(lowered, spec, model, store, prior)
     kernel_sum = sum(t * k.calls for t, k in zip(times.seconds, lowered.kernels, strict=True))
     source = combine_sources(times.sources)
     notes: list[str] = []
@@ -109,14 +191,23 @@ def estimate_costs(mod, target: str, ctx: CostContext = CostContext()) -> CostRe
         if model.meta.calibration is None:
             notes.append("no whole-model measurements yet: runtime overhead between kernels not included")
     else:
-        cal = load_calibration(ctx.calibration_path(cost_target.name, "prior"))
-        if cal is not None:
-            total_s = cal.apply(kernel_sum, lowered.total_calls)
+        device_cal = load_device_calibration(ctx, cost_target.name)
+        if device_cal is not None:
+            total_s = device_cal.predict_s(prior.terms(lowered))
             source = "predicted"
-            detail.update({"model": "calibrated roofline", "calibration_models": cal.n_models})
+            detail.update(device_cal.describe())
+            if device_cal.residuals_log:
+                lo, hi = device_cal.interval(total_s, confidence)
+                detail["interval_ms"] = [round(lo * 1e3, 4), round(hi * 1e3, 4)]
+                detail["confidence"] = confidence
+                detail["interval_from"] = f"held-out error of the calibration ({device_cal.cv.get('folds')})"
         else:
             total_s = kernel_sum
-            notes.append(f"no profile or calibration for '{cost_target.name}': roofline prior from its spec")
+            detail["model"] = prior.name
+            notes.append(
+                f"no profile or calibration for '{cost_target.name}' (device "
+                f"'{ctx.device or DEFAULT_DEVICE}'): {prior.name}"
+            )
     kernels = [
         KernelCost(
             k.name,
@@ -128,21 +219,12 @@ def estimate_costs(mod, target: str, ctx: CostContext = CostContext()) -> CostRe
         )
         for k, t, src, d in zip(lowered.kernels, times.seconds, times.sources, times.detail, strict=True)
     ]
-    memory = estimate_memory(mod, lowered, cost_target.name)
-    how = {"model": "static memory plan of the lowered module"}
     energy = estimate_energy(lowered, spec)
     return CostReport(
         target=cost_target.name,
         kernels=kernels,
         latency=Figure(total_s * 1e3, "ms", source, detail),
-        memory={
-            "weights": Figure(
-                memory.weight_bytes, "B", "predicted", {**how, "by_dtype": memory.weight_bytes_by_dtype}
-            ),
-            "activations": Figure(memory.activation_peak_bytes, "B", "predicted", how),
-            "workspace": Figure(memory.workspace_bytes, "B", "predicted", how),
-            "total": Figure(memory.total_bytes, "B", "predicted", how),
-        },
+        memory=_memory_figures(mod, lowered, cost_target.name) if memory else {},
         energy=Figure(
             energy.total_j * 1e3,
             "mJ",
@@ -154,6 +236,21 @@ def estimate_costs(mod, target: str, ctx: CostContext = CostContext()) -> CostRe
     )
 
 
+def _memory_figures(mod, lowered: LoweredModel, target: str) -> dict[str, Figure]:
+    from hanasc.cost_models.memory import estimate_memory
+
+    memory = estimate_memory(mod, lowered, target)
+    how = {"model": "static memory plan of the lowered module"}
+    return {
+        "weights": Figure(
+            memory.weight_bytes, "B", "predicted", {**how, "by_dtype": memory.weight_bytes_by_dtype}
+        ),
+        "activations": Figure(memory.activation_peak_bytes, "B", "predicted", how),
+        "workspace": Figure(memory.workspace_bytes, "B", "predicted", how),
+        "total": Figure(memory.total_bytes, "B", "predicted", how),
+    }
+
+
 def _count(items: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for item in items:
@@ -161,68 +258,94 @@ def _count(items: list[str]) -> dict[str, int]:
     return out
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """One whole-model timing a user took on the device: ONNX path, milliseconds, threads, runtime note."""
+
+    model: Path
+    ms: float
+    threads: int | None = None
+    runtime: str = ""
+
+
 def calibrate(
     target: str,
-    rows: list[tuple[str | Path, float]],
+    rows: list[Measurement] | list[tuple[str | Path, float]],
     ctx: CostContext = CostContext(),
     base: str = "auto",
     input_shapes: dict | None = None,
-) -> Calibration:
-    """Fit scale + per-call + fixed overhead from whole-model measurements ``(onnx_path, measured_ms)``.
+) -> DeviceCalibration | Calibration:
+    """Fit a calibration from whole-model measurements and save it for ``ctx.device``.
 
-    ``base``: "prior" corrects the roofline prior; "model" the target's XGBoost model; "auto" picks the
-    model if one was trained. The fit is saved under the cache and used by :func:`estimate_costs`.
+    ``base``: "prior" bends the device prior (per-kind factors + per-call overhead, XGBoost residual with
+    >= 30 timings; chosen by cross-validation); "model" fits the runtime overhead of the target's XGBoost
+    model; "auto" picks the model if one was trained.
     """
+    from hanasc.cost_models.calibration import KIND_ORDER
+    from hanasc.cost_models.measure import module_hash
     from hanasc.frontend import load_model
     from hanasc.relax_params import bind_weights
 
+    rows = [r if isinstance(r, Measurement) else Measurement(Path(r[0]), float(r[1])) for r in rows]
     if not rows:
         raise CalibrationInputError("calibration needs at least one (model, ms) measurement")
     cost_target = get_target(target)
     spec = load_spec(cost_target.name, ctx.cache() / "host_spec.json")
-    model = load_latest(cost_target.name, root=ctx.models_root()) if cost_target.compiles_with_tvm else None
+    model = _latency_model(cost_target, ctx)
     use_model = model is not None and base in ("auto", "model")
     if base == "model" and model is None:
         raise CalibrationInputError(f"no latency model trained for '{cost_target.name}' (run hanasc profile)")
-    sums, calls, measured = [], [], []
+    sums, calls, measured, terms = [], [], [], []
+    prior = DevicePrior.for_spec(spec, None, ctx.cache())
     with ctx.store() as store:
-        for path, ms in rows:
-            mod = bind_weights(load_model(path, input_shapes).mod)
+        for row in rows:
+            mod = bind_weights(load_model(row.model, input_shapes).mod)
             lowered = lower_to_kernels(mod, cost_target.name)
-            times = kernel_times(lowered, spec, model if use_model else None, store if use_model else None)
-            sums.append(sum(t * k.calls for t, k in zip(times.seconds, lowered.kernels, strict=True)))
+            if use_model:
+                times = kernel_times(lowered, spec, model, store)
+                sums.append(sum(t * k.calls for t, k in zip(times.seconds, lowered.kernels, strict=True)))
+            else:
+                terms.append(DevicePrior(spec, prior.model, row.threads).terms(lowered))
             calls.append(lowered.total_calls)
-            measured.append(float(ms) / 1e3)
-            from hanasc.cost_models.measure import module_hash
-
+            measured.append(row.ms / 1e3)
             store.put_model(
                 ModelRow(
                     module_hash(mod),
-                    Path(path).name,
+                    row.model.name,
                     cost_target.name,
-                    "user",
+                    ctx.device or "user",
                     tvm_version(),
-                    float(ms),
+                    row.ms,
                     0,
-                    "imported",
+                    f"imported{': ' + row.runtime if row.runtime else ''}",
                     lowered.total_calls,
                 )
             )
-    kind = "model" if use_model else "prior"
-    cal = fit_calibration(
-        sums, calls, measured, fit_scale=True, base=model.meta.version if use_model else "prior"
+    if use_model:
+        cal = fit_calibration(sums, calls, measured, fit_scale=True, base=model.meta.version)
+        save_calibration(cal, ctx.calibration_path(cost_target.name, "model"))
+        return cal
+    device_cal = fit_device(
+        terms,
+        measured,
+        device=ctx.device or DEFAULT_DEVICE,
+        target=cost_target.name,
+        kinds=KIND_ORDER,
+        prior=prior.name,
     )
-    save_calibration(cal, ctx.calibration_path(cost_target.name, kind))
-    return cal
+    save_device_calibration(device_cal, ctx.device_calibration_path(cost_target.name))
+    return device_cal
 
 
-def read_measurements_csv(path: str | Path) -> list[tuple[Path, float]]:
-    """Rows ``model,ms`` (header required; model paths relative to the CSV's folder)."""
+def read_measurements_csv(path: str | Path) -> list[Measurement]:
+    """Rows ``model,ms[,threads][,runtime]`` (header required; model paths relative to the CSV's folder)."""
     path = Path(path)
     try:
         text = path.read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         raise CalibrationInputError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise CalibrationInputError(f"{path}: not a text CSV file") from None
     reader = csv.DictReader(text.splitlines())
     if not reader.fieldnames or not {"model", "ms"} <= set(reader.fieldnames):
         raise CalibrationInputError(f"{path}: expected a header with columns 'model' and 'ms'")
@@ -232,12 +355,24 @@ def read_measurements_csv(path: str | Path) -> list[tuple[Path, float]]:
             ms = float(row["ms"])
         except (TypeError, ValueError):
             raise CalibrationInputError(f"{path}:{line}: 'ms' is not a number: {row['ms']!r}") from None
-        if ms <= 0:
-            raise CalibrationInputError(f"{path}:{line}: 'ms' must be positive")
-        model = (path.parent / row["model"]).resolve()
+        if not ms > 0 or ms == float("inf"):
+            raise CalibrationInputError(f"{path}:{line}: 'ms' must be a positive number")
+        threads = None
+        if (row.get("threads") or "").strip():
+            try:
+                threads = int(row["threads"])
+            except ValueError:
+                threads = 0
+            if threads <= 0:
+                raise CalibrationInputError(f"{path}:{line}: 'threads' must be a positive integer")
+        if not (row.get("model") or "").strip():
+            raise CalibrationInputError(f"{path}:{line}: empty 'model'")
+        model = (path.parent / row["model"].strip()).resolve()
         if not model.exists():
             raise CalibrationInputError(f"{path}:{line}: model '{row['model']}' not found")
-        rows.append((model, ms))
+        rows.append(Measurement(model, ms, threads, (row.get("runtime") or "").strip()))
+    if not rows:
+        raise CalibrationInputError(f"{path}: no measurements (one row per timed model)")
     return rows
 
 
@@ -248,14 +383,67 @@ def calibrate_from_csv(
     return calibrate(target, read_measurements_csv(csv_path), ctx, base)
 
 
-def calibration_table(cal: Calibration, target: str) -> str:
-    rows = [
-        ("target", target),
-        ("corrects", cal.base),
-        ("models", str(cal.n_models)),
-        ("scale", f"{cal.scale:.4g}"),
-        ("overhead per kernel call", f"{cal.per_call_s * 1e6:.2f} us"),
-        ("fixed overhead", f"{cal.fixed_s * 1e3:.4f} ms"),
-        ("RMSPE on these models", f"{cal.fit_rmspe:.1f} %"),
-    ]
+def export_calibration(target: str, ctx: CostContext, out: Path) -> Path:
+    """Copy the device's calibration of ``target`` to ``out`` (to share it)."""
+    cal = load_device_calibration(ctx, target)
+    if cal is None:
+        raise CalibrationInputError(
+            f"--export: no calibration of '{target}' for device '{ctx.device or DEFAULT_DEVICE}'"
+        )
+    save_device_calibration(cal, Path(out))
+    return Path(out)
+
+
+def import_calibration(path: Path, ctx: CostContext, target: str | None = None) -> DeviceCalibration:
+    """Install a shared calibration file for its device (``ctx.device`` overrides the device it names)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+        cal = DeviceCalibration.from_json(data)
+    except FileNotFoundError:
+        raise CalibrationInputError(f"--import {path}: no such file") from None
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise CalibrationInputError(f"--import {path}: not a hanasc device calibration ({exc})") from None
+    if target is not None and get_target(target).name != cal.target:
+        raise CalibrationInputError(f"--import {path}: calibrates '{cal.target}', not '{target}'")
+    if ctx.device:
+        cal.device = ctx.device
+    save_device_calibration(cal, ctx.device_calibration_path(cal.target, cal.device))
+    return cal
+
+
+def calibration_table(cal, target: str) -> str:
+    """A plain-text summary of a calibration (device calibration or XGBoost-model overhead)."""
+    if isinstance(cal, Calibration):
+        rows = [
+            ("target", target),
+            ("corrects", cal.base),
+            ("models", str(cal.n_models)),
+            ("scale", f"{cal.scale:.4g}"),
+            ("overhead per kernel call", f"{cal.per_call_s * 1e6:.2f} us"),
+            ("fixed overhead", f"{cal.fixed_s * 1e3:.4f} ms"),
+            ("RMSPE on these models", f"{cal.fit_rmspe:.1f} %"),
+        ]
+    else:
+        rows = [
+            ("target", target),
+            ("device", cal.device),
+            ("corrects", cal.prior),
+            ("models", str(cal.n_models)),
+            (
+                "method (cross-validated)",
+                f"{cal.method}" + (f", ridge {cal.ridge:g}" if cal.method != "one-scale" else ""),
+            ),
+            ("factors per kernel kind", ", ".join(f"{k} {v:.3g}" for k, v in cal.factors.items())),
+            ("overhead per kernel call", f"{cal.per_call_s * 1e6:.2f} us"),
+            ("held-out RMSPE", f"{cal.cv.get('rmspe', float('nan')):.1f} % ({cal.cv.get('folds', '-')})"),
+            ("held-out within ±10 %", f"{cal.cv.get('within_10', float('nan')):.0f} %"),
+        ]
+        if cal.residuals_log:
+            lo, hi = cal.interval(1.0, DEFAULT_CONFIDENCE)
+            rows.append(
+                ("90 % interval", f"{(lo - 1) * 100:+.1f} % .. {(hi - 1) * 100:+.1f} % of the estimate")
+            )
+        rows += [("note", n) for n in cal.notes]
     return "\n".join(f"{k:<26} {v}" for k, v in rows)

@@ -121,10 +121,17 @@ def model_folder(target: str, device: str, root: Path | None = None) -> Path:
     return base / target / _slug(device)
 
 
+def has_model(target: str, device: str | None = None, root: Path | None = None) -> bool:
+    """Whether a model was saved for the target (and device), without importing xgboost."""
+    from hanasc.paths import cache_dir
+
+    base = Path(root) if root else cache_dir() / "latency_models"
+    folders = [model_folder(target, device, root)] if device else sorted((base / target).glob("*"))
+    return any((folder / "latest.json").exists() for folder in folders)
+
+
 def load_latest(target: str, device: str | None = None, root: Path | None = None) -> LatencyModel | None:
     """The newest saved model for a target (for one device, or any device), or None."""
-    import xgboost as xgb
-
     from hanasc.paths import cache_dir
 
     base = Path(root) if root else cache_dir() / "latency_models"
@@ -136,6 +143,8 @@ def load_latest(target: str, device: str | None = None, root: Path | None = None
             metas.append((ModelMeta.from_json(json.loads(latest.read_text())), folder))
     if not metas:
         return None
+    import xgboost as xgb
+
     meta, folder = max(metas, key=lambda m: m[0].trained_at)
     booster = xgb.XGBRegressor()
     booster.load_model(str(folder / f"{meta.version}.ubj"))

@@ -83,3 +83,45 @@ def time_executable(
     samples = [float(s) * 1e3 for s in result.results]
     median = statistics.median(samples)
     return ModelTiming(median, (max(samples) - min(samples)) / median, repeat, session.device_id)
+
+
+def time_executable_cpu(executable, mod, repeat: int = 7, min_repeat_ms: float = 20.0) -> ModelTiming:
+    """Median CPU time of ``main`` on this machine's calling thread, for a single-threaded runner.
+
+    With ``TVM_NUM_THREADS=1`` every kernel runs on the calling thread, so its CPU time is the model's
+    execution time without the time slices other processes take on a shared machine (wall-clock timing
+    there varies 2-3x). Each sample runs ``main`` until ``min_repeat_ms`` of CPU time has passed.
+    """
+    import os
+    import time
+
+    import tvm
+    from tvm import relax
+
+    from hanasc.relax_params import input_count
+
+    if os.environ.get("TVM_NUM_THREADS") != "1":
+        raise ValueError("thread CPU timing needs a single-threaded runner (TVM_NUM_THREADS=1)")
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(executable, dev)
+    rng = np.random.default_rng(0)
+    args = []
+    for param in mod["main"].params[: input_count(mod)]:
+        shape = tuple(int(d) for d in param.ty.shape)
+        dtype = str(param.ty.dtype)
+        value = rng.standard_normal(shape).astype(dtype) if "float" in dtype else np.zeros(shape, dtype)
+        args.append(tvm.runtime.tensor(value, device=dev))
+    main = vm["main"]
+    main(*args)  # warm-up
+    samples = []
+    for _ in range(repeat):
+        start, runs = time.thread_time(), 0
+        while True:
+            main(*args)
+            runs += 1
+            elapsed = time.thread_time() - start
+            if elapsed * 1e3 >= min_repeat_ms:
+                break
+        samples.append(elapsed / runs * 1e3)
+    median = statistics.median(samples)
+    return ModelTiming(median, (max(samples) - min(samples)) / median, repeat, "this CPU, thread CPU time")

@@ -63,6 +63,16 @@ class CostReport:
         if len(ranked) > top:
             lines.append(f"... {len(ranked) - top} more kernels")
         lines += ["", f"{'latency':<22} {self.latency}"]
+        how = self.latency.detail
+        if "interval_ms" in how:
+            lo, hi = how["interval_ms"]
+            lines.append(
+                f"{'':<22} {how['confidence']:.0%} interval {lo:.4g} .. {hi:.4g} ms ({how['interval_from']})"
+            )
+        if "model" in how:
+            lines.append(
+                f"{'':<22} by {how['model']}" + (f" bending {how['prior']}" if how.get("prior") else "")
+            )
         for name, fig in self.memory.items():
             lines.append(f"{'memory ' + name:<22} {fig.value / 1024:.1f} KiB ({fig.source})")
         lines.append(f"{'energy':<22} {self.energy}")

@@ -34,6 +34,10 @@ class HardwareSpec:
     sources: list[str] = field(default_factory=list)
     derivation: dict[str, str] = field(default_factory=dict)
     measured: dict[str, float] = field(default_factory=dict)  # host only: what was measured here
+    cores: int = 1  # cores the published peak counts
+    runner_threads: int = 0  # threads the target's runner uses (0: every core)
+    sustained_clock_ratio: float = 1.0  # sustained / nominal clock under load (peak figures use nominal)
+    efficiency: str = ""  # "cpu": kernels reach the fractions measured on a CPU host (efficiency model)
 
     def precision(self, dtype_precision: str) -> str:
         """The precision the target really runs a kernel in (e.g. fp32 runs as fp16 on an NPU)."""
@@ -71,6 +75,10 @@ def load_spec(target_name: str, cache: Path | None = None) -> HardwareSpec:
         sources=list(raw.get("sources", [])),
         derivation=dict(raw.get("derivation", {})),
         measured=measured,
+        cores=int(raw.get("cores", 1)),
+        runner_threads=int(raw.get("runner_threads", 0)),
+        sustained_clock_ratio=float(raw.get("sustained_clock_ratio", 1.0)),
+        efficiency=str(raw.get("efficiency", "")),
     )
 
 

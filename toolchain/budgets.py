@@ -47,3 +47,18 @@ def parse_latency_budget(text: str | None, option: str = "--budget") -> tuple[fl
             raise HanascError(f"{option} '{text}': the share must be positive, e.g. 0.5x")
         return None, fraction
     return parse_budget(text, "latency", option), None
+
+
+DEFAULT_BUDGET_CONFIDENCE = 0.9
+"""``--budget-confidence`` default: a latency budget counts as met when the upper end of the estimate's 90 %
+one-sided interval (from the device calibration's held-out error) is under it. Without a calibration with
+held-out errors the estimate itself is compared (nothing to widen it by)."""
+
+
+def parse_confidence(value: float | None, option: str = "--budget-confidence") -> float:
+    """A confidence in [0.5, 1); the default when None; one-line HanascError naming the option otherwise."""
+    if value is None:
+        return DEFAULT_BUDGET_CONFIDENCE
+    if not 0.5 <= value < 1.0:
+        raise HanascError(f"{option} {value:g}: must be at least 0.5 and below 1 (e.g. 0.9)")
+    return float(value)

@@ -9,6 +9,11 @@ that are not layers (pooling, unfused adds) keep the original network's time. Th
 fitted to whole-model measurements (the original, uniform int8 on the host, and every verified candidate),
 one for float and one for int8 kernels once the measurements can tell them apart: the cost model learns
 from each miss.
+
+Where the target's prior was calibrated for the device (``hanasc calibrate --device``), each kernel's prior
+time is multiplied by its kind's factor and the per-call overhead is added; the latency the search sees is
+then the upper end of the one-sided ``budget_confidence`` interval from the calibration's held-out error,
+so a budget counts as met only when that upper bound is under it.
 """
 
 from __future__ import annotations
@@ -73,16 +78,19 @@ class SearchCosts:
     observations: list[Observation] = field(default_factory=list)
     # dtype ("float32", "int8") -> layer -> seconds, timed inside the shipped artifact (layer_timing)
     shipped: dict[str, dict[str, float]] = field(default_factory=dict)
+    device: str | None = None  # whose calibration applies (hanasc calibrate --device); None: "default"
+    budget_confidence: float = 0.9  # hanasc.budgets.DEFAULT_BUDGET_CONFIDENCE
 
     def __post_init__(self) -> None:
-        from hanasc.cost_models.estimate import CostContext
+        from hanasc.cost_models.device_prior import DevicePrior
+        from hanasc.cost_models.estimate import CostContext, load_device_calibration
         from hanasc.cost_models.latency_model import load_latest
         from hanasc.cost_models.spec import load_spec
         from hanasc.cost_models.target_info import get_target
         from hanasc.passes.channel_groups import channel_groups
         from hanasc.passes.weights import layer_of_weight
 
-        ctx = CostContext()
+        ctx = CostContext(device=self.device)
         self._ctx = ctx
         self._cost_target = get_target(self.target)
         self._spec = load_spec(self._cost_target.name, ctx.cache() / "host_spec.json")
@@ -90,6 +98,15 @@ class SearchCosts:
             load_latest(self._cost_target.name, root=ctx.models_root())
             if self._cost_target.compiles_with_tvm
             else None
+        )
+        self._prior = DevicePrior.for_spec(self._spec, cache=ctx.cache())
+        self._device_cal = (
+            load_device_calibration(ctx, self._cost_target.name) if self._latency_model is None else None
+        )
+        self._upper = (
+            self._device_cal.upper(1.0, self.budget_confidence)
+            if self._device_cal is not None and self._device_cal.residuals_log
+            else 1.0
         )
         self._cache: dict[tuple, _KernelCost] = {}
         self._out_group: dict[str, str] = {}
@@ -131,8 +148,16 @@ class SearchCosts:
         from hanasc.cost_models.estimate import kernel_times
 
         with self._ctx.store() as store:
-            times = kernel_times(lowered, self._spec, self._latency_model, store)
+            times = kernel_times(lowered, self._spec, self._latency_model, store, self._prior)
         seconds = sum(t * k.calls for t, k in zip(times.seconds, lowered.kernels, strict=True))
+        cal = self._device_cal
+        if cal is not None:  # the device calibration's factor per kernel kind, plus its per-call overhead
+            from hanasc.cost_models.efficiency import kernel_kind
+
+            seconds = sum(
+                cal.factors.get(kernel_kind(k.features), 1.0) * t * k.calls + cal.per_call_s * k.calls
+                for t, k in zip(times.seconds, lowered.kernels, strict=True)
+            )
         return _KernelCost(seconds, estimate_energy(lowered, self._spec).total_j, tuple(times.sources))
 
     def _shape_cost(self, shape) -> _KernelCost:
@@ -284,7 +309,7 @@ class SearchCosts:
         base = (
             {"kernels": "XGBoost latency model", **model.meta.provenance()}
             if model is not None
-            else {"kernels": f"roofline prior from the {self._cost_target.name} spec"}
+            else {"kernels": self._prior.name}
         )
         calibrated = bool(self.observations) or bool(self.shipped)
         shipped = (
@@ -293,14 +318,25 @@ class SearchCosts:
             if self.shipped
             else ""
         )
+        cal = self._device_cal
+        device = (
+            {
+                "device_calibration": cal.describe(),
+                "latency_objective": f"upper end of the one-sided {self.budget_confidence:.0%} interval "
+                f"(x{self._upper:.3f} of the estimate, from the calibration's held-out error)",
+            }
+            if cal is not None
+            else {}
+        )
         return {
-            "source": "predicted" if (model is not None or calibrated) else "prior",
+            "source": "predicted" if (model is not None or calibrated or cal is not None) else "prior",
             "model": "sum of per-layer fused kernels + non-layer kernels of the original, x scale "
             f"(float and int8 kernels scaled apart once measurements allow){shipped}",
             **base,
             "scale": round(self.scale, 4),
             "scale_float_int8": [round(v, 4) for v in self.scales],
             "whole_model_measurements": len(self.observations),
+            **device,
         }
 
     def __call__(self, genomes: np.ndarray):
@@ -309,7 +345,7 @@ class SearchCosts:
         a, b = self.scales
         for genome in np.atleast_2d(genomes):
             cost = self.config_costs(self.space.decode(genome))
-            lat.append((cost.float_s * a + cost.int8_s * b) * 1e3)
+            lat.append((cost.float_s * a + cost.int8_s * b) * 1e3 * self._upper)
             mem.append((cost.weight_bytes + self._peak_activation_bytes) / 2**20)
             energy.append(cost.energy_j * 1e3)
         return np.array(lat), np.array(mem), np.array(energy)

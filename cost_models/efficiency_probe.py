@@ -1,0 +1,268 @@
+"""Measure kernel efficiencies on this machine through the shipped pipeline and fit the efficiency model.
+
+    python -m hanasc.cost_models.efficiency_probe [--probes 160] [--out PATH]
+
+Probes are small Relax modules of one layer (``cost_models.sweep.layer_module``: conv / pointwise /
+depthwise / dense, fp32 / int8 / fp16) or one activation op (add, pooling, mean). Each is built by
+``hanasc.targets.host.build_artifact`` (what ``hanasc compile`` ships) and run under the VM's instrument
+hook; each kernel the cost model sees (``kernels.lower_to_kernels``) is paired, in order, with the shipped
+call of the same op (layout transforms, which the cost model's lowering does not have, are left out).
+Runs with ``TVM_NUM_THREADS`` threads (the reference roof is one core x that many threads).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hanasc.cost_models.efficiency import EfficiencyModel, fit
+from hanasc.cost_models.kernels import KernelFeatures
+from hanasc.cost_models.sweep import LayerShape, layer_module
+
+LAYOUT_PREFIXES = ("te_layout_transform", "layout_transform")
+MAX_FLOPS = 4e8  # keep each probe well under a second
+
+
+def runner_threads() -> int:
+    """The thread count TVM's runtime uses here (``TVM_NUM_THREADS``, else every core)."""
+    return int(os.environ.get("TVM_NUM_THREADS") or os.cpu_count() or 1)
+
+
+def core_peak_fp32(n: int = 768, runs: int = 7) -> float:
+    """Best single-thread float32 matmul rate of numpy's BLAS (FLOP/s): the reference core peak.
+
+    Timed in CPU time of this thread (BLAS limited to one thread runs here), so other processes on a shared
+    machine do not lower it."""
+    from threadpoolctl import threadpool_limits
+
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = a.T.copy()
+    with threadpool_limits(1):
+        a @ b
+        best = min(_timed(lambda: a @ b) for _ in range(runs))
+    return 2.0 * n**3 / best
+
+
+def host_precision_ratios() -> dict[str, float]:
+    """The host spec's peak ratios of fp16 and int8 to fp32 (efficiency is relative to each one's peak)."""
+    import json
+
+    from hanasc.cost_models.target_info import get_target
+
+    return dict(json.loads(get_target("host").spec_path.read_text())["precision_ratio_to_fp32"])
+
+
+def _timed(fn) -> float:
+    start = time.thread_time()
+    fn()
+    return time.thread_time() - start
+
+
+def layer_probes(n: int, seed: int = 0) -> list[LayerShape]:
+    """Random conv / pointwise / depthwise / dense layers of mobile-CNN sizes, under MAX_FLOPS each."""
+    rng = random.Random(seed)
+    out: list[LayerShape] = []
+    while len(out) < n:
+        kind = rng.choice(["conv", "pointwise", "pointwise", "depthwise", "dense"])
+        dtype = rng.choice(["float32", "float32", "int8", "float16"])
+        c = rng.choice([8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 576])
+        hw = rng.choice([1, 2, 4, 7, 8, 14, 16, 28, 32, 56])
+        stride = rng.choice([1, 1, 2]) if hw > 2 else 1
+        if kind == "dense":
+            cin, cout = c * rng.choice([1, 2, 4]), rng.choice([10, 64, 100, 1000])
+            layer = LayerShape(cin, cout, 1, 1, dense=True, dtype=dtype)
+        elif kind == "depthwise":
+            layer = LayerShape(c, c, hw, hw, rng.choice([3, 5]), stride, groups=c, dtype=dtype)
+        elif kind == "pointwise":
+            cout = rng.choice([8, 16, 24, 32, 64, 96, 128, 192, 320, 576, 1280])
+            layer = LayerShape(c, cout, hw, hw, 1, 1, dtype=dtype)
+        else:
+            cin = rng.choice([3, 8, 16, 32, 64])
+            layer = LayerShape(cin, c, hw, hw, rng.choice([3, 3, 5]), stride, dtype=dtype)
+        if _layer_flops(layer) <= MAX_FLOPS:
+            out.append(layer)
+    return out
+
+
+def _layer_flops(layer: LayerShape) -> float:
+    if layer.dense:
+        return 2.0 * layer.cin * layer.cout
+    ho = -(-layer.h // layer.stride)
+    return 2.0 * layer.cout * (layer.cin // layer.groups) * layer.kernel**2 * ho * ho
+
+
+def activation_probe(kind: str, c: int, hw: int, seed: int = 0):
+    """A module of one activation op: ``add`` (two inputs + clip), ``maxpool``, ``avgpool`` or ``mean``."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, c, hw, hw), "float32"))
+    rng = np.random.default_rng(seed)
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            if kind == "add":
+                other = relax.const(rng.standard_normal((1, c, hw, hw)).astype("float32"))
+                y = bb.emit(relax.op.clip(relax.op.add(x, other), 0.0, 6.0))
+            elif kind == "maxpool":
+                y = bb.emit(relax.op.nn.max_pool2d(x, (3, 3), (2, 2), (1, 1)))
+            elif kind == "avgpool":
+                y = bb.emit(relax.op.nn.avg_pool2d(x, (2, 2), (2, 2)))
+            else:
+                y = bb.emit(relax.op.mean(x, axis=[2, 3], keepdims=True))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def activation_probes(n: int, seed: int = 0) -> list[tuple[str, int, int]]:
+    rng = random.Random(seed + 1)
+    return [
+        (
+            rng.choice(["add", "add", "maxpool", "avgpool", "mean"]),
+            rng.choice([8, 16, 32, 64, 96, 144, 240, 480]),
+            rng.choice([4, 7, 8, 14, 16, 28, 32, 56]),
+        )
+        for _ in range(n)
+    ]
+
+
+def shipped_kernel_times(mod, runs: int = 15) -> list[float]:
+    """Median seconds of each non-layout kernel call of ``mod`` built by the shipped pipeline, in order."""
+    import tvm
+    from tvm import relax
+
+    from hanasc.targets import host
+
+    vm = relax.VirtualMachine(host.build_artifact(mod), tvm.cpu())
+    # one runner thread: kernels run on this thread, whose CPU time ignores other processes' time slices
+    clock = time.thread_time if runner_threads() == 1 else time.perf_counter
+    param = mod["main"].params[0].ty
+    x = tvm.runtime.tensor(np.zeros([int(d) for d in param.shape], str(param.dtype)))
+    calls: list[str] = []
+    started: list[float] = []
+    samples: dict[int, list[float]] = {}
+
+    def instrument(func, name, before_run, ret, *args):
+        if name.startswith("vm.builtin"):
+            return 0
+        if before_run:
+            calls.append(name)
+            started.append(clock())
+        else:
+            samples.setdefault(len(calls) - 1, []).append(clock() - started[-1])
+        return 0
+
+    vm["main"](x)
+    vm.set_instrument(instrument)
+    order: list[str] = []
+    for _ in range(runs):
+        calls.clear()
+        started.clear()
+        vm["main"](x)
+        order = order or list(calls)
+    return [
+        statistics.median(samples[i]) for i, name in enumerate(order) if not name.startswith(LAYOUT_PREFIXES)
+    ]
+
+
+def probe(mod) -> list[tuple[KernelFeatures, float]]:
+    """(features, seconds) of each kernel of one probe module, or [] when the two lowerings do not pair."""
+    from hanasc.cost_models.kernels import lower_to_kernels
+
+    lowered = lower_to_kernels(mod, "host")
+    times = shipped_kernel_times(mod)
+    if len(lowered.call_order) != len(times):
+        return []
+    by_name = {k.name: k for k in lowered.kernels}
+    return [(by_name[name].features, t) for name, t in zip(lowered.call_order, times, strict=True)]
+
+
+def measure_and_fit(
+    n_layers: int = 120, n_activations: int = 40, seed: int = 0, progress=print
+) -> EfficiencyModel:
+    """Probe this machine and fit the efficiency model (reference: one core's sgemm peak x threads)."""
+    import tvm
+
+    from hanasc.cost_models.profiler import local_device_id
+    from hanasc.cost_models.spec import host_measurements
+
+    threads = runner_threads()
+    reference = {
+        "device": local_device_id(),
+        "fp32_core_peak": core_peak_fp32(),
+        "bandwidth_Bps": host_measurements()["bandwidth_Bps"],
+        "threads": threads,
+        "precision_ratio_to_fp32": host_precision_ratios(),
+        "how": "kernel time inside host.build_artifact libraries (VM instrument, median of 15 runs; thread "
+        "CPU time with one runner thread) vs "
+        "roofline at numpy single-thread sgemm peak x threads",
+        "tvm_version": tvm.__version__,
+        "fitted_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    samples: list[tuple[KernelFeatures, float]] = []
+    modules = [
+        (layer.label(), lambda layer=layer: layer_module(layer)) for layer in layer_probes(n_layers, seed)
+    ]
+    modules += [
+        (f"{k} {c}@{hw}", lambda k=k, c=c, hw=hw: activation_probe(k, c, hw))
+        for k, c, hw in activation_probes(n_activations, seed)
+    ]
+    for i, (label, make) in enumerate(modules):
+        try:
+            pairs = probe(make())
+        except Exception as exc:  # a shape the pipeline cannot build: skip it, say which
+            progress(f"{i + 1:>4}/{len(modules)} {label}: skipped ({type(exc).__name__})")
+            continue
+        samples.extend(pairs)
+        shown = ", ".join(f"{t * 1e6:.1f} us" for _, t in pairs) or "unpaired"
+        progress(f"{i + 1:>4}/{len(modules)} {label}: {shown}")
+    model = fit(samples, reference)
+    _save_samples(samples, model)
+    return model
+
+
+def _save_samples(samples: list[tuple[KernelFeatures, float]], model: EfficiencyModel) -> None:
+    """Keep the raw measurements beside the cache (a refit or an audit needs them, the prior does not)."""
+    import json
+
+    from hanasc.atomic import atomic_file
+    from hanasc.cost_models.efficiency import cache_path
+
+    path = cache_path().with_name(f"efficiency-samples-{model.version}.jsonl")
+    with atomic_file(path) as tmp:
+        tmp.write_text(
+            "".join(json.dumps({"features": f.to_json(), "seconds": t}) + "\n" for f, t in samples)
+        )
+
+
+def main() -> None:
+    import argparse
+
+    from hanasc.cost_models.efficiency import cache_path
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--layers", type=int, default=120)
+    parser.add_argument("--activations", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="default: <cache>/efficiency.json")
+    args = parser.parse_args()
+    model = measure_and_fit(args.layers, args.activations, args.seed)
+    out = args.out or cache_path()
+    model.save(out)
+    print(f"wrote {out}: {model.name}")
+    for key, c in model.curves.items():
+        print(
+            f"  {key:<18} emax {c.emax:6.3f}  half {c.half_s * 1e6:8.2f} us  n={c.n:<4} "
+            f"rmse(log) {c.rmse_log:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""The efficiency-aware prior: curve fitting, kernel classes, the device roof, provenance."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hanasc.cost_models.efficiency import (
+    SHIPPED,
+    Curve,
+    EfficiencyModel,
+    fit,
+    fit_curve,
+    kernel_kind,
+    load_efficiency,
+)
+from hanasc.cost_models.kernels import KernelFeatures, TensorInfo
+
+
+def _conv(flops: float, k: int = 3, kind: str = "conv2d", dtype: str = "float32") -> KernelFeatures:
+    t = TensorInfo((1, 16, 8, 8), dtype)
+    w = TensorInfo((16, 16, k, k), dtype)
+    return KernelFeatures(kind, (), (t,), t, w, (k, k), 1, 1, dtype, 32, 32, flops, 0, 4096, 0)
+
+
+def test_kernel_kinds():
+    assert kernel_kind(_conv(1e6, 3)) == "conv"
+    assert kernel_kind(_conv(1e6, 1)) == "pointwise"
+    assert kernel_kind(_conv(1e6, 3, "depthwise")) == "depthwise"
+    assert kernel_kind(_conv(1e6, 1, "dense")) == "dense"
+    assert kernel_kind(_conv(1e6, 1, "reduce")) == "pool"
+    assert kernel_kind(_conv(1e6, 1, "copy")) == "elementwise"
+
+
+def test_fit_curve_recovers_its_parameters():
+    rng = np.random.default_rng(0)
+    roof = np.exp(rng.uniform(np.log(1e-7), np.log(1e-2), 200))
+    true = Curve(emax=0.4, half_s=5e-6)
+    seconds = np.array([true.seconds(r) for r in roof]) * np.exp(rng.normal(0, 0.05, 200))
+    got = fit_curve(roof, seconds)
+    assert got.emax == pytest.approx(0.4, rel=0.05)
+    assert got.half_s == pytest.approx(5e-6, rel=0.15)
+    assert got.rmse_log < 0.08 and got.n == 200
+    assert got.efficiency(1.0) == pytest.approx(0.4, rel=0.05)  # large kernels: emax
+
+
+def test_fit_per_kind_with_fallbacks_and_round_trip(tmp_path):
+    reference = {"device": "test-cpu", "fp32_core_peak": 1e10, "bandwidth_Bps": 1e10, "threads": 1}
+    samples = [(_conv(f), f / 1e10 / 0.5 + 2e-6) for f in np.geomspace(1e4, 1e8, 12)]
+    samples += [(_conv(f, 1), f / 1e10 / 0.25) for f in np.geomspace(1e4, 1e8, 3)]  # too few: no curve
+    model = fit(samples, reference)
+    assert model.curve("conv", "fp32").emax == pytest.approx(0.5, rel=0.05)
+    assert model.curve("pointwise", "fp32") is model.curves["*/*"]  # fallback
+    path = tmp_path / "efficiency.json"
+    model.save(path)
+    again = load_efficiency(tmp_path)
+    assert again.curves.keys() == model.curves.keys() and again.version == model.version
+    with pytest.raises(ValueError, match="not an efficiency model"):
+        EfficiencyModel.from_json({"format": "other"})
+
+
+def test_shipped_model_is_measured_and_cited():
+    data = json.loads(SHIPPED.read_text())
+    assert data["reference"]["device"] and data["reference"]["samples"] >= 50
+    assert "build_artifact" in data["reference"]["how"]
+    model = EfficiencyModel.from_json(data)
+    for kind in ("conv", "pointwise", "depthwise", "dense", "pool", "elementwise"):
+        assert model.curve(kind, "fp32").emax > 0
+
+
+def test_a78_roof_is_per_core_times_threads_at_sustained_clock(tmp_path):
+    from hanasc.cost_models.device_prior import DevicePrior, target_roof
+    from hanasc.cost_models.prior import roofline
+    from hanasc.cost_models.spec import load_spec
+
+    spec = load_spec("cortex-a78", tmp_path / "host_spec.json")
+    model = load_efficiency(tmp_path)
+    four = target_roof(spec, model)
+    one = target_roof(spec, model, threads=1)
+    assert four.threads == 4 and four.peak_ops_per_s["fp32"] == pytest.approx(1.536e11 * 0.85)
+    assert one.peak_ops_per_s["fp32"] == pytest.approx(four.peak_ops_per_s["fp32"] / 4)
+    prior = DevicePrior.for_spec(spec, cache=tmp_path)
+    f = _conv(5e7)
+    seconds, detail = prior.kernel_seconds(f)
+    assert seconds > roofline(f, spec).seconds  # kernels do not reach the published peak
+    assert detail["efficiency_model"] == model.name and 0 < detail["efficiency"] < 2
+    assert "efficiency" in prior.name
+
+
+def test_costs_name_the_efficiency_model(test_models, tmp_path):
+    import hanasc
+    from hanasc.cost_models.estimate import CostContext, estimate_costs
+
+    mod = hanasc.load_model(test_models["plain_conv"]).mod
+    report = estimate_costs(mod, "cortex-a78", CostContext(root=tmp_path), memory=False)
+    assert report.latency.source == "prior" and report.memory == {}
+    assert "efficiency:" in report.latency.detail["model"]
+    assert all("efficiency_model" in k.latency.detail for k in report.kernels)
+    npu = estimate_costs(mod, "npu3720", CostContext(root=tmp_path), memory=False)
+    assert npu.latency.detail["model"].startswith("roofline")  # no efficiency model for an NPU
