@@ -7,11 +7,14 @@ their precision. Measured on this machine through the shipped pipeline
 built library (VM instrument hook) is compared with its roofline at the reference peak (one core), and one
 curve per kind and precision is fitted:
 
-    seconds = (roofline_s + half_s x speed) / emax        (efficiency = emax x roof / (roof + half_s))
+    seconds = compute_s / compute_eff + memory_s / memory_eff + fixed_s x speed
+    efficiency = max(compute_s, memory_s) / seconds
 
-``emax`` is what large kernels reach, ``half_s`` the roofline time at which a kernel reaches half of it (a
-per-kernel fixed cost, scaled by ``speed`` = reference core peak / target core peak on another device). The
-model is a small JSON: the fit shipped in ``specs/efficiency-host.json``, or a refit under the cache.
+``compute_s`` = FLOPs / peak and ``memory_s`` = bytes / bandwidth are the two roofline terms on the device;
+``compute_eff`` and ``memory_eff`` the fractions of peak and bandwidth large kernels of the kind reach, and
+``fixed_s`` a per-kernel fixed cost (scaled by ``speed`` = reference core peak / target core peak on another
+device). Small kernels are dominated by ``fixed_s``, so their efficiency falls with size. The model is a
+small JSON: the fit shipped in ``specs/efficiency-host.json``, or a refit under the cache.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from hanasc.cost_models.prior import dtype_precision
 
 KINDS = ("conv", "pointwise", "depthwise", "dense", "pool", "elementwise")
 SHIPPED = Path(__file__).parent / "specs" / "efficiency-host.json"
-FORMAT = "hanasc.efficiency/1"
+FORMAT = "hanasc.efficiency/2"
 
 
 def kernel_kind(f: KernelFeatures) -> str:
@@ -45,18 +48,19 @@ def kernel_kind(f: KernelFeatures) -> str:
 
 @dataclass(frozen=True)
 class Curve:
-    """Saturating efficiency of one kernel class: ``emax x roof / (roof + half_s)``."""
+    """Time of one kernel class: ``compute_s / compute_eff + memory_s / memory_eff + fixed_s x speed``."""
 
-    emax: float
-    half_s: float
+    compute_eff: float
+    memory_eff: float
+    fixed_s: float
     n: int = 0
     rmse_log: float = float("nan")  # fit error in natural log of seconds
 
-    def seconds(self, roof_s: float, speed: float = 1.0) -> float:
-        return (roof_s + self.half_s * speed) / self.emax
+    def seconds(self, compute_s: float, memory_s: float, speed: float = 1.0) -> float:
+        return compute_s / self.compute_eff + memory_s / self.memory_eff + self.fixed_s * speed
 
-    def efficiency(self, roof_s: float, speed: float = 1.0) -> float:
-        return roof_s / self.seconds(roof_s, speed)
+    def efficiency(self, compute_s: float, memory_s: float, speed: float = 1.0) -> float:
+        return max(compute_s, memory_s) / self.seconds(compute_s, memory_s, speed)
 
 
 @dataclass(frozen=True)
@@ -67,11 +71,11 @@ class Roof:
     bandwidth_Bps: float
     threads: int
 
-    def seconds(self, f: KernelFeatures) -> tuple[float, str]:
-        """(roofline seconds, precision): max of compute and memory time, no launch cost."""
+    def terms(self, f: KernelFeatures) -> tuple[float, float, str]:
+        """(compute seconds, memory seconds, precision) of one kernel call at these peaks."""
         precision = dtype_precision(f.compute_dtype)
         peak = self.peak_ops_per_s.get(precision) or self.peak_ops_per_s["fp32"]
-        return max(f.flops / peak, f.bytes_moved / self.bandwidth_Bps), precision
+        return f.flops / peak, f.bytes_moved / self.bandwidth_Bps, precision
 
 
 @dataclass(frozen=True)
@@ -101,12 +105,13 @@ class EfficiencyModel:
 
     def kernel_seconds(self, f: KernelFeatures, roof: Roof) -> tuple[float, dict]:
         """Predicted seconds of one kernel call on a device with ``roof``, and how it was obtained."""
-        roof_s, precision = roof.seconds(f)
+        compute_s, memory_s, precision = roof.terms(f)
         kind = kernel_kind(f)
         curve = self.curve(kind, precision)
         speed = self.reference_roof(roof.threads).peak_ops_per_s["fp32"] / roof.peak_ops_per_s["fp32"]
-        seconds = curve.seconds(roof_s, speed)
-        return seconds, {"kind": kind, "precision": precision, "efficiency": round(roof_s / seconds, 4)}
+        seconds = curve.seconds(compute_s, memory_s, speed)
+        efficiency = max(compute_s, memory_s) / seconds
+        return seconds, {"kind": kind, "precision": precision, "efficiency": round(efficiency, 4)}
 
     def to_json(self) -> dict:
         return {
@@ -144,21 +149,23 @@ def load_efficiency(cache: Path | None = None) -> EfficiencyModel:
 
 
 # --- fitting ----------------------------------------------------------------------------------------------
-def fit_curve(roof_s: np.ndarray, seconds: np.ndarray) -> Curve:
-    """Least squares in log seconds of ``(roof + half) / emax``; a robust (soft L1) loss."""
+def fit_curve(compute_s: np.ndarray, memory_s: np.ndarray, seconds: np.ndarray) -> Curve:
+    """Least squares in log seconds (robust soft-L1 loss); the three coefficients stay positive."""
     from scipy.optimize import least_squares
 
-    roof_s, seconds = np.asarray(roof_s, float), np.asarray(seconds, float)
-    y = np.log(seconds)
+    c, m = np.asarray(compute_s, float), np.asarray(memory_s, float)
+    y = np.log(np.asarray(seconds, float))
 
     def residual(p: np.ndarray) -> np.ndarray:
-        return np.log(roof_s + math.exp(p[1])) - p[0] - y
+        return np.log(c * np.exp(p[0]) + m * np.exp(p[1]) + np.exp(p[2])) - y
 
-    start = np.array([math.log(0.3), math.log(max(float(np.median(seconds)) * 0.05, 1e-7))])
-    result = least_squares(residual, start, loss="soft_l1", f_scale=0.3)
-    emax, half = math.exp(result.x[0]), math.exp(result.x[1])
+    start = np.array([0.0, 0.0, math.log(max(float(np.exp(y.min())) * 0.5, 1e-7))])
+    result = least_squares(residual, start, loss="soft_l1", f_scale=0.3, bounds=(-25.0, 25.0))
+    inv_c, inv_m, fixed = np.maximum(np.exp(result.x), 1e-6)  # 1e6: the term plays no part
     rmse = float(np.sqrt(np.mean(residual(result.x) ** 2)))
-    return Curve(emax=emax, half_s=half, n=len(y), rmse_log=rmse)
+    return Curve(
+        compute_eff=1.0 / inv_c, memory_eff=1.0 / inv_m, fixed_s=float(fixed), n=len(y), rmse_log=rmse
+    )
 
 
 def fit(
@@ -167,17 +174,17 @@ def fit(
     """Curves per kind/precision (enough samples), per kind and overall, from (features, seconds) pairs."""
     model = EfficiencyModel("unfitted", reference)
     roof = model.reference_roof()
-    groups: dict[str, list[tuple[float, float]]] = {}
+    groups: dict[str, list[tuple[float, float, float]]] = {}
     for f, seconds in samples:
-        roof_s, precision = roof.seconds(f)
+        compute_s, memory_s, precision = roof.terms(f)
         kind = kernel_kind(f)
         for key in (f"{kind}/{precision}", f"{kind}/*", "*/*"):
-            groups.setdefault(key, []).append((roof_s, seconds))
+            groups.setdefault(key, []).append((compute_s, memory_s, seconds))
     curves = {}
-    for key, pairs in sorted(groups.items()):
-        if len(pairs) >= min_samples or key == "*/*":
-            r, s = np.array(pairs).T
-            curves[key] = fit_curve(r, s)
+    for key, rows in sorted(groups.items()):
+        if len(rows) >= min_samples or key == "*/*":
+            c, m, s = np.array(rows).T
+            curves[key] = fit_curve(c, m, s)
     digest = f"{len(samples)}k"
     version = f"e{time.strftime('%Y%m%d%H%M%S')}-{digest}"
     return EfficiencyModel(version, {**reference, "samples": len(samples)}, curves)

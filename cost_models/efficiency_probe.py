@@ -1,6 +1,7 @@
 """Measure kernel efficiencies on this machine through the shipped pipeline and fit the efficiency model.
 
-    python -m hanasc.cost_models.efficiency_probe [--probes 160] [--out PATH]
+    python -m hanasc.cost_models.efficiency_probe [--layers 130] [--activations 40] [--out PATH]
+    python -m hanasc.cost_models.efficiency_probe --refit SAMPLES.jsonl --out PATH   # no new measurement
 
 Probes are small Relax modules of one layer (``cost_models.sweep.layer_module``: conv / pointwise /
 depthwise / dense, fp32 / int8 / fp16) or one activation op (add, pooling, mean). Each is built by
@@ -240,6 +241,16 @@ def _save_samples(samples: list[tuple[KernelFeatures, float]], model: Efficiency
         )
 
 
+def refit(samples_path: Path, reference: dict) -> EfficiencyModel:
+    """Fit again from the raw samples a probe run kept (``efficiency-samples-<version>.jsonl``)."""
+    import json
+
+    rows = [json.loads(line) for line in Path(samples_path).read_text().splitlines() if line.strip()]
+    samples = [(KernelFeatures.from_json(r["features"]), float(r["seconds"])) for r in rows]
+    reference = {**reference, "refit_from": Path(samples_path).name}
+    return fit(samples, {k: v for k, v in reference.items() if k != "samples"})
+
+
 def main() -> None:
     import argparse
 
@@ -252,15 +263,25 @@ def main() -> None:
     parser.add_argument("--activations", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="default: <cache>/efficiency.json")
+    parser.add_argument("--refit", type=Path, default=None, help="fit from kept samples (reference: --out's)")
     args = parser.parse_args()
-    model = measure_and_fit(args.layers, args.activations, args.seed)
+    if args.refit is not None:
+        import json
+
+        from hanasc.cost_models.efficiency import SHIPPED
+
+        source = args.out if args.out and args.out.is_file() else SHIPPED
+        reference = json.loads(source.read_text())["reference"]
+        model = refit(args.refit, reference)
+    else:
+        model = measure_and_fit(args.layers, args.activations, args.seed)
     out = args.out or cache_path()
     model.save(out)
     print(f"wrote {out}: {model.name}")
     for key, c in model.curves.items():
         print(
-            f"  {key:<18} emax {c.emax:6.3f}  half {c.half_s * 1e6:8.2f} us  n={c.n:<4} "
-            f"rmse(log) {c.rmse_log:.2f}"
+            f"  {key:<18} compute {c.compute_eff:6.3f}  memory {c.memory_eff:8.3f}  fixed "
+            f"{c.fixed_s * 1e6:6.2f} us  n={c.n:<4} rmse(log) {c.rmse_log:.2f}"
         )
 
 

@@ -36,14 +36,17 @@ def test_kernel_kinds():
 
 def test_fit_curve_recovers_its_parameters():
     rng = np.random.default_rng(0)
-    roof = np.exp(rng.uniform(np.log(1e-7), np.log(1e-2), 200))
-    true = Curve(emax=0.4, half_s=5e-6)
-    seconds = np.array([true.seconds(r) for r in roof]) * np.exp(rng.normal(0, 0.05, 200))
-    got = fit_curve(roof, seconds)
-    assert got.emax == pytest.approx(0.4, rel=0.05)
-    assert got.half_s == pytest.approx(5e-6, rel=0.15)
+    compute = np.exp(rng.uniform(np.log(1e-7), np.log(1e-2), 200))
+    memory = compute * np.exp(rng.uniform(-3, 3, 200))
+    true = Curve(compute_eff=0.4, memory_eff=2.0, fixed_s=5e-6)
+    seconds = np.array([true.seconds(c, m) for c, m in zip(compute, memory, strict=True)])
+    got = fit_curve(compute, memory, seconds * np.exp(rng.normal(0, 0.05, 200)))
+    assert got.compute_eff == pytest.approx(0.4, rel=0.05)
+    assert got.memory_eff == pytest.approx(2.0, rel=0.1)
+    assert got.fixed_s == pytest.approx(5e-6, rel=0.15)
     assert got.rmse_log < 0.08 and got.n == 200
-    assert got.efficiency(1.0) == pytest.approx(0.4, rel=0.05)  # large kernels: emax
+    assert got.efficiency(1.0, 0.0) == pytest.approx(0.4, rel=0.05)  # large compute-bound kernels
+    assert got.efficiency(1e-7, 0.0) < 0.1  # small kernels: the fixed cost dominates
 
 
 def test_fit_per_kind_with_fallbacks_and_round_trip(tmp_path):
@@ -51,7 +54,7 @@ def test_fit_per_kind_with_fallbacks_and_round_trip(tmp_path):
     samples = [(_conv(f), f / 1e10 / 0.5 + 2e-6) for f in np.geomspace(1e4, 1e8, 12)]
     samples += [(_conv(f, 1), f / 1e10 / 0.25) for f in np.geomspace(1e4, 1e8, 3)]  # too few: no curve
     model = fit(samples, reference)
-    assert model.curve("conv", "fp32").emax == pytest.approx(0.5, rel=0.05)
+    assert model.curve("conv", "fp32").compute_eff == pytest.approx(0.5, rel=0.05)
     assert model.curve("pointwise", "fp32") is model.curves["*/*"]  # fallback
     path = tmp_path / "efficiency.json"
     model.save(path)
@@ -67,7 +70,8 @@ def test_shipped_model_is_measured_and_cited():
     assert "build_artifact" in data["reference"]["how"]
     model = EfficiencyModel.from_json(data)
     for kind in ("conv", "pointwise", "depthwise", "dense", "pool", "elementwise"):
-        assert model.curve(kind, "fp32").emax > 0
+        curve = model.curve(kind, "fp32")
+        assert curve.compute_eff > 0 and curve.memory_eff > 0 and 0 < curve.fixed_s < 1e-3
 
 
 def test_a78_roof_is_per_core_times_threads_at_sustained_clock(tmp_path):

@@ -271,7 +271,9 @@ def costs(
     name = cost_target(target).name
     ctx = CostContext(device=device)
     policy = None
-    if config is not None:
+    if config is None:
+        _import_tvm_without_torch()  # latency of the model as is: torch is not needed
+    else:
         from hanasc.passes.config import Config
 
         policy = Config.load(config)
@@ -285,6 +287,18 @@ def costs(
     else:
         print("\n\n".join(f"{m}\n{r.table()}" if len(models) > 1 else r.table()
                           for r, m in zip(reports, models, strict=True)))  # fmt: skip
+
+
+def _import_tvm_without_torch() -> None:
+    """Import TVM while ``import torch`` fails (tvm_ffi imports torch eagerly: 3-4 s of a costs call), when
+    neither is imported yet; later ``import torch`` works as usual."""
+    if "tvm" in sys.modules or "torch" in sys.modules:
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        import tvm  # noqa: F401
+    finally:
+        del sys.modules["torch"]
 
 
 def _costs_module(model: str, input_shape: list[str] | None, policy, data: Path | None, target: str):
@@ -424,6 +438,17 @@ def compile_(
             "(1 point = 0.01 of top-1/agreement) against the original on held-out data."
         ),
     ] = 1.0,
+    device: Annotated[
+        str | None,
+        typer.Option(help="Device whose latency calibration applies (see `hanasc calibrate --device`)."),
+    ] = None,
+    budget_confidence: Annotated[
+        float | None,
+        typer.Option(
+            help="A latency budget is met only when the upper end of this one-sided interval (from the "
+            "device calibration's held-out error) is under it; default 0.9."
+        ),
+    ] = None,
     input_shape: InputShapeOpt = None,
 ) -> None:
     """Search per-layer quantization and architecture changes under budgets; compile and verify the winner.
@@ -464,6 +489,8 @@ def compile_(
         channel_order=channel_order,
         views=views,
         max_loss=max_loss,
+        device=device,
+        budget_confidence=budget_confidence,
     )
     run_compile(_load(model, input_shape), request, _console(), _console(stderr=True))
 

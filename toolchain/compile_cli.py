@@ -10,7 +10,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hanasc.budgets import parse_budget, parse_latency_budget
+from hanasc.budgets import parse_budget, parse_confidence, parse_latency_budget
 from hanasc.compile_pipeline import CompileOptions, Stage, compile_model, split_data
 from hanasc.errors import HanascError
 from hanasc.frontend import LoadedModel
@@ -164,6 +164,8 @@ class CompileRequest:
     channel_order: str = "RGB"
     views: int = 1
     max_loss: float = 1.0
+    device: str | None = None
+    budget_confidence: float | None = None
 
 
 def run_compile(model: LoadedModel, request: CompileRequest, console: Console, err_console: Console) -> None:
@@ -196,6 +198,8 @@ def run_compile(model: LoadedModel, request: CompileRequest, console: Console, e
         tune_minutes=r.tune_minutes,
         rpc=r.rpc,
         max_loss=r.max_loss,
+        device=r.device,
+        budget_confidence=parse_confidence(r.budget_confidence),
     )
     preprocess = preprocess_for(model, r.size, r.resize, r.mean, r.std, r.channel_order, r.views)
     _run(model, options, load_data(model, r.data, preprocess), Path(r.out), r.metric, console, err_console)

@@ -53,6 +53,8 @@ class CompileOptions:
     tune_minutes: float = 0.0
     rpc: str | None = None  # HOST:PORT of a TVM RPC server on the target device: latencies measured there
     max_loss: float = 1.0  # accuracy floor: points of the metric below the original's held-out score
+    device: str | None = None  # whose latency calibration applies (hanasc calibrate --device)
+    budget_confidence: float = 0.9  # a latency budget is met when the calibrated upper bound is under it
 
 
 @dataclass
@@ -318,7 +320,9 @@ def compile_model(
     stage.log(
         f"search space: {len(space)} genes, 10^{space.log10_size():.1f} configurations ({options.space})"
     )
-    costs = SearchCosts(model, space, info.name)
+    costs = SearchCosts(
+        model, space, info.name, device=options.device, budget_confidence=options.budget_confidence
+    )
 
     session = None
     if options.rpc:
