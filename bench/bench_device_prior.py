@@ -137,7 +137,7 @@ def variants(base: str, path: Path, shapes: dict, n: int, seed: int, skip: set[s
         for g, slot in enumerate(space.slots):
             if len(slot.choices) > 1 and rng.random() < p:
                 genome[g] = rng.integers(1, len(slot.choices))
-        label = f"{base}/m{i:03d}"
+        label = f"{base}/m{i:03d}" if seed < 2 else f"{base}/s{seed}/m{i:03d}"
         if label in skip:  # measured before (resume): same random draws, no materialization
             continue
         yield Variant(base, label, materialize(model.mod, space.decode(genome), ranges))
@@ -187,6 +187,8 @@ def collect(args, records_path: Path, cache: Path) -> list[dict]:
             f"--per-base {args.per_base}: one positive count per base model ({', '.join(bases)})"
         )
     for b, (base, (path, shapes)) in enumerate(bases.items()):
+        if args.only and base != args.only:
+            continue
         for v in variants(base, path, shapes, counts[b], args.seed + b, done):
             record = measure(v, args.repeat)
             with records_path.open("a") as f:
@@ -198,8 +200,7 @@ def collect(args, records_path: Path, cache: Path) -> list[dict]:
                 f"[{time.monotonic() - start:.0f} s]",
                 flush=True,
             )
-    wanted = {f"{base}/m{i:03d}" for base, n in zip(bases, counts, strict=True) for i in range(n)}
-    return [r for r in records if r["label"] in wanted]
+    return records
 
 
 def metrics(pred, meas) -> dict[str, float]:
@@ -322,7 +323,10 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=20, help="random calibration/held-out splits")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=None, help="cache root (default: the hanasc cache)")
-    parser.add_argument("--records", type=Path, default=None, help="JSONL of measured models (resumed)")
+    parser.add_argument(
+        "--records", type=Path, action="append", help="JSONL of measured models (resumed; several: merged)"
+    )
+    parser.add_argument("--only", default=None, help="measure only this base model (parallel runs)")
     parser.add_argument("--report-only", action="store_true", help="print the table from --records only")
     args = parser.parse_args()
     if args.quick:
@@ -331,9 +335,12 @@ def main() -> None:
     from hanasc.paths import cache_dir
 
     cache = args.cache or cache_dir()
-    records_path = args.records or cache / "bench" / f"device_prior_seed{args.seed}.jsonl"
-    records_path.parent.mkdir(parents=True, exist_ok=True)
-    records = load_records(records_path) if args.report_only else collect(args, records_path, cache)
+    paths = args.records or [cache / "bench" / f"device_prior_seed{args.seed}.jsonl"]
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        records = list({r["label"]: r for p in reversed(paths) for r in load_records(p)}.values())
+    else:
+        records = collect(args, paths[0], cache)
     report(records, args.splits, args.seed, cache)
 
 
