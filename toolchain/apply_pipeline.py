@@ -76,7 +76,7 @@ def calibrate_for(
     method: str = "minmax",
     ranges_file: Path | None = None,
 ):
-    """Activation ranges and input means (int8 activations, bias correction): from a saved ranges file
+    """Activation ranges, input means and covariances (int8 activations, recovery): from a saved ranges file
     (what ``hanasc compile`` used, so the replay is exact), else from data; None when neither is given and
     the Config quantizes no activation."""
     if data is None and ranges_file is not None and ranges_file.is_file():
@@ -141,7 +141,7 @@ def apply_config(
 ) -> ApplySummary:
     """Materialize ``config``, build for the host (and ``target``'s bundle), write ``out/`` atomically."""
     from hanasc.passes.materialize import check_layer_names
-    from hanasc.recovery import materialize_recovered
+    from hanasc.recovery import materialize_recovered, ranges_for_replay
     from hanasc.relax_params import weights_of
     from hanasc.targets import host
     from hanasc.targets.registry import check_choices, get_target
@@ -173,7 +173,7 @@ def apply_config(
         export_library(executable, tmp / "model.so")
         config.save(tmp / "config.json")
         if ranges is not None:
-            (tmp / "activation_ranges.json").write_text(json.dumps(ranges.to_json(), indent=2) + "\n")
+            ranges_for_replay(model, config, ranges).save(tmp / "activation_ranges.json")
         summary = ApplySummary(
             model=str(model.path),
             config=config.to_json(),

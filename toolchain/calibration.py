@@ -8,7 +8,9 @@ batch at a time (a batch-1 model sees the samples one by one). Methods:
   (NNCF's "mean percentile" statistic), which ignores rare outliers and keeps memory bounded.
 
 The int8 scale of a layer is ``hanasc.passes.quantize.activation_scale(lo, hi)``. The per-channel mean of each
-layer's input is kept too (``channel_means``): bias correction (:mod:`hanasc.recovery`) uses it.
+layer's input is kept too (``channel_means``): bias correction (:mod:`hanasc.recovery`) uses it; so is the
+covariance of its input patches (``covariances``, :mod:`hanasc.layer_statistics`) for least-squares
+reconstruction (:mod:`hanasc.reconstruction`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import numpy as np
 import onnx
 
 from hanasc.errors import HanascError
+from hanasc.layer_statistics import PatchStatistics
+from hanasc.reconstruction import refittable_layers
 
 METHODS = ("minmax", "percentile")
 FORMAT = "hanasc.activation_ranges/1"
@@ -40,6 +44,8 @@ class ActivationRanges:
     samples: int = 0
     percentile: float | None = None
     channel_means: dict[str, np.ndarray] = field(default_factory=dict, compare=False)  # layer -> input mean
+    # layer -> input patch covariance (hanasc.layer_statistics); saved beside the JSON as an .npz
+    covariances: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def __contains__(self, layer: str) -> bool:
         return layer in self.ranges
@@ -86,8 +92,12 @@ class ActivationRanges:
         )
 
     def save(self, path: Path) -> None:
+        """The JSON at ``path``; the covariances (if any) beside it, ``path`` with suffix ``.npz``."""
         from hanasc.atomic import atomic_file
+        from hanasc.layer_statistics import save_covariances
 
+        if self.covariances:
+            save_covariances(self.covariances, statistics_path(path))
         with atomic_file(Path(path)) as tmp:
             tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
@@ -99,7 +109,16 @@ class ActivationRanges:
             raise CalibrationError(f"{path}: no such file") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CalibrationError(f"{path}: malformed JSON ({exc})") from None
-        return cls.from_json(data, source=str(path))
+        from hanasc.layer_statistics import load_covariances
+
+        ranges = cls.from_json(data, source=str(path))
+        ranges.covariances = load_covariances(statistics_path(path))
+        return ranges
+
+
+def statistics_path(ranges_path: Path) -> Path:
+    """Where the layer statistics of a ranges file live: beside it, suffix ``.npz``."""
+    return Path(ranges_path).with_suffix(".npz")
 
 
 def _finite_numbers(value) -> bool:
@@ -195,6 +214,8 @@ def calibrate(
         providers=["CPUExecutionProvider"],
     )
     fetch = [t for t in outputs if t not in {s.name for s in loaded.inputs}]
+    refittable = refittable_layers(loaded.mod["main"], [x for x in loaded.layers if x.name in tensors])
+    patch_stats = PatchStatistics.for_model(loaded.onnx_model, refittable)
     stats: dict[str, list[tuple[float, float]]] = {t: [] for t in outputs}
     sums: dict[str, np.ndarray] = {}
     samples = 0
@@ -211,6 +232,8 @@ def calibrate(
             if x.ndim >= 2:  # mean over the batch and spatial axes, per channel (axis 1)
                 per_channel = np.moveaxis(x, 1, 0).reshape(x.shape[1], -1).mean(axis=1, dtype=np.float64)
                 sums[tensor] = sums.get(tensor, 0.0) + per_channel
+        for layer, tensor in tensors.items():
+            patch_stats.add(layer, values[tensor], samples)
         samples += 1
     if samples == 0:
         raise CalibrationError("calibration: no samples in the calibration data")
@@ -222,7 +245,14 @@ def calibrate(
         else:
             ranges[layer] = (float(pairs[:, 0].mean()), float(pairs[:, 1].mean()))
     means = {layer: (sums[t] / samples).astype(np.float32) for layer, t in tensors.items() if t in sums}
-    return ActivationRanges(ranges, method, samples, percentile if method == "percentile" else None, means)
+    return ActivationRanges(
+        ranges,
+        method,
+        samples,
+        percentile if method == "percentile" else None,
+        means,
+        patch_stats.covariances(),
+    )
 
 
 def load_calibration_data(path: Path, loaded) -> list[dict[str, np.ndarray]]:

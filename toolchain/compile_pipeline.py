@@ -23,6 +23,7 @@ import numpy as np
 from hanasc.errors import HanascError
 from hanasc.frontend import LoadedModel
 from hanasc.metrics import Metric
+from hanasc.recovery import ranges_for_replay, refitted_layers
 from hanasc.search import Budgets, Candidate, run_search
 from hanasc.selection import AccuracyFloor, Verified, select
 from hanasc.space import SearchSpace, SpaceOptions, build_space
@@ -304,6 +305,7 @@ def compile_model(
     ranges = calibrate(model, split.calib_x, method="percentile", percentile=99.99)
     if info.tvm_target() is None:  # OpenVINO quantizes this target's bundle: hanasc's bias correction
         ranges.channel_means = {}  # would make the simulator judge a model that does not ship
+        ranges.covariances = {}
     simulator = Simulator(model, batch=8)
     from hanasc.passes.config import Config
 
@@ -562,9 +564,12 @@ def compile_model(
         score=metric.smooth_description,
     )
     report["recovery"] = {
-        "method": "bias correction of every changed layer (hanasc.recovery), on calibration-split input means"
+        "method": "least-squares refit of structurally changed layers (hanasc.reconstruction, "
+        "cross-validated on calibration-split input covariances), then bias correction of every changed "
+        "layer (hanasc.recovery, on calibration-split input means)"
         if ranges.channel_means
         else "none (the target's own toolchain quantizes the bundle)",
+        "refitted_layers": refitted_layers(model, verified["config"], ranges),
         "scores": "every simulated and verified score in this report is after recovery",
     }
     if chosen.summary.is_original:
@@ -1100,7 +1105,7 @@ def _write_outputs(
         )
         report["artifact"] = {"bundle": info.name, **bundle}
     config.save(tmp / "config.json")
-    (tmp / "activation_ranges.json").write_text(json.dumps(ranges.to_json(), indent=2) + "\n")
+    ranges_for_replay(model, config, ranges).save(tmp / "activation_ranges.json")  # + .npz of refits
     (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (tmp / "report.md").write_text(report_markdown(report))
     lat_source = report["latency_estimate"]["source"]

@@ -1,4 +1,5 @@
-"""Recovery without training: bias correction of every changed layer (Nagel et al. 2019, "Data-Free
+"""Recovery without training: least-squares refits (:mod:`hanasc.reconstruction`) of the layers a Config
+changes structurally, then bias correction of every changed layer (Nagel et al. 2019, "Data-Free
 Quantization", empirical variant; the mean compensation of channel pruning).
 
 A layer whose weights a Config changes (quantized, kernel shrunk, made separable, input channels pruned)
@@ -66,18 +67,79 @@ def corrected_biases(
     return biases
 
 
-def recovered_weights(model, config, ranges) -> dict[str, np.ndarray]:
-    """The bias values that recover ``config`` on ``model`` (empty when there is nothing to correct)."""
-    from hanasc.passes.quantize import weight_channel_axes
+def recovered_simulation(
+    func,
+    layers: list[LayerInfo],
+    original: dict[str, np.ndarray],
+    config,
+    ranges,
+    axes: dict[str, int],
+    reconstruction=None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(recovered values, simulated weights) of ``config``: least-squares refits (``reconstruction``, a
+    :class:`hanasc.reconstruction.Reconstruction`), then the Config's simulation of the refitted weights,
+    then bias correction against ``original``. The recovered values (refitted weights and corrected biases,
+    original shapes) are what the materialized module gets before the Config's passes run."""
     from hanasc.simulated_weights import simulated_weights
 
+    refits = reconstruction.refit(original, config) if reconstruction is not None else {}
+    simulated = simulated_weights(func, layers, {**original, **refits}, config, axes)
     means = getattr(ranges, "channel_means", None) or {}
-    if not means or config.is_identity():
+    biases = corrected_biases(layers, original, simulated, means, axes) if means else {}
+    simulated.update(biases)
+    return {**refits, **biases}, simulated
+
+
+def reconstruction_for(model, ranges, axes: dict[str, int] | None = None):
+    """The least-squares :class:`~hanasc.reconstruction.Reconstruction` of ``model`` from the covariances
+    in ``ranges``; None when the ranges carry none."""
+    covariances = getattr(ranges, "covariances", None) or {}
+    if not covariances:
+        return None
+    from hanasc.passes.quantize import weight_channel_axes
+    from hanasc.reconstruction import Reconstruction
+
+    axes = weight_channel_axes(model.onnx_model) if axes is None else axes
+    return Reconstruction(model.mod["main"], model.layers, covariances, axes)
+
+
+def recovered_weights(model, config, ranges) -> dict[str, np.ndarray]:
+    """The weight and bias values that recover ``config`` on ``model`` (empty when nothing is recovered)."""
+    from hanasc.passes.quantize import weight_channel_axes
+
+    if config.is_identity() or not (
+        getattr(ranges, "channel_means", None) or getattr(ranges, "covariances", None)
+    ):
         return {}
-    original = model.weights()
     axes = weight_channel_axes(model.onnx_model)
-    changed = simulated_weights(model.mod["main"], model.layers, original, config, axes)
-    return corrected_biases(model.layers, original, changed, means, axes)
+    values, _ = recovered_simulation(
+        model.mod["main"],
+        model.layers,
+        model.weights(),
+        config,
+        ranges,
+        axes,
+        reconstruction_for(model, ranges, axes),
+    )
+    return values
+
+
+def refitted_layers(model, config, ranges) -> list[str]:
+    """The layers whose weights least-squares reconstruction changes for ``config``."""
+    reconstruction = reconstruction_for(model, ranges)
+    if reconstruction is None:
+        return []
+    refits = reconstruction.refit(model.weights(), config)
+    return [layer.name for layer in model.layers if layer.weight in refits]
+
+
+def ranges_for_replay(model, config, ranges):
+    """``ranges`` with the covariances of only the layers ``config`` refits: what ``hanasc apply`` needs to
+    replay the shipped weights, without the statistics of every other layer."""
+    from dataclasses import replace
+
+    keep = set(refitted_layers(model, config, ranges))
+    return replace(ranges, covariances={k: v for k, v in ranges.covariances.items() if k in keep})
 
 
 def recovered_module(model, config, ranges):

@@ -48,17 +48,23 @@ class Simulator:
         self.base_weights = model.weights()
         self.axes = weight_channel_axes(model.onnx_model)
         self._func = model.mod["main"]
+        self._refitter: tuple | None = None  # (ranges, Reconstruction or None)
 
     def feeds(self, config, ranges=None) -> dict[str, np.ndarray]:
         """The runtime inputs (weights, scales, gates) that make the graph compute ``config``."""
-        from hanasc.simulated_weights import activation_gates, simulated_weights
+        from hanasc.recovery import recovered_simulation
+        from hanasc.simulated_weights import activation_gates
 
-        feeds = dict(simulated_weights(self._func, self.model.layers, self.base_weights, config, self.axes))
-        means = getattr(ranges, "channel_means", None)
-        if means:  # bias correction (hanasc.recovery), as the materialized module gets it
-            from hanasc.recovery import corrected_biases
-
-            feeds.update(corrected_biases(self.model.layers, self.base_weights, feeds, means, self.axes))
+        # recovery (refits, bias correction) as the materialized module gets it
+        _, feeds = recovered_simulation(
+            self._func,
+            self.model.layers,
+            self.base_weights,
+            config,
+            ranges,
+            self.axes,
+            self._reconstruction(ranges),
+        )
         for layer in self.model.layers:
             scale, g8, g16 = activation_gates(layer.name, config, ranges)
             feeds[act_scale_input(layer.name)] = np.array(scale, np.float32)
@@ -69,6 +75,14 @@ class Simulator:
                 0.0 if block.name in config.skip else 1.0, np.float32
             )
         return feeds
+
+    def _reconstruction(self, ranges):
+        """The least-squares refitter for ``ranges`` (kept while the same ranges come back)."""
+        from hanasc.recovery import reconstruction_for
+
+        if self._refitter is None or self._refitter[0] is not ranges:
+            self._refitter = (ranges, reconstruction_for(self.model, ranges, self.axes))
+        return self._refitter[1]
 
     def run(self, config, x: np.ndarray, ranges=None, feeds: dict | None = None) -> np.ndarray:
         """Outputs of the first graph output for every sample of ``x`` (any count: padded to the batch)."""
