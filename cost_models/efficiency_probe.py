@@ -97,6 +97,32 @@ def _layer_flops(layer: LayerShape) -> float:
     return 2.0 * layer.cout * (layer.cin // layer.groups) * layer.kernel**2 * ho * ho
 
 
+def unpack_probe(bits: int, shape: tuple[int, ...]):
+    """A module unpacking 4- or 2-bit weights at run time, as packed layers do (``passes.packing``)."""
+    from tvm import relax
+
+    from hanasc.passes.packing import packed_size, unpack_expr
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((packed_size(int(np.prod(shape)), bits),), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(unpack_expr(x, bits, shape))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def unpack_probes(n: int, seed: int = 0) -> list[tuple[int, tuple[int, ...]]]:
+    rng = random.Random(seed + 2)
+    out = []
+    for _ in range(n):
+        c = rng.choice([16, 32, 64, 96, 144, 192, 320, 480, 1280])
+        k = rng.choice([1, 1, 3, 5])
+        cin = 1 if k > 1 and rng.random() < 0.5 else rng.choice([8, 16, 32, 64, 96, 192])
+        out.append((rng.choice([4, 2]), (c, cin, k, k)))
+    return out
+
+
 def activation_probe(kind: str, c: int, hw: int, seed: int = 0):
     """A module of one activation op: ``add`` (two inputs + clip), ``maxpool``, ``avgpool`` or ``mean``."""
     from tvm import relax
@@ -184,34 +210,48 @@ def probe(mod) -> list[tuple[KernelFeatures, float]]:
 
 
 def measure_and_fit(
-    n_layers: int = 120, n_activations: int = 40, seed: int = 0, progress=print
+    n_layers: int = 120,
+    n_activations: int = 40,
+    seed: int = 0,
+    progress=print,
+    n_unpack: int = 20,
+    add_to: tuple[list[tuple[KernelFeatures, float]], dict] | None = None,
 ) -> EfficiencyModel:
-    """Probe this machine and fit the efficiency model (reference: one core's sgemm peak x threads)."""
+    """Probe this machine and fit the efficiency model (reference: one core's sgemm peak x threads).
+
+    ``add_to``: (samples, reference) of an earlier run; the new samples are added to them."""
     import tvm
 
     from hanasc.cost_models.profiler import local_device_id
     from hanasc.cost_models.spec import host_measurements
 
     threads = runner_threads()
-    reference = {
-        "device": local_device_id(),
-        "fp32_core_peak": core_peak_fp32(),
-        "bandwidth_Bps": host_measurements()["bandwidth_Bps"],
-        "threads": threads,
-        "precision_ratio_to_fp32": host_precision_ratios(),
-        "how": "kernel time inside host.build_artifact libraries (VM instrument, median of 15 runs; thread "
-        "CPU time with one runner thread) vs "
-        "roofline at numpy single-thread sgemm peak x threads",
-        "tvm_version": tvm.__version__,
-        "fitted_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    samples: list[tuple[KernelFeatures, float]] = []
+    reference = (
+        add_to[1]
+        if add_to
+        else {
+            "device": local_device_id(),
+            "fp32_core_peak": core_peak_fp32(),
+            "bandwidth_Bps": host_measurements()["bandwidth_Bps"],
+            "threads": threads,
+            "precision_ratio_to_fp32": host_precision_ratios(),
+            "how": "kernel time inside host.build_artifact libraries (VM instrument, median of 15 runs; "
+            "thread CPU time with one runner thread) vs roofline at numpy single-thread sgemm peak x threads",
+            "tvm_version": tvm.__version__,
+            "fitted_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+    )
+    samples: list[tuple[KernelFeatures, float]] = list(add_to[0]) if add_to else []
     modules = [
         (layer.label(), lambda layer=layer: layer_module(layer)) for layer in layer_probes(n_layers, seed)
     ]
     modules += [
         (f"{k} {c}@{hw}", lambda k=k, c=c, hw=hw: activation_probe(k, c, hw))
         for k, c, hw in activation_probes(n_activations, seed)
+    ]
+    modules += [
+        (f"unpack{bits} {shape}", lambda bits=bits, shape=shape: unpack_probe(bits, shape))
+        for bits, shape in unpack_probes(n_unpack, seed)
     ]
     for i, (label, make) in enumerate(modules):
         try:
@@ -222,7 +262,7 @@ def measure_and_fit(
         samples.extend(pairs)
         shown = ", ".join(f"{t * 1e6:.1f} us" for _, t in pairs) or "unpaired"
         progress(f"{i + 1:>4}/{len(modules)} {label}: {shown}")
-    model = fit(samples, reference)
+    model = fit(samples, {k: v for k, v in reference.items() if k != "samples"})
     _save_samples(samples, model)
     return model
 
@@ -241,12 +281,16 @@ def _save_samples(samples: list[tuple[KernelFeatures, float]], model: Efficiency
         )
 
 
-def refit(samples_path: Path, reference: dict) -> EfficiencyModel:
-    """Fit again from the raw samples a probe run kept (``efficiency-samples-<version>.jsonl``)."""
+def load_samples(samples_path: Path) -> list[tuple[KernelFeatures, float]]:
     import json
 
     rows = [json.loads(line) for line in Path(samples_path).read_text().splitlines() if line.strip()]
-    samples = [(KernelFeatures.from_json(r["features"]), float(r["seconds"])) for r in rows]
+    return [(KernelFeatures.from_json(r["features"]), float(r["seconds"])) for r in rows]
+
+
+def refit(samples_path: Path, reference: dict) -> EfficiencyModel:
+    """Fit again from the raw samples a probe run kept (``efficiency-samples-<version>.jsonl``)."""
+    samples = load_samples(samples_path)
     reference = {**reference, "refit_from": Path(samples_path).name}
     return fit(samples, {k: v for k, v in reference.items() if k != "samples"})
 
@@ -264,6 +308,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="default: <cache>/efficiency.json")
     parser.add_argument("--refit", type=Path, default=None, help="fit from kept samples (reference: --out's)")
+    parser.add_argument("--unpack", type=int, default=20, help="probes unpacking 4/2-bit weights")
+    parser.add_argument("--add-to", type=Path, default=None, help="kept samples to add the new ones to")
     args = parser.parse_args()
     if args.refit is not None:
         import json
@@ -274,7 +320,15 @@ def main() -> None:
         reference = json.loads(source.read_text())["reference"]
         model = refit(args.refit, reference)
     else:
-        model = measure_and_fit(args.layers, args.activations, args.seed)
+        added = None
+        if args.add_to is not None:
+            import json
+
+            from hanasc.cost_models.efficiency import SHIPPED
+
+            source = args.out if args.out and args.out.is_file() else SHIPPED
+            added = (load_samples(args.add_to), json.loads(source.read_text())["reference"])
+        model = measure_and_fit(args.layers, args.activations, args.seed, n_unpack=args.unpack, add_to=added)
     out = args.out or cache_path()
     model.save(out)
     print(f"wrote {out}: {model.name}")
