@@ -73,6 +73,9 @@ def main() -> int:
     print(f"\n{report.mutants} mutants, seed {args.seed}, {report.seconds:.0f} s\n")
     print(report.table())
     print("\nrejections by mutator: " + ", ".join(f"{k} {v}" for k, v in sorted(report.rejections.items())))
+    print("\none rejection per mutator:")
+    for mutator, example in sorted(report.examples.items()):
+        print(f"  {mutator}: {example[:400]}")
     for failure in report.failures[:40]:
         print(
             f"- {failure['command']} {failure['outcome']}: {failure['fixture']} / {failure['mutation']}: "

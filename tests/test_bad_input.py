@@ -379,3 +379,33 @@ def test_compile_with_labels_on_a_dense_output_fails_before_the_search(tmp_path)
     result = run_cli("compile", str(path), "--data", str(data), "--out", str(out), "--budget", "100ms")
     assert_one_line_error(result, "d.npz", "classifier output", "--metric agreement")
     assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_weights_refused(tmp_path, value):
+    from onnx import numpy_helper
+
+    def mutate(model):
+        init = model.graph.initializer[2]  # dw.w
+        array = numpy_helper.to_array(init).copy()
+        array.flat[4] = value
+        init.CopyFrom(numpy_helper.from_array(array, init.name))
+
+    _refused(_fixture(tmp_path, mutate), "'dw.w'", "1 NaN or infinite")
+
+
+def test_overflowing_activations_refused_before_the_search(tmp_path):
+    from onnx import numpy_helper
+
+    import hanasc
+    from hanasc.errors import HanascError
+
+    def mutate(model):
+        init = model.graph.initializer[0]  # stem.w: finite, but the conv overflows float32
+        init.CopyFrom(numpy_helper.from_array(np.full((8, 3, 3, 3), 3e38, np.float32), init.name))
+
+    loaded = hanasc.load_model(_fixture(tmp_path, mutate), import_tvm=False)
+    x = np.ones((2, 3, 16, 16), np.float32)
+    with pytest.raises(HanascError, match=r"m\.onnx: tensor '\S+' \(node 'stem'\) overflows .* of d\.npz"):
+        loaded.check_finite_activations(x, "d.npz")
+    hanasc.load_model(_fixture(tmp_path), import_tvm=False).check_finite_activations(x, "d.npz")

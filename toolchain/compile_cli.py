@@ -103,6 +103,7 @@ def _run(
     metric = choose_metric(metric_name, y is not None)
     if metric.needs_labels:
         model.check_labels(y, source)  # before the search, not after it
+    model.check_finite_activations(x, source)
     split = split_data(x, y, groups, options.seed, source)
     columns = [
         TextColumn("{task.description}"),

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from hanasc.errors import HanascError
 from hanasc.layers import LayerInfo, LayerTotals, layer_table, totals
 from hanasc.onnx_cleaner import clean
 from hanasc.onnx_loader import InputSpec, check_tensor_sizes, fix_input_shapes, read_onnx
@@ -52,8 +53,6 @@ class LoadedModel:
 
     def check_labels(self, labels, source: str) -> None:
         """Labels (``y``) need a classifier output ``(batch, classes)`` and classes in ``0..classes-1``."""
-        from hanasc.errors import HanascError
-
         (name, shape), *_ = self.output_shapes().items()
         if shape is None or len(shape) != 2 or shape[1] is None:
             raise HanascError(
@@ -70,6 +69,47 @@ class LoadedModel:
                 f"classes), found {y.dtype} from {y.min()} to {y.max()}"
             )
 
+    def check_finite_activations(self, x: np.ndarray, source: str) -> None:
+        """Run the original on the first sample(s) of ``x``: every float tensor must stay finite.
+
+        Finite but huge weights (or inputs) can overflow float32 inside the graph; calibration and
+        quantization cannot work with such a model, so this is refused before the search, in one line.
+        """
+        import onnxruntime as ort
+
+        spec = self.inputs[0]
+        batch = spec.shape[0] if spec.shape else 1
+        if len(self.inputs) != 1 or len(x) < batch:
+            return
+        graph = self.onnx_model.graph
+        names = [v.name for v in graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
+        probe = onnx.ModelProto()
+        probe.CopyFrom(self.onnx_model)
+        known = {o.name for o in probe.graph.output}
+        probe.graph.output.extend(v for v in graph.value_info if v.name in names and v.name not in known)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            providers = ["CPUExecutionProvider"]
+            session = ort.InferenceSession(probe.SerializeToString(), options, providers=providers)
+            fetch = [o.name for o in session.get_outputs()]
+            sample = np.asarray(x[:batch], dtype=spec.dtype).reshape(spec.shape)
+            weights = {k: v for k, v in self.weights().items() if k in _input_names(session)}
+            values = session.run(fetch, {spec.name: sample, **weights})
+        except Exception:  # a pre-check: the pipeline's own calibration reports such failures
+            return
+        computed = dict(zip(fetch, values, strict=True))
+        for node in graph.node:  # the first tensor in graph order that overflows is the one to name
+            for name in node.output:
+                value = computed.get(name)
+                if value is None or not np.issubdtype(np.asarray(value).dtype, np.floating):
+                    continue
+                if not np.isfinite(value).all():
+                    raise HanascError(
+                        f"{self.path}: tensor '{name}' (node '{node.name}') overflows to NaN or infinity "
+                        f"on the first sample of {source}; the weights or the data are out of float32 range"
+                    )
+
     def layer(self, name: str) -> LayerInfo:
         for layer in self.layers:
             if layer.name == name:
@@ -84,6 +124,10 @@ class LoadedModel:
         """Deterministic random inputs of the right shapes and dtypes."""
         rng = np.random.default_rng(seed)
         return {s.name: rng.standard_normal(s.shape).astype(s.dtype) for s in self.inputs}
+
+
+def _input_names(session) -> set[str]:
+    return {i.name for i in session.get_inputs()}
 
 
 def load_model(

@@ -472,6 +472,42 @@ def m_metadata(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
     return f"metadata hanasc.preprocess = {value!r}"
 
 
+def m_values(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    """Valid structure, hostile numbers: NaN, infinities, huge or all-zero weights (inspect accepts these)."""
+    floats = [i for i in model.graph.initializer if i.data_type == TensorProto.FLOAT and i.dims]
+    init = rng.choice(floats)
+    values = numpy_helper.to_array(init).copy()
+    kind = rng.choice(["nan", "inf", "huge", "zero", "tiny"])
+    flat = values.reshape(-1)
+    if kind == "zero":
+        flat[:] = 0.0
+    elif kind == "tiny":
+        flat[:] = 1e-38
+    else:
+        picks = rng.sample(range(flat.size), min(flat.size, rng.choice([1, 3, flat.size])))
+        flat[picks] = {"nan": np.nan, "inf": np.inf, "huge": 3e38}[kind]
+    init.CopyFrom(numpy_helper.from_array(values, init.name))
+    return f"initializer '{init.name}': {kind} values"
+
+
+def m_valid_attribute(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
+    """A conv/pool attribute changed to another legal value (strides, pads, dilations)."""
+    nodes = [n for n in model.graph.node if n.op_type in ("Conv", "MaxPool", "AveragePool")]
+    node = rng.choice(nodes)
+    name, value = rng.choice(
+        [("strides", [2, 2]), ("pads", [0, 0, 0, 0]), ("pads", [2, 2, 2, 2]), ("dilations", [2, 2])]
+    )
+    for attr in list(node.attribute):
+        if attr.name == name:
+            node.attribute.remove(attr)
+    node.attribute.append(helper.make_attribute(name, value))
+    for out in model.graph.output:  # the output shape may change: declare only the rank
+        for dim in out.type.tensor_type.shape.dim:
+            dim.dim_param = "d"
+    del model.graph.value_info[:]
+    return f"node '{node.name}': {name}={value}"
+
+
 def m_option(rng: random.Random, model: onnx.ModelProto, folder: Path) -> str:
     """Marks the mutant for a bad --input-shape (chosen in :func:`_option_args`)."""
     return "bad --input-shape"
@@ -493,6 +529,8 @@ PROTO_MUTATORS: dict[str, Callable[[random.Random, onnx.ModelProto, Path], str]]
     "structure": m_structure,
     "huge_constant": m_huge_constant,
     "metadata": m_metadata,
+    "values": m_values,
+    "valid_attribute": m_valid_attribute,
     "option": m_option,
 }
 BYTE_MUTATORS = ("truncate", "bitflip")
@@ -726,11 +764,13 @@ class FuzzReport:
     counts: dict[str, Counter] = field(default_factory=lambda: {c: Counter() for c in COMMANDS})
     failures: list[dict] = field(default_factory=list)
     rejections: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)  # a rejection line per mutator
 
     def record(self, command: str, mutant: Mutant, outcome: str, note: str) -> None:
         self.counts[command][outcome] += 1
         if outcome == "rejected":
             self.rejections[mutant.mutator] += 1
+            self.examples.setdefault(mutant.mutator, f"{mutant.detail} -> {note}")
         if outcome not in ("ok", "rejected"):
             self.failures.append(
                 {
@@ -848,6 +888,7 @@ def report_json(report: FuzzReport, count: int, seed: int) -> str:
             "seconds": round(report.seconds, 1),
             "counts": {c: dict(report.counts[c]) for c in COMMANDS},
             "rejections_by_mutator": dict(report.rejections),
+            "rejection_examples": report.examples,
             "failures": report.failures,
         },
         indent=2,

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
@@ -26,8 +27,9 @@ _SHAPE_RE = re.compile(r"^(?P<name>[^=]+)=(?P<dims>\d+(?:[x,]\d+)*)$")
 #: (1 GiB of float32). Larger ones are refused before anything is allocated. ``HANASC_MAX_TENSOR_ELEMENTS``
 #: raises or lowers it.
 MAX_TENSOR_ELEMENTS = 2**28
-#: Default-domain opsets the frontend accepts (TVM's ONNX importer converts opsets 1 to 23; onnxslim and
-#: the cleaning passes are exercised from opset 7 on).
+#: Default-domain opsets the frontend accepts: TVM 0.27's ONNX importer has converters up to opset 23 (a
+#: newer opset would be converted with older semantics); opsets before 7 (2017, before numpy-style
+#: broadcasting) are not tested and are refused rather than guessed at.
 MIN_OPSET, MAX_OPSET = 7, 23
 _INT64_MAX = 2**63 - 1
 
@@ -86,6 +88,7 @@ def read_onnx(path: Path) -> onnx.ModelProto:
         raise ModelFileError(f"{path}: invalid ONNX model: {_first_line(exc)}") from None
     _check_graph(model, path)
     check_metadata(model, str(path))
+    check_finite_weights(model, str(path))
     return model
 
 
@@ -133,6 +136,17 @@ def _check_initializer_sizes(model: onnx.ModelProto, path: Path) -> None:
             )
 
 
+def check_finite_weights(model: onnx.ModelProto, source: str) -> None:
+    """Float initializers and constants hold no NaN or infinity (a broken export, or a corrupted file)."""
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if tensor.data_type not in _FLOAT_TYPES:
+            continue
+        values = onnx.numpy_helper.to_array(tensor)
+        if not np.isfinite(values).all():
+            bad = int(values.size - np.isfinite(values).sum())
+            raise ModelFileError(f"{source}: tensor '{tensor.name}' holds {bad} NaN or infinite values")
+
+
 def _held_values(tensor: onnx.TensorProto) -> int | None:
     """How many values a tensor's data fields hold (None for sub-byte types, packed several to a byte)."""
     if tensor.data_type in _SUB_BYTE_TYPES:
@@ -148,6 +162,7 @@ def _held_values(tensor: onnx.TensorProto) -> int | None:
 
 
 _TENSOR_TYPES = set(onnx.helper.get_all_tensor_dtypes())
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
 _SUB_BYTE_TYPES = {
     t
     for t in _TENSOR_TYPES
