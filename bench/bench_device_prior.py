@@ -239,7 +239,6 @@ def predictors(records: list[dict], cache: Path):
 def report(records: list[dict], splits: int, seed: int, cache: Path) -> None:
     """The done-when table: prior alone, calibrated with 10 and 30 timings, old one-scale, MACs."""
     from hanasc.cost_models.calibration import fit_calibration, fit_device
-    from hanasc.cost_models.efficiency import KINDS
 
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_precision import isa_line
@@ -273,7 +272,7 @@ def report(records: list[dict], splits: int, seed: int, cache: Path) -> None:
             order = rng.permutation(len(meas))
             fit, rest = order[:k], order[k:]
             cal = fit_device(
-                [terms[i] for i in fit], list(meas[fit]), device="bench-host", target="host", kinds=KINDS,
+                [terms[i] for i in fit], list(meas[fit]), device="bench-host", target="host",
                 prior=prior.name,
             )  # fmt: skip
             pred = np.array([cal.predict_s(terms[i]) for i in rest])

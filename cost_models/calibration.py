@@ -88,14 +88,14 @@ def load_calibration(path: Path) -> Calibration | None:
 
 # --- device calibration: per-kind factors, per-call overhead, optional XGBoost residual ---------------------
 DEVICE_FORMAT = "hanasc.device_calibration/2"
-RIDGE_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+RIDGE_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 XGB_MIN_MODELS = 30
-KIND_ORDER = ("conv", "pointwise", "depthwise", "dense", "pool", "elementwise")  # efficiency.KINDS
 
 
 @dataclass(frozen=True)
 class ModelTerms:
-    """What a calibration sees of one model: prior seconds per kernel kind, kernel calls, and features."""
+    """What a calibration sees of one model: prior seconds per kernel class (``kind/precision``), kernel
+    calls, and features."""
 
     by_kind: dict[str, float]
     calls: int
@@ -121,7 +121,10 @@ class ModelTerms:
 
 @dataclass
 class DeviceCalibration:
-    """measured ≈ Σ_kind factor_kind x prior_kind + per_call x calls (x exp(XGBoost residual)).
+    """measured ≈ Σ_class factor_class x prior_class + per_call x calls (x exp(XGBoost residual)).
+
+    A class is ``kind/precision`` (``pointwise/int8``); classes no timing had keep ``scale``, the one-scale
+    fit.
 
     Fitted on whole-model timings of one device; ``cv`` is the calibration's own held-out error
     (leave-one-out or k-fold predictions of models it was not fitted on) and ``residuals_log`` the held-out
@@ -142,9 +145,13 @@ class DeviceCalibration:
     fixed_s: float = 0.0
     xgb_json: str | None = None  # the residual booster (JSON), only when chosen
     notes: list[str] = field(default_factory=list)
+    scale: float = 1.0  # the one-scale fit: the factor of classes the timings did not contain
+
+    def factor(self, key: str) -> float:
+        return self.factors.get(key, self.scale)
 
     def predict_s(self, terms: ModelTerms) -> float:
-        base = sum(self.factors.get(k, 1.0) * s for k, s in terms.by_kind.items())
+        base = sum(self.factor(k) * s for k, s in terms.by_kind.items())
         base += self.per_call_s * terms.calls + self.fixed_s
         if self.xgb_json:
             base *= float(np.exp(self._booster().predict(np.array([terms.residual_features(self.kinds)]))[0]))
@@ -199,13 +206,12 @@ class DeviceCalibration:
 def migrate_legacy(data: dict, device: str, target: str) -> DeviceCalibration:
     """A pre-2 calibration (one scale + per-call + fixed) as a device calibration (every factor = scale)."""
     old = Calibration.from_json(data)
-    from hanasc.cost_models.efficiency import KINDS
-
     return DeviceCalibration(
         device=device,
         target=target,
-        kinds=KINDS,
-        factors={k: old.scale for k in KINDS},
+        kinds=(),
+        factors={},
+        scale=old.scale,
         per_call_s=old.per_call_s,
         method="one-scale",
         ridge=float("inf"),
@@ -224,7 +230,7 @@ def _design(terms: list[ModelTerms], kinds: tuple[str, ...]) -> tuple[np.ndarray
     return x, c
 
 
-def _fit_linear(x: np.ndarray, c: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, float]:
+def _fit_linear(x: np.ndarray, c: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, float, float]:
     """Per-kind factors and per-call seconds by NNLS in relative error, factors pulled toward one scale.
 
     ``ridge = inf``: one scale for every kind. The one-scale fit (scale, per-call) comes first; the per-kind
@@ -238,7 +244,7 @@ def _fit_linear(x: np.ndarray, c: np.ndarray, y: np.ndarray, ridge: float) -> tu
     a = np.stack([total, c], axis=1) * w[:, None]
     (scale, per_call), _ = nnls(a, np.ones_like(y))
     if not np.isfinite(ridge):
-        return np.full(x.shape[1], scale), float(per_call)
+        return np.full(x.shape[1], scale), float(per_call), float(scale)
     k = x.shape[1]
     used = x.sum(axis=0) > 0
     rows = np.concatenate([x * w[:, None], (c * w)[:, None]], axis=1)
@@ -248,7 +254,7 @@ def _fit_linear(x: np.ndarray, c: np.ndarray, y: np.ndarray, ridge: float) -> tu
     b = np.concatenate([np.ones_like(y), np.sqrt(ridge) * np.full(k, scale)])
     coef, _ = nnls(a, b)
     factors = np.where(used, coef[:k], scale)
-    return factors, float(coef[k])
+    return factors, float(coef[k]), float(scale)
 
 
 def _folds(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -270,7 +276,7 @@ def _xgb_residual(feats: np.ndarray, log_ratio: np.ndarray):
 
 
 def _candidate_predict(method: str, ridge: float, fit_idx, test_idx, x, c, y, feats) -> np.ndarray:
-    factors, per_call = _fit_linear(x[fit_idx], c[fit_idx], y[fit_idx], ridge)
+    factors, per_call, _ = _fit_linear(x[fit_idx], c[fit_idx], y[fit_idx], ridge)
     pred = x[test_idx] @ factors + per_call * c[test_idx]
     if method == "per-kind+xgboost":
         base_fit = x[fit_idx] @ factors + per_call * c[fit_idx]
@@ -285,13 +291,16 @@ def fit_device(
     *,
     device: str,
     target: str,
-    kinds: tuple[str, ...],
     prior: str,
+    kinds: tuple[str, ...] | None = None,
     allow_xgboost: bool = True,
 ) -> DeviceCalibration:
-    """Choose one-scale / per-kind (ridge from a grid) / per-kind + XGBoost residual by cross-validation."""
+    """Choose one-scale / per-kind (ridge from a grid) / per-kind + XGBoost residual by cross-validation.
+
+    ``kinds``: the kernel classes given a factor (default: every class the models contain)."""
     if len(terms) != len(measured_s) or not terms:
         raise ValueError("calibration needs at least one (model, measured time) pair")
+    kinds = tuple(kinds or sorted({k for t in terms for k, s in t.by_kind.items() if s > 0}))
     x, c = _design(terms, kinds)
     y = np.asarray(measured_s, float)
     feats = np.array([t.residual_features(kinds) for t in terms], float)
@@ -319,7 +328,7 @@ def fit_device(
         scored.append((rmspe(pred, y), "per-kind+xgboost", ridge, pred))
         best = min(scored, key=lambda s: s[0])
     err, method, ridge, heldout = best
-    factors, per_call = _fit_linear(x, c, y, ridge)
+    factors, per_call, scale = _fit_linear(x, c, y, ridge)
     xgb_json = None
     if method == "per-kind+xgboost":
         booster = _xgb_residual(feats, np.log(y / (x @ factors + per_call * c)))
@@ -343,4 +352,5 @@ def fit_device(
         residuals_log=[float(v) for v in log_res],
         prior=prior,
         xgb_json=xgb_json,
+        scale=scale,
     )

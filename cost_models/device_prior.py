@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 from hanasc.cost_models.calibration import ModelTerms
-from hanasc.cost_models.efficiency import KINDS, EfficiencyModel, Roof, kernel_kind
+from hanasc.cost_models.efficiency import EfficiencyModel, Roof, calibration_key
 from hanasc.cost_models.kernels import KernelFeatures, LoweredModel
 from hanasc.cost_models.prior import dtype_precision, roofline
 from hanasc.cost_models.spec import HardwareSpec
@@ -64,12 +64,13 @@ class DevicePrior:
         return seconds, {"model": "efficiency-aware roofline", "efficiency_model": self.model.name, **detail}
 
     def terms(self, lowered: LoweredModel) -> ModelTerms:
-        """Prior seconds of a whole model, per kernel kind and precision, with its call count."""
-        by_kind = dict.fromkeys(KINDS, 0.0)
+        """Prior seconds of a whole model per ``kind/precision`` and per precision, with its call count."""
+        by_kind: dict[str, float] = {}
         by_precision: dict[str, float] = {}
         for k in lowered.kernels:
             seconds = self.kernel_seconds(k.features)[0] * k.calls
-            by_kind[kernel_kind(k.features)] += seconds
+            key = calibration_key(k.features)
+            by_kind[key] = by_kind.get(key, 0.0) + seconds
             p = dtype_precision(k.features.compute_dtype)
             by_precision[p] = by_precision.get(p, 0.0) + seconds
         return ModelTerms(by_kind, lowered.total_calls, lowered.flops, by_precision)

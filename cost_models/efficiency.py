@@ -46,6 +46,11 @@ def kernel_kind(f: KernelFeatures) -> str:
     return "elementwise"
 
 
+def calibration_key(f: KernelFeatures) -> str:
+    """``kind/precision``: the kernel class a device calibration gives its own factor."""
+    return f"{kernel_kind(f)}/{dtype_precision(f.compute_dtype)}"
+
+
 @dataclass(frozen=True)
 class Curve:
     """Time of one kernel class: ``compute_s / compute_eff + memory_s / memory_eff + fixed_s x speed``."""

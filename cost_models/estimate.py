@@ -281,7 +281,6 @@ def calibrate(
     >= 30 timings; chosen by cross-validation); "model" fits the runtime overhead of the target's XGBoost
     model; "auto" picks the model if one was trained.
     """
-    from hanasc.cost_models.calibration import KIND_ORDER
     from hanasc.cost_models.measure import module_hash
     from hanasc.frontend import load_model
     from hanasc.relax_params import bind_weights
@@ -330,7 +329,6 @@ def calibrate(
         measured,
         device=ctx.device or DEFAULT_DEVICE,
         target=cost_target.name,
-        kinds=KIND_ORDER,
         prior=prior.name,
     )
     save_device_calibration(device_cal, ctx.device_calibration_path(cost_target.name))
@@ -435,7 +433,8 @@ def calibration_table(cal, target: str) -> str:
                 "method (cross-validated)",
                 f"{cal.method}" + (f", ridge {cal.ridge:g}" if cal.method != "one-scale" else ""),
             ),
-            ("factors per kernel kind", ", ".join(f"{k} {v:.3g}" for k, v in cal.factors.items())),
+            ("factors per kernel class", ", ".join(f"{k} {v:.3g}" for k, v in cal.factors.items())),
+            ("other classes", f"{cal.scale:.3g} (one scale)"),
             ("overhead per kernel call", f"{cal.per_call_s * 1e6:.2f} us"),
             ("held-out RMSPE", f"{cal.cv.get('rmspe', float('nan')):.1f} % ({cal.cv.get('folds', '-')})"),
             ("held-out within ±10 %", f"{cal.cv.get('within_10', float('nan')):.0f} %"),

@@ -79,7 +79,7 @@ def test_legacy_calibration_is_migrated_with_one_warning(tmp_path, capsys):
     legacy.write_text(json.dumps({"scale": 7.0, "per_call_s": 1e-5, "fixed_s": 0.0, "n_models": 4,
                                   "fit_rmspe": 12.0, "base": "prior"}))  # fmt: skip
     cal = load_device_calibration(ctx, "cortex-a78")
-    assert cal.method == "one-scale" and set(cal.factors.values()) == {7.0}
+    assert cal.method == "one-scale" and cal.factors == {} and cal.factor("conv/fp32") == 7.0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "migrated" in err
     assert ctx.device_calibration_path("cortex-a78").is_file()
@@ -145,9 +145,11 @@ def test_search_sees_the_upper_bound_of_a_calibrated_device(test_models, tmp_pat
     assert plain.source()["source"] == "prior" and "efficiency" in plain.source()["kernels"]
     terms, measured = _models(12, noise=0.1)
     cal = _fit(terms, measured)
-    cal.factors = dict.fromkeys(KINDS, 3.0)
+    cal.factors, cal.scale = {}, 3.0  # every kernel class: 3x
     cal.per_call_s = 0.0
-    save_device_calibration(cal, CostContext(root=tmp_path, device="b1").device_calibration_path("cortex-a78"))
+    save_device_calibration(
+        cal, CostContext(root=tmp_path, device="b1").device_calibration_path("cortex-a78")
+    )
     calibrated = SearchCosts(model, space, "cortex-a78", device="b1", budget_confidence=0.9)
     lat_plain, lat_cal = plain(genome)[0][0], calibrated(genome)[0][0]
     upper = cal.upper(1.0, 0.9)

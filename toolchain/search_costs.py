@@ -152,10 +152,10 @@ class SearchCosts:
         seconds = sum(t * k.calls for t, k in zip(times.seconds, lowered.kernels, strict=True))
         cal = self._device_cal
         if cal is not None:  # the device calibration's factor per kernel kind, plus its per-call overhead
-            from hanasc.cost_models.efficiency import kernel_kind
+            from hanasc.cost_models.efficiency import calibration_key
 
             seconds = sum(
-                cal.factors.get(kernel_kind(k.features), 1.0) * t * k.calls + cal.per_call_s * k.calls
+                cal.factor(calibration_key(k.features)) * t * k.calls + cal.per_call_s * k.calls
                 for t, k in zip(times.seconds, lowered.kernels, strict=True)
             )
         return _KernelCost(seconds, estimate_energy(lowered, self._spec).total_j, tuple(times.sources))
