@@ -411,7 +411,15 @@ def _convert_round(mod: IRModule, block: int, report: LayoutReport) -> IRModule:
     that the new layout reaches, that op kind is lowered in NCHW first (``call_tir`` is opaque to the
     rewrite, which converts back to NCHW before it); the smallest set of such op kinds that lets the round
     convert is kept. Where none does, the round is skipped (its convolutions stay NCHW)."""
-    convert = relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW1i{block}o"]})
+    from hanasc.targets.quiet import filtered_native_stderr
+
+    rewrite = relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW1i{block}o"]})
+
+    def convert(module: IRModule) -> IRModule:
+        # a rewrite that raises leaves TVM's C++ "BlockBuilder destroyed with remaining blocks!" on stderr
+        with filtered_native_stderr(("BlockBuilder destroyed with remaining blocks",)):
+            return rewrite(module)
+
     try:
         return convert(mod)
     except Exception as exc:  # TVM raises InternalError / TVMError for an op it has no rule for
