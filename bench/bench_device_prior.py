@@ -261,6 +261,14 @@ def report(records: list[dict], splits: int, seed: int, cache: Path) -> None:
     rows: list[tuple[str, str, dict]] = []
     rows.append(("prior (efficiency-aware), uncalibrated", f"all {len(meas)}", metrics(total, meas)))
     rows.append(("plain roofline prior (before), uncalibrated", f"all {len(meas)}", metrics(plain, meas)))
+    everything = fit_device(terms, list(meas), device="bench-host", target="host", prior=prior.name)
+    rows.append(
+        (
+            f"bound: calibration fitted on all {len(meas)} ({everything.method}), in-sample",
+            f"all {len(meas)}",
+            metrics([everything.predict_s(t) for t in terms], meas),
+        )
+    )
     rng = np.random.default_rng(seed)
     interval_rows = []
     for k in (10, 30):

@@ -30,3 +30,16 @@ def test_calibrate_cli_import_export_and_bad_input(tmp_path):
     failed = run_cli("calibrate", "--import", str(broken), env=env)
     assert failed.returncode == 2 and str(broken) in failed.stderr
     assert not (tmp_path / "cache" / "calibration" / "cortex-a78" / "default.json").exists()
+
+
+def test_costs_cli_takes_several_models_without_memory(test_models, tmp_path):
+    env = {"HANASC_CACHE": str(tmp_path / "cache")}
+    a, b = str(test_models["plain_conv"]), str(test_models["dense_head"])
+    done = run_cli("costs", a, b, "--target", "cortex-a78", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    reports = json.loads(done.stdout)
+    assert [r["model"] for r in reports] == [a, b]
+    assert all(r["memory_bytes"] == {} and r["latency_ms"]["source"] == "prior" for r in reports)
+    assert all("efficiency" in r["latency_ms"]["model"] for r in reports)
+    bad = run_cli("costs", a, "--confidence", "1.5", env=env)
+    assert bad.returncode == 2 and "--confidence" in bad.stderr
