@@ -85,7 +85,9 @@ def read_onnx(path: Path) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError, RuntimeError, TypeError) as exc:
-        raise ModelFileError(f"{path}: invalid ONNX model: {_first_line(exc)}") from None
+        # the checker names the node on the lines after the first: joined into one
+        reason = " ".join(str(exc).split())[:400] or type(exc).__name__
+        raise ModelFileError(f"{path}: invalid ONNX model: {reason}") from None
     _check_graph(model, path)
     check_metadata(model, str(path))
     check_finite_weights(model, str(path))
@@ -131,9 +133,8 @@ def _check_initializer_sizes(model: onnx.ModelProto, path: Path) -> None:
             continue
         held = _held_values(tensor)
         if held is not None and held != count:
-            raise ModelFileError(
-                f"{path}: {label} declares shape {list(tensor.dims)} but holds {held} values"
-            )
+            what = f"{held} values" if held >= 0 else f"{len(tensor.raw_data)} bytes (not whole values)"
+            raise ModelFileError(f"{path}: {label} declares shape {list(tensor.dims)} but holds {what}")
 
 
 def check_finite_weights(model: onnx.ModelProto, source: str) -> None:
