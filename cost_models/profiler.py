@@ -75,17 +75,24 @@ class Session:
 
     @classmethod
     def from_address(cls, rpc_addr: str | None = None, tracker: str | None = None, key: str | None = None):
-        """``--rpc HOST:PORT`` or ``--tracker HOST:PORT --key K`` as given on the command line; else local."""
+        """``--rpc HOST:PORT`` (or ``KEY@TRACKER:PORT``, :class:`hanasc.targets.rpc_address.RpcAddress`) or
+        ``--tracker HOST:PORT --key K`` as given on the command line; else local."""
         if rpc_addr:
-            host, port = _split_addr(rpc_addr)
-            return cls.rpc(host, port)
+            from hanasc.targets.rpc_address import RpcAddress
+
+            address = RpcAddress.parse(rpc_addr)
+            if address.key is not None:
+                return cls.tracker(address.host, address.port, address.key)
+            return cls.rpc(address.host, address.port)
         if tracker:
             if not key:
                 from hanasc.errors import HanascError
 
                 raise HanascError("--tracker needs --key (the device key the RPC server registered)")
-            host, port = _split_addr(tracker)
-            return cls.tracker(host, port, key)
+            from hanasc.targets.rpc_address import RpcAddress
+
+            address = RpcAddress.parse(tracker, "--tracker")
+            return cls.tracker(address.host, address.port, key)
         return cls.local()
 
     def device(self, device_type: str):
@@ -180,12 +187,3 @@ def time_kernel(prim, target: CostTarget, session: Session, timing: TimingConfig
         samples_s=samples,
         number=number,
     )
-
-
-def _split_addr(addr: str) -> tuple[str, int]:
-    from hanasc.errors import HanascError
-
-    host, _, port = addr.rpartition(":")
-    if not host or not port.isdigit():
-        raise HanascError(f"'{addr}': expected HOST:PORT")
-    return host, int(port)

@@ -68,14 +68,42 @@ class ModelRow:
     kernel_calls: int | None = None
 
 
+BUSY_TIMEOUT_S = 60.0  # how long a write waits for another hanasc process's write
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A connection shared safely with other processes: WAL journal (readers never block the writer),
+    a busy timeout, the schema, and a quick integrity check (``sqlite3.DatabaseError`` if damaged)."""
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        status = conn.execute("PRAGMA quick_check").fetchone()
+        if not status or status[0] != "ok":
+            raise sqlite3.DatabaseError(f"integrity check: {status[0] if status else 'no answer'}")
+        conn.executescript(SCHEMA)
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise
+    return conn
+
+
 class ProfileStore:
     """Kernel timings and whole-model measurements in one SQLite file."""
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path else default_db_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(self.path))
-        self._conn.executescript(SCHEMA)
+        try:
+            self._conn = _connect(self.path)
+        except sqlite3.DatabaseError as exc:  # not a database, or damaged: it is a cache, rebuild it
+            from hanasc.cache_safety import quarantine
+
+            quarantine(self.path, f"unreadable profile store ({exc})")
+            for suffix in ("-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            self._conn = _connect(self.path)
 
     def close(self) -> None:
         self._conn.close()

@@ -109,7 +109,7 @@ def tuned_records(target):
     if not records.is_file() or records.stat().st_size == 0:
         return None
     with tuning.light_intrinsics(tuning.is_gpu(target)):
-        return tuning.open_database(path)
+        return tuning.open_database(path, snapshot=True)  # another process may be tuning into it
 
 
 def prepack_weights(mod, values: dict[str, np.ndarray]) -> tuple:

@@ -12,6 +12,7 @@ through TVM RPC (``RpcDevice``: a server ``host:port`` or a tracker ``key@host:p
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import sys
@@ -52,12 +53,12 @@ class RpcDevice:
 
     @classmethod
     def parse(cls, spec: str) -> RpcDevice:
-        """``host:port`` (a server) or ``key@host:port`` (a tracker and the device key)."""
-        match = re.fullmatch(r"(?:([^@\s]+)@)?([^:@\s]+):(\d+)", spec.strip())
-        if not match:
-            raise TuningError(f"bad RPC address '{spec}': expected host:port or key@tracker-host:port")
-        key, host, port = match.groups()
-        return cls(host=host, port=int(port), key=key)
+        """``host:port`` (a server) or ``key@host:port`` (a tracker and the device key): the one parser,
+        :class:`hanasc.targets.rpc_address.RpcAddress`."""
+        from hanasc.targets.rpc_address import RpcAddress
+
+        address = RpcAddress.parse(spec)
+        return cls(host=address.host, port=address.port, key=address.key)
 
 
 @dataclass(frozen=True)
@@ -174,16 +175,106 @@ def tuning_module(mod, target, layout_rewrite: bool = False):
         return tvm.transform.Sequential(passes)(mod)
 
 
-def open_database(path: Path):
-    """The JSON tuning database in ``path`` (created if missing)."""
+WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
+
+
+def open_database(path: Path, snapshot: bool = False):
+    """The JSON tuning database in ``path`` (created if missing).
+
+    The caller that tunes (and so appends) holds :func:`database_lock`; the files are repaired first
+    (an interrupted append). ``snapshot=True`` is for readers that do not hold the lock: the complete
+    lines of the files are copied to a private folder, so that another process's appends (and the
+    workloads this process's build commits) never interleave with the shared files.
+    """
     from tvm.s_tir import meta_schedule as ms
 
     path.mkdir(parents=True, exist_ok=True)
+    folder = _snapshot(path) if snapshot else path
+    if not snapshot:
+        _repair(path)
     return ms.database.JSONDatabase(
-        path_workload=str(path / "database_workload.json"),
-        path_tuning_record=str(path / "database_tuning_record.json"),
-        allow_missing=True,
+        path_workload=str(folder / WORKLOADS), path_tuning_record=str(folder / RECORDS), allow_missing=True
     )
+
+
+def database_lock(path: Path):
+    """The lock a process holds while it tunes into (appends to) the database in ``path``."""
+    from hanasc.cache_safety import file_lock
+
+    return file_lock(path / ".lock", f"the tuning database {path.name}")
+
+
+def _repair(path: Path) -> None:
+    """Make the database files loadable after an interrupted write: a cut-short last line is dropped; a
+    workload file corrupt before its end is moved aside with its records (they index it by position);
+    records of workloads that are gone are dropped."""
+    from hanasc.cache_safety import quarantine, repair_json_lines
+
+    workloads, records = path / WORKLOADS, path / RECORDS
+    if not repair_json_lines(workloads):
+        if records.exists():
+            quarantine(records, f"its workloads ({WORKLOADS}) were unreadable")
+        return
+    repair_json_lines(records)
+    _drop_orphan_records(records, _line_count(workloads))
+
+
+def _line_count(path: Path) -> int:
+    return sum(1 for line in path.read_bytes().split(b"\n") if line.strip()) if path.is_file() else 0
+
+
+def _drop_orphan_records(records: Path, workloads: int) -> None:
+    import json
+
+    from hanasc.atomic import atomic_file
+    from hanasc.cache_safety import cache_warning
+
+    if not records.is_file():
+        return
+    lines = [line for line in records.read_bytes().split(b"\n") if line.strip()]
+    kept = [line for line in lines if _record_workload(json.loads(line)) < workloads]
+    if len(kept) == len(lines):
+        return
+    with atomic_file(records) as tmp:
+        tmp.write_bytes(b"".join(line + b"\n" for line in kept))
+    cache_warning(f"{records}: dropped {len(lines) - len(kept)} records of workloads that are gone")
+
+
+def _record_workload(record) -> int:
+    return int(record[0]) if isinstance(record, list) and record and isinstance(record[0], int) else 1 << 62
+
+
+def _snapshot(path: Path) -> Path:
+    """A private copy of the complete, parseable lines of the database files (removed at exit)."""
+    import atexit
+    import json
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="hanasc-tuning-db-"))
+    atexit.register(shutil.rmtree, folder, True)
+    workloads = 0
+    for name in (WORKLOADS, RECORDS):
+        source = path / name
+        data = source.read_bytes() if source.is_file() else b""
+        lines = data[: data.rfind(b"\n") + 1].split(b"\n")  # complete lines only
+        kept = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError:
+                if name == WORKLOADS:  # positions of later workloads cannot be trusted: stop here
+                    break
+                continue
+            if name == RECORDS and _record_workload(value) >= workloads:
+                continue
+            kept.append(line)
+        if name == WORKLOADS:
+            workloads = len(kept)
+        (folder / name).write_bytes(b"".join(line + b"\n" for line in kept))
+    return folder
 
 
 def _has_record(database, task) -> bool:
@@ -220,9 +311,10 @@ def tune_and_build(
     options = options or TuningOptions()
     say = progress or (lambda _msg: None)
     db_path = Path(db_dir) if db_dir is not None else database_dir(target)
-    with light_intrinsics(is_gpu(target)), _kernel_compiler(target):
+    with contextlib.ExitStack() as stack, light_intrinsics(is_gpu(target)), _kernel_compiler(target):
         from tvm.s_tir import meta_schedule as ms
 
+        stack.enter_context(database_lock(db_path))  # one tuner appends at a time
         database = open_database(db_path)
         if options.blocked and not is_gpu(target):
             from hanasc.passes.blocked_layout import convert_to_blocked

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hanasc.targets.rpc_address import RpcAddress, RpcAddressError
 from hanasc.targets.tuning import RpcDevice, TuningError, TuningOptions
 
 
@@ -60,7 +61,7 @@ def test_rpc_address_parsing_and_aarch64_needs_a_device(tiny, tmp_path):
 
     assert RpcDevice.parse("10.0.0.5:9091") == RpcDevice("10.0.0.5", 9091)
     assert RpcDevice.parse("a78@tracker:9190") == RpcDevice("tracker", 9190, key="a78")
-    with pytest.raises(TuningError):
+    with pytest.raises(RpcAddressError, match="--rpc 'no-port'"):
         RpcDevice.parse("no-port")
     with pytest.raises(TuningError, match="needs a device"):
         options = TuningOptions(tune_scheduled=True)  # there is something to tune
@@ -103,3 +104,25 @@ def test_cuda_tuning_path_builds_with_database_and_dlight_and_needs_a_gpu(tiny, 
     assert built.executable is not None  # every kernel from dlight's defaults
     with pytest.raises(TuningError, match="needs its GPU"):  # the Orin's host is aarch64: over RPC only
         tuning.tune_and_build(tiny[0], "jetson-orin", minutes=1.0, db_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("10.0.0.5:9091", RpcAddress("10.0.0.5", 9091)),
+        ("a78@tracker.lan:9190", RpcAddress("tracker.lan", 9190, "a78")),
+        ("[::1]:9090", RpcAddress("::1", 9090)),
+    ],
+)
+def test_one_rpc_address_parser(spec, expected):
+    assert RpcAddress.parse(spec) == expected
+    assert str(RpcAddress.parse(str(expected))) == str(expected)
+
+
+@pytest.mark.parametrize("spec", ["no-port", "host:0", "host:99999", "a@b@c:1", ":9090"])
+def test_bad_rpc_address_is_one_line(spec):
+    from hanasc.cost_models.profiler import Session
+
+    with pytest.raises(RpcAddressError) as info:
+        Session.from_address(rpc_addr=spec)
+    assert spec in str(info.value) and "\n" not in str(info.value)

@@ -1,5 +1,5 @@
 """Parse budget options: ``8ms`` / ``0.5s`` / ``0.5x`` (of the original's latency), ``2MB`` / ``512KB`` /
-``1.5MiB``, ``5mJ`` / ``0.1J``."""
+``1.5MiB`` / ``0.5x`` (of the original's memory), ``5mJ`` / ``0.1J``."""
 
 from __future__ import annotations
 
@@ -35,18 +35,25 @@ def parse_budget(text: str | None, kind: str, option: str) -> float | None:
 def parse_latency_budget(text: str | None, option: str = "--budget") -> tuple[float | None, float | None]:
     """``(ms, None)`` for an absolute budget, ``(None, fraction)`` for ``0.5x`` (a share of the original's
     latency, resolved once the original is measured or predicted); one-line HanascError on bad input."""
+    return parse_relative_budget(text, "latency", option)
+
+
+def parse_relative_budget(text: str | None, kind: str, option: str) -> tuple[float | None, float | None]:
+    """``(value, None)`` for an absolute budget (ms, MB or mJ), ``(None, fraction)`` for ``0.5x`` (a share of
+    the original's figure); one-line HanascError naming the option on bad input."""
     if text is not None and text.strip().lower().endswith("x"):
         number = text.strip()[:-1]
         try:
             fraction = float(number)
         except ValueError:
             raise HanascError(
-                f"{option} '{text}': expected a share of the original's latency such as 0.5x, or 8ms"
+                f"{option} '{text}': expected a share of the original's {kind} such as 0.5x, "
+                f"or 8{_CANONICAL[kind]}"
             ) from None
         if not 0 < fraction < float("inf"):
             raise HanascError(f"{option} '{text}': the share must be positive, e.g. 0.5x")
         return None, fraction
-    return parse_budget(text, "latency", option), None
+    return parse_budget(text, kind, option), None
 
 
 DEFAULT_BUDGET_CONFIDENCE = 0.9

@@ -391,7 +391,12 @@ def compile_(
         str | None,
         typer.Option(help="Latency budget, e.g. 8ms, or a share of the original's latency, e.g. 0.5x."),
     ] = None,
-    memory: Annotated[str | None, typer.Option(help="Memory budget, e.g. 2MB.")] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Memory budget (weights + peak activations), e.g. 2MB, or 0.5x (a share of the original's)."
+        ),
+    ] = None,
     energy: Annotated[str | None, typer.Option(help="Energy budget per inference, e.g. 5mJ.")] = None,
     data: Annotated[
         str | None,

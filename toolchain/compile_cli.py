@@ -10,7 +10,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hanasc.budgets import parse_budget, parse_confidence, parse_latency_budget
+from hanasc.budgets import parse_budget, parse_confidence, parse_latency_budget, parse_relative_budget
 from hanasc.compile_pipeline import CompileOptions, Stage, compile_model, split_data
 from hanasc.errors import HanascError
 from hanasc.frontend import LoadedModel
@@ -181,13 +181,15 @@ def run_compile(model: LoadedModel, request: CompileRequest, console: Console, e
 
     info = get_target(r.target)
     latency_ms, latency_fraction = parse_latency_budget(r.budget)
+    memory_mb, memory_fraction = parse_relative_budget(r.memory, "memory", "--memory")
     options = CompileOptions(
         target=info.name,
         budgets=Budgets(
             latency_ms,
-            parse_budget(r.memory, "memory", "--memory"),
+            memory_mb,
             parse_budget(r.energy, "energy", "--energy"),
             latency_fraction,
+            memory_fraction,
         ),
         space=space,
         seed=r.seed,

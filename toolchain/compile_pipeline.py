@@ -250,6 +250,49 @@ def population_seeds(space: SearchSpace, rng: np.random.Generator, n: int) -> li
     return genomes[:n]
 
 
+@dataclass
+class _SavedMeasurements:
+    """The measurements made before the search (per uniform dtype), kept for ``--resume``."""
+
+    path: Path
+    resume: bool
+    entries: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (self.resume and self.path.is_file()):
+            return
+        try:
+            self.entries = dict(json.loads(self.path.read_text()))
+        except (ValueError, TypeError, UnicodeDecodeError):
+            from hanasc.cache_safety import cache_warning
+
+            cache_warning(f"{self.path}: unreadable measurements; they are taken again")
+
+    def put(self, dtype: str | None, latency: dict, shipped=None, with_other: bool = False) -> None:
+        if dtype is None:
+            return
+        self.entries[dtype] = {
+            "latency": latency,
+            "layer_ms": shipped.layer_ms if shipped is not None else None,
+            "other_ms": shipped.other_ms if shipped is not None and with_other else None,
+        }
+        from hanasc.atomic import atomic_file
+
+        with atomic_file(self.path) as tmp:
+            tmp.write_text(json.dumps(self.entries))
+
+
+def _load_samples(path: Path) -> dict[tuple, float]:
+    """Saved predictor samples (genome -> score), or none (one-line warning) when the file is unreadable."""
+    from hanasc.cache_safety import cache_warning
+
+    try:
+        return {tuple(int(g) for g in e["genome"]): float(e["score"]) for e in json.loads(path.read_text())}
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        cache_warning(f"{path}: unreadable predictor samples; they are simulated again")
+        return {}
+
+
 def run_key(model: LoadedModel, options: CompileOptions, data_source: str) -> str:
     text = json.dumps(
         [
@@ -282,10 +325,31 @@ def compile_model(
     metric: Metric,
     stage: Stage | None = None,
 ) -> CompileResult:
-    """The main job; raises InfeasibleBudgetError (exit 2) when no configuration can meet the budgets."""
-    from hanasc.atomic import atomic_dir
-    from hanasc.calibration import calibrate
+    """The main job; raises InfeasibleBudgetError (exit 2) when no configuration can meet the budgets.
+
+    The run's work folder (predictor samples, search checkpoints: what ``--resume`` reads) is locked for
+    the run, so two identical compiles at once take turns (the second then resumes from the first's
+    checkpoints) instead of overwriting each other's state.
+    """
+    from hanasc.cache_safety import file_lock
     from hanasc.paths import cache_dir
+
+    work = cache_dir() / "runs" / run_key(model, options, split.description["source"])
+    with file_lock(work / ".lock", "this run's work folder (the same model, data and options)"):
+        return _compile_in(work, model, split, options, out, metric, stage)
+
+
+def _compile_in(
+    work: Path,
+    model: LoadedModel,
+    split: Split,
+    options: CompileOptions,
+    out: Path,
+    metric: Metric,
+    stage: Stage | None = None,
+) -> CompileResult:
+    from hanasc.atomic import atomic_dir, atomic_file
+    from hanasc.calibration import calibrate
     from hanasc.predictor import AccuracyPredictor
     from hanasc.search_costs import SearchCosts
     from hanasc.simulator import Simulator
@@ -297,7 +361,6 @@ def compile_model(
     _check_tuning(info, options)
     budgets = options.budgets
     rng = np.random.default_rng(options.seed)
-    work = cache_dir() / "runs" / run_key(model, options, split.description["source"])
     work.mkdir(parents=True, exist_ok=True)
 
     # 1. calibration, simulator, references ----------------------------------------------------------------
@@ -338,22 +401,36 @@ def compile_model(
 
     layer_names = [layer.name for layer in model.layers]
 
+    saved = _SavedMeasurements(work / "measurements.json", options.resume)
+
     def measure(mod, dtype: str | None = None) -> dict:
         """Latency of a materialized module where the target is reachable (the host or the RPC device);
-        on the host, a uniform ``dtype`` build also gives the search its per-layer times."""
+        on the host, a uniform ``dtype`` build also gives the search its per-layer times. Kept in the
+        work folder: a resumed run reuses them, so its search sees what the interrupted one saw."""
+        if dtype is not None and dtype in saved.entries:
+            entry = saved.entries[dtype]
+            if entry.get("layer_ms"):
+                costs.use_shipped_times(dtype, entry["layer_ms"], entry.get("other_ms"))
+            stage.log(f"the {dtype} measurements of the interrupted run are reused (--resume)")
+            return entry["latency"]
         if session is not None:
-            return measure_remote(mod, info, session, options.measure_repeats)[1]
+            latency = measure_remote(mod, info, session, options.measure_repeats)[1]
+            saved.put(dtype, latency)
+            return latency
         from hanasc.layer_timing import time_layers
         from hanasc.targets import host
 
         executable = host.build_artifact(mod)  # untuned
+        shipped = None
         if dtype is not None:
             shipped = time_layers(executable, probe, layer_names)
             if shipped is not None:
                 other = shipped.other_ms if dtype == "float32" else None
                 costs.use_shipped_times(dtype, shipped.layer_ms, other)
                 stage.log(f"per-layer times of the shipped {dtype} artifact measured for the estimate")
-        return measure_host(executable, probe, options.measure_repeats)
+        latency = measure_host(executable, probe, options.measure_repeats)
+        saved.put(dtype, latency, shipped, dtype == "float32")
+        return latency
 
     measurable = info.name == "host" or session is not None
     from hanasc.targets.pipelines import collect_build_reports
@@ -388,6 +465,13 @@ def compile_model(
             f"budget {budgets.latency_fraction:g}x of the original's {base['value']} ms ({base['source']}): "
             f"{budgets.latency_ms:g} ms"
         )
+    if budgets.memory_fraction is not None:  # --memory 0.5x: a share of the original's predicted memory
+        original_mb = float(costs(space.identity()[None])[1][0])
+        budgets.memory_mb = round(budgets.memory_fraction * original_mb, 4)
+        stage.log(
+            f"memory budget {budgets.memory_fraction:g}x of the original's {original_mb:.3f} MB "
+            f"(predicted: weights + peak activations): {budgets.memory_mb:g} MB"
+        )
     fastest = _fastest_genome(space)
     fastest_ms = float(costs(fastest[None])[0][0])
     if budgets.latency_ms is not None and fastest_ms > budgets.latency_ms:
@@ -400,7 +484,7 @@ def compile_model(
     samples_path = work / "predictor_samples.json"
     scores: dict[tuple, float] = {}
     if options.resume and samples_path.exists():
-        scores = {tuple(e["genome"]): e["score"] for e in json.loads(samples_path.read_text())}
+        scores = _load_samples(samples_path)
 
     def simulate(gs: list, title: str) -> None:
         """Score genomes with the simulator on the predictor images (kept on disk for --resume)."""
@@ -410,7 +494,8 @@ def compile_model(
         for key in todo:
             out_sim = simulator.run(space.decode(np.array(key)), pred_x, ranges)
             scores[key] = metric.smooth(out_sim, pred_y, pred_ref)
-            samples_path.write_text(json.dumps([{"genome": list(k), "score": v} for k, v in scores.items()]))
+            with atomic_file(samples_path) as tmp:  # a kill mid-write leaves the previous file
+                tmp.write_text(json.dumps([{"genome": list(k), "score": v} for k, v in scores.items()]))
             stage.advance("")
 
     simulate(seed_genomes(space, rng, options.predictor_samples), "evaluating sample Configs (simulator)")
@@ -941,6 +1026,7 @@ def _report(
             "memory_mb": budgets.memory_mb,
             "energy_mj": budgets.energy_mj,
             "latency_share_of_original": budgets.latency_fraction,
+            "memory_share_of_original": budgets.memory_fraction,
         },
         "data": split.description,
         "metric": {

@@ -22,6 +22,7 @@ class Budgets:
     memory_mb: float | None = None
     energy_mj: float | None = None
     latency_fraction: float | None = None  # `--budget 0.5x`: latency_ms is set from the original's latency
+    memory_fraction: float | None = None  # `--memory 0.5x`: memory_mb is set from the original's memory
 
 
 @dataclass
@@ -160,27 +161,54 @@ def run_search(
     resume: bool = False,
     on_generation: Callable[[int, list[Candidate]], None] | None = None,
 ) -> SearchResult:
-    """NSGA-II from an initial population (``seeds`` first, then random); state saved every generation."""
-    from pymoo.algorithms.moo.nsga2 import NSGA2
-    from pymoo.operators.crossover.sbx import SBX
-    from pymoo.operators.mutation.pm import PM
-    from pymoo.operators.repair.rounding import RoundingRepair
+    """NSGA-II from an initial population (``seeds`` first, then random); state saved every generation.
 
+    Generation 1 evaluates the initial population; each later generation is one NSGA-II step (rank and
+    crowding of the population, tournament mating, survival) seeded by ``seed + generation`` alone, so a
+    run resumed from any checkpoint continues exactly as the uninterrupted run did.
+    """
     start = time.perf_counter()
     archive, done, population = _Archive(), 0, None
     if resume and checkpoint is not None and checkpoint.exists():
-        state = json.loads(checkpoint.read_text())
-        done = int(state["generation"])
-        population = np.array(state["population"], dtype=int)
-        for entry in state["archive"]:
-            archive.entries[tuple(entry["genome"])] = Candidate(**entry)
+        state = _load_checkpoint(checkpoint)
+        if state is not None:
+            done = int(state["generation"])
+            population = np.array(state["population"], dtype=int)
+            for entry in state["archive"]:
+                archive.entries[tuple(entry["genome"])] = Candidate(**entry)
+    resumed_from = done
+    problem = _problem(space, objectives, budgets, archive)
     if population is None:
         rng = np.random.default_rng(seed)
         rows = [np.asarray(s, dtype=int) for s in (seeds or [])][:pop_size]
         while len(rows) < pop_size:
             rows.append(space.sample(rng))
         population = np.array(rows, dtype=int)
-    problem = _problem(space, objectives, budgets, archive)
+        archive.evaluate(population, objectives)
+        done = 1
+        _after_generation(checkpoint, done, population, archive, on_generation)
+    for generation in range(done + 1, generations + 1):
+        population = _step(problem, population, seed + generation, pop_size)
+        _after_generation(checkpoint, generation, population, archive, on_generation)
+    evaluated = list(archive.entries.values())
+    return SearchResult(
+        front=pareto_front(evaluated),
+        evaluated=evaluated,
+        generations=max(done, generations),
+        evaluations=len(evaluated),
+        wall_s=time.perf_counter() - start,
+        seed=seed,
+        resumed_from=resumed_from,
+    )
+
+
+def _step(problem, population: np.ndarray, seed: int, pop_size: int) -> np.ndarray:
+    """One NSGA-II generation from ``population`` (its evaluations come from the archive)."""
+    from pymoo.algorithms.moo.nsga2 import NSGA2
+    from pymoo.operators.crossover.sbx import SBX
+    from pymoo.operators.mutation.pm import PM
+    from pymoo.operators.repair.rounding import RoundingRepair
+
     algorithm = NSGA2(
         pop_size=pop_size,
         sampling=population.astype(float),
@@ -188,28 +216,31 @@ def run_search(
         mutation=PM(eta=5, vtype=float, repair=RoundingRepair()),
         eliminate_duplicates=True,
     )
-    algorithm.setup(
-        problem, termination=("n_gen", max(1, generations - done)), seed=seed + done, verbose=False
-    )
-    generation = done
+    algorithm.setup(problem, termination=("n_gen", 2), seed=seed, verbose=False)
     while algorithm.has_next():
         algorithm.next()
-        generation += 1
-        current = np.rint(algorithm.pop.get("X")).astype(int)
-        if checkpoint is not None:
-            _save(checkpoint, generation, current, archive)
-        if on_generation is not None:
-            on_generation(generation, list(archive.entries.values()))
-    evaluated = list(archive.entries.values())
-    return SearchResult(
-        front=pareto_front(evaluated),
-        evaluated=evaluated,
-        generations=generation,
-        evaluations=len(evaluated),
-        wall_s=time.perf_counter() - start,
-        seed=seed,
-        resumed_from=done,
-    )
+    return np.rint(algorithm.pop.get("X")).astype(int)
+
+
+def _after_generation(checkpoint, generation: int, population, archive, on_generation) -> None:
+    if checkpoint is not None:
+        _save(checkpoint, generation, population, archive)
+    if on_generation is not None:
+        on_generation(generation, list(archive.entries.values()))
+
+
+def _load_checkpoint(path: Path) -> dict | None:
+    """The saved search state, or None (with a one-line warning) when the file is unreadable."""
+    from hanasc.cache_safety import cache_warning
+
+    try:
+        state = json.loads(path.read_text())
+        if {"generation", "population", "archive"} <= set(state):
+            return state
+    except (ValueError, UnicodeDecodeError):
+        pass
+    cache_warning(f"{path}: unreadable search checkpoint; the search starts again")
+    return None
 
 
 def _save(path: Path, generation: int, population: np.ndarray, archive: _Archive) -> None:
