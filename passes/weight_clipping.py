@@ -20,12 +20,13 @@ def mse_scales(w: np.ndarray, amax: np.ndarray, qmax: int, axis: int) -> np.ndar
 
     ``w`` float32, ``amax`` the per-channel max-abs (length ``w.shape[axis]``), ``axis`` the channel axis.
     """
-    rows = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    rows = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1).astype(np.float64)  # squares of huge
+    # weights overflow float32 (and would print numpy's warning): the error is summed in float64
     best_err = np.full(len(amax), np.inf, dtype=np.float64)
     best = amax / np.float32(qmax)
     for ratio in RATIOS:
         scale = (amax * ratio / np.float32(qmax)).astype(np.float32)
-        safe = np.where(scale > 0, scale, np.float32(1.0))[:, None]
+        safe = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float64)[:, None]
         err = ((np.clip(np.round(rows / safe), -qmax, qmax) * safe - rows) ** 2).sum(axis=1)
         better = err < best_err
         best_err = np.where(better, err, best_err)
