@@ -328,8 +328,7 @@ def compile_model(
     """The main job; raises InfeasibleBudgetError (exit 2) when no configuration can meet the budgets.
 
     The run's work folder (predictor samples, search checkpoints: what ``--resume`` reads) is locked for
-    the run, so two identical compiles at once take turns (the second then resumes from the first's
-    checkpoints) instead of overwriting each other's state.
+    the run, so two identical compiles at once take turns instead of overwriting each other's state.
     """
     from hanasc.cache_safety import file_lock
     from hanasc.paths import cache_dir
