@@ -409,3 +409,14 @@ def test_overflowing_activations_refused_before_the_search(tmp_path):
     with pytest.raises(HanascError, match=r"m\.onnx: tensor '\S+' \(node 'stem'\) overflows .* of d\.npz"):
         loaded.check_finite_activations(x, "d.npz")
     hanasc.load_model(_fixture(tmp_path), import_tvm=False).check_finite_activations(x, "d.npz")
+
+
+def test_compile_of_a_non_classifier_is_refused_before_the_search(tmp_path):
+    """Every metric compares class scores: a dense (N, C, H, W) output is refused in one line (exit 2)."""
+    model = single_op_model("Relu", tmp_path / "dense.onnx")
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((8, 4, 8, 8)).astype(np.float32))
+    out = tmp_path / "out"
+    result = run_cli("compile", str(model), "--data", str(data), "--metric", "kl", "--out", str(out))
+    assert_one_line_error(result, "--metric kl", "(batch, classes")
+    assert not out.exists()

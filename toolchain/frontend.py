@@ -51,6 +51,18 @@ class LoadedModel:
             )
         return shapes
 
+    def check_classifier_output(self, metric: str) -> None:
+        """Every metric compares class scores: the first output must be ``(batch, classes)`` with at least
+        two classes (refused in one line before the search: dense and sequence outputs are not supported)."""
+        (name, shape), *_ = self.output_shapes().items()
+        if shape is not None and len(shape) == 2 and (shape[1] is None or shape[1] >= 2):
+            return
+        raise HanascError(
+            f"--metric {metric} compares class scores, but the model's output '{name}' has shape {shape}, "
+            "not (batch, classes >= 2): hanasc's accuracy metrics are for classifiers (dense and sequence "
+            "outputs are not supported yet)"
+        )
+
     def check_labels(self, labels, source: str) -> None:
         """Labels (``y``) need a classifier output ``(batch, classes)`` and classes in ``0..classes-1``."""
         (name, shape), *_ = self.output_shapes().items()
