@@ -149,8 +149,14 @@ def cache_path(cache: Path | None = None) -> Path:
 def load_efficiency(cache: Path | None = None) -> EfficiencyModel:
     """A refit under the cache (``hanasc.cost_models.efficiency`` main) if any, else the shipped fit."""
     path = cache_path(cache)
-    chosen = path if path.is_file() else SHIPPED
-    return EfficiencyModel.from_json(json.loads(chosen.read_text()))
+    if path.is_file():
+        try:
+            return EfficiencyModel.from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:  # another version's, or damaged
+            from hanasc.cache_safety import cache_warning
+
+            cache_warning(f"{path}: unusable efficiency model ({str(exc)[:120]}); the shipped fit is used")
+    return EfficiencyModel.from_json(json.loads(SHIPPED.read_text()))
 
 
 # --- fitting ----------------------------------------------------------------------------------------------

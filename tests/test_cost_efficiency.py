@@ -104,3 +104,13 @@ def test_costs_name_the_efficiency_model(test_models, tmp_path):
     assert all("efficiency_model" in k.latency.detail for k in report.kernels)
     npu = estimate_costs(mod, "npu3720", CostContext(root=tmp_path), memory=False)
     assert npu.latency.detail["model"].startswith("roofline")  # no efficiency model for an NPU
+
+
+def test_unusable_cached_efficiency_model_falls_back_to_the_shipped_fit(tmp_path, capsys):
+    from hanasc.cost_models.efficiency import load_efficiency
+
+    (tmp_path / "efficiency.json").write_text('{"format": "hanasc.efficiency/0"}')
+    model = load_efficiency(tmp_path)
+    assert model is not None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "efficiency.json" in err[0] and "shipped fit" in err[0]
