@@ -420,3 +420,13 @@ def test_compile_of_a_non_classifier_is_refused_before_the_search(tmp_path):
     result = run_cli("compile", str(model), "--data", str(data), "--metric", "kl", "--out", str(out))
     assert_one_line_error(result, "--metric kl", "(batch, classes")
     assert not out.exists()
+
+
+def test_negative_declared_output_dim_is_dynamic_not_an_error(tmp_path):
+    """Paddle exports declare dynamic dims as -1 (e.g. PP-OCR's classifier output [-1, 2])."""
+    path = single_op_model("Relu", tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = -1
+    onnx.save(model, str(path))
+    result = run_cli("inspect", str(path))
+    assert result.returncode == 0, result.stderr

@@ -195,7 +195,9 @@ def _check_graph(model: onnx.ModelProto, path: Path) -> None:
                 )
     for value in [*inputs, *graph.output, *graph.value_info]:
         dims = value.type.tensor_type.shape.dim
-        if dims and all(d.HasField("dim_value") for d in dims):
+        # a negative declared dim is some exporters' (Paddle's) way of writing a dynamic one: not checked
+        # here, it is unknown like a symbolic dim (an input then needs --input-shape)
+        if dims and all(d.HasField("dim_value") and d.dim_value >= 0 for d in dims):
             _elements([d.dim_value for d in dims], f"'{value.name}'", path)
 
 
