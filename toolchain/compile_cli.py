@@ -101,9 +101,9 @@ def _run(
 ):
     x, y, groups, source = data_args
     metric = choose_metric(metric_name, y is not None)
-    model.check_classifier_output(metric.name)
     if metric.needs_labels:
         model.check_labels(y, source)  # before the search, not after it
+    model.check_classifier_output(metric.name)
     model.check_finite_activations(x, source)
     split = split_data(x, y, groups, options.seed, source)
     columns = [
