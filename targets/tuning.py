@@ -224,15 +224,13 @@ def _line_count(path: Path) -> int:
 
 
 def _drop_orphan_records(records: Path, workloads: int) -> None:
-    import json
-
     from hanasc.atomic import atomic_file
-    from hanasc.cache_safety import cache_warning
+    from hanasc.cache_safety import cache_warning, json_lines
 
     if not records.is_file():
         return
-    lines = [line for line in records.read_bytes().split(b"\n") if line.strip()]
-    kept = [line for line in lines if _record_workload(json.loads(line)) < workloads]
+    lines = json_lines(records.read_bytes())  # all readable: repaired before
+    kept = [line for line, value in lines if _record_workload(value) < workloads]
     if len(kept) == len(lines):
         return
     with atomic_file(records) as tmp:
@@ -247,9 +245,10 @@ def _record_workload(record) -> int:
 def _snapshot(path: Path) -> Path:
     """A private copy of the complete, parseable lines of the database files (removed at exit)."""
     import atexit
-    import json
     import shutil
     import tempfile
+
+    from hanasc.cache_safety import UNREADABLE, json_lines
 
     folder = Path(tempfile.mkdtemp(prefix="hanasc-tuning-db-"))
     atexit.register(shutil.rmtree, folder, True)
@@ -257,14 +256,9 @@ def _snapshot(path: Path) -> Path:
     for name in (WORKLOADS, RECORDS):
         source = path / name
         data = source.read_bytes() if source.is_file() else b""
-        lines = data[: data.rfind(b"\n") + 1].split(b"\n")  # complete lines only
         kept = []
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except ValueError:
+        for line, value in json_lines(data[: data.rfind(b"\n") + 1]):  # complete lines only
+            if value is UNREADABLE:
                 if name == WORKLOADS:  # positions of later workloads cannot be trusted: stop here
                     break
                 continue

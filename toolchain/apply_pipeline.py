@@ -141,7 +141,7 @@ def apply_config(
 ) -> ApplySummary:
     """Materialize ``config``, build for the host (and ``target``'s bundle), write ``out/`` atomically."""
     from hanasc.passes.materialize import check_layer_names
-    from hanasc.recovery import materialize_recovered, ranges_for_replay
+    from hanasc.recovery import materialize_recovered, ranges_for_replay, refitted_layers
     from hanasc.relax_params import weights_of
     from hanasc.targets import host
     from hanasc.targets.registry import check_choices, get_target
@@ -173,7 +173,8 @@ def apply_config(
         export_library(executable, tmp / "model.so")
         config.save(tmp / "config.json")
         if ranges is not None:
-            ranges_for_replay(model, config, ranges).save(tmp / "activation_ranges.json")
+            refitted = refitted_layers(model, config, ranges)
+            ranges_for_replay(ranges, refitted).save(tmp / "activation_ranges.json")
         summary = ApplySummary(
             model=str(model.path),
             config=config.to_json(),

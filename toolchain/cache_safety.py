@@ -66,6 +66,22 @@ def quarantine(path: Path, reason: str) -> Path:
     return aside
 
 
+UNREADABLE = object()  # the value of a line that is not JSON
+
+
+def json_lines(data: bytes) -> list[tuple[bytes, object]]:
+    """The non-blank lines of ``data`` (one JSON value per line), each with its value or UNREADABLE."""
+    parsed = []
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            parsed.append((line, json.loads(line)))
+        except (ValueError, UnicodeDecodeError):
+            parsed.append((line, UNREADABLE))
+    return parsed
+
+
 def repair_json_lines(path: Path) -> bool:
     """Make ``path`` (one JSON value per line) loadable; True when it is usable as it now stands.
 
@@ -75,30 +91,16 @@ def repair_json_lines(path: Path) -> bool:
     """
     if not path.is_file():
         return True
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    good_end = 0  # byte offset after the last line that parses
-    offset = 0
-    bad_at: int | None = None
-    for index, line in enumerate(lines):
-        end = offset + len(line)
-        if line.strip():
-            try:
-                json.loads(line)
-            except (ValueError, UnicodeDecodeError):
-                bad_at = index
-                break
-            good_end = end + 1 if end < len(data) else end
-        offset = end + 1
-    if bad_at is None:
+    lines = json_lines(path.read_bytes())
+    bad = [index for index, (_, value) in enumerate(lines) if value is UNREADABLE]
+    if not bad:
         return True
-    rest = [x for x in lines[bad_at + 1 :] if x.strip()]
-    if rest:  # corruption before the end: positions of later lines cannot be trusted
-        quarantine(path, f"line {bad_at + 1} is not JSON")
+    if bad[0] != len(lines) - 1:  # corruption before the end: positions of later lines cannot be trusted
+        quarantine(path, f"entry {bad[0] + 1} is not JSON")
         return False
     from hanasc.atomic import atomic_file
 
     with atomic_file(path) as tmp:
-        tmp.write_bytes(data[:good_end])
+        tmp.write_bytes(b"".join(line + b"\n" for line, _ in lines[:-1]))
     cache_warning(f"{path}: dropped an incomplete last line (an interrupted write)")
     return True

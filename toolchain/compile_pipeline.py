@@ -1190,7 +1190,8 @@ def _write_outputs(
         )
         report["artifact"] = {"bundle": info.name, **bundle}
     config.save(tmp / "config.json")
-    ranges_for_replay(model, config, ranges).save(tmp / "activation_ranges.json")  # + .npz of refits
+    refitted = report["recovery"]["refitted_layers"]  # of this Config, computed once for the report
+    ranges_for_replay(ranges, refitted).save(tmp / "activation_ranges.json")  # + .npz of refits
     (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (tmp / "report.md").write_text(report_markdown(report))
     lat_source = report["latency_estimate"]["source"]

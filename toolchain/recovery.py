@@ -133,12 +133,13 @@ def refitted_layers(model, config, ranges) -> list[str]:
     return [layer.name for layer in model.layers if layer.weight in refits]
 
 
-def ranges_for_replay(model, config, ranges):
-    """``ranges`` with the covariances of only the layers ``config`` refits: what ``hanasc apply`` needs to
-    replay the shipped weights, without the statistics of every other layer."""
+def ranges_for_replay(ranges, refitted: list[str]):
+    """``ranges`` with the covariances of only the ``refitted`` layers (:func:`refitted_layers` of the
+    shipped Config): what ``hanasc apply`` needs to replay the shipped weights, without the statistics of
+    every other layer."""
     from dataclasses import replace
 
-    keep = set(refitted_layers(model, config, ranges))
+    keep = set(refitted)
     return replace(ranges, covariances={k: v for k, v in ranges.covariances.items() if k in keep})
 
 
