@@ -21,8 +21,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_kernel_layouts import KERNELS, relax_kernel
 
-from hanasc.passes.blocked_layout import convert_to_blocked
-
 
 def int8_kernel(cin: int, cout: int, hw: int, k: int, stride: int, groups: int):
     """An int8 conv accumulating in int32 (what the quantize pass emits for an int8 layer)."""
@@ -54,7 +52,7 @@ def counts(mod, pipeline: str) -> dict[str, int]:
     else:
         with target:
             executable = tvm.compile(
-                convert_to_blocked(mod),
+                pipelines.to_blocked_layout(mod, target),
                 target=target,
                 relax_pipeline=pipelines.tuned_pipeline(target, database=False),
             )

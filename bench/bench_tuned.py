@@ -29,8 +29,6 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from hanasc.passes.blocked_layout import convert_to_blocked
-
 ENGINES = ("onnxruntime", "tvm-default", "hanasc", "hanasc-tuned")
 
 
@@ -185,7 +183,7 @@ def bench_model(
 ) -> ModelResult:
     import hanasc
     from hanasc.relax_params import bind_weights
-    from hanasc.targets import host, tuning
+    from hanasc.targets import host, pipelines, tuning
 
     loaded = hanasc.load_model(path)
     mod = bind_weights(loaded.mod)
@@ -215,7 +213,8 @@ def bench_model(
         for engine, ms in interleaved_medians(callers, runs).items():
             medians[(engine, threads)] = ms
     set_tvm_threads(1)
-    fused = tuning.tuning_module(convert_to_blocked(mod), tuning.resolve_target(target))
+    resolved = tuning.resolve_target(target)
+    fused = tuning.tuning_module(pipelines.to_blocked_layout(mod, resolved), resolved)
     kernels = kernel_breakdown(first.executable, x, fused)
     return ModelResult(
         name=name,

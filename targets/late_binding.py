@@ -65,12 +65,11 @@ def _compile(mod, target, blocked: bool, schedules: bool, report):
     packed = {k: v for k, v in weights_of(mod).items() if is_packed(v)}
     early = bind_weights(mod, keep_packed=True) if weights_of(mod) else mod
     if blocked:
-        from hanasc.passes.blocked_layout import LayoutReport, convert_to_blocked
-        from hanasc.targets.x86_int8 import supports_pair_kernels
+        from hanasc.passes.blocked_layout import LayoutReport
 
         layout = LayoutReport()
         # x86 with AVX2: int8 pointwise convs as exact vpmaddwd kernels, their weights prepacked below
-        early = convert_to_blocked(early, pair_kernels=supports_pair_kernels(target), report=layout)
+        early = pipelines.to_blocked_layout(early, target, report=layout)
         report.layout, report.layout_line = layout.to_json(), layout.summary()
     elif not pipelines.is_gpu(target):
         report.layout_line = "layout: whole module NCHW (blocked build failed)"

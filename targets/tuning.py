@@ -311,10 +311,9 @@ def tune_and_build(
         stack.enter_context(database_lock(db_path))  # one tuner appends at a time
         database = open_database(db_path)
         if options.blocked and not is_gpu(target):
-            from hanasc.passes.blocked_layout import convert_to_blocked
-            from hanasc.targets.x86_int8 import supports_pair_kernels
+            from hanasc.targets.pipelines import to_blocked_layout
 
-            mod = convert_to_blocked(mod, pair_kernels=supports_pair_kernels(target))  # as the build does
+            mod = to_blocked_layout(mod, target)  # as the build does
         fused = tuning_module(mod, target, options.layout_rewrite)
         tasks = [
             t

@@ -1,0 +1,85 @@
+"""The CPU lowering choices that depend on the target's registers, and the row-matmul (classifier) rule:
+outputs against numpy, schedules by inspection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from hanasc.targets import cortex_a78, host, pipelines
+from hanasc.targets.cpu_schedules import RowMatmul
+
+
+def _x86(mcpu: str):
+    return tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "mtriple": "x86_64-linux-gnu"})
+
+
+def test_layout_blocks_follow_the_register_file():
+    # AVX2: 16 ymm registers of 8 floats, so a 16-channel tile of 8 pixels (16 accumulators) spills
+    assert pipelines.vector_registers(_x86("haswell")) == (8, 16)
+    assert pipelines.layout_blocks(_x86("haswell")) == (8, 4, 2)
+    assert pipelines.layout_blocks(_x86("skylake-avx512")) == (16, 8, 4, 2)
+    assert pipelines.vector_registers(cortex_a78.tvm_target()) == (4, 32)
+    assert pipelines.layout_blocks(cortex_a78.tvm_target()) == (8, 4, 2)
+
+
+def _row_matmul_module(rows: int, k: int, n: int, dtype: str, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    if dtype == "int8":
+        w = rng.integers(-127, 128, (k, n)).astype("int8")
+    else:
+        w = rng.standard_normal((k, n)).astype("float32")
+    bias = rng.standard_normal(n).astype("float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((rows, k), dtype))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(
+                relax.op.matmul(x, relax.const(w), out_dtype="int32" if dtype == "int8" else "float32")
+            )
+            if dtype == "int8":
+                y = bb.emit(relax.op.astype(y, "float32"))
+            out = bb.emit_output(relax.op.add(y, relax.const(bias)))
+        bb.emit_func_output(out)
+    return bb.get(), w, bias
+
+
+def _fused_matmul(mod, target):
+    with target:
+        fused = tvm.transform.Sequential(pipelines.fused_passes(target))(mod)
+    (func,) = [f for gv, f in fused.functions.items() if "matmul" in gv.name_hint]
+    return func
+
+
+@pytest.mark.parametrize(
+    ("rows", "k", "n", "dtype"), [(1, 96, 40, "float32"), (2, 64, 24, "int8"), (1, 33, 48, "int8")]
+)
+def test_row_matmul_is_scheduled_and_exact(rows, k, n, dtype):
+    mod, w, bias = _row_matmul_module(rows, k, n, dtype)
+    target = host.tvm_target()
+    with target:
+        scheduled = RowMatmul().apply(_fused_matmul(mod, target), target, False)
+    assert scheduled is not None
+    script = scheduled.mod.script()
+    assert "T.vectorized" in script and "local" in script  # a register tile along N
+    rng = np.random.default_rng(1)
+    if dtype == "int8":
+        x = rng.integers(-127, 128, (rows, k)).astype("int8")
+        want = (x.astype(np.int64) @ w.astype(np.int64)).astype(np.float32) + bias
+    else:
+        x = rng.standard_normal((rows, k)).astype("float32")
+        want = x @ w + bias
+    got = host.run(host.build_artifact(mod), [x])[0]
+    tolerance = 0 if dtype == "int8" else 1e-4
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=tolerance)
+
+
+def test_row_matmul_leaves_other_forms():
+    target = host.tvm_target()
+    wide, _, _ = _row_matmul_module(16, 32, 24, "float32")  # 16 rows: a GEMM, not this rule's tile
+    odd, _, _ = _row_matmul_module(1, 32, 30, "float32")  # N not a multiple of the vector lanes
+    with target:
+        assert RowMatmul().apply(_fused_matmul(wide, target), target, False) is None
+        assert RowMatmul().apply(_fused_matmul(odd, target), target, False) is None
