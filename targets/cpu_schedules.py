@@ -4,7 +4,7 @@ TVM 0.27 has no CPU schedule library: an untuned convolution is a naive loop nes
 is the reduction, which LLVM cannot vectorize. :class:`BlockedConv` is a dlight rule (applied with
 ``dlight.ApplyDefaultSchedule`` to every fused PrimFunc the tuning database has no record for) that
 gives the ``NCHW16c`` convolutions of :mod:`hanasc.passes.blocked_layout` the classic direct-convolution
-schedule: a register tile of ``x_tile`` output pixels x 16 output channels accumulated in a local buffer,
+schedule: a register tile of ``x_tile`` output pixels x the channel block accumulated in a local buffer,
 the 16-channel block vectorized (one AVX-512 register, four NEON registers), the tile's pixels unrolled,
 the reduction outside them, and the fused epilogue (bias, ReLU6, residual add) applied to the tile as it
 is written back. Any kernel the rule does not recognise is left as it was.
@@ -83,6 +83,10 @@ class BlockedConv(CPUScheduleRule):
 
 
 def _schedule(sch: s_tir.Schedule, blocks: list, conv_index: int, x_tile_limit: int, parallel: bool) -> None:
+    """The direct-convolution schedule of a blocked conv (see the module docstring). The padding of an fp32
+    depthwise conv is inlined (read in place, the border through a select: EfficientNet-Lite0 fp32 16.7 ->
+    15.5 ms, 1 thread, AVX2); other convs pad in a separate vectorized pass (int8 depthwise measured 0.4 ms
+    slower inlined)."""
     conv = blocks[conv_index]
     producers, consumers = blocks[:conv_index], blocks[conv_index + 1 :]
     *middle, last = consumers or [None]
@@ -104,8 +108,14 @@ def _schedule(sch: s_tir.Schedule, blocks: list, conv_index: int, x_tile_limit: 
     outer = sch.fuse(n, oc, y)
     if parallel:
         sch.parallel(outer)
-    for block in producers:  # padding: a separate, vectorized pass (per-row padding measured slower)
-        sch.vectorize(sch.get_loops(block)[-1])
+    inline_padding = sch.get(conv).name_hint.startswith("depthwise") and "float" in str(
+        sch.get(conv).writes[0].source.dtype
+    )
+    for block in producers:
+        if inline_padding:  # fp32 depthwise: read the input in place, the border by a select
+            sch.compute_inline(block)
+        else:  # a separate, vectorized pass (per-row padding measured slower)
+            sch.vectorize(sch.get_loops(block)[-1])
     sch.reverse_compute_at(writeback, xo)
     if epilogue is not None:
         sch.reverse_compute_at(epilogue, xo)

@@ -304,3 +304,44 @@ def test_mixed_int8_fp32_model_with_pair_kernels_matches_fake_quantized(tmp_path
     scale = np.abs(fake).max()
     assert np.abs(real - fake).max() <= 2e-3 * scale
     assert np.abs(real - fp32).max() > 1e-4 * scale  # it really is quantized
+
+
+class DepthwiseNet(nn.Module):
+    """Depthwise convs with padding at stride 1 and 2 (3x3 and 5x5), pointwise convs, a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.dw1 = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.pw1 = nn.Conv2d(16, 32, 1)
+        self.dw2 = nn.Conv2d(32, 32, 5, stride=2, padding=2, groups=32)
+        self.pw2 = nn.Conv2d(32, 24, 1)
+        self.fc = nn.Linear(24, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.clamp(self.stem(x), 0.0, 6.0)
+        y = torch.clamp(self.pw1(torch.clamp(self.dw1(y), 0.0, 6.0)), 0.0, 6.0)
+        y = self.pw2(torch.clamp(self.dw2(y), 0.0, 6.0))
+        return self.fc(y.mean((2, 3)))
+
+
+@pytest.mark.parametrize("bits", [None, 8])
+def test_every_conv_and_matmul_kernel_gets_a_schedule(tmp_path, bits):
+    """A rule that raises on a kernel leaves it as a naive loop nest, silently and 3-5x slower: every
+    convolution and matmul of a MobileNet-style net must come out scheduled, fp32 and W8A8."""
+    torch.manual_seed(0)
+    path = export_module(DepthwiseNet().eval(), SHAPE, tmp_path / "dw.onnx")
+    loaded, ranges, _ = _load_calibrated(path, SHAPE)
+    mod = loaded.mod
+    if bits:
+        config = Config(layers={layer.name: LayerChoice(w_bits=bits, a_bits=8) for layer in loaded.layers})
+        mod = QuantizeLayers(config, ranges)(mod)
+    kernels = _scheduled_kernels(mod)
+    layers = {name: f for name, f in kernels.items() if "conv2d" in name or "matmul" in name}
+    assert len(layers) == 6
+    unscheduled = [name for name, f in layers.items() if not f.attrs.get("tirx.is_scheduled", False)]
+    assert unscheduled == []
+    depthwise = [f.script() for f in layers.values() if "depthwise_conv2d_nchwc" in f.script()]
+    assert len(depthwise) == 2
+    if not bits:  # fp32 depthwise reads its input in place: no padded copy
+        assert all('sblock("pad' not in script for script in depthwise)
