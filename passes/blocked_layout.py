@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import tvm
 from tvm import relax, te
 from tvm.ir import IRModule
@@ -130,49 +131,59 @@ def out_blocked_conv2d(
 
 
 PAIR_CONV = "conv2d_nchwc_int_pairs"  # the block name cpu_schedules.BlockedConv tensorizes with vpmaddwd
+QUAD_CONV = "conv2d_nchwc_int_quads"  # non-negative uint8 codes x int8, tensorized with vpmaddubsw
 # every int8 pointwise conv: with 8-channel blocks (AVX2) the 16-input-channel expand of EfficientNet-Lite0
 # is faster as pairs too (W8A8 13.4 -> 13.0 ms; with 16-channel blocks it had been slower than fp32)
 PAIR_MIN_CHANNELS = 8
 
 
-def pair_kernel_layout(out_block: int) -> str:
-    """The kernel layout of a pair conv: ``(O/ob, Kh, Kw, I/2, ob, 2)``, input channels paired innermost."""
-    return f"OHWI{out_block}o2i"
+def pair_group(data_dtype: str) -> int:
+    """Input channels per intrinsic lane for a marked conv's data: 2 for int16 codes (``vpmaddwd``), 4 for
+    non-negative uint8 codes (``vpmaddubsw``)."""
+    return 4 if str(data_dtype) == "uint8" else 2
+
+
+def pair_kernel_layout(out_block: int, group: int = 2) -> str:
+    """The kernel layout of a pair (quad) conv: ``(O/ob, Kh, Kw, I/g, ob, g)``, ``g`` input channels
+    innermost."""
+    return f"OHWI{out_block}o{group}i"
 
 
 def pair_conv2d(data: te.Tensor, kernel: te.Tensor, strides, padding, dilation, out_dtype: str = "int32"):
-    """``(N, C/b, H, W, b)`` int16 x ``(O/ob, Kh, Kw, C/2, ob, 2)`` int8 -> ``(N, O/ob, OH, OW, ob)`` int32.
+    """``(N, C/b, H, W, b)`` int16 (uint8) x ``(O/ob, Kh, Kw, C/g, ob, g)`` int8 -> ``(N, O/ob, OH, OW, ob)``
+    int32, ``g`` = :func:`pair_group` (2 for int16 data, 4 for uint8).
 
-    The convolution the ``vpmaddwd`` intrinsic computes (:mod:`hanasc.targets.x86_int8`): the reduction is
-    split as (C/b, Kh, Kw, b/2, 2) so that the innermost two input channels are adjacent in both the
-    activation and the weight (no division in the index expressions). ``b`` must be even.
+    The convolution the ``vpmaddwd`` (``vpmaddubsw``) intrinsic computes (:mod:`hanasc.targets.x86_int8`):
+    the reduction is split as (C/b, Kh, Kw, b/g, g) so that the innermost ``g`` input channels are adjacent
+    in both the activation and the weight (no division in the index expressions). ``g`` must divide ``b``.
     """
     n, c_chunks, _, _, block = (int(d) for d in data.shape)
-    o_chunks, kh, kw, _, o_block, _ = (int(d) for d in kernel.shape)
+    o_chunks, kh, kw, _, o_block, group = (int(d) for d in kernel.shape)
     padded, out_h, out_w, (sh, sw), (dh, dw) = _sliding_window(data, kh, kw, strides, padding, dilation)
-    half = block // 2
+    per_block = block // group
     rco, ry, rx = (
         te.reduce_axis((0, c_chunks), "rco"),
         te.reduce_axis((0, kh), "ry"),
         te.reduce_axis((0, kw), "rx"),
     )
-    rci, k = te.reduce_axis((0, half), "rci"), te.reduce_axis((0, 2), "k")
+    rci, k = te.reduce_axis((0, per_block), "rci"), te.reduce_axis((0, group), "k")
     return te.compute(
         (n, o_chunks, out_h, out_w, o_block),
         lambda b, oc, y, x, ob: te.sum(
-            padded[b, rco, y * sh + ry * dh, x * sw + rx * dw, rci * 2 + k].astype(out_dtype)
-            * kernel[oc, ry, rx, rco * half + rci, ob, k].astype(out_dtype),
+            padded[b, rco, y * sh + ry * dh, x * sw + rx * dw, rci * group + k].astype(out_dtype)
+            * kernel[oc, ry, rx, rco * per_block + rci, ob, k].astype(out_dtype),
             axis=[rco, ry, rx, rci, k],
         ),
-        name=PAIR_CONV,
+        name=QUAD_CONV if group == 4 else PAIR_CONV,
     )
 
 
 def mark_pair_convs(mod: IRModule, min_channels: int = PAIR_MIN_CHANNELS) -> IRModule:
     """Ask for the pair kernel: every int8 x int8 -> int32 pointwise conv2d (1x1, ``groups=1``, NCHW) with at
     least ``min_channels`` input channels, channel counts multiples of 8 and its weight a parameter, gets its
-    data cast to int16 (same codes). :func:`convert_to_blocked` lowers int16 x int8 blocked convs with
-    :func:`pair_conv2d`."""
+    data cast to int16 (same codes), or to uint8 where the codes cannot be negative (the input is a ReLU /
+    ReLU6 / sigmoid output: :func:`nonnegative`). :func:`convert_to_blocked` lowers int16 (uint8) x int8
+    blocked convs with :func:`pair_conv2d`."""
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):
             mod[gv] = _MarkPairConvs(min_channels).visit_expr(func)
@@ -206,8 +217,99 @@ class _MarkPairConvs(relax.PyExprMutator):
         call = super().visit_call_(call)
         if call.op != tvm.ir.Op.get("relax.nn.conv2d") or not _is_pair_candidate(call, self.min_channels):
             return call
-        data = relax.op.astype(call.args[0], "int16")
+        codes = "uint8" if nonnegative(call.args[0], self._binding) else "int16"
+        data = relax.op.astype(call.args[0], codes)
         return relax.Call(call.op, [data, call.args[1]], call.attrs)
+
+    def _binding(self, var: relax.Var):
+        try:
+            return self.lookup_binding(var)
+        except Exception:  # a function parameter
+            return None
+
+
+_NONNEG_ALWAYS = {"relax.nn.relu", "relax.sigmoid", "relax.abs", "relax.exp", "relax.sqrt"}
+_NONNEG_KEEP = {
+    "relax.round",
+    "relax.astype",
+    "relax.mean",
+    "relax.sum",
+    "relax.nn.avg_pool2d",
+    "relax.nn.max_pool2d",
+    "relax.nn.adaptive_avg_pool2d",
+    "relax.layout_transform",
+    "relax.reshape",
+}
+
+
+def nonnegative(expr: relax.Expr, binding, depth: int = 24) -> bool:
+    """Whether ``expr`` (followed through ``binding(var)``: its bound value, or None) can never be negative,
+    proven from its ops: ReLU / sigmoid outputs, ``maximum`` with a non-negative side, ``minimum`` and
+    ``clip`` of non-negative values or with a lower bound >= 0, and ops that keep the sign (round, casts,
+    pooling, layout changes, ``divide`` / ``multiply`` by positive constants). Unknown ops: False."""
+    if depth == 0:
+        return False
+    constant = _constant(expr, binding)
+    if constant is not None:
+        return bool((constant >= 0).all())
+    if isinstance(expr, relax.Var):
+        value = binding(expr)
+        return value is not None and nonnegative(value, binding, depth - 1)
+    if not isinstance(expr, relax.Call) or not isinstance(expr.op, tvm.ir.Op):
+        return False
+    name, args = expr.op.name, expr.args
+
+    def nonneg(e) -> bool:
+        return nonnegative(e, binding, depth - 1)
+
+    if name in _NONNEG_ALWAYS:
+        return True
+    if name in _NONNEG_KEEP:
+        return nonneg(args[0])
+    if name == "relax.maximum":
+        return nonneg(args[0]) or nonneg(args[1])
+    if name == "relax.minimum":
+        return nonneg(args[0]) and nonneg(args[1])
+    if name == "relax.clip":
+        low = args[1]
+        value = getattr(low, "value", None)
+        value = getattr(value, "value", value)  # a PrimValue wraps its PrimExpr
+        bound = isinstance(value, (int, float)) and value >= 0
+        return bound or nonneg(args[0])
+    if name in ("relax.multiply", "relax.divide"):
+        return nonneg(args[0]) and _positive_constant(args[1], binding)
+    if name == "relax.add":
+        return nonneg(args[0]) and nonneg(args[1])
+    return False
+
+
+def _positive_constant(expr: relax.Expr, binding) -> bool:
+    constant = _constant(expr, binding)
+    return constant is not None and bool((constant > 0).all())
+
+
+def _constant(expr: relax.Expr, binding, depth: int = 8) -> np.ndarray | None:
+    """The value of ``expr`` when it is a constant expression (constants, ``isnan``, ``where``, ``reshape``:
+    what the ONNX importer emits for a ``Clip`` bound), else None."""
+    if depth == 0:
+        return None
+    if isinstance(expr, relax.Var):
+        value = binding(expr)
+        return None if value is None else _constant(value, binding, depth - 1)
+    if isinstance(expr, tvm.ir.expr.Constant):
+        return expr.value.numpy()
+    if not isinstance(expr, relax.Call) or not isinstance(expr.op, tvm.ir.Op):
+        return None
+    name = expr.op.name
+    if name not in ("relax.isnan", "relax.where", "relax.reshape"):
+        return None
+    count = 3 if name == "relax.where" else 1
+    args = [_constant(a, binding, depth - 1) for a in expr.args[:count]]
+    if any(a is None for a in args):
+        return None
+    if name == "relax.isnan":
+        return np.isnan(args[0])
+    return np.where(*args) if name == "relax.where" else args[0]
 
 
 def _exact_float_dtype(data_dtype: str, kernel_dtype: str, out_dtype: str, reduction: int) -> str:
@@ -581,21 +683,25 @@ class _LowerBlockedConvs(relax.PyExprMutator):
         weight = self._pair_weight(call) if self.pairs else None
         if weight is not None:
             attrs = call.attrs
-            packed = relax.op.layout_transform(weight, _pair_index_map(int(call.ty.shape[-1])))
+            group = pair_group(call.args[0].ty.dtype)
+            packed = relax.op.layout_transform(weight, _pair_index_map(int(call.ty.shape[-1]), group))
             return self.builder_.call_te(
                 pair_conv2d,
                 call.args[0],
                 self.builder_.emit(packed),
                 *_window_attrs(attrs),
                 "int32",
-                primfunc_name_hint=PAIR_CONV,
+                primfunc_name_hint=QUAD_CONV if group == 4 else PAIR_CONV,
             )
         return call if self.pairs_only else legalize_blocked_conv2d(self.builder_, call)
 
     def _pair_weight(self, call: relax.Call):
-        """The OIHW int8 weight parameter of an int16 x int8 -> int32 blocked conv (None: not a pair conv)."""
+        """The OIHW int8 weight parameter of an int16 (uint8) x int8 -> int32 blocked conv (None: not a pair
+        conv)."""
         data, kernel = call.args
-        if str(data.ty.dtype) != "int16" or str(kernel.ty.dtype) != "int8" or int(call.attrs.groups) != 1:
+        if str(data.ty.dtype) not in ("int16", "uint8") or str(kernel.ty.dtype) != "int8":
+            return None
+        if int(call.attrs.groups) != 1 or int(data.ty.shape[-1]) % pair_group(data.ty.dtype):
             return None
         if str(call.attrs.out_dtype) != "int32" or int(call.ty.shape[-1]) % 8:
             return None
@@ -603,7 +709,7 @@ class _LowerBlockedConvs(relax.PyExprMutator):
         if not _is_unpadded_transform(source) or not isinstance(source.args[0], relax.Var):
             return None
         weight = source.args[0]
-        if len(weight.ty.shape) != 4 or int(weight.ty.shape[1]) % 2:
+        if len(weight.ty.shape) != 4 or int(weight.ty.shape[1]) % pair_group(data.ty.dtype):
             return None
         return weight
 
@@ -634,10 +740,10 @@ class _LegalizeOps(relax.PyExprMutator):
         return call
 
 
-def _pair_index_map(out_block: int):
-    """OIHW -> :func:`pair_kernel_layout` (``(O/ob, Kh, Kw, I/2, ob, 2)``)."""
+def _pair_index_map(out_block: int, group: int = 2):
+    """OIHW -> :func:`pair_kernel_layout` (``(O/ob, Kh, Kw, I/g, ob, g)``)."""
     return tvm.tirx.IndexMap.from_func(
-        lambda o, i, y, x: (o // out_block, y, x, i // 2, o % out_block, i % 2), ndim=4
+        lambda o, i, y, x: (o // out_block, y, x, i // group, o % out_block, i % group), ndim=4
     )
 
 

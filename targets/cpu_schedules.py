@@ -22,6 +22,7 @@ from tvm.target import Target
 CONV_BLOCKS = ("conv2d_nchwc", "depthwise_conv2d_nchwc")
 OUT_BLOCKED = "conv2d_nchw_oblocked"  # an NCHW conv computed in output-channel blocks (blocked_layout)
 PAIR_CONV = "conv2d_nchwc_int_pairs"  # int16 x int8 pairs, tensorized with vpmaddwd (targets.x86_int8)
+QUAD_CONV = "conv2d_nchwc_int_quads"  # uint8 x int8 quads, tensorized with vpmaddubsw (targets.x86_int8)
 
 
 def x_tile(width: int, limit: int = 8) -> int:
@@ -69,7 +70,7 @@ class BlockedConv(CPUScheduleRule):
         if len(convs) != 1:
             return None
         schedule = _schedule_out_blocked if names[convs[0]].startswith(OUT_BLOCKED) else _schedule
-        if names[convs[0]].startswith(PAIR_CONV):
+        if names[convs[0]].startswith((PAIR_CONV, QUAD_CONV)):
             from hanasc.targets import x86_int8
 
             if not x86_int8.supports_pair_kernels(target):
@@ -174,7 +175,7 @@ def _schedule_pairs(
         sch.vectorize(sch.get_loops(epilogue)[-1])
     init = sch.decompose_reduction(conv, rco)
     sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(oi, x86_int8.register())
+    sch.tensorize(oi, x86_int8.register(int(sch.get(k).extent)))
     sch.unroll(xi)
     if not oc_outer:
         sch.unroll(oo)

@@ -19,7 +19,7 @@ from tvm import relax
 
 import hanasc
 from hanasc.calibration import calibrate
-from hanasc.passes.blocked_layout import PAIR_CONV, convert_to_blocked
+from hanasc.passes.blocked_layout import PAIR_CONV, QUAD_CONV, convert_to_blocked
 from hanasc.passes.config import Config, LayerChoice
 from hanasc.passes.quantize import FakeQuantizeLayers, QuantizeLayers
 from hanasc.relax_params import bind_weights, is_packed, weights_of
@@ -211,7 +211,7 @@ def _pointwise_module(cin: int, cout: int, size: int, w: np.ndarray):
 
 
 def _pair_kernels(mod) -> dict[str, tvm.tirx.PrimFunc]:
-    """The scheduled pair-conv PrimFuncs of ``mod`` in the host pipeline (pair kernels on)."""
+    """The scheduled pair- and quad-conv PrimFuncs of ``mod`` in the host pipeline (pair kernels on)."""
     target = host.tvm_target()
     mod = convert_to_blocked(bind_weights(mod, keep_packed=True), pair_kernels=True)
     with target:
@@ -220,7 +220,7 @@ def _pair_kernels(mod) -> dict[str, tvm.tirx.PrimFunc]:
     return {
         gv.name_hint: f
         for gv, f in mod.functions.items()
-        if isinstance(f, tvm.tirx.PrimFunc) and PAIR_CONV in gv.name_hint
+        if isinstance(f, tvm.tirx.PrimFunc) and (PAIR_CONV in gv.name_hint or QUAD_CONV in gv.name_hint)
     }
 
 
@@ -258,6 +258,78 @@ def test_pair_kernel_uses_vpmaddwd(tmp_path):
             [objdump, "-d", str(lib)], capture_output=True, text=True, check=True
         ).stdout
         assert "vpmaddwd" in assembly
+
+
+def _relu_pointwise_module(cin: int, cout: int, size: int, w: np.ndarray, floor: str):
+    """``conv2d(max(x, floor), w)`` on int8 codes: ``floor`` "zero" (a ReLU: the codes cannot be negative),
+    "importer" (0 through ``where(isnan(0), -inf, 0)``, as TVM's ONNX importer writes a Clip bound) or
+    "negative" (-1: they can)."""
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType((1, cin, size, size), "int8"))
+    wv = relax.Var("w", relax.TensorType(w.shape, "int8"))
+    with bb.function("main", [xv, wv], attrs={"num_input": 1}):
+        with bb.dataflow():
+            if floor == "importer":
+                zero = relax.const(0.0, "float32")
+                low = bb.emit(
+                    relax.op.where(relax.op.isnan(zero), relax.const(float("-inf"), "float32"), zero)
+                )
+                xf = bb.emit(relax.op.maximum(relax.op.astype(xv, "float32"), low))
+                data = bb.emit(relax.op.astype(relax.op.round(xf), "int8"))
+            else:
+                data = bb.emit(relax.op.maximum(xv, relax.const(0 if floor == "zero" else -1, "int8")))
+            y = bb.emit_output(relax.op.nn.conv2d(data, wv, out_dtype="int32"))
+        bb.emit_func_output(y)
+    return _with_params(bb.get(), {"w": w})
+
+
+def _int8_kernels(mod, name: str) -> dict[str, tvm.tirx.PrimFunc]:
+    target = host.tvm_target()
+    mod = convert_to_blocked(bind_weights(mod, keep_packed=True), pair_kernels=True)
+    with target:
+        mod = tvm.transform.Sequential(pipelines.fused_passes(target))(mod)
+        mod = tvm.transform.Sequential(pipelines.default_schedule_passes(target))(mod)
+    return {gv.name_hint: f for gv, f in mod.functions.items() if name in gv.name_hint}
+
+
+@needs_avx2
+@pytest.mark.parametrize("floor", ["zero", "importer"])
+@pytest.mark.parametrize("cin,cout,size", [(40, 16, 7), (144, 24, 14), (16, 8, 12)])
+def test_quad_kernel_on_nonnegative_codes_is_exact(cin, cout, size, floor):
+    """A pointwise conv whose int8 input cannot be negative runs as uint8 x int8 quads (vpmaddubsw): exact,
+    the largest pair sums (127 * 127 * 2 and 127 * -128 * 2) included."""
+    rng = np.random.default_rng(cin * cout)
+    x = rng.integers(-127, 128, (1, cin, size, size)).astype(np.int8)
+    w = rng.integers(-128, 128, (cout, cin, 1, 1)).astype(np.int8)
+    x[0, :, :2, :2], w[0], w[1] = 127, 127, -128
+    mod = _relu_pointwise_module(cin, cout, size, w, floor)
+    kernels = _int8_kernels(mod, QUAD_CONV)
+    assert (
+        len(kernels) == 1
+        and kernels
+        and all(f.attrs.get("tirx.is_scheduled", False) for f in kernels.values())
+    )
+    assert "llvm.x86.avx2.pmadd.ub.sw" in next(iter(kernels.values())).script()
+    got = host.run(compile_late_bound(mod, host.tvm_target()), [x])[0]
+    relu = np.maximum(x[0].astype(np.int64), 0)
+    want = np.einsum("chw,oc->ohw", relu, w[:, :, 0, 0].astype(np.int64))[None]
+    np.testing.assert_array_equal(got, want.astype(np.int32))
+
+
+@needs_avx2
+def test_signed_codes_stay_on_pairs(tmp_path):
+    w = np.random.default_rng(4).integers(-127, 128, (16, 32, 1, 1)).astype(np.int8)
+    mod = _relu_pointwise_module(32, 16, 8, w, "negative")
+    assert not _int8_kernels(mod, QUAD_CONV) and len(_int8_kernels(mod, PAIR_CONV)) == 1
+    objdump = shutil.which("objdump")
+    if objdump:  # and the quad kernel's library really runs vpmaddubsw
+        lib = tmp_path / "quad.so"
+        quad = _relu_pointwise_module(32, 16, 8, w, "zero")
+        compile_late_bound(quad, host.tvm_target()).export_library(str(lib))
+        assembly = subprocess.run(
+            [objdump, "-d", str(lib)], capture_output=True, text=True, check=True
+        ).stdout
+        assert "vpmaddubsw" in assembly
 
 
 def test_pair_kernels_only_on_x86_avx2():
