@@ -117,3 +117,24 @@ def test_shipped_layer_times_drive_the_estimate(test_models, tmp_path, monkeypat
     int8 = costs.config_costs(Config({producer.name: LayerChoice(w_bits=8, a_bits=8)}))
     assert int8.int8_s > 0 and int8.float_s < identity.seconds
     assert "measured in the shipped artifact (float32)" in costs.source()["model"]
+
+
+def test_uniform_int8_is_a_candidate_when_it_fits(costs):
+    """The searched front may hold only changes the simulator scores lower; uniform W8A8 is verified too
+    when its estimate fits the budget, and not added twice or over the budget."""
+    from hanasc.compile_pipeline import _uniform_int8_candidate
+    from hanasc.search import Budgets, Candidate
+
+    class Flat:
+        def predict(self, genomes):
+            return np.full(len(genomes), 0.5)
+
+    space = costs.space
+    int8 = uniform_genome(space, (8, 8))
+    lat = float(costs(int8[None])[0][0])
+    (added,) = _uniform_int8_candidate(space, Flat(), costs, Budgets(latency_ms=lat * 1.01), [])
+    assert added.genome == int8.tolist() and added.latency_ms == pytest.approx(lat)
+    assert _uniform_int8_candidate(space, Flat(), costs, Budgets(latency_ms=lat * 1.01), [added]) == []
+    assert _uniform_int8_candidate(space, Flat(), costs, Budgets(latency_ms=lat * 0.5), []) == []
+    other = Candidate(space.identity().tolist(), 0.9, lat, 1.0)
+    assert len(_uniform_int8_candidate(space, Flat(), costs, Budgets(latency_ms=lat * 1.01), [other])) == 1

@@ -594,6 +594,7 @@ def _compile_in(
         ):
             unique.append(cand)
             extra += 1
+    unique += _uniform_int8_candidate(space, predictor, costs, budgets, unique)
     stage.start("re-evaluating the best candidates on held-out data", len(unique))
     held_out: dict[tuple, float] = {}
     for c in unique:
@@ -772,6 +773,18 @@ class VerifiedModel:
     candidate: Candidate
     figures: dict
     summary: Verified
+
+
+def _uniform_int8_candidate(space: SearchSpace, predictor, costs, budgets, unique: list[Candidate]) -> list:
+    """Uniform W8A8 as a candidate of its own when its estimate fits the budgets: the precision change
+    that costs the least accuracy, measured before the search on the host, so the search's best front
+    (which may hold only changes the simulator scores lower) never leaves the user without it."""
+    int8 = uniform_genome(space, (8, 8))
+    if int8 is None or any(list(int8) == list(u.genome) for u in unique):
+        return []
+    lat, mem, energy = (float(v[0]) for v in costs(int8[None]))
+    candidate = Candidate(int8.tolist(), float(predictor.predict(int8[None])[0]), lat, mem, energy)
+    return [candidate] if candidate.feasible(budgets) else []
 
 
 def _verify_ranked(
