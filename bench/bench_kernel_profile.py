@@ -70,6 +70,7 @@ def hanasc_profile(model, config, ranges, x: np.ndarray, runs: int) -> tuple[dic
     import tvm
     from tvm import relax
 
+    from hanasc.layer_timing import kernel_call_times
     from hanasc.recovery import materialize_recovered
     from hanasc.targets import host, pipelines
 
@@ -93,31 +94,12 @@ def hanasc_profile(model, config, ranges, x: np.ndarray, runs: int) -> tuple[dic
         start = time.perf_counter()
         vm["main"](arg)
         whole.append((time.perf_counter() - start) * 1e3)
-    calls: list[str] = []
-    started: list[float] = []
-    samples: dict[int, list[float]] = defaultdict(list)
-
-    def instrument(_func, name, before_run, _ret, *_args):
-        if name.startswith("vm.builtin"):
-            return 0
-        if before_run:
-            calls.append(name)
-            started.append(time.perf_counter())
-        else:
-            samples[len(calls) - 1].append((time.perf_counter() - started[-1]) * 1e3)
-        return 0
-
-    vm.set_instrument(instrument)
-    order: list[str] = []
-    for _ in range(runs):
-        calls.clear()
-        started.clear()
-        vm["main"](arg)
-        order = order or list(calls)
+    timed = kernel_call_times(vm, [arg], runs)
+    if timed is None:
+        raise SystemExit("the artifact's kernel call sequence changes between runs")
     rows = []
     by_kind: dict[str, float] = defaultdict(float)
-    for i, name in enumerate(order):
-        ms = statistics.median(samples[i])
+    for name, ms in zip(*timed, strict=True):
         kind = kernel_kind(name, shapes.get(name, []))
         by_kind[kind] += ms
         rows.append((ms, name, kind))

@@ -60,21 +60,6 @@ def _pmaddwd_8x2_i16():
     from tvm.script import tirx as T
 
     @T.prim_func(s_tir=True)
-    def desc(
-        A: T.Buffer((2,), "int16", offset_factor=1),
-        B: T.Buffer((LANES, 2), "int8", offset_factor=1),
-        C: T.Buffer((LANES,), "int32", offset_factor=1, scope="local"),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:LANES], A[0:2], B[0:LANES, 0:2])
-            T.writes(C[0:LANES])
-            for i in T.serial(0, LANES):
-                for k in T.serial(0, 2):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-    @T.prim_func(s_tir=True)
     def impl(
         A: T.Buffer((2,), "int16", offset_factor=1),
         B: T.Buffer((LANES, 2), "int8", offset_factor=1),
@@ -90,7 +75,30 @@ def _pmaddwd_8x2_i16():
                 T.llvm_lookup_intrinsic_id(_LLVM_INTRIN), a_vec, b_vec, dtype="int32x8"
             )
 
-    return desc, impl
+    return _dot_desc(2, "int16"), impl
+
+
+def _dot_desc(group: int, activation_dtype: str):
+    """The computation both intrinsics match: ``C[i] += sum_k A[k] * B[i, k]``, i < 8, k < ``group``, in
+    int32."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((group,), activation_dtype, offset_factor=1),
+        B: T.Buffer((LANES, group), "int8", offset_factor=1),
+        C: T.Buffer((LANES,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:LANES], A[0:group], B[0:LANES, 0:group])
+            T.writes(C[0:LANES])
+            for i in T.serial(0, LANES):
+                for k in T.serial(0, group):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
 
 
 def _pmaddubsw_8x4_u8():
@@ -100,21 +108,6 @@ def _pmaddubsw_8x4_u8():
     saturates for codes <= 127 and weights in -127..127), ``vpmaddwd`` by ones adds those pairs into int32.
     32 multiply-adds in two instructions, against 16 for :data:`PMADDWD_I16`."""
     from tvm.script import tirx as T
-
-    @T.prim_func(s_tir=True)
-    def desc(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((LANES, 4), "int8", offset_factor=1),
-        C: T.Buffer((LANES,), "int32", offset_factor=1, scope="local"),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:LANES], A[0:4], B[0:LANES, 0:4])
-            T.writes(C[0:LANES])
-            for i in T.serial(0, LANES):
-                for k in T.serial(0, 4):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -137,7 +130,7 @@ def _pmaddubsw_8x4_u8():
                 dtype="int32x8",
             )
 
-    return desc, impl
+    return _dot_desc(4, "uint8"), impl
 
 
 def host_kernel_paths() -> str:

@@ -32,14 +32,10 @@ def is_layer_kernel(name: str) -> bool:
     return not name.startswith("vm.builtin") and any(m in name for m in LAYER_KERNEL_MARKERS)
 
 
-def time_layers(executable, inputs: list[np.ndarray], layer_names: list[str], runs: int = 10):
-    """:class:`ShippedTimes` of ``executable`` on this CPU, or None when its layer kernels do not map one
-    to one onto ``layer_names``."""
-    import tvm
-    from tvm import relax
-
-    vm = relax.VirtualMachine(executable, tvm.cpu())
-    args = [tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs]
+def kernel_call_times(vm, args: list, runs: int) -> tuple[list[str], list[float]] | None:
+    """``(kernel names in call order, median ms of each call)`` of ``vm["main"](*args)`` over ``runs``
+    instrumented runs (after one uninstrumented warm-up); None when the call sequence changes between
+    runs."""
     calls: list[str] = []
     started: list[float] = []
     samples: dict[int, list[float]] = defaultdict(list)
@@ -62,9 +58,23 @@ def time_layers(executable, inputs: list[np.ndarray], layer_names: list[str], ru
         started.clear()
         vm["main"](*args)
         order = order or list(calls)
-        if calls != order:  # a data-dependent call sequence: not a fixed pipeline
+        if calls != order:
             return None
-    kernel_ms = [statistics.median(samples[i]) for i in range(len(order))]
+    return order, [statistics.median(samples[i]) for i in range(len(order))]
+
+
+def time_layers(executable, inputs: list[np.ndarray], layer_names: list[str], runs: int = 10):
+    """:class:`ShippedTimes` of ``executable`` on this CPU, or None when its layer kernels do not map one
+    to one onto ``layer_names``."""
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    args = [tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs]
+    timed = kernel_call_times(vm, args, runs)
+    if timed is None:  # a data-dependent call sequence: not a fixed pipeline
+        return None
+    order, kernel_ms = timed
     layer_calls = [i for i, name in enumerate(order) if is_layer_kernel(name)]
     if len(layer_calls) != len(layer_names):
         return None
