@@ -172,13 +172,14 @@ print(json.dumps({"base": base, "peak": peak[0]}))
 
 
 def check_artifact(mod, workdir: Path | None = None) -> ArtifactCheck:
-    """Export the host build to a .so and run it in a fresh process: file size and peak RSS over baseline."""
-    from hanasc.cost_models.measure import build_for
+    """Export the host artifact (the shipped build: :func:`hanasc.targets.host.build_artifact`) to a .so and
+    run it in a fresh process: file size and peak RSS over baseline."""
+    from hanasc.targets import host
 
     mod = _bound(mod)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = Path(tmp) / "model.so"
-        export_library(build_for(mod, "host"), path)
+        export_library(host.build_artifact(mod), path)
         shapes = [([int(d) for d in p.ty.shape], str(p.ty.dtype)) for p in mod["main"].params]
         done = subprocess.run(
             [sys.executable, "-c", RUNNER, str(path), json.dumps(shapes)],

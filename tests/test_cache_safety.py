@@ -263,3 +263,21 @@ def test_output_folder_left_by_a_killed_writer_is_cleaned(tmp_path):
     with atomic_dir(tmp_path / "out") as tmp:
         (tmp / "f").write_text("x")
     assert not leftover.exists() and mine.exists() and (tmp_path / "out" / "f").is_file()
+
+
+def test_ctrl_c_ends_in_one_line_and_writes_nothing(compile_case, tmp_path):
+    """SIGINT during a compile: exit 130, one line on stderr (no "Aborted!", no traceback), no output."""
+    _, data, model = compile_case
+    copy = tmp_path / "ctrl-c.onnx"
+    copy.write_bytes(model.read_bytes())
+    out = tmp_path / "out"
+    run = _hanasc(_args(copy, data, "--out", str(out)))
+    time.sleep(5)  # past the imports, into calibration and the search
+    assert run.poll() is None
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert lines[-1].startswith("hanasc: interrupted (Ctrl-C)")
+    assert "Traceback" not in err and "Aborted!" not in err
+    assert not out.exists()

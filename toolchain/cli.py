@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -529,11 +530,14 @@ def main() -> None:
     """Entry point: run the app; bad input becomes one line on stderr and exit code 2.
 
     A :class:`HanascError` (a file, node or option the user can fix) exits 2. Running out of memory ends
-    with one line too (exit 1). Any other exception is a bug in hanasc: one line that
-    says so (exit 1), or the full traceback with ``HANASC_DEBUG=1``.
+    with one line too (exit 1), Ctrl-C with one line and exit code 130. Any other exception is a bug in
+    hanasc: one line that says so (exit 1), or the full traceback with ``HANASC_DEBUG=1``.
     """
+    signal.signal(signal.SIGINT, _interrupted)
     try:
         app()
+    except Interrupted:
+        _fail("interrupted (Ctrl-C); outputs are renamed into place only when complete", 130)
     except HanascError as exc:
         _fail(f"error: {exc}", exc.exit_code)
     except MemoryError:
@@ -548,6 +552,16 @@ def main() -> None:
             "a bug in hanasc: rerun with HANASC_DEBUG=1 for the traceback)",
             1,
         )
+
+
+class Interrupted(BaseException):
+    """Ctrl-C, raised instead of ``KeyboardInterrupt`` so that it passes click (which would print a bare
+    "Aborted!") and ends in one line from :func:`main`; ``finally`` blocks and context managers (locks,
+    temporary output folders) still run."""
+
+
+def _interrupted(_signum, _frame) -> None:
+    raise Interrupted()
 
 
 def _fail(message: str, code: int) -> None:
