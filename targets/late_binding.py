@@ -125,6 +125,8 @@ def prepack_weights(mod, values: dict[str, np.ndarray]) -> tuple:
     body = mutator.visit_expr(func.body)
     if not mutator.new_values:
         return mod, values
+    # the unpacking of a repacked weight in its old order is left unused: drop it (and its parameter)
+    body = relax.analysis.remove_all_unused(body)
     used = {v.name for v in relax.analysis.free_vars(body)}
     params = [p for p in func.params if p.name in used or p.name not in values] + mutator.new_params
     out = {k: v for k, v in {**values, **mutator.new_values}.items() if k in used}
@@ -169,19 +171,91 @@ def _prepack_mutator(values: dict[str, np.ndarray]):
 
         def visit_call_(self, call):
             call = super().visit_call_(call)
-            if (
-                not call.args
-                or not isinstance(call.args[0], relax.Var)
-                or call.args[0].name not in self.values
-            ):
+            if not call.args or not isinstance(call.args[0], relax.Var):
                 return call
+            if call.args[0].name not in self.values:
+                return self._repacked(call)
             result = _prepacked_value(call, self.values[call.args[0].name])
             if result is None:
                 return call
-            name = f"{call.args[0].name}.packed{len(self.new_params)}"
-            var = relax.Var(name, relax.TensorType(result.shape, str(result.dtype)))
-            self.new_values[name] = result
+            return self._new_param(call.args[0].name, result)
+
+        def _binding(self, var):
+            try:
+                return self.lookup_binding(var)
+            except Exception:  # a function parameter
+                return None
+
+        def _new_param(self, source: str, value: np.ndarray):
+            name = f"{source}.packed{len(self.new_params)}"
+            var = relax.Var(name, relax.TensorType(value.shape, str(value.dtype)))
+            self.new_values[name] = value
             self.new_params.append(var)
             return var
 
+        def _repacked(self, call):
+            """A layout op on 4/2-bit weights unpacked in the graph: the weights packed again in the
+            layout the op produces, so only the unpacking runs per inference (no transform, no
+            transpose)."""
+            from hanasc.passes.packing import pack_bits, unpack_bits, unpack_expr
+
+            found = _unpacked_param(call.args[0], self._binding, self.values)
+            if found is None:
+                return call
+            source, bits, shape = found
+            result = _prepacked_value(call, unpack_bits(self.values[source], bits, shape))
+            if result is None:
+                return call
+            return unpack_expr(self._new_param(source, pack_bits(result, bits)), bits, result.shape)
+
     return Prepack(values)
+
+
+_UNPACK_OPS = {
+    "relax.reshape",
+    "relax.strided_slice",
+    "relax.concat",
+    "relax.expand_dims",
+    "relax.right_shift",
+    "relax.astype",
+    "relax.left_shift",
+}
+
+
+def _unpacked_param(var, lookup, values: dict) -> tuple[str, int, tuple[int, ...]] | None:
+    """``(parameter, bits, shape)`` when ``var`` is :func:`hanasc.passes.packing.unpack_expr` of one packed
+    late-bound parameter (the ops it emits, constants and that parameter only), else None."""
+    import tvm
+    from tvm import relax
+
+    value = lookup(var)
+    if not isinstance(value, relax.Call) or value.op != tvm.ir.Op.get("relax.reshape"):
+        return None
+    params: set[str] = set()
+    fields = 0
+    stack, seen = [value], 0
+    while stack and seen < 64:
+        expr, seen = stack.pop(), seen + 1
+        if isinstance(expr, relax.Var):
+            if expr.name in values:
+                params.add(expr.name)
+                continue
+            bound = lookup(expr)
+            if bound is None:
+                return None
+            stack.append(bound)
+        elif isinstance(expr, relax.Tuple):
+            stack.extend(expr.fields)
+        elif isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            if expr.op.name not in _UNPACK_OPS:
+                return None
+            if expr.op.name == "relax.concat":
+                fields = len(expr.args[0].fields) if isinstance(expr.args[0], relax.Tuple) else 0
+            stack.extend(a for a in expr.args if isinstance(a, (relax.Var, relax.Tuple, relax.Call)))
+        elif not isinstance(expr, (tvm.ir.expr.Constant, relax.ShapeExpr)):
+            return None
+    if stack or len(params) != 1 or fields not in (2, 4):
+        return None
+    (source,) = params
+    shape = tuple(int(d) for d in value.ty.shape)
+    return source, 8 // fields, shape

@@ -25,7 +25,7 @@ from hanasc.passes.quantize import FakeQuantizeLayers, QuantizeLayers
 from hanasc.relax_params import bind_weights, is_packed, weights_of
 from hanasc.targets import host, pipelines
 from hanasc.targets.cpu_schedules import Injective
-from hanasc.targets.late_binding import compile_late_bound, prepack_weights
+from hanasc.targets.late_binding import _unpacked_param, compile_late_bound, prepack_weights
 from hanasc.targets.x86_int8 import supports_pair_kernels
 
 SHAPE = (1, 3, 32, 32)
@@ -189,6 +189,34 @@ def test_prepacked_weights_leave_no_layout_op_on_parameters(stem_net):
             "relax.permute_dims",
         ):
             assert not (isinstance(value.args[0], relax.Var) and value.args[0].name in params)
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_packed_weights_are_repacked_in_the_layout_their_op_reads(stem_net, bits):
+    """4/2-bit weights stay packed, but in the order the conv / classifier reads them: per inference only
+    the unpacking runs (no layout_transform or transpose of unpacked weights), and the outputs are those
+    of the same model with the weights unpacked in the original order (int8 storage)."""
+    _, loaded, _, ranges = stem_net
+    config = Config(layers={layer.name: LayerChoice(w_bits=bits, a_bits=8) for layer in loaded.layers})
+    mod = QuantizeLayers(config, ranges)(loaded.mod)
+    packed = {k: v for k, v in weights_of(mod).items() if is_packed(v)}
+    assert packed
+    early = convert_to_blocked(
+        bind_weights(mod, keep_packed=True), pair_kernels=supports_pair_kernels(host.tvm_target())
+    )
+    prepacked, values = prepack_weights(early, packed)
+    repacked = [name for name in values if ".packed" in name]
+    assert repacked and all(values[name].dtype == np.uint8 for name in repacked)
+    assert sum(v.size for v in values.values()) <= sum(v.size for v in packed.values()) + 8 * len(packed)
+    bindings = {b.var: b.value for b in prepacked["main"].body.blocks[0].bindings}
+    layout_ops = ("relax.layout_transform", "relax.permute_dims")
+    for value in bindings.values():
+        if isinstance(value, relax.Call) and value.op.name in layout_ops:  # none on unpacked weights
+            assert _unpacked_param(value.args[0], bindings.get, values) is None
+    x = _input()
+    got = host.run(compile_late_bound(mod, host.tvm_target()), [x])[0]
+    plain = host.run(host.build(bind_weights(mod)), [x])[0]  # weights folded as int8 constants
+    np.testing.assert_allclose(got, plain, rtol=0, atol=2e-3 * np.abs(plain).max())
 
 
 # ---------------------------------------------------------------------------------------------------------
