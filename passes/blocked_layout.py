@@ -27,6 +27,8 @@ from tvm import relax, te
 from tvm.ir import IRModule
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
+from hanasc.relax_params import bound_value
+
 BLOCKS = (16, 8, 4, 2)  # tried in order; a conv none divides (the RGB stem, odd widths) stays NCHW
 _BLOCKED = re.compile(r"NCHW(\d+)c")
 _KERNEL = re.compile(r"OIHW(\d+)i(\d+)o")
@@ -217,15 +219,9 @@ class _MarkPairConvs(relax.PyExprMutator):
         call = super().visit_call_(call)
         if call.op != tvm.ir.Op.get("relax.nn.conv2d") or not _is_pair_candidate(call, self.min_channels):
             return call
-        codes = "uint8" if nonnegative(call.args[0], self._binding) else "int16"
+        codes = "uint8" if nonnegative(call.args[0], lambda v: bound_value(self, v)) else "int16"
         data = relax.op.astype(call.args[0], codes)
         return relax.Call(call.op, [data, call.args[1]], call.attrs)
-
-    def _binding(self, var: relax.Var):
-        try:
-            return self.lookup_binding(var)
-        except Exception:  # a function parameter
-            return None
 
 
 _NONNEG_ALWAYS = {"relax.nn.relu", "relax.sigmoid", "relax.abs", "relax.exp", "relax.sqrt"}

@@ -22,6 +22,7 @@ from tvm.target import Target
 CONV_BLOCKS = ("conv2d_nchwc", "depthwise_conv2d_nchwc")
 OUT_BLOCKED = "conv2d_nchw_oblocked"  # an NCHW conv computed in output-channel blocks (blocked_layout)
 PAIR_CONV = "conv2d_nchwc_int_pairs"  # int16 x int8 pairs, tensorized with vpmaddwd (targets.x86_int8)
+X_TILE = 8  # output pixels per register tile of BlockedConv (pipelines.layout_blocks sizes blocks by it)
 QUAD_CONV = "conv2d_nchwc_int_quads"  # uint8 x int8 quads, tensorized with vpmaddubsw (targets.x86_int8)
 
 
@@ -50,37 +51,49 @@ def _root_schedule(rule: CPUScheduleRule, func, target: Target) -> tuple[s_tir.S
         return None
 
 
-class BlockedConv(CPUScheduleRule):
-    """Register-tiled, vectorized direct convolution for ``conv2d_nchwc`` / ``depthwise_conv2d_nchwc``."""
-
-    def __init__(self, x_tile_limit: int = 8, min_parallel_cores: int = 4) -> None:
-        self.x_tile_limit = x_tile_limit
-        self.min_parallel_cores = min_parallel_cores
-
-    def parallel(self, target: Target) -> bool:
-        return runs_parallel(target, self.min_parallel_cores)
+class _BlockRule(CPUScheduleRule):
+    """A rule that schedules the blocks under a PrimFunc's root: :meth:`schedule` says whether it did; a
+    kernel it declines, or one whose scheduling raises (a shape it does not handle), is left as it was."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
         root = _root_schedule(self, func, target)
         if root is None:
             return None
         sch, blocks = root
+        try:
+            done = self.schedule(sch, blocks, target)
+        except Exception:  # a kernel of a structure the rule does not handle: leave it
+            return None
+        return sch if done else None
+
+    def schedule(self, sch: s_tir.Schedule, blocks: list, target: Target) -> bool:
+        raise NotImplementedError
+
+
+class BlockedConv(_BlockRule):
+    """Register-tiled, vectorized direct convolution for ``conv2d_nchwc`` / ``depthwise_conv2d_nchwc``."""
+
+    def __init__(self, x_tile_limit: int = X_TILE, min_parallel_cores: int = 4) -> None:
+        self.x_tile_limit = x_tile_limit
+        self.min_parallel_cores = min_parallel_cores
+
+    def parallel(self, target: Target) -> bool:
+        return runs_parallel(target, self.min_parallel_cores)
+
+    def schedule(self, sch: s_tir.Schedule, blocks: list, target: Target) -> bool:
         names = [sch.get(b).name_hint for b in blocks]
         convs = [i for i, name in enumerate(names) if name.startswith((*CONV_BLOCKS, OUT_BLOCKED))]
         if len(convs) != 1:
-            return None
+            return False
         schedule = _schedule_out_blocked if names[convs[0]].startswith(OUT_BLOCKED) else _schedule
         if names[convs[0]].startswith((PAIR_CONV, QUAD_CONV)):
             from hanasc.targets import x86_int8
 
             if not x86_int8.supports_pair_kernels(target):
-                return None
+                return False
             schedule = _schedule_pairs
-        try:
-            schedule(sch, blocks, convs[0], self.x_tile_limit, self.parallel(target))
-        except Exception:  # a fused kernel of a shape the rule does not handle: leave it
-            return None
-        return sch
+        schedule(sch, blocks, convs[0], self.x_tile_limit, self.parallel(target))
+        return True
 
 
 def _schedule(sch: s_tir.Schedule, blocks: list, conv_index: int, x_tile_limit: int, parallel: bool) -> None:
@@ -235,7 +248,7 @@ def vectorize_injective(sch: s_tir.Schedule, block, parallel: bool = False) -> N
     sch.vectorize(inner)
 
 
-class Injective(CPUScheduleRule):
+class Injective(_BlockRule):
     """Element-wise / injective kernels (a standalone activation quantize, ``layout_transform``): each
     block's innermost loop vectorized (:func:`vectorize_injective`), producers inlined into their
     consumers where possible; on the thread pool only where :func:`runs_parallel` says so."""
@@ -243,23 +256,16 @@ class Injective(CPUScheduleRule):
     def __init__(self, min_parallel_cores: int = 4) -> None:
         self.min_parallel_cores = min_parallel_cores
 
-    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
-        root = _root_schedule(self, func, target)
-        if root is None:
-            return None
-        sch, blocks = root
-        try:
-            if not blocks or not all(_is_spatial(sch, b) for b in blocks):
-                return None
-            parallel = runs_parallel(target, self.min_parallel_cores)
-            for block in blocks[:-1]:
-                with contextlib.suppress(Exception):  # an output, or read twice: its own loop
-                    sch.compute_inline(block)
-            for block in sch.get_child_blocks(sch.get_sblock("root")):
-                vectorize_injective(sch, block, parallel)
-        except Exception:  # a kernel of a structure the rule does not handle: leave it
-            return None
-        return sch
+    def schedule(self, sch: s_tir.Schedule, blocks: list, target: Target) -> bool:
+        if not blocks or not all(_is_spatial(sch, b) for b in blocks):
+            return False
+        parallel = runs_parallel(target, self.min_parallel_cores)
+        for block in blocks[:-1]:
+            with contextlib.suppress(Exception):  # an output, or read twice: its own loop
+                sch.compute_inline(block)
+        for block in sch.get_child_blocks(sch.get_sblock("root")):
+            vectorize_injective(sch, block, parallel)
+        return True
 
 
 def _is_spatial(sch: s_tir.Schedule, block) -> bool:
@@ -270,7 +276,7 @@ def _is_spatial(sch: s_tir.Schedule, block) -> bool:
     return own and all(int(v.iter_type) == tirx.IterVar.DataPar for v in stmt.iter_vars)
 
 
-class RowMatmul(CPUScheduleRule):
+class RowMatmul(_BlockRule):
     """A matmul of a few rows by a ``(K, N)`` weight (the classifier after global pooling, ``x @ W``):
     TVM's naive loop nest reduces over K innermost, striding through W by N (EfficientNet-Lite0's
     1280 x 1000 classifier: 2.1 ms fp32, 1.2 ms int8 on AVX2). This rule keeps a register tile of the
@@ -282,43 +288,33 @@ class RowMatmul(CPUScheduleRule):
         self.accumulators = accumulators
         self.max_rows = max_rows
 
-    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
-        root = _root_schedule(self, func, target)
-        if root is None:
-            return None
-        sch, blocks = root
+    def schedule(self, sch: s_tir.Schedule, blocks: list, target: Target) -> bool:
+        from hanasc.targets.pipelines import vector_registers
+
         names = [sch.get(b).name_hint for b in blocks]
         matmuls = [i for i, name in enumerate(names) if name.startswith("matmul")]
         if len(matmuls) != 1 or matmuls[0] != 0:
-            return None
-        try:
-            return self._schedule(sch, blocks, target)
-        except Exception:  # a matmul of a structure the rule does not handle: leave it
-            return None
-
-    def _schedule(self, sch: s_tir.Schedule, blocks: list, target: Target) -> s_tir.Schedule | None:
-        from hanasc.targets.pipelines import vector_registers
-
+            return False
         matmul, *consumers = blocks
         stmt = sch.get(matmul)
         kinds = [int(v.iter_type) for v in stmt.iter_vars]
         if kinds[-1] != tirx.IterVar.CommReduce or tirx.IterVar.CommReduce in kinds[:-1]:
-            return None
+            return False
         loops = sch.get_loops(matmul)
         if len(loops) != len(kinds) or len(loops) < 2:
-            return None
+            return False
         *rows, col, k = loops
         n_var, k_var = stmt.iter_vars[-2].var, stmt.iter_vars[-1].var
         weight = stmt.reads[1].region
         if not (_is_var(weight[-1].min, n_var) and _is_var(weight[-2].min, k_var)):
-            return None  # W indexed [.., n] with n contiguous, [.., k, n]
+            return False  # W indexed [.., n] with n contiguous, [.., k, n]
         row_count = 1
         for loop in rows:
             row_count *= int(sch.get(loop).extent)
         lanes, _ = vector_registers(target)
         width = int(sch.get(col).extent)
         if row_count > self.max_rows or width % lanes:
-            return None
+            return False
         per_row = max(1, self.accumulators // row_count)
         regs = next(r for r in range(per_row, 0, -1) if (width // lanes) % r == 0)
         *middle, last = consumers or [None]
@@ -341,7 +337,7 @@ class RowMatmul(CPUScheduleRule):
         if int(sch.get(inner).extent) > lanes and int(sch.get(inner).extent) % lanes == 0:
             inner = sch.split(inner, [None, lanes])[1]
         sch.vectorize(inner)
-        return sch
+        return True
 
 
 def _is_var(expr, var) -> bool:

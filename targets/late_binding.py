@@ -136,6 +136,13 @@ def prepack_weights(mod, values: dict[str, np.ndarray]) -> tuple:
     return mod, out
 
 
+def _layout_op(call) -> bool:
+    """Whether ``call`` is a ``layout_transform`` or ``permute_dims`` (what prepacking evaluates)."""
+    import tvm
+
+    return isinstance(call.op, tvm.ir.Op) and call.op.name in ("relax.layout_transform", "relax.permute_dims")
+
+
 def _prepacked_value(call, value: np.ndarray) -> np.ndarray | None:
     """``call`` (a layout_transform or permute_dims of one weight) evaluated on ``value``; None when it is
     another op, or a layout_transform that pads."""
@@ -174,17 +181,11 @@ def _prepack_mutator(values: dict[str, np.ndarray]):
             if not call.args or not isinstance(call.args[0], relax.Var):
                 return call
             if call.args[0].name not in self.values:
-                return self._repacked(call)
+                return self._repacked(call) if _layout_op(call) else call
             result = _prepacked_value(call, self.values[call.args[0].name])
             if result is None:
                 return call
             return self._new_param(call.args[0].name, result)
-
-        def _binding(self, var):
-            try:
-                return self.lookup_binding(var)
-            except Exception:  # a function parameter
-                return None
 
         def _new_param(self, source: str, value: np.ndarray):
             name = f"{source}.packed{len(self.new_params)}"
@@ -198,8 +199,9 @@ def _prepack_mutator(values: dict[str, np.ndarray]):
             layout the op produces, so only the unpacking runs per inference (no transform, no
             transpose)."""
             from hanasc.passes.packing import pack_bits, unpack_bits, unpack_expr
+            from hanasc.relax_params import bound_value
 
-            found = _unpacked_param(call.args[0], self._binding, self.values)
+            found = _unpacked_param(call.args[0], lambda v: bound_value(self, v), self.values)
             if found is None:
                 return call
             source, bits, shape = found

@@ -28,48 +28,55 @@ def backend(target):
     return pipeline
 
 
-X_TILE = 8  # output pixels per register tile of the blocked-conv schedule (cpu_schedules.BlockedConv)
-BLOCK_SIZES = (16, 8, 4, 2)
+def is_x86(target) -> bool:
+    """Whether an LLVM ``target`` compiles for x86 (its ``mtriple``; none given: this host, x86 here)."""
+    triple = str(target.attrs.get("mtriple", "") or "")
+    return target.kind.name == "llvm" and (not triple or triple.startswith(("x86_64", "i686", "i386")))
+
+
+def has_feature(target, feature: str) -> bool:
+    """Whether LLVM reports ``feature`` (``avx2``, ``avx512f``, ...) for ``target``; False when it cannot
+    query the target."""
+    from tvm.target import codegen
+
+    try:
+        return bool(codegen.target_has_features(feature, target))
+    except Exception:  # an LLVM that cannot query this target
+        return False
 
 
 def vector_registers(target) -> tuple[int, int]:
     """``(fp32 lanes of one SIMD register, SIMD registers)`` of a CPU target: AVX-512 (16, 32), AVX2 / AVX
     (8, 16), SSE (4, 16), AArch64 NEON (4, 32); another CPU (16, 32)."""
-    from tvm.target import codegen
-
     triple = str(target.attrs.get("mtriple", "") or "")
     if triple.startswith(("aarch64", "arm64")):
         return 4, 32
-    if triple and not triple.startswith(("x86_64", "i686", "i386")):
+    if not is_x86(target):
         return 16, 32
-
-    def has(feature: str) -> bool:
-        try:
-            return bool(codegen.target_has_features(feature, target))
-        except Exception:  # an LLVM that cannot query this target
-            return False
-
-    if has("avx512f"):
+    if has_feature(target, "avx512f"):
         return 16, 32
-    return (8, 16) if has("avx") else (4, 16)
+    return (8, 16) if has_feature(target, "avx") else (4, 16)
 
 
 def layout_blocks(target) -> tuple[int, ...]:
     """The channel blocks of the target's blocked layout, largest first: the largest block whose register
-    tile (:data:`X_TILE` pixels x the block's vector registers) takes at most half the register file, then
-    every smaller one. AVX2 (16 ymm registers): ``(8, 4, 2)``: a 16-channel tile of 8 pixels needs 16
-    accumulators and spills (measured on EfficientNet-Lite0, 1 thread: fp32 25.5 -> 18.6 ms, W8A8 17.0 ->
-    14.3 ms with 8 instead of 16, and no ``NCHW16c`` <-> ``NCHW8c`` transforms between stages); AVX-512:
-    ``(16, 8, 4, 2)``; NEON (32 q registers, 4 lanes): ``(8, 4, 2)``."""
+    tile (:data:`hanasc.targets.cpu_schedules.X_TILE` pixels x the block's vector registers) takes at most
+    half the register file, then every smaller one. AVX2 (16 ymm registers): ``(8, 4, 2)``: a 16-channel
+    tile of 8 pixels needs 16 accumulators and spills (measured on EfficientNet-Lite0, 1 thread: fp32
+    25.5 -> 18.6 ms, W8A8 17.0 -> 14.3 ms with 8 instead of 16, and no ``NCHW16c`` <-> ``NCHW8c``
+    transforms between stages); AVX-512: ``(16, 8, 4, 2)``; NEON (32 q registers, 4 lanes): ``(8, 4, 2)``."""
+    from hanasc.passes.blocked_layout import BLOCKS
+    from hanasc.targets.cpu_schedules import X_TILE
+
     lanes, registers = vector_registers(target)
-    fitting = [b for b in BLOCK_SIZES if max(1, b // lanes) * X_TILE <= registers // 2]
-    return tuple(b for b in BLOCK_SIZES if b <= fitting[0]) if fitting else BLOCK_SIZES[-1:]
+    fitting = [b for b in BLOCKS if max(1, b // lanes) * X_TILE <= registers // 2]
+    return tuple(b for b in BLOCKS if b <= fitting[0]) if fitting else BLOCKS[-1:]
 
 
 def to_blocked_layout(mod, target, report=None):
     """The layout stage of every CPU build: convolutions in the target's channel blocks
-    (:func:`layout_blocks`), int8 pointwise convs as ``vpmaddwd`` pair kernels where the target has AVX2
-    (:func:`hanasc.targets.x86_int8.supports_pair_kernels`). ``report``: a
+    (:func:`layout_blocks`), int8 pointwise convs as ``vpmaddwd`` pair / ``vpmaddubsw`` quad kernels where
+    the target has AVX2 (:func:`hanasc.targets.x86_int8.supports_pair_kernels`). ``report``: a
     :class:`hanasc.passes.blocked_layout.LayoutReport` to fill."""
     from hanasc.passes.blocked_layout import convert_to_blocked
     from hanasc.targets.x86_int8 import supports_pair_kernels

@@ -29,17 +29,11 @@ _registered: set[str] = set()
 def supports_pair_kernels(target) -> bool:
     """Whether ``target`` is an x86 CPU with AVX2 (``vpmaddwd`` on ymm registers); the environment variable
     ``HANASC_INT8_PAIRS=0`` turns the pair kernels off."""
-    from tvm.target import codegen
+    from hanasc.targets.pipelines import has_feature, is_x86
 
-    if os.environ.get("HANASC_INT8_PAIRS", "1") == "0" or target.kind.name != "llvm":
+    if os.environ.get("HANASC_INT8_PAIRS", "1") == "0" or not is_x86(target):
         return False
-    triple = str(target.attrs.get("mtriple", "") or "")
-    if triple and not triple.startswith(("x86_64", "i686", "i386")):
-        return False
-    try:
-        return bool(codegen.target_has_features("avx2", target))
-    except Exception:  # an LLVM that cannot query this target
-        return False
+    return has_feature(target, "avx2")
 
 
 def register(group: int = 2) -> str:

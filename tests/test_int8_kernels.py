@@ -68,10 +68,10 @@ def _input(seed: int = 5) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(SHAPE).astype(np.float32)
 
 
-def _scheduled_kernels(mod) -> dict[str, tvm.tirx.PrimFunc]:
+def _scheduled_kernels(mod, pair_kernels: bool = False) -> dict[str, tvm.tirx.PrimFunc]:
     """The PrimFuncs of ``mod`` after hanasc's CPU pipeline up to the default schedules."""
     target = host.tvm_target()
-    mod = convert_to_blocked(bind_weights(mod, keep_packed=True))
+    mod = convert_to_blocked(bind_weights(mod, keep_packed=True), pair_kernels=pair_kernels)
     with target:
         mod = tvm.transform.Sequential(pipelines.fused_passes(target))(mod)
         mod = tvm.transform.Sequential(pipelines.default_schedule_passes(target))(mod)
@@ -240,16 +240,7 @@ def _pointwise_module(cin: int, cout: int, size: int, w: np.ndarray):
 
 def _pair_kernels(mod) -> dict[str, tvm.tirx.PrimFunc]:
     """The scheduled pair- and quad-conv PrimFuncs of ``mod`` in the host pipeline (pair kernels on)."""
-    target = host.tvm_target()
-    mod = convert_to_blocked(bind_weights(mod, keep_packed=True), pair_kernels=True)
-    with target:
-        mod = tvm.transform.Sequential(pipelines.fused_passes(target))(mod)
-        mod = tvm.transform.Sequential(pipelines.default_schedule_passes(target))(mod)
-    return {
-        gv.name_hint: f
-        for gv, f in mod.functions.items()
-        if isinstance(f, tvm.tirx.PrimFunc) and (PAIR_CONV in gv.name_hint or QUAD_CONV in gv.name_hint)
-    }
+    return {**_int8_kernels(mod, PAIR_CONV), **_int8_kernels(mod, QUAD_CONV)}
 
 
 @needs_avx2
@@ -312,12 +303,8 @@ def _relu_pointwise_module(cin: int, cout: int, size: int, w: np.ndarray, floor:
 
 
 def _int8_kernels(mod, name: str) -> dict[str, tvm.tirx.PrimFunc]:
-    target = host.tvm_target()
-    mod = convert_to_blocked(bind_weights(mod, keep_packed=True), pair_kernels=True)
-    with target:
-        mod = tvm.transform.Sequential(pipelines.fused_passes(target))(mod)
-        mod = tvm.transform.Sequential(pipelines.default_schedule_passes(target))(mod)
-    return {gv.name_hint: f for gv, f in mod.functions.items() if name in gv.name_hint}
+    """The scheduled PrimFuncs of ``mod`` (pair kernels on) whose name holds ``name``."""
+    return {k: f for k, f in _scheduled_kernels(mod, pair_kernels=True).items() if name in k}
 
 
 @needs_avx2

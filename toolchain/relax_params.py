@@ -77,3 +77,12 @@ def with_weight_values(mod, values: dict[str, np.ndarray], func_name: str = "mai
     out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
     out[func_name] = func.with_attr("params", params)
     return out
+
+
+def bound_value(mutator, var):
+    """The value ``var`` is bound to in a ``relax.PyExprMutator``'s function so far; None for a function
+    parameter (or any var without a binding)."""
+    try:
+        return mutator.lookup_binding(var)
+    except Exception:  # a function parameter
+        return None
