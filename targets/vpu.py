@@ -297,7 +297,8 @@ def build_bundle(
     from hanasc.targets.vpu_onnx import to_opset13
 
     start = time.perf_counter()
-    plan = target.validate_plan(precision_plan, _layers(onnx_model))
+    layers = _layers(onnx_model)
+    plan = target.validate_plan(precision_plan, layers)
     input_name, shape = _single_input(onnx_model)
     quantized = any(p != "fp16" for p in plan.values())
     needs_calibration = any(p == "int8" for p in plan.values())
@@ -313,11 +314,14 @@ def build_bundle(
         timings["onnx_opset13_s"] = time.perf_counter() - t
         result = export(model13, plan, items, tmp, target.is_npu)
         timings.update(result.timings_s)
+        nodes = vpu_checks.layer_nodes(result.ov_model, layers)
+        kept_float = vpu_checks.kept_float_by_quantizer(result.ov_model, plan, nodes)
+        plan.update(dict.fromkeys(kept_float, "fp16"))  # what the device runs; the audit checks the rest
         t = time.perf_counter()
         ov.save_model(result.ov_model, str(tmp / "model.xml"), compress_to_fp16=False)
         onnx.save(result.onnx_model, str(tmp / "model.onnx"))
         timings["save_s"] = time.perf_counter() - t
-        checks = run_checks(target, tmp, plan, input_name, shape, quantized)
+        checks = run_checks(target, tmp, plan, input_name, shape, quantized, nodes)
         failed = [c for c in checks if not c.passed]
         if failed:
             raise HanascError(f"{target.name}: bundle check '{failed[0].name}' failed: {failed[0].summary}")
@@ -333,6 +337,11 @@ def build_bundle(
             "device": target.device,
             "precisions_allowed": list(target.precisions),
             "precision_plan": dict(sorted(plan.items())),
+            "layer_nodes": dict(sorted(nodes.items())),
+            "kept_float_by_quantizer": {
+                "layers": kept_float,
+                "note": "planned INT8; NNCF's ignored patterns (e.g. squeeze-excite) keep them FP16",
+            },
             **_io_specs(ir),
             "files": files,
             "tools": _tool_versions(),
@@ -350,6 +359,11 @@ def build_bundle(
         (tmp / MANIFEST).write_text(json.dumps(_jsonable(manifest), indent=2) + "\n")
         sizes = file_sizes(tmp)
     notes = [f"device blob: {blob['status']}" + (f" ({blob['reason']})" if "reason" in blob else "")]
+    if kept_float:
+        notes.append(
+            f"{len(kept_float)} layers planned INT8 kept FP16 by the quantizer (NNCF ignored patterns, "
+            f"e.g. squeeze-excite): {', '.join(kept_float[:3])}{', ...' if len(kept_float) > 3 else ''}"
+        )
     return BundleReport(
         target=target.name,
         out_dir=out_dir,
@@ -367,8 +381,10 @@ def run_checks(
     input_name: str,
     shape: tuple[int, ...],
     quantized: bool,
+    nodes: dict[str, str] | None = None,
 ) -> list[vpu_checks.CheckReport]:
-    """Static shapes, supported ops, precision audit and CPU-plugin vs onnxruntime on a bundle folder."""
+    """Static shapes, supported ops, precision audit and CPU-plugin vs onnxruntime on a bundle folder
+    (``nodes``: each layer's compute node in the IR, as the manifest's ``layer_nodes`` keeps them)."""
     import openvino as ov
 
     ir = ov.Core().read_model(str(folder / "model.xml"))
@@ -376,7 +392,7 @@ def run_checks(
     return [
         vpu_checks.check_static_shapes(ir),
         vpu_checks.check_supported_ops(ir, target.ops_key),
-        vpu_checks.audit_precisions(ir, plan),
+        vpu_checks.audit_precisions(ir, plan, nodes),
         vpu_checks.compare_cpu_with_onnxruntime(
             folder / "model.xml", folder / "model.onnx", feeds, quantized
         ),
@@ -428,7 +444,8 @@ def verify_bundle(folder: Path) -> list[vpu_checks.CheckReport]:
     plan = manifest["precision_plan"]
     probe = manifest["golden"]["probe"]
     quantized = any(p != "fp16" for p in plan.values())
-    checks = run_checks(target, folder, plan, probe["input"], tuple(probe["shape"]), quantized)
+    nodes = manifest.get("layer_nodes")
+    checks = run_checks(target, folder, plan, probe["input"], tuple(probe["shape"]), quantized, nodes)
     bad = [name for name, entry in manifest["files"].items() if _sha256(folder / name) != entry["sha256"]]
     checks.append(
         vpu_checks.CheckReport(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -62,11 +63,13 @@ def op_spec(key: str) -> dict:
     return spec[key]
 
 
-def find_layer_ops(ov_model, layers: list[str]) -> dict[str, object]:
+def find_layer_ops(ov_model, layers: list[str], shapes: dict[str, tuple] | None = None) -> dict[str, object]:
     """The Convolution / GroupConvolution / MatMul node of each hanasc layer in an OpenVINO model.
 
-    OpenVINO's ONNX frontend names the compute node ``<layer>`` (no bias) or ``<layer>/WithoutBiases``;
-    failing that, the node whose weight constant carries ``<layer>.weight`` in its name.
+    OpenVINO's ONNX frontend names the compute node ``<layer>`` (no bias) or ``<layer>/WithoutBiases``,
+    or keeps ``<layer>.weight`` in its weight constant's name. A conv fused with a following multiply takes
+    the multiply's name and a folded weight; for those, ``shapes`` (layer -> (output shape, weight size))
+    picks the first unclaimed node, in graph order, of that output shape and weight size.
     """
     ops = [op for op in ov_model.get_ordered_ops() if op.get_type_name() in LAYER_OV_OPS]
     by_name = {op.get_friendly_name(): op for op in ops}
@@ -74,16 +77,57 @@ def find_layer_ops(ov_model, layers: list[str]) -> dict[str, object]:
     for layer in layers:
         op = by_name.get(f"{layer}/WithoutBiases") or by_name.get(layer)
         if op is None:
-            for candidate in ops:
-                const, _ = weight_source(candidate)
-                names = {const.get_friendly_name(), *const.output(0).get_names()}
-                if any(f"{layer}.weight" in n for n in names):
-                    op = candidate
-                    break
+            op = next((c for c in ops if _weight_named(c, layer)), None)
+        if op is not None:
+            found[layer] = op
+    claimed = {id(op) for op in found.values()}
+    for layer in layers:
+        if layer in found or layer not in (shapes or {}):
+            continue
+        op = next((c for c in ops if id(c) not in claimed and _shape_key(c) == tuple(shapes[layer])), None)
         if op is None:
-            raise HanascError(f"layer '{layer}': no Convolution/MatMul for it in the OpenVINO model")
+            continue
         found[layer] = op
-    return found
+        claimed.add(id(op))
+    missing = [layer for layer in layers if layer not in found]
+    if missing:
+        raise HanascError(f"layer '{missing[0]}': no Convolution/MatMul for it in the OpenVINO model")
+    return {layer: found[layer] for layer in layers}
+
+
+def _weight_named(op, layer: str) -> bool:
+    const, _ = weight_source(op)
+    return any(f"{layer}.weight" in n for n in {const.get_friendly_name(), *const.output(0).get_names()})
+
+
+def _shape_key(op) -> tuple:
+    """(output shape, weight element count) of a layer node, as ``layer_shapes`` gives them."""
+    weight = op.get_input_partial_shape(1)
+    size = math.prod(d.get_length() for d in weight) if weight.is_static else -1
+    out = op.get_output_partial_shape(0)
+    return (tuple(d.get_length() for d in out) if out.is_static else (), size)
+
+
+def layer_shapes(layers) -> dict[str, tuple]:
+    """Layer -> (output shape, weight element count) from the layer table (``LayerInfo`` list)."""
+    return {ly.name: (tuple(ly.out_shape), math.prod(ly.weight_shape)) for ly in layers}
+
+
+def layer_nodes(ov_model, layers) -> dict[str, str]:
+    """Layer -> the friendly name of its compute node (kept in the manifest: names survive save/read)."""
+    found = find_layer_ops(ov_model, [ly.name for ly in layers], layer_shapes(layers))
+    return {layer: op.get_friendly_name() for layer, op in found.items()}
+
+
+def _ops_by_node(ov_model, plan: dict[str, str], nodes: dict[str, str] | None) -> dict[str, object]:
+    if not nodes:
+        return find_layer_ops(ov_model, list(plan))
+    by_name = {op.get_friendly_name(): op for op in ov_model.get_ordered_ops()}
+    missing = [layer for layer in plan if nodes.get(layer) not in by_name]
+    if missing:
+        node = nodes.get(missing[0])
+        raise HanascError(f"layer '{missing[0]}': its node '{node}' is not in the OpenVINO model")
+    return {layer: by_name[nodes[layer]] for layer in plan}
 
 
 def weight_source(op) -> tuple[object, list]:
@@ -159,9 +203,18 @@ def check_supported_ops(ov_model, spec_key: str) -> CheckReport:
     )
 
 
-def audit_precisions(ov_model, plan: dict[str, str]) -> CheckReport:
-    """Per layer, the IR's FakeQuantize levels and weight constant type match the planned precision."""
-    layers = {layer: layer_precision(op) for layer, op in find_layer_ops(ov_model, list(plan)).items()}
+def kept_float_by_quantizer(ov_model, plan: dict[str, str], nodes: dict[str, str] | None = None) -> list[str]:
+    """Layers planned INT8 that the quantizer left entirely in float (no input FakeQuantize, FP16 weights):
+    NNCF's ignored patterns (e.g. the squeeze-excite convolutions) keep them so on every device."""
+    planned = {layer: p for layer, p in plan.items() if p == "int8"}
+    ops = _ops_by_node(ov_model, planned, nodes)
+    return [layer for layer in planned if layer_precision(ops[layer])["found"] == "fp16"]
+
+
+def audit_precisions(ov_model, plan: dict[str, str], nodes: dict[str, str] | None = None) -> CheckReport:
+    """Per layer, the IR's FakeQuantize levels and weight constant type match the planned precision
+    (``nodes``: layer -> compute node name, from :func:`layer_nodes`; by name rules without it)."""
+    layers = {layer: layer_precision(op) for layer, op in _ops_by_node(ov_model, plan, nodes).items()}
     mismatched = []
     for layer, found in layers.items():
         found["planned"] = plan[layer]

@@ -188,6 +188,38 @@ def compress_float_constants(ov_model) -> int:
     return count
 
 
+def slices_to_strided(ov_model) -> int:
+    """Rewrite each Slice-8 with constant bounds as the equivalent StridedSlice-1 (on every VPU op list;
+    OpenVINO's device plugins make the same rewrite). Returns how many were rewritten."""
+    from openvino import opset1
+
+    count = 0
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() != "Slice" or not op.get_input_partial_shape(0).rank.is_static:
+            continue
+        bounds = [op.input_value(i).get_node() for i in range(1, op.get_input_size())]
+        if any(b.get_type_name() != "Constant" for b in bounds):
+            continue
+        rank = op.get_input_partial_shape(0).rank.get_length()
+        start, stop, step, *rest = (b.get_data().astype(np.int64).reshape(-1) for b in bounds)
+        axes = rest[0] if rest else np.arange(len(start))
+        begin, end, strides = np.zeros(rank, np.int64), np.zeros(rank, np.int64), np.ones(rank, np.int64)
+        ignored = [1] * rank  # OpenVINO masks: 1 = take the whole dimension
+        for a, b, e, s in zip(axes % rank, start, stop, step, strict=True):
+            begin[a], end[a], strides[a], ignored[a] = b, e, s, 0
+        strided = opset1.strided_slice(op.input_value(0), begin, end, strides, ignored, list(ignored))
+        strided.set_friendly_name(op.get_friendly_name())
+        names = op.output(0).get_names()
+        for target in list(op.output(0).get_target_inputs()):
+            target.replace_source_output(strided.output(0))
+        if names:
+            strided.output(0).get_tensor().set_names(names)
+        count += 1
+    if count:
+        ov_model.validate_nodes_and_infer_types()
+    return count
+
+
 def export(
     model13: onnx.ModelProto,
     plan: dict[str, str],
@@ -213,6 +245,7 @@ def export(
     onnx.save(model, str(staging))
     ov_model = ov.convert_model(str(staging))
     staging.unlink()
+    slices_to_strided(ov_model)
     timings["convert_s"] = time.perf_counter() - t
     if int4:
         t = time.perf_counter()

@@ -173,3 +173,33 @@ def conv_with_external_weight(folder: Path, location: str) -> Path:
         helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
     )
     return path
+
+
+def folded_sequence_model(path: Path) -> Path:
+    """conv -> Reshape [4, -1] (batch folded in, as exporters do for batch 1) -> Add (4, 64) -> (1, 4, 64).
+
+    A sequence output (not ``(batch, classes)``) whose graph does not re-batch: shape inference fails at the
+    Add for any batch but 1.
+    """
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([4, -1], np.int64), "fold"),
+        numpy_helper.from_array(rng.standard_normal((4, 64)).astype(np.float32), "pos"),
+        numpy_helper.from_array(np.array([1, 4, 64], np.int64), "seq"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["c", "fold"], ["f"], name="fold"),
+        helper.make_node("Add", ["f", "pos"], ["a"], name="add_pos"),
+        helper.make_node("Reshape", ["a", "seq"], ["output"], name="to_sequence"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "folded",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 64])],
+        initializer=inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path

@@ -362,7 +362,8 @@ def test_labels_need_a_classifier_output(tmp_path):
 
 
 def test_compile_with_labels_on_a_dense_output_fails_before_the_search(tmp_path):
-    """A model whose output is (1, C, H, W) cannot be scored by top-1 against labels: one line, at once."""
+    """A model whose output is (1, C, H, W) cannot be scored by top-1 against labels: one line, at once
+    (without --metric such a model is scored by fidelity)."""
     from onnx import helper
 
     def mutate(model):  # drop pool/flatten/dense: the output is the residual (1, 8, 16, 16)
@@ -376,8 +377,9 @@ def test_compile_with_labels_on_a_dense_output_fails_before_the_search(tmp_path)
     data = tmp_path / "d.npz"
     np.savez(data, x=np.zeros((4, 3, 16, 16), np.float32), y=np.arange(4))
     out = tmp_path / "out"
-    result = run_cli("compile", str(path), "--data", str(data), "--out", str(out), "--budget", "100ms")
-    assert_one_line_error(result, "d.npz", "classifier output", "--metric agreement")
+    args = ["--data", str(data), "--out", str(out), "--budget", "100ms", "--metric", "top1"]
+    result = run_cli("compile", str(path), *args)
+    assert_one_line_error(result, "d.npz", "classifier output", "--metric fidelity")
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
 

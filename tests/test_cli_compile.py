@@ -272,3 +272,20 @@ def test_max_loss_unreachable_exits_2_and_writes_nothing(tmp_path, test_models, 
         strict, "no verified model meets --memory 0.3MB", "kept the floor", "within the budgets"
     )
     assert not target.exists()
+
+
+def test_sequence_output_compiles_with_fidelity(tmp_path):
+    """A model whose output is not (batch, classes) compiles with the fidelity metric by default, and its
+    simulator runs one sample at a time when the graph does not re-batch."""
+    from builders import folded_sequence_model
+
+    path = folded_sequence_model(tmp_path / "seq.onnx")
+    data = tmp_path / "x.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((24, 3, 8, 8)).astype(np.float32))
+    out = tmp_path / "out"
+    args = ["--target", "cortex-a78", "--budget", "2x", "--data", str(data), "--out", str(out)]
+    result = run_cli("compile", str(path), *args, *SMALL)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["metric"]["name"] == "fidelity"
+    assert report["result"]["accuracy"]["value"] >= report["original"]["accuracy"]["value"] - 0.01

@@ -146,3 +146,17 @@ def test_efficientnet_combined_choices(effnet_path):
     ranges = calibration(model, x)
     sim = Simulator(model, batch=2).run(config, x, ranges)
     assert_agree(sim, materialized_outputs(model, config, ranges, x), integer=True)
+
+
+def test_graph_that_does_not_rebatch_runs_one_sample_at_a_time(tmp_path):
+    """A reshape folded for batch 1 (PP-OCR's recognizer has them): the simulator falls back to batch 1."""
+    from builders import folded_sequence_model
+
+    path = folded_sequence_model(tmp_path / "folded.onnx")
+    model = hanasc.load_model(path)
+    sim = Simulator(model, batch=8)
+    assert sim.batch == 1
+    x = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    session = ort.InferenceSession(str(path))
+    want = np.concatenate([session.run(None, {"input": s[None]})[0] for s in x])
+    np.testing.assert_allclose(sim.run(Config(), x), want, rtol=1e-5, atol=1e-5)

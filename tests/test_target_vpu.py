@@ -249,3 +249,75 @@ def test_quantized_check_threshold_follows_the_cpu():
     assert quant_min_sqnr_db({"avx2", "avx512f", "avx512_vnni"}) == QUANT_MIN_SQNR_DB
     if platform.machine() == "x86_64":
         assert quant_min_sqnr_db({"avx2", "fma"}) < QUANT_MIN_SQNR_DB
+
+
+def test_squeeze_excite_kept_float_by_the_quantizer(loaded, tmp_path):
+    """NNCF leaves squeeze-excite convs in float: the plan follows what the device runs; rest audited."""
+    model = loaded["se_hardswish"]
+    plan = {layer.name: "int8" for layer in model.layers}
+    report = vpu.NPU3720.build_bundle(model.onnx_model, plan, _calib(model), tmp_path / "se")
+    assert all(c["passed"] for c in report.checks.values()), report.checks
+    kept = _manifest(tmp_path / "se")["kept_float_by_quantizer"]["layers"]
+    assert kept and set(kept) < set(plan)  # the SE pair only, not every layer
+    layers = report.checks["precision_audit"]["details"]["layers"]
+    assert all(layers[name]["found"] == ("fp16" if name in kept else "int8") for name in plan)
+    assert any("kept FP16 by the quantizer" in note for note in report.notes)
+
+
+def test_slice_becomes_strided_slice(tmp_path):
+    """A channel split as ONNX Slice (Slice-8 in OpenVINO) is rewritten as StridedSlice, same values."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hanasc.targets.vpu_export import slices_to_strided
+
+    consts = [
+        numpy_helper.from_array(np.array(v, np.int64), n)
+        for n, v in (("s", [2, 1]), ("e", [2**62, -1]), ("a", [1, 3]), ("st", [1, 2]))
+    ]
+    node = helper.make_node("Slice", ["x", "s", "e", "a", "st"], ["y"], name="split_half")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 5, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=consts,
+    )
+    path = tmp_path / "slice.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    ov_model = ov.convert_model(str(path))
+    assert slices_to_strided(ov_model) == 1
+    kinds = {op.get_type_name() for op in ov_model.get_ordered_ops()}
+    assert "StridedSlice" in kinds and "Slice" not in kinds
+    x = np.random.default_rng(0).standard_normal((1, 6, 5, 7)).astype(np.float32)
+    got = ov.Core().compile_model(ov_model, "CPU")([x])[0]
+    want = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_conv_fused_with_a_multiply_is_still_audited(tmp_path):
+    """OpenVINO fuses a conv with the per-channel multiply after it and names the node after the multiply;
+    the audit finds the layer by shape and keeps the mapping in the manifest for verify_bundle."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "conv.weight"),
+        numpy_helper.from_array(rng.uniform(0.5, 2, (1, 4, 1, 1)).astype(np.float32), "gain"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "conv.weight"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["c", "gain"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fused",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 8, 8])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    report = vpu.NPU3720.build_bundle(model, {"conv": "fp16"}, None, tmp_path / "b")
+    assert report.checks["precision_audit"]["passed"], report.checks["precision_audit"]
+    node = _manifest(tmp_path / "b")["layer_nodes"]["conv"]
+    assert node not in ("conv", "conv/WithoutBiases")  # really the fused, renamed node
+    assert all(c.passed for c in vpu.verify_bundle(tmp_path / "b"))

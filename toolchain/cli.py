@@ -410,7 +410,11 @@ def compile_(
         "out"
     ),
     metric: Annotated[
-        str | None, typer.Option(help="top1 | agreement | kl (default: top1 with labels).")
+        str | None,
+        typer.Option(
+            help="top1 | agreement | kl | fidelity (default: top1 with labels, agreement without; "
+            "fidelity, R² against the original, when the output is not (batch, classes))."
+        ),
     ] = None,
     space: Annotated[str, typer.Option(help="joint | arch | quant: which genes to search.")] = "joint",
     seed: Annotated[int, typer.Option(help="Makes the run repeatable.")] = 0,

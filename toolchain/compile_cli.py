@@ -100,10 +100,11 @@ def _run(
     err_console,
 ):
     x, y, groups, source = data_args
-    metric = choose_metric(metric_name, y is not None)
+    metric = choose_metric(metric_name, y is not None, model.is_classifier())
     if metric.needs_labels:
         model.check_labels(y, source)  # before the search, not after it
-    model.check_classifier_output(metric.name)
+    if metric.needs_classes:
+        model.check_classifier_output(metric.name)
     model.check_finite_activations(x, source)
     split = split_data(x, y, groups, options.seed, source)
     columns = [

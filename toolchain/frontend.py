@@ -51,16 +51,20 @@ class LoadedModel:
             )
         return shapes
 
+    def is_classifier(self) -> bool:
+        """Whether the first output is ``(batch, classes)`` with at least two classes."""
+        (_, shape), *_ = self.output_shapes().items()
+        return shape is not None and len(shape) == 2 and (shape[1] is None or shape[1] >= 2)
+
     def check_classifier_output(self, metric: str) -> None:
-        """Every metric compares class scores: the first output must be ``(batch, classes)`` with at least
-        two classes (refused in one line before the search: dense and sequence outputs are not supported)."""
-        (name, shape), *_ = self.output_shapes().items()
-        if shape is not None and len(shape) == 2 and (shape[1] is None or shape[1] >= 2):
+        """A metric that compares class scores needs a ``(batch, classes >= 2)`` first output (refused in one
+        line before the search; ``--metric fidelity`` scores any output)."""
+        if self.is_classifier():
             return
+        (name, shape), *_ = self.output_shapes().items()
         raise HanascError(
             f"--metric {metric} compares class scores, but the model's output '{name}' has shape {shape}, "
-            "not (batch, classes >= 2): hanasc's accuracy metrics are for classifiers (dense and sequence "
-            "outputs are not supported yet)"
+            "not (batch, classes >= 2); use --metric fidelity (R² against the original, any output shape)"
         )
 
     def check_labels(self, labels, source: str) -> None:
@@ -69,7 +73,7 @@ class LoadedModel:
         if shape is None or len(shape) != 2 or shape[1] is None:
             raise HanascError(
                 f"{source}: labels (y) need a classifier output (batch, classes), but the model's output "
-                f"'{name}' has shape {shape}; leave y out or choose --metric agreement or kl"
+                f"'{name}' has shape {shape}; use --metric fidelity (R² against the original; labels unused)"
             )
         y = np.asarray(labels)
         integral = np.issubdtype(y.dtype, np.integer) or (

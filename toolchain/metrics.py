@@ -1,4 +1,5 @@
-"""Accuracy metrics: top-1 with labels; top-1 agreement and KL divergence against the fp32 model."""
+"""Accuracy metrics: top-1 with labels; top-1 agreement and KL divergence against the fp32 model for
+classifiers; fidelity (R² against the fp32 model) for any output (detection maps, segmentation, sequences)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,20 @@ def reference_probability(outputs: np.ndarray, labels: np.ndarray | None, refere
     return float(_softmax(outputs)[np.arange(len(reference)), reference.argmax(axis=1)].mean())
 
 
+def fidelity(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray) -> float:
+    """R² of the outputs against the fp32 model's: 1 - SSE / total variance of the reference (1 = identical).
+
+    Shape-agnostic, so it scores dense maps (N, C, H, W), sequences (N, T, C) and classifiers alike.
+    """
+    outputs = np.asarray(outputs, np.float64)
+    reference = np.asarray(reference, np.float64)
+    spread = float(((reference - reference.mean()) ** 2).sum())
+    error = float(((outputs - reference) ** 2).sum())
+    if spread == 0.0:
+        return 1.0 if error == 0.0 else 0.0
+    return 1.0 - error / spread
+
+
 def neg_kl(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray) -> float:
     return -kl_divergence(outputs, reference)
 
@@ -59,6 +74,7 @@ class Metric:
     smooth: Callable[[np.ndarray, np.ndarray | None, np.ndarray | None], float]
     smooth_description: str
     point: float = 0.01  # one point of the metric (--max-loss counts these): 1 % for fractions
+    needs_classes: bool = True  # compares class scores: the output must be (batch, classes)
 
     def __call__(self, outputs, labels=None, reference=None) -> float:
         return self.fn(outputs, labels, reference)
@@ -90,12 +106,25 @@ METRICS = {
         "negative mean KL divergence",
         point=0.01,  # 0.01 nats
     ),
+    "fidelity": Metric(
+        "fidelity",
+        "R² of the outputs against the original fp32 model's (1 = identical; any output shape)",
+        False,
+        fidelity,
+        fidelity,
+        "R² against the fp32 model's outputs",
+        point=0.01,
+        needs_classes=False,
+    ),
 }
 
 
-def choose_metric(name: str | None, has_labels: bool) -> Metric:
-    """The metric named by ``--metric``; default top1 with labels, agreement without."""
+def choose_metric(name: str | None, has_labels: bool, classifier: bool = True) -> Metric:
+    """The metric named by ``--metric``; by default top1 with labels, agreement without, and fidelity when
+    the model's output is not ``(batch, classes)`` (a detector, a segmenter, a sequence model)."""
     if name is None:
+        if not classifier:
+            return METRICS["fidelity"]
         return METRICS["top1" if has_labels else "agreement"]
     if name not in METRICS:
         raise HanascError(f"--metric {name}: unknown; choose one of {', '.join(METRICS)}")

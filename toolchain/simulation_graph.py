@@ -78,6 +78,8 @@ def _set_batch(graph: onnx.GraphProto, batch: int) -> None:
         dims = inp.type.tensor_type.shape.dim
         if dims:
             dims[0].dim_value = batch
+    if batch == 1:
+        return  # the graph as exported (the simulator's fallback when a rebatched graph does not infer)
     constants = {n.output[0]: n for n in graph.node if n.op_type == "Constant"}
     for node in graph.node:
         if node.op_type != "Reshape" or node.input[1] not in constants:

@@ -26,24 +26,37 @@ from hanasc.simulation_graph import (
 )
 
 
+def _graph_session(model: LoadedModel, gates: list, batch: int, threads: int):
+    """The simulation graph of ``model`` at ``batch`` and its onnxruntime session."""
+    from hanasc.passes.quantize import QMAX, QMIN
+
+    graph = build_simulation_graph(model.onnx_model, model.layers, gates, batch, QMIN, QMAX)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return graph, session
+
+
 class Simulator:
     """One onnxruntime session over the simulation graph of ``model``; :meth:`run` evaluates a Config."""
 
     def __init__(self, model: LoadedModel, batch: int = 16, threads: int | None = None) -> None:
         from hanasc.passes.depth import residual_blocks_onnx
-        from hanasc.passes.quantize import QMAX, QMIN, weight_channel_axes
+        from hanasc.passes.quantize import weight_channel_axes
 
         self.model = model
-        self.batch = batch
         self.blocks = residual_blocks_onnx(model.onnx_model)
         gates = [ResidualGate(b.name, b.add_node, b.branch_input) for b in self.blocks]
-        self.graph = build_simulation_graph(model.onnx_model, model.layers, gates, batch, QMIN, QMAX)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            self.graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        threads = threads or os.cpu_count() or 1
+        try:
+            self.graph, self.session = _graph_session(model, gates, batch, threads)
+        except Exception:  # shapes folded for batch 1 (e.g. attention reshapes): run one sample at a time
+            if batch == 1:
+                raise
+            batch = 1
+            self.graph, self.session = _graph_session(model, gates, batch, threads)
+        self.batch = batch
         self.input_name = model.inputs[0].name
         self.base_weights = model.weights()
         self.axes = weight_channel_axes(model.onnx_model)
