@@ -154,6 +154,8 @@ def layer_precision(op) -> dict:
         found = "int8"
     elif levels is None and kind in ("fp16", "int4"):
         found = kind
+    elif levels is None and kind == "fp32":
+        found = "fp16"  # a weight the conversion folded (see compress_float_constants): the device rounds it
     else:
         found = f"weights {kind}, input FakeQuantize levels {levels}"
     return {"op": op.get_type_name(), "ir_node": op.get_friendly_name(), "input_fq_levels": levels,

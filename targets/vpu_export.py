@@ -163,7 +163,9 @@ def _is_dequant_scale(const) -> bool:
 
 def compress_float_constants(ov_model) -> int:
     """Store FP32 constants (2+ elements, in FP16 range) as FP16 + Convert, as ``save_model`` does for float
-    models; integer weights, their scales and FakeQuantize ranges are left alone. Returns how many."""
+    models; integer weights, their scales and FakeQuantize ranges are left alone, and so are constants the
+    conversion folded into values FP16 cannot hold exactly (the IR keeps describing the ONNX's numbers; the
+    device compiler rounds them). Returns how many."""
     import openvino as ov
     from openvino import opset13 as ops
 
@@ -174,6 +176,8 @@ def compress_float_constants(ov_model) -> int:
         data = const.get_data()
         if data.size < 2 or np.abs(data).max(initial=0) > 65504 or _is_dequant_scale(const):
             continue
+        if not np.array_equal(data.astype(np.float16).astype(data.dtype), data):
+            continue  # folded by the conversion (e.g. conv weight x a following multiply): not in the ONNX
         half = ops.constant(data.astype(np.float16))
         half.set_friendly_name(f"{const.get_friendly_name()}_compressed")
         back = ops.convert(half, ov.Type.f32)
