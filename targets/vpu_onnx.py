@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper, numpy_helper, version_converter
 
 from hanasc.errors import HanascError
 from hanasc.layers import node_attr as _attr  # one ONNX attribute reader for the project
@@ -38,7 +38,8 @@ def _constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 
 def to_opset13(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` at opset 13 (a copy): type-only changes kept, HardSwish decomposed, Reduce axes as attrs.
+    """``model`` at opset 13 (a copy): newer opsets with type-only changes kept, HardSwish decomposed,
+    Reduce axes as attrs; opsets 11-12 upgraded by ONNX's version converter.
 
     Raises :class:`OnnxExportError` naming the first node that has no opset-13 form.
     """
@@ -54,6 +55,11 @@ def to_opset13(model: onnx.ModelProto) -> onnx.ModelProto:
         out.graph.node.extend(nodes)
     elif current < 11:
         raise OnnxExportError(f"model opset {current} is too old (need >= 11)")
+    elif current < OPSET:  # attributes that became inputs at 13 (Squeeze axes, Split sizes, ...)
+        try:
+            out = version_converter.convert_version(out, OPSET)
+        except Exception as exc:  # the converter raises RuntimeError / ValidationError
+            raise OnnxExportError(f"opset {current} -> 13: {str(exc).splitlines()[0]}") from None
     del out.opset_import[:]
     out.opset_import.append(helper.make_opsetid("", OPSET))
     out.ir_version = IR_VERSION

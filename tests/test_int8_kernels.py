@@ -102,7 +102,7 @@ def test_stem_and_quantize_kernels_are_vectorized(stem_net):
     _, loaded, config, ranges = stem_net
     kernels = _scheduled_kernels(QuantizeLayers(config, ranges)(loaded.mod))
     stem = [f for name, f in kernels.items() if "conv2d_nchw_oblocked" in name]
-    quantize = [f for name, f in kernels.items() if name.startswith("fused_divide")]
+    quantize = [f for name, f in kernels.items() if name.startswith("fused_multiply")]
     assert len(stem) == 1 and quantize  # the stem conv and the input's standalone quantize
     for func in stem + quantize:
         assert func.attrs.get("tirx.is_scheduled", False)

@@ -321,3 +321,27 @@ def test_conv_fused_with_a_multiply_is_still_audited(tmp_path):
     node = _manifest(tmp_path / "b")["layer_nodes"]["conv"]
     assert node not in ("conv", "conv/WithoutBiases")  # really the fused, renamed node
     assert all(c.passed for c in vpu.verify_bundle(tmp_path / "b"))
+
+
+def test_opset11_model_is_upgraded_to_13():
+    """Squeeze's axes moved from an attribute to an input at opset 13: the converter rewrites it."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Squeeze", ["x"], ["s"], axes=[2, 3]),
+        helper.make_node("Softmax", ["s"], ["y"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    upgraded = to_opset13(model)
+    assert upgraded.opset_import[0].version == 13
+    squeeze = next(n for n in upgraded.graph.node if n.op_type == "Squeeze")
+    assert len(squeeze.input) == 2 and not squeeze.attribute
+    x = np.random.default_rng(0).standard_normal((1, 4, 1, 1)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]  # noqa: E731
+    np.testing.assert_allclose(run(upgraded), run(model), rtol=1e-6)

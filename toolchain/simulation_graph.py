@@ -135,8 +135,9 @@ def _insert_activation_quantizers(
             fq8 = _branch(
                 p + "fq8",
                 [
-                    helper.make_node("Div", [x, s], [p + "div"]),
-                    helper.make_node("Round", [p + "div"], [p + "round"]),
+                    helper.make_node("Reciprocal", [s], [p + "inv"]),  # as passes.quantize.inverse_scale
+                    helper.make_node("Mul", [x, p + "inv"], [p + "scaled"]),
+                    helper.make_node("Round", [p + "scaled"], [p + "round"]),
                     helper.make_node("Clip", [p + "round", "sim::qmin", "sim::qmax"], [p + "clip"]),
                     helper.make_node("Mul", [p + "clip", s], [p + "fq8"]),
                 ],
