@@ -276,6 +276,47 @@ def _is_spatial(sch: s_tir.Schedule, block) -> bool:
     return own and all(int(v.iter_type) == tirx.IterVar.DataPar for v in stmt.iter_vars)
 
 
+class ChannelBlockReduction(_BlockRule):
+    """A reduction over spatial axes of a channel-blocked tensor (the global average pool of a
+    squeeze-excite block or a classifier head: ``mean`` over H, W of ``NCHW8c``), with its element-wise
+    epilogue (divide, requantize): the channel block is the vector, accumulated in registers while the
+    reduction loops run outside it, and the epilogue applied as it is written back. TVM's naive loop nest
+    reduces innermost and stays scalar (MobileNetV3-Small: 10 such kernels)."""
+
+    def schedule(self, sch: s_tir.Schedule, blocks: list, target: Target) -> bool:
+        reduction, *epilogue = blocks
+        stmt = sch.get(reduction)
+        kinds = [int(v.iter_type) for v in stmt.iter_vars]
+        loops = sch.get_loops(reduction)
+        n_spatial = kinds.count(tirx.IterVar.DataPar)
+        expected = [tirx.IterVar.DataPar] * n_spatial + [tirx.IterVar.CommReduce] * (len(kinds) - n_spatial)
+        if len(loops) != len(kinds) or kinds != expected or not 2 <= n_spatial < len(kinds):
+            return False  # spatial loops, then reduction loops
+        spatial, reduce = loops[:n_spatial], loops[n_spatial:]
+        lane_var = stmt.iter_vars[n_spatial - 1].var
+        if not all(
+            _is_var(region[-1].min, lane_var) for region in (stmt.writes[0].region, stmt.reads[0].region)
+        ):
+            return False  # the channel block must be the last (contiguous) axis of input and output
+        lanes = int(sch.get(spatial[-1]).extent)
+        if lanes > 64 or not all(_is_spatial(sch, b) for b in epilogue):
+            return False
+        *middle, last = epilogue or [None]
+        for block in middle:
+            sch.compute_inline(block)
+        writeback = sch.cache_write(reduction, 0, "local")
+        if last is not None:
+            sch.reverse_compute_inline(last)
+        sch.reorder(*spatial[:-1], *reduce, spatial[-1])
+        outer = sch.fuse(*spatial[:-1])
+        sch.reverse_compute_at(writeback, outer)
+        sch.vectorize(spatial[-1])
+        init = sch.decompose_reduction(reduction, reduce[0])
+        sch.vectorize(sch.get_loops(init)[-1])
+        sch.vectorize(sch.get_loops(writeback)[-1])
+        return True
+
+
 class RowMatmul(_BlockRule):
     """A matmul of a few rows by a ``(K, N)`` weight (the classifier after global pooling, ``x @ W``):
     TVM's naive loop nest reduces over K innermost, striding through W by N (EfficientNet-Lite0's

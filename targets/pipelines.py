@@ -117,9 +117,9 @@ def cpu_default_rules() -> list:
     """Schedule rules that make a CPU kernel fast without tuning (tried in order)."""
     from tvm.s_tir import dlight
 
-    from hanasc.targets.cpu_schedules import BlockedConv, Injective, RowMatmul
+    from hanasc.targets.cpu_schedules import BlockedConv, ChannelBlockReduction, Injective, RowMatmul
 
-    return [BlockedConv(), RowMatmul(), SafeRule(dlight.cpu.GEMV()), Injective()]
+    return [BlockedConv(), RowMatmul(), SafeRule(dlight.cpu.GEMV()), ChannelBlockReduction(), Injective()]
 
 
 class SafeRule:

@@ -428,6 +428,9 @@ def test_every_conv_and_matmul_kernel_gets_a_schedule(tmp_path, bits):
     assert len(layers) == 6
     unscheduled = [name for name, f in layers.items() if not f.attrs.get("tirx.is_scheduled", False)]
     assert unscheduled == []
+    # the global pool before the classifier too (ChannelBlockReduction), and every other kernel
+    assert any("mean" in name for name in kernels)
+    assert [name for name, f in kernels.items() if not f.attrs.get("tirx.is_scheduled", False)] == []
     depthwise = [f.script() for f in layers.values() if "depthwise_conv2d_nchwc" in f.script()]
     assert len(depthwise) == 2
     if not bits:  # fp32 depthwise reads its input in place: no padded copy
