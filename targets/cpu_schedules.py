@@ -278,13 +278,21 @@ def _is_spatial(sch: s_tir.Schedule, block) -> bool:
 
 class ChannelBlockReduction(_BlockRule):
     """A reduction over spatial axes of a channel-blocked tensor (the global average pool of a
-    squeeze-excite block or a classifier head: ``mean`` over H, W of ``NCHW8c``), with its element-wise
-    epilogue (divide, requantize): the channel block is the vector, accumulated in registers while the
-    reduction loops run outside it, and the epilogue applied as it is written back. TVM's naive loop nest
-    reduces innermost and stays scalar (MobileNetV3-Small: 10 such kernels)."""
+    squeeze-excite block or a classifier head: ``mean`` over H, W of ``NCHW8c``; a max pool, its padding
+    read in place), with its element-wise epilogue (divide, requantize): the channel block is the vector,
+    accumulated in registers while the reduction loops run outside it, and the epilogue applied as it is
+    written back. TVM's naive loop nest reduces innermost and stays scalar (MobileNetV3-Small: 10 such
+    kernels)."""
 
     def schedule(self, sch: s_tir.Schedule, blocks: list, target: Target) -> bool:
-        reduction, *epilogue = blocks
+        reductions = [i for i, b in enumerate(blocks) if not _is_spatial(sch, b)]
+        if len(reductions) != 1:
+            return False
+        producers, reduction, epilogue = (
+            blocks[: reductions[0]],
+            blocks[reductions[0]],
+            blocks[reductions[0] + 1 :],
+        )
         stmt = sch.get(reduction)
         kinds = [int(v.iter_type) for v in stmt.iter_vars]
         loops = sch.get_loops(reduction)
@@ -299,8 +307,10 @@ class ChannelBlockReduction(_BlockRule):
         ):
             return False  # the channel block must be the last (contiguous) axis of input and output
         lanes = int(sch.get(spatial[-1]).extent)
-        if lanes > 64 or not all(_is_spatial(sch, b) for b in epilogue):
+        if lanes > 64:
             return False
+        for block in producers:  # the padding of a pool: read in place, the border by a select
+            sch.compute_inline(block)
         *middle, last = epilogue or [None]
         for block in middle:
             sch.compute_inline(block)
