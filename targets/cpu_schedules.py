@@ -364,6 +364,7 @@ class RowMatmul(_BlockRule):
             row_count *= int(sch.get(loop).extent)
         lanes, _ = vector_registers(target)
         width = int(sch.get(col).extent)
+        lanes = min(lanes, width)  # a head narrower than one register (2 classes): one partial vector
         if row_count > self.max_rows or width % lanes:
             return False
         per_row = max(1, self.accumulators // row_count)

@@ -54,7 +54,8 @@ def _fused_matmul(mod, target):
 
 
 @pytest.mark.parametrize(
-    ("rows", "k", "n", "dtype"), [(1, 96, 40, "float32"), (2, 64, 24, "int8"), (1, 33, 48, "int8")]
+    ("rows", "k", "n", "dtype"),
+    [(1, 96, 40, "float32"), (2, 64, 24, "int8"), (1, 33, 48, "int8"), (1, 200, 2, "float32")],
 )
 def test_row_matmul_is_scheduled_and_exact(rows, k, n, dtype):
     mod, w, bias = _row_matmul_module(rows, k, n, dtype)
