@@ -71,6 +71,7 @@ class TargetInfo:
     layer_choices: Callable[[str], Choices] | None = None
     tvm_target_factory: Callable[[], Any] | None = None
     kernels: Callable[[], str] | None = None  # how each precision is computed (`hanasc targets`)
+    runs_here: bool = False  # its artifacts run (and are measured) on this machine
 
     def build_bundle(self, *args, **kwargs) -> Any:
         """Build this target's bundle (arguments: see the class docstring)."""
@@ -107,6 +108,7 @@ def _builtin_targets() -> list[TargetInfo]:
             load_builder=_lazy("hanasc.targets.host_bundle", "build_bundle"),
             tvm_target_factory=lambda: _lazy("hanasc.targets.host", "tvm_target")()(),
             checked_here="everything: build, run, measure",
+            runs_here=True,
             kernels=lambda: _lazy("hanasc.targets.x86_int8", "host_kernel_paths")()(),
         ),
         TargetInfo(

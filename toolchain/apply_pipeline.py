@@ -186,7 +186,7 @@ def apply_config(
             build=builds[-1].to_json() if builds else None,
             build_line=builds[-1].line() if builds else "",
         )
-        if info.name != "host":
+        if not info.runs_here:  # a device target: its bundle beside the host library
             summary.bundle = build_target_bundle(info, model, config, new_mod, tmp / info.name, data, ranges)
         (tmp / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
         (tmp / "summary.md").write_text(summary.to_markdown())

@@ -431,7 +431,7 @@ def _compile_in(
         saved.put(dtype, latency, shipped, dtype == "float32")
         return latency
 
-    measurable = info.name == "host" or session is not None
+    measurable = info.runs_here or session is not None
     from hanasc.targets.pipelines import collect_build_reports
 
     with collect_build_reports() as builds:  # what the build fell back on (layout, naive kernels)
@@ -864,7 +864,7 @@ def _materialize_original(ctx: VerifyContext, original: VerifiedModel) -> Verifi
 
 
 def _on_host(ctx: VerifyContext) -> bool:
-    return ctx.session is None and ctx.info.name == "host"
+    return ctx.session is None and ctx.info.runs_here
 
 
 def _verify(ctx: VerifyContext, config, candidate: Candidate) -> dict:
@@ -883,7 +883,7 @@ def _verify(ctx: VerifyContext, config, candidate: Candidate) -> dict:
         built, latency = measure_remote(mod, ctx.info, ctx.session, options.measure_repeats)
         outputs = ctx.simulator.run(config, split.eval_x, ctx.ranges)
         engine = "the simulator (checked equal to the materialized model in tests)"
-        executable = built if ctx.info.name == "host" else None
+        executable = built if ctx.info.runs_here else None
     elif _on_host(ctx):
         executable = _build_host(mod, options, stage)
         latency = measure_host(executable, ctx.probe, options.measure_repeats)
@@ -933,7 +933,7 @@ def _check_tuning(info, options: CompileOptions) -> None:
         return
     if info.tvm_target() is None:
         raise HanascError(f"--tune-minutes: target '{info.name}' is not compiled by TVM (nothing to tune)")
-    if info.name != "host" and not options.rpc:
+    if not info.runs_here and not options.rpc:
         raise HanascError(
             f"--tune-minutes on {info.name}: MetaSchedule measures candidates on the device; "
             "give --rpc HOST:PORT"
