@@ -1,7 +1,8 @@
-"""What the cost models need to know about a target: its TVM target (if TVM compiles for it) and spec file.
+"""What the cost models need to know about a target: its compiler, device and spec file.
 
-Kept here, not in ``hanasc.targets``, so the cost models only need a target *name*; the TVM targets match
-the ones ``hanasc.targets`` builds with (see docs/costs.md).
+Names, aliases, the TVM target and the unknown-target error come from the one target registry
+(:mod:`hanasc.targets.registry`), so the kernels profiled are compiled for exactly the TVM target that
+ships (see docs/costs.md).
 """
 
 from __future__ import annotations
@@ -9,21 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hanasc.errors import HanascError
+from hanasc.targets.registry import UnknownTargetError
 
 SPEC_DIR = Path(__file__).parent / "specs"
-ALIASES = {"vpu": "npu3720"}
-A78_LLVM = {
-    "kind": "llvm",
-    "mtriple": "aarch64-linux-gnu",
-    "mcpu": "cortex-a78",
-    "mattr": ["+neon", "+dotprod"],
-    "num-cores": 4,
-}
-
-
-class UnknownTargetError(HanascError):
-    """A target name hanasc has no cost model for."""
 
 
 @dataclass(frozen=True)
@@ -44,16 +33,13 @@ class CostTarget:
         return self.compiler.startswith("tvm")
 
     def tvm_target(self):
-        """The TVM target kernels are compiled for (the host CPU for OpenVINO targets: features only)."""
-        import tvm
+        """The TVM target kernels are compiled for: the registry's (what ships); the host CPU for OpenVINO
+        targets (features only)."""
+        from hanasc.targets import host, registry
 
-        if self.name == "cortex-a78":
-            return tvm.target.Target(A78_LLVM)
-        if self.name == "jetson-orin":
-            return tvm.target.Target({"kind": "cuda", "arch": "sm_87", "host": A78_LLVM})
-        from hanasc.targets import host
-
-        return host.tvm_target()
+        if not self.compiles_with_tvm:
+            return host.tvm_target()
+        return registry.get_target(self.name).tvm_target()
 
     def key(self) -> str:
         """A short, stable string naming the code generator setup (part of every kernel signature)."""
@@ -74,9 +60,12 @@ TARGETS: dict[str, CostTarget] = {
 
 
 def get_target(name: str) -> CostTarget:
-    """Look a target up by name or alias; a one-line error names the known ones."""
-    canonical = ALIASES.get(name, name)
+    """Look a target up by name or alias (the registry's); a one-line error names the known ones."""
+    from hanasc.targets import registry
+
+    canonical = registry.get_target(name).name
     if canonical not in TARGETS:
-        known = ", ".join([*TARGETS, *ALIASES])
-        raise UnknownTargetError(f"unknown target '{name}' (known: {known})")
+        raise UnknownTargetError(
+            f"target '{canonical}' has no cost model (cost models: {', '.join(TARGETS)})"
+        )
     return TARGETS[canonical]
