@@ -134,6 +134,7 @@ def out_blocked_conv2d(
 
 PAIR_CONV = "conv2d_nchwc_int_pairs"  # the block name cpu_schedules.BlockedConv tensorizes with vpmaddwd
 QUAD_CONV = "conv2d_nchwc_int_quads"  # non-negative uint8 codes x int8, tensorized with vpmaddubsw
+SDOT_CONV = "conv2d_nchwc_int_sdot"  # int8 x int8 quads on aarch64 with dotprod (targets.arm_int8)
 # every int8 pointwise conv: with 8-channel blocks (AVX2) the 16-input-channel expand of EfficientNet-Lite0
 # is faster as pairs too (W8A8 13.4 -> 13.0 ms; with 16-channel blocks it had been slower than fp32)
 PAIR_MIN_CHANNELS = 8
@@ -141,8 +142,12 @@ PAIR_MIN_CHANNELS = 8
 
 def pair_group(data_dtype: str) -> int:
     """Input channels per intrinsic lane for a marked conv's data: 2 for int16 codes (``vpmaddwd``), 4 for
-    non-negative uint8 codes (``vpmaddubsw``)."""
-    return 4 if str(data_dtype) == "uint8" else 2
+    non-negative uint8 codes (``vpmaddubsw``) and for int8 codes (``sdot``)."""
+    return 2 if str(data_dtype) == "int16" else 4
+
+
+def _dot_conv_name(data_dtype: str) -> str:
+    return {"int16": PAIR_CONV, "uint8": QUAD_CONV}.get(str(data_dtype), SDOT_CONV)
 
 
 def pair_kernel_layout(out_block: int, group: int = 2) -> str:
@@ -176,7 +181,7 @@ def pair_conv2d(data: te.Tensor, kernel: te.Tensor, strides, padding, dilation, 
             * kernel[oc, ry, rx, rco * per_block + rci, ob, k].astype(out_dtype),
             axis=[rco, ry, rx, rci, k],
         ),
-        name=QUAD_CONV if group == 4 else PAIR_CONV,
+        name=_dot_conv_name(data.dtype),
     )
 
 
@@ -473,6 +478,7 @@ def convert_to_blocked(
     blocks: tuple[int, ...] = BLOCKS,
     pair_kernels: bool = False,
     report: LayoutReport | None = None,
+    sdot: bool = False,
 ) -> IRModule:
     """Every conv2d in ``NCHW{b}c`` for the first block ``b`` that divides its channels (else NCHW).
 
@@ -483,6 +489,8 @@ def convert_to_blocked(
     ``pair_kernels`` (x86 with AVX2, :func:`hanasc.targets.x86_int8.supports_pair_kernels`): int8 pointwise
     convs (:func:`mark_pair_convs`) are lowered with :func:`pair_conv2d`, their weight parameter
     transformed to :func:`pair_kernel_layout` in the graph (prepacked once when the weights are bound).
+    ``sdot`` (aarch64 with dotprod, :func:`hanasc.targets.arm_int8.supports_sdot`): every int8 x int8 conv
+    (any window, ``groups=1``) is lowered the same way on its int8 codes, 4 input channels a lane.
 
     Never raises for a layout the rewrite cannot handle: such ops stay NCHW (:func:`_convert_round`), and
     ``report`` (when given) records what fell back.
@@ -493,12 +501,13 @@ def convert_to_blocked(
         if pair_kernels:
             mod = mark_pair_convs(mod)
         original = mod
+        dots = pair_kernels or sdot
         for index, block in enumerate(blocks):
             mod = _convert_round(mod, block, report)
             if index < len(blocks) - 1:
-                mod = _LowerBlockedConvs(mod, pair_kernels).run()
-            elif pair_kernels:
-                mod = _LowerBlockedConvs(mod, pair_kernels, pairs_only=True).run()
+                mod = _LowerBlockedConvs(mod, dots, sdot=sdot).run()
+            elif dots:
+                mod = _LowerBlockedConvs(mod, dots, pairs_only=True, sdot=sdot).run()
         return fold_layout_transform_pairs(mod)
     except Exception as exc:  # any failure of the rewrite itself: the module as it came, in NCHW
         report.whole_module = first_line(exc)
@@ -657,10 +666,10 @@ class _LowerBlockedConvs(relax.PyExprMutator):
     """Blocked ``nn.conv2d`` calls, and other ops in a blocked layout, -> ``call_tir`` (leaves every other
     op, and NCHW convs, alone)."""
 
-    def __init__(self, mod: IRModule, pairs: bool = False, pairs_only: bool = False) -> None:
+    def __init__(self, mod: IRModule, pairs: bool = False, pairs_only: bool = False, sdot: bool = False):
         super().__init__(mod)
         self.mod_ = mod
-        self.pairs, self.pairs_only = pairs, pairs_only
+        self.pairs, self.pairs_only, self.sdot = pairs, pairs_only, sdot
 
     def run(self) -> IRModule:
         for gv, func in list(self.mod_.functions.items()):
@@ -687,7 +696,7 @@ class _LowerBlockedConvs(relax.PyExprMutator):
                 self.builder_.emit(packed),
                 *_window_attrs(attrs),
                 "int32",
-                primfunc_name_hint=QUAD_CONV if group == 4 else PAIR_CONV,
+                primfunc_name_hint=_dot_conv_name(call.args[0].ty.dtype),
             )
         return call if self.pairs_only else legalize_blocked_conv2d(self.builder_, call)
 
@@ -695,11 +704,12 @@ class _LowerBlockedConvs(relax.PyExprMutator):
         """The OIHW int8 weight parameter of an int16 (uint8) x int8 -> int32 blocked conv (None: not a pair
         conv)."""
         data, kernel = call.args
-        if str(data.ty.dtype) not in ("int16", "uint8") or str(kernel.ty.dtype) != "int8":
+        dtypes = ("int8",) if self.sdot else ("int16", "uint8")
+        if str(data.ty.dtype) not in dtypes or str(kernel.ty.dtype) != "int8":
             return None
         if int(call.attrs.groups) != 1 or int(data.ty.shape[-1]) % pair_group(data.ty.dtype):
             return None
-        if str(call.attrs.out_dtype) != "int32" or int(call.ty.shape[-1]) % 8:
+        if str(call.attrs.out_dtype) != "int32" or int(call.ty.shape[-1]) % (4 if self.sdot else 8):
             return None
         source = self.lookup_binding(kernel) if isinstance(kernel, relax.Var) else kernel
         if not _is_unpadded_transform(source) or not isinstance(source.args[0], relax.Var):

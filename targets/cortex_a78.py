@@ -35,15 +35,6 @@ def tvm_target():
     return tvm.target.Target(TARGET_JSON)
 
 
-def build(mod, target=None):
-    """Compile a Relax module for the A78 with the fused default pipeline."""
-    import tvm
-    from tvm import relax
-
-    target = target or tvm_target()
-    return tvm.compile(mod, target=target, relax_pipeline=relax.get_default_pipeline(target))
-
-
 def export(executable, path: Path) -> None:
     """Cross-link the compiled module into an aarch64 shared library."""
     export_library(executable, path, fcompile=aarch64_tools.cross_compiler())
@@ -75,6 +66,19 @@ def simd_counts(disassembly: str) -> dict[str, int]:
         counts["sdot"] += mnemonic == "sdot"
         counts["udot"] += mnemonic == "udot"
     return counts
+
+
+def kernel_simd_counts(disassembly: str) -> dict[str, dict[str, int]]:
+    """:func:`simd_counts` per function of an ``objdump -d`` listing (``<symbol>:`` headers)."""
+    functions: dict[str, list[str]] = {}
+    lines: list[str] = []
+    for line in disassembly.splitlines():
+        header = re.match(r"^[0-9a-f]+ <([^>]+)>:$", line.strip())
+        if header:
+            lines = functions.setdefault(header.group(1), [])
+        else:
+            lines.append(line)
+    return {name: simd_counts("\n".join(body)) for name, body in functions.items()}
 
 
 def build_bundle(mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict) -> bundle.BundleReport:
@@ -190,19 +194,26 @@ def check_under_qemu(bundle_dir: Path) -> tuple[list[np.ndarray], float]:
 
 
 def conv_simd_counts(dtype: str = "int8", channels: int = 64, size: int = 14) -> dict[str, int]:
-    """Compile one 3x3 conv2d in ``dtype`` (int8 accumulates in int32) for the A78 and count its SIMD use."""
+    """Compile one 3x3 conv2d in ``dtype`` (int8 accumulates in int32) for the A78 as a model's layer ships
+    (its weight a late-bound parameter, hanasc's pipeline) and count its SIMD use."""
+    import tvm
     from tvm import relax
+
+    from hanasc.targets.late_binding import compile_late_bound
 
     rng = np.random.default_rng(0)
     weight = rng.integers(-128, 127, (channels, channels, 3, 3)).astype(dtype)
     out_dtype = "int32" if dtype == "int8" else dtype
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, channels, size, size), dtype))
-    with bb.function("main", [x]):
+    w = relax.Var("w", relax.TensorType(weight.shape, dtype))
+    with bb.function("main", [x, w], attrs={"num_input": 1}):
         with bb.dataflow():
-            y = bb.emit_output(relax.op.nn.conv2d(x, relax.const(weight), padding=1, out_dtype=out_dtype))
+            y = bb.emit_output(relax.op.nn.conv2d(x, w, padding=1, out_dtype=out_dtype))
         bb.emit_func_output(y)
+    mod = bb.get()
+    mod["main"] = mod["main"].with_attr("params", [tvm.runtime.tensor(weight)])
     with tempfile.TemporaryDirectory() as scratch:
         lib = Path(scratch) / f"conv_{dtype}.so"
-        export(build(bb.get()), lib)
+        export(compile_late_bound(mod, tvm_target()), lib)
         return simd_counts(aarch64_tools.disassemble(lib))

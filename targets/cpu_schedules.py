@@ -24,6 +24,7 @@ OUT_BLOCKED = "conv2d_nchw_oblocked"  # an NCHW conv computed in output-channel 
 PAIR_CONV = "conv2d_nchwc_int_pairs"  # int16 x int8 pairs, tensorized with vpmaddwd (targets.x86_int8)
 X_TILE = 8  # output pixels per register tile of BlockedConv (pipelines.layout_blocks sizes blocks by it)
 QUAD_CONV = "conv2d_nchwc_int_quads"  # uint8 x int8 quads, tensorized with vpmaddubsw (targets.x86_int8)
+SDOT_CONV = "conv2d_nchwc_int_sdot"  # int8 x int8 quads, tensorized with sdot (targets.arm_int8)
 
 
 def x_tile(width: int, limit: int = 8) -> int:
@@ -92,6 +93,12 @@ class BlockedConv(_BlockRule):
             if not x86_int8.supports_pair_kernels(target):
                 return False
             schedule = _schedule_pairs
+        elif names[convs[0]].startswith(SDOT_CONV):
+            from hanasc.targets import arm_int8
+
+            if not arm_int8.supports_sdot(target):
+                return False
+            schedule = _schedule_sdot
         schedule(sch, blocks, convs[0], self.x_tile_limit, self.parallel(target))
         return True
 
@@ -141,8 +148,22 @@ def _schedule(sch: s_tir.Schedule, blocks: list, conv_index: int, x_tile_limit: 
     sch.vectorize(sch.get_loops(init)[-1])
 
 
+def _schedule_sdot(sch: s_tir.Schedule, blocks: list, conv_index: int, x_tile_limit: int, parallel: bool):
+    """A ``conv2d_nchwc_int_sdot`` kernel: :func:`_schedule_pairs` with 4-lane ``sdot`` steps (4 output x 4
+    input channels, :data:`hanasc.targets.arm_int8.SDOT_I8`)."""
+    from hanasc.targets import arm_int8
+
+    _schedule_pairs(sch, blocks, conv_index, x_tile_limit, parallel, arm_int8.LANES, arm_int8.register)
+
+
 def _schedule_pairs(
-    sch: s_tir.Schedule, blocks: list, conv_index: int, _x_tile_limit: int, parallel: bool
+    sch: s_tir.Schedule,
+    blocks: list,
+    conv_index: int,
+    _x_tile_limit: int,
+    parallel: bool,
+    lanes: int = 0,
+    intrinsic=None,
 ) -> None:
     """A ``conv2d_nchwc_int_pairs`` kernel (:func:`hanasc.passes.blocked_layout.pair_conv2d`): a register
     tile of 8 ymm accumulators (8 pixels of an 8-channel block, 4 of a 16-channel one), the reduction
@@ -153,6 +174,7 @@ def _schedule_pairs(
     1 thread): 4-pixel tiles 14.2 ms, 8-pixel tiles 13.4 ms."""
     from hanasc.targets import x86_int8
 
+    lanes = lanes or x86_int8.LANES
     conv = blocks[conv_index]
     producers, consumers = blocks[:conv_index], blocks[conv_index + 1 :]
     *middle, last = consumers or [None]
@@ -167,12 +189,12 @@ def _schedule_pairs(
             epilogue = last
     n, oc, y, x, ob, rco, ry, rx, rci, k = sch.get_loops(conv)
     width = int(sch.get(x).extent)
-    limit = max(1, 8 * x86_int8.LANES // int(sch.get(ob).extent))  # 8 ymm accumulators
+    limit = max(1, 8 * lanes // int(sch.get(ob).extent))  # 8 vector accumulators
     tile, oc_outer = x_tile(width, limit), False
     if tile < min(limit, width):
         tile, oc_outer = x_tile(width, 8), True
     xo, xi = sch.split(x, [None, tile])
-    oo, oi = sch.split(ob, [None, x86_int8.LANES])
+    oo, oi = sch.split(ob, [None, lanes])
     if oc_outer:
         sch.reorder(n, oc, y, xo, oo, rco, ry, rx, rci, xi, oi, k)
     else:
@@ -188,7 +210,8 @@ def _schedule_pairs(
         sch.vectorize(sch.get_loops(epilogue)[-1])
     init = sch.decompose_reduction(conv, rco)
     sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(oi, x86_int8.register(int(sch.get(k).extent)))
+    group = int(sch.get(k).extent)
+    sch.tensorize(oi, intrinsic() if intrinsic else x86_int8.register(group))
     sch.unroll(xi)
     if not oc_outer:
         sch.unroll(oo)

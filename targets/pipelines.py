@@ -76,13 +76,19 @@ def layout_blocks(target) -> tuple[int, ...]:
 def to_blocked_layout(mod, target, report=None):
     """The layout stage of every CPU build: convolutions in the target's channel blocks
     (:func:`layout_blocks`), int8 pointwise convs as ``vpmaddwd`` pair / ``vpmaddubsw`` quad kernels where
-    the target has AVX2 (:func:`hanasc.targets.x86_int8.supports_pair_kernels`). ``report``: a
+    the target has AVX2 (:func:`hanasc.targets.x86_int8.supports_pair_kernels`), int8 convs as ``sdot``
+    kernels on aarch64 with dotprod (:func:`hanasc.targets.arm_int8.supports_sdot`). ``report``: a
     :class:`hanasc.passes.blocked_layout.LayoutReport` to fill."""
     from hanasc.passes.blocked_layout import convert_to_blocked
+    from hanasc.targets.arm_int8 import supports_sdot
     from hanasc.targets.x86_int8 import supports_pair_kernels
 
     return convert_to_blocked(
-        mod, blocks=layout_blocks(target), pair_kernels=supports_pair_kernels(target), report=report
+        mod,
+        blocks=layout_blocks(target),
+        pair_kernels=supports_pair_kernels(target),
+        report=report,
+        sdot=supports_sdot(target),
     )
 
 

@@ -69,24 +69,24 @@ def _pmaddwd_8x2_i16():
                 T.llvm_lookup_intrinsic_id(_LLVM_INTRIN), a_vec, b_vec, dtype="int32x8"
             )
 
-    return _dot_desc(2, "int16"), impl
+    return dot_desc(2, "int16"), impl
 
 
-def _dot_desc(group: int, activation_dtype: str):
-    """The computation both intrinsics match: ``C[i] += sum_k A[k] * B[i, k]``, i < 8, k < ``group``, in
-    int32."""
+def dot_desc(group: int, activation_dtype: str, lanes: int = LANES):
+    """The computation the int8 dot intrinsics match (these and :mod:`hanasc.targets.arm_int8`'s):
+    ``C[i] += sum_k A[k] * B[i, k]``, i < ``lanes``, k < ``group``, in int32."""
     from tvm.script import tirx as T
 
     @T.prim_func(s_tir=True)
     def desc(
         A: T.Buffer((group,), activation_dtype, offset_factor=1),
-        B: T.Buffer((LANES, group), "int8", offset_factor=1),
-        C: T.Buffer((LANES,), "int32", offset_factor=1, scope="local"),
+        B: T.Buffer((lanes, group), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:LANES], A[0:group], B[0:LANES, 0:group])
-            T.writes(C[0:LANES])
-            for i in T.serial(0, LANES):
+            T.reads(C[0:lanes], A[0:group], B[0:lanes, 0:group])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
                 for k in T.serial(0, group):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
@@ -124,7 +124,7 @@ def _pmaddubsw_8x4_u8():
                 dtype="int32x8",
             )
 
-    return _dot_desc(4, "uint8"), impl
+    return dot_desc(4, "uint8"), impl
 
 
 def host_kernel_paths() -> str:
