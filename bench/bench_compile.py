@@ -128,15 +128,9 @@ class Row:
 def run_workload(w: Workload, args) -> dict:
     import hanasc
     from hanasc.calibration import calibrate
-    from hanasc.compile_pipeline import (
-        CompileOptions,
-        InfeasibleBudgetError,
-        _costs_figures,
-        compile_model,
-        measure_host,
-        run_host,
-        split_data,
-    )
+    from hanasc.compile_pipeline import CompileOptions, InfeasibleBudgetError, compile_model, split_data
+    from hanasc.compile_report import _costs_figures
+    from hanasc.compile_verify import measure_host, run_host
     from hanasc.metrics import choose_metric
     from hanasc.passes.config import Config, LayerChoice
     from hanasc.passes.materialize import materialize

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import hanasc
-from hanasc.compile_pipeline import _space_options, population_seeds, uniform_genome
+from hanasc.compile_pipeline import _space_options
+from hanasc.compile_seeds import population_seeds, uniform_genome
 from hanasc.search_costs import SearchCosts
 from hanasc.space import build_space
 from hanasc.targets.registry import get_target
@@ -53,7 +54,7 @@ def test_population_seeds_start_from_uniform_precisions(costs):
 
 
 def test_accuracy_collapse_is_warned():
-    from hanasc.compile_pipeline import accuracy_warnings
+    from hanasc.compile_report import accuracy_warnings
     from hanasc.metrics import choose_metric
 
     metric = choose_metric("agreement", False)
@@ -63,7 +64,7 @@ def test_accuracy_collapse_is_warned():
 
 
 def test_predictor_samples_include_int8_with_one_float_layer(costs):
-    from hanasc.compile_pipeline import seed_genomes
+    from hanasc.compile_seeds import seed_genomes
 
     space = costs.space
     int8 = uniform_genome(space, (8, 8))
@@ -122,7 +123,7 @@ def test_shipped_layer_times_drive_the_estimate(test_models, tmp_path, monkeypat
 def test_uniform_int8_is_a_candidate_when_it_fits(costs):
     """The searched front may hold only changes the simulator scores lower; uniform W8A8 is verified too
     when its estimate fits the budget, and not added twice or over the budget."""
-    from hanasc.compile_pipeline import _uniform_int8_candidate
+    from hanasc.compile_verify import _uniform_int8_candidate
     from hanasc.search import Budgets, Candidate
 
     class Flat:

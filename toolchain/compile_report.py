@@ -1,0 +1,326 @@
+"""The compile job's outputs: the report (JSON figures with provenance, the markdown summary), the layer
+table and the files written atomically to ``--out`` (config, report, plots, artifacts)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hanasc.recovery import ranges_for_replay
+from hanasc.targets.quiet import export_library
+
+
+def fig(value, source: str, **detail) -> dict:
+    """A figure with its provenance."""
+    return {"value": value, "source": source, **detail}
+
+
+def _costs_figures(mod, info, scale: float, n_measured: int) -> tuple[dict, dict, dict]:
+    """Memory, energy and latency-by-operator-type of a module from the cost models."""
+    from hanasc.cost_models import estimate_costs
+    from hanasc.relax_params import bind_weights
+
+    report = estimate_costs(bind_weights(mod), info.name)
+    mem = report.memory["total"]
+    memory = fig(
+        round(mem.value / 1e6, 3),
+        mem.source,
+        unit="MB",
+        **mem.detail,
+        weights_mb=round(report.memory["weights"].value / 1e6, 3),
+        activations_mb=round(report.memory["activations"].value / 1e6, 3),
+    )
+    energy = fig(round(report.energy.value, 4), report.energy.source, unit="mJ", **report.energy.detail)
+    by_kind: dict[str, float] = {}
+    for k in report.kernels:
+        by_kind[k.op_kind] = by_kind.get(k.op_kind, 0.0) + k.latency.value * k.calls * scale
+    sources = sorted({k.latency.source for k in report.kernels})
+    breakdown = {
+        "ms_by_op_kind": by_kind,
+        "source": sources[0] if len(sources) == 1 else "mixed",
+        "detail": f"per-kernel estimates x {scale:.3f} (scale fitted to {n_measured} whole-model "
+        "measurements)",
+    }
+    return memory, energy, breakdown
+
+
+def _params(mod) -> dict:
+    from hanasc.relax_params import weights_of
+
+    weights = weights_of(mod)
+    return fig(
+        int(sum(v.size for k, v in weights.items() if not k.endswith(".scale"))),
+        "measured",
+        how="counted from the module's weight parameters",
+        weight_bytes=int(sum(v.nbytes for v in weights.values())),
+    )
+
+
+def _original_figures(model, info, split, ref_eval, metric, measured, costs, space) -> dict:
+    if measured is not None:
+        latency = measured
+    else:
+        latency = fig(round(float(costs(space.identity()[None])[0][0]), 3), **costs.source())
+    memory, energy, breakdown = _costs_figures(model.mod, info, costs.scale, len(costs.observations))
+    return {
+        "latency_ms": latency,
+        "memory_mb": memory,
+        "energy_mj": energy,
+        "accuracy": fig(
+            round(metric(ref_eval, split.eval_y, ref_eval), 4),
+            "measured",
+            metric=metric.name,
+            on=f"held-out split ({len(split.eval_x)} samples)",
+            engine="onnxruntime on the original model",
+        ),
+        "params": _params(model.mod),
+        "breakdown": breakdown,
+    }
+
+
+def _layers_table(model, config, space) -> list[dict]:
+    rows = []
+    skipped_blocks = set(config.skip)
+    from hanasc.passes.depth import residual_blocks
+
+    in_skipped = {
+        layer: b.name
+        for b in residual_blocks(model.mod["main"])
+        if b.name in skipped_blocks
+        for layer in b.layers
+    }
+    for layer in model.layers:
+        c = config.choice(layer.name)
+        rows.append(
+            {
+                "name": layer.name,
+                "op": layer.op,
+                "w_bits": c.w_bits,
+                "a_bits": c.a_bits,
+                "separable": c.separable,
+                "width": c.width,
+                "kernel": c.kernel or layer.kernel[0] if layer.kernel else None,
+                "skipped_block": in_skipped.get(layer.name),
+            }
+        )
+    return rows
+
+
+def _report(
+    model,
+    info,
+    options,
+    split,
+    metric,
+    original,
+    verified,
+    candidate,
+    space,
+    result,
+    pred_report,
+    costs,
+    attempts,
+    held_out,
+    wall_s,
+) -> dict:
+    memory, energy, breakdown = _costs_figures(verified["mod"], info, costs.scale, len(costs.observations))
+    budgets = options.budgets
+    return {
+        "format": "hanasc.report/1",
+        "model": str(model.path),
+        "target": info.name,
+        "budget": {
+            "latency_ms": budgets.latency_ms,
+            "memory_mb": budgets.memory_mb,
+            "energy_mj": budgets.energy_mj,
+            "latency_share_of_original": budgets.latency_fraction,
+            "memory_share_of_original": budgets.memory_fraction,
+        },
+        "data": split.description,
+        "metric": {
+            "name": metric.name,
+            "description": metric.description,
+            "search_score": metric.smooth_description,
+        },
+        "original": original,
+        "result": {
+            "latency_ms": verified["latency"],
+            "memory_mb": memory,
+            "energy_mj": energy,
+            "accuracy": verified["accuracy"],
+            "params": _params(verified["mod"]),
+            "breakdown": breakdown,
+            "predicted_score": fig(
+                round(candidate.accuracy, 4),
+                "predicted",
+                model=f"accuracy predictor ({pred_report.model} on Config encodings)",
+                score=metric.smooth_description,
+            ),
+            "estimated_latency_ms": fig(round(candidate.latency_ms, 3), **costs.source()),
+            "config": verified["config"].to_json(),
+            "layers": _layers_table(model, verified["config"], space),
+        },
+        "pareto": [
+            {
+                "accuracy": round(c.accuracy, 4),
+                "latency_ms": round(c.latency_ms, 3),
+                "memory_mb": round(c.memory_mb, 3),
+                "accuracy_source": "predicted",
+                "accuracy_meaning": metric.smooth_description,
+                "latency_source": costs.source()["source"],
+                "memory_source": "predicted",
+            }
+            for c in result.front
+        ],
+        "search": {
+            **result.summary(),
+            "space": options.space,
+            "genes": len(space),
+            "log10_configurations": round(space.log10_size(), 1),
+            "wall_s_total": round(wall_s, 1),
+            "population": options.population,
+        },
+        "predictor": pred_report.to_json(),
+        "latency_estimate": costs.source(),
+        "verification": {
+            "attempts": attempts,
+            "held_out_scores": [{"genome": list(k), metric.name: v} for k, v in held_out.items()],
+        },
+        "warnings": accuracy_warnings(original["accuracy"]["value"], verified["accuracy"]["value"], metric),
+    }
+
+
+def accuracy_warnings(original: float, result: float, metric) -> list[str]:
+    """A warning when the result kept less than half of the original's score on the held-out split."""
+    if original > 0 and result < 0.5 * original:
+        return [
+            f"accuracy collapsed: {metric.name} {result:.3f} against the original's {original:.3f} on the "
+            "held-out split; the budget needs changes this model does not survive without fine-tuning "
+            "(a looser budget, or --space quant, keeps more)"
+        ]
+    return []
+
+
+def _fmt(f: dict) -> str:
+    detail = ""
+    if f["source"] == "measured" and "runs" in f:
+        detail = f", median of {f['runs']}"
+    return f"{f['value']} ({f['source']}{detail})"
+
+
+def report_markdown(report: dict) -> str:
+    """The report for a person."""
+    o, r, b = report["original"], report["result"], report["budget"]
+    budget = ", ".join(f"{k} {v:g}" for k, v in b.items() if v is not None) or "none"
+    lines = [
+        f"# hanasc compile: {Path(report['model']).name} for {report['target']}",
+        "",
+        f"Budget: {budget}. Metric: {report['metric']['name']} ({report['metric']['description']}).",
+        "",
+        *[f"**Warning**: {w}.\n" for w in report.get("warnings", [])],
+        "| | original | result |",
+        "|---|---|---|",
+        f"| latency (ms) | {_fmt(o['latency_ms'])} | {_fmt(r['latency_ms'])} |",
+        f"| accuracy | {_fmt(o['accuracy'])} | {_fmt(r['accuracy'])} |",
+        f"| memory (MB) | {_fmt(o['memory_mb'])} | {_fmt(r['memory_mb'])} |",
+        f"| energy (mJ) | {_fmt(o['energy_mj'])} | {_fmt(r['energy_mj'])} |",
+        f"| parameters | {o['params']['value']:,} | {r['params']['value']:,} |",
+        f"| weight bytes | {o['params']['weight_bytes']:,} | {r['params']['weight_bytes']:,} |",
+        "",
+        "How the figures were obtained: latency `measured` = TVM time_evaluator on this host (median);",
+        f"`predicted`/`prior` = {report['latency_estimate']['model']} "
+        f"({report['latency_estimate'].get('kernels')}); accuracy on the held-out split "
+        f"({report['data']['held_out']['samples']} samples of {report['data']['source']}); memory from the "
+        "static memory plan of the lowered module; energy from the target spec (prior).",
+        "",
+        f"Search: {report['search']['algorithm']}, seed {report['search']['seed']}, "
+        f"{report['search']['evaluations']} Configs evaluated over "
+        f"{report['search']['generations']} generations "
+        f"in a space of 10^{report['search']['log10_configurations']} ({report['search']['space']}); "
+        f"total wall time {report['search']['wall_s_total']} s.",
+        f"Accuracy predictor: Kendall tau {report['predictor']['kendall_tau']:.3f} on "
+        f"{report['predictor']['test_samples']} held-out Configs "
+        f"(trained on {report['predictor']['train_samples']}, "
+        f"evaluated with the simulator on the calibration split; it predicts "
+        f"{r['predicted_score']['score']}, a smooth companion of {report['metric']['name']}). The result's "
+        f"predicted score was {r['predicted_score']['value']}; its estimated latency "
+        f"{r['estimated_latency_ms']['value']} ms.",
+        "",
+        "## Per-layer choices",
+        "",
+        "| layer | op | weights | activations | separable | width | kernel | skipped |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["layers"]:
+        lines.append(
+            f"| {row['name']} | {row['op']} | {row['w_bits']} | {row['a_bits']} | "
+            f"{'yes' if row['separable'] else ''} | {row['width']:g} | {row['kernel'] or ''} | "
+            f"{row['skipped_block'] or ''} |"
+        )
+    if "selection" in report:
+        sel = report["selection"]
+        lines += [
+            "",
+            f"Selection: **{sel['chosen']}** ({sel['reason']}); accuracy floor {sel['accuracy_floor']:g} "
+            f"(--max-loss {sel['max_loss_points']:g} points); {sel['acceptable']} of {sel['considered']} "
+            "verified models (the original included) were acceptable.",
+        ]
+    lines += ["", "## Verification attempts", ""]
+    for a in report["verification"]["attempts"]:
+        lines.append(f"- {json.dumps({k: v for k, v in a.items() if k != 'genome'})}")
+    return "\n".join(lines) + "\n"
+
+
+def _write_outputs(
+    tmp: Path,
+    report,
+    verified,
+    model,
+    info,
+    space,
+    result,
+    candidate,
+    original,
+    budgets,
+    ranges,
+    split,
+    metric,
+) -> None:
+    from hanasc.apply_pipeline import build_target_bundle
+    from hanasc.plots import breakdown_plot, pareto_plot
+
+    config = verified["config"]
+    if verified["executable"] is not None:
+        export_library(verified["executable"], tmp / "model.so")
+        report["artifact"] = {"host_library": "model.so", "bytes": (tmp / "model.so").stat().st_size}
+    else:
+        bundle = build_target_bundle(
+            info, model, config, verified["mod"], tmp / info.name, split.calib_x, ranges
+        )
+        report["artifact"] = {"bundle": info.name, **bundle}
+    config.save(tmp / "config.json")
+    refitted = report["recovery"]["refitted_layers"]  # of this Config, computed once for the report
+    ranges_for_replay(ranges, refitted).save(tmp / "activation_ranges.json")  # + .npz of refits
+    (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (tmp / "report.md").write_text(report_markdown(report))
+    lat_source = report["latency_estimate"]["source"]
+    pareto_plot(
+        tmp / "pareto.png",
+        evaluated=[(c.latency_ms, c.accuracy) for c in result.evaluated],
+        front=[(c.latency_ms, c.accuracy) for c in result.front],
+        original=(original["latency_ms"]["value"], original["predicted_score"]["value"]),
+        chosen=(verified["latency"]["value"], report["result"]["predicted_score"]["value"]),
+        budget_ms=budgets.latency_ms,
+        accuracy_label=f"y: predicted {metric.smooth_description} (every point); "
+        f"legend: {metric.name} on held-out data",
+        original_label=f"original ({metric.name} {original['accuracy']['value']:g} held-out)",
+        chosen_label=f"result ({metric.name} {verified['accuracy']['value']:g} held-out, verified)",
+        latency_label=f"latency ms (search: {lat_source}; "
+        f"original/result: {original['latency_ms']['source']})",
+    )
+    breakdown_plot(
+        tmp / "breakdown.png",
+        original["breakdown"]["ms_by_op_kind"],
+        report["result"]["breakdown"]["ms_by_op_kind"],
+        f"latency by operator type on {info.name} ({report['result']['breakdown']['detail']})",
+    )
