@@ -62,8 +62,10 @@ def max_difference(library: Path, onnx_path: Path, x: np.ndarray, input_name: st
     from tvm import relax
 
     from hanasc.targets.host import flatten_outputs
+    from hanasc.targets.quiet import filtered_native_stderr
 
-    vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
+    with filtered_native_stderr():  # TVM's "Scope Loaded" lines
+        vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
     got = flatten_outputs(vm["main"](tvm.runtime.tensor(x)))
     want = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {input_name: x})
     return max(float(np.abs(g.astype("float64") - w).max()) for g, w in zip(got, want, strict=True))

@@ -289,3 +289,12 @@ def test_sequence_output_compiles_with_fidelity(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["metric"]["name"] == "fidelity"
     assert report["result"]["accuracy"]["value"] >= report["original"]["accuracy"]["value"] - 0.01
+
+
+def test_compile_output_holds_no_runtime_chatter(compiled):
+    """What the user sees is progress and results: no TVM / OpenVINO log lines ('Warning: Scope Saving',
+    'BlockBuilder destroyed', '[hh:mm:ss] /project/src/...')."""
+    _, first, _ = compiled
+    assert first.returncode == 0, first.stderr
+    chatter = re.compile(r"\[\d\d:\d\d:\d\d\] |executable\.cc|Scope (Saving|Loaded)|BlockBuilder destroyed")
+    assert not [line for line in (first.stdout + first.stderr).splitlines() if chatter.search(line)]
