@@ -139,3 +139,17 @@ def test_uniform_int8_is_a_candidate_when_it_fits(costs):
     assert _uniform_int8_candidate(space, Flat(), costs, Budgets(latency_ms=lat * 0.5), []) == []
     other = Candidate(space.identity().tolist(), 0.9, lat, 1.0)
     assert len(_uniform_int8_candidate(space, Flat(), costs, Budgets(latency_ms=lat * 1.01), [other])) == 1
+
+
+def test_pareto_plot_keeps_predicted_and_held_out_on_separate_axes(tmp_path):
+    from hanasc.plots import HeldOutPanel, pareto_plot
+
+    panel = HeldOutPanel(
+        "agreement", "latency ms (measured)", (10.0, 1.0), [(7.0, 0.95), (6.0, 0.4)], (7.0, 0.95)
+    )
+    labels = pareto_plot(
+        tmp_path / "p.png", [(8.0, 0.5)], [(7.0, 0.6)], (10.0, 0.7), (7.0, 0.6), 8.0, "t", "latency ms",
+        held_out=panel,
+    )  # fmt: skip
+    assert labels == ["predicted score (search)", "agreement (held-out)"]
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

@@ -287,7 +287,7 @@ def _write_outputs(
     metric,
 ) -> None:
     from hanasc.apply_pipeline import build_target_bundle
-    from hanasc.plots import breakdown_plot, pareto_plot
+    from hanasc.plots import HeldOutPanel, breakdown_plot, pareto_plot
 
     config = verified["config"]
     if verified["executable"] is not None:
@@ -311,12 +311,22 @@ def _write_outputs(
         original=(original["latency_ms"]["value"], original["predicted_score"]["value"]),
         chosen=(verified["latency"]["value"], report["result"]["predicted_score"]["value"]),
         budget_ms=budgets.latency_ms,
-        accuracy_label=f"y: predicted {metric.smooth_description} (every point); "
-        f"legend: {metric.name} on held-out data",
+        accuracy_label=f"search: predicted {metric.smooth_description} (every point)",
         original_label=f"original ({metric.name} {original['accuracy']['value']:g} held-out)",
         chosen_label=f"result ({metric.name} {verified['accuracy']['value']:g} held-out, verified)",
         latency_label=f"latency ms (search: {lat_source}; "
         f"original/result: {original['latency_ms']['source']})",
+        held_out=HeldOutPanel(
+            metric=metric.name,
+            latency_label=f"latency ms ({verified['latency']['source']})",
+            original=(original["latency_ms"]["value"], original["accuracy"]["value"]),
+            candidates=[
+                (a.get("measured_ms", a.get("predicted_ms")), a["accuracy"])
+                for a in report["verification"]["attempts"]
+                if "accuracy" in a
+            ],
+            result=(verified["latency"]["value"], verified["accuracy"]["value"]),
+        ),
     )
     breakdown_plot(
         tmp / "breakdown.png",

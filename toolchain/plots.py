@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from hanasc.atomic import atomic_file
@@ -27,13 +28,15 @@ def pareto_plot(
     latency_label: str,
     original_label: str = "original",
     chosen_label: str = "result (verified)",
-) -> None:
-    """Accuracy vs latency: all evaluated points, the front, the budget line, the original and the result.
-
-    Every point is on one scale (the search's score); the labels can carry other figures (held-out metric).
-    """
+    held_out: HeldOutPanel | None = None,
+) -> list[str]:
+    """Left: predicted score vs estimated latency (all evaluated points, the front, the budget line, the
+    original and the result on the search's scale). Right, with ``held_out``: the metric on held-out data
+    vs verified latency (original, every verified candidate, the result): two scales, two labelled axes.
+    Returns the y-axis labels (one per panel)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, axes = plt.subplots(1, 2 if held_out else 1, figsize=(12 if held_out else 7, 4.5), dpi=120)
+    ax = axes[0] if held_out else axes
     if evaluated:
         ax.scatter([p[0] for p in evaluated], [p[1] for p in evaluated], s=8, c="0.75", label="evaluated")
     if front:
@@ -53,17 +56,51 @@ def pareto_plot(
     ax.scatter([original[0]], [original[1]], marker="*", s=160, c="black", label=original_label, zorder=5)
     if chosen is not None:
         ax.scatter([chosen[0]], [chosen[1]], marker="D", s=70, c="tab:red", label=chosen_label, zorder=6)
-    if budget_ms is not None:
-        ax.axvline(budget_ms, ls="--", c="tab:red", lw=1, label=f"budget {budget_ms:g} ms")
+    _budget_line(ax, budget_ms)
     ax.set_xlabel(latency_label, fontsize=8)
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel("predicted score (search)")
     ax.set_title(accuracy_label, fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    if held_out:
+        _held_out_panel(axes[1], held_out, budget_ms)
+    labels = [a.get_ylabel() for a in (axes if held_out else [axes])]
     fig.tight_layout()
     with atomic_file(Path(path)) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+    return labels
+
+
+@dataclass
+class HeldOutPanel:
+    """The verified models on the metric's own scale: ``(latency ms, held-out metric)`` points."""
+
+    metric: str
+    latency_label: str
+    original: tuple[float, float]
+    candidates: list[tuple[float, float]]
+    result: tuple[float, float] | None
+
+
+def _budget_line(ax, budget_ms: float | None) -> None:
+    if budget_ms is not None:
+        ax.axvline(budget_ms, ls="--", c="tab:red", lw=1, label=f"budget {budget_ms:g} ms")
+
+
+def _held_out_panel(ax, panel: HeldOutPanel, budget_ms: float | None) -> None:
+    if panel.candidates:
+        xs, ys = zip(*panel.candidates, strict=True)
+        ax.scatter(xs, ys, s=30, c="tab:blue", label="verified candidates")
+    ax.scatter(*panel.original, marker="*", s=160, c="black", label="original", zorder=5)
+    if panel.result is not None:
+        ax.scatter(*panel.result, marker="D", s=70, c="tab:red", label="result", zorder=6)
+    _budget_line(ax, budget_ms)
+    ax.set_xlabel(panel.latency_label, fontsize=8)
+    ax.set_ylabel(f"{panel.metric} (held-out)")
+    ax.set_title("verified models on held-out data", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
 
 
 def breakdown_plot(path: Path, original: dict[str, float], result: dict[str, float], title: str) -> None:
