@@ -161,6 +161,15 @@ def _is_dequant_scale(const) -> bool:
     return False
 
 
+def _replace_output(old, new) -> None:
+    """Every consumer of ``old``'s output reads ``new``'s instead, which takes over its tensor names."""
+    names = old.output(0).get_names()
+    for target in list(old.output(0).get_target_inputs()):
+        target.replace_source_output(new.output(0))
+    if names:
+        new.output(0).get_tensor().set_names(names)
+
+
 def compress_float_constants(ov_model) -> int:
     """Store FP32 constants (2+ elements, in FP16 range) as FP16 + Convert, as ``save_model`` does for float
     models; integer weights, their scales and FakeQuantize ranges are left alone, and so are constants the
@@ -182,11 +191,7 @@ def compress_float_constants(ov_model) -> int:
         half.set_friendly_name(f"{const.get_friendly_name()}_compressed")
         back = ops.convert(half, ov.Type.f32)
         back.set_friendly_name(const.get_friendly_name())
-        names = const.output(0).get_names()
-        for target in list(const.output(0).get_target_inputs()):
-            target.replace_source_output(back.output(0))
-        if names:
-            back.output(0).get_tensor().set_names(names)
+        _replace_output(const, back)
         count += 1
     ov_model.validate_nodes_and_infer_types()
     return count
@@ -213,11 +218,7 @@ def slices_to_strided(ov_model) -> int:
             begin[a], end[a], strides[a], ignored[a] = b, e, s, 0
         strided = opset1.strided_slice(op.input_value(0), begin, end, strides, ignored, list(ignored))
         strided.set_friendly_name(op.get_friendly_name())
-        names = op.output(0).get_names()
-        for target in list(op.output(0).get_target_inputs()):
-            target.replace_source_output(strided.output(0))
-        if names:
-            strided.output(0).get_tensor().set_names(names)
+        _replace_output(op, strided)
         count += 1
     if count:
         ov_model.validate_nodes_and_infer_types()
