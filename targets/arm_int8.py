@@ -30,8 +30,11 @@ def supports_sdot(target) -> bool:
     return triple.startswith(("aarch64", "arm64")) and "+dotprod" in mattr
 
 
-def register() -> str:
-    """Register :data:`SDOT_I8` once per process and return its name."""
+def register(group: int = GROUP) -> str:
+    """Register :data:`SDOT_I8` (``group`` input channels a lane: always 4) once per process and return its
+    name."""
+    if group != GROUP:
+        raise ValueError(f"sdot reduces {GROUP} input channels a lane, not {group}")
     from tvm.s_tir import TensorIntrin
 
     from hanasc.targets.x86_int8 import dot_desc

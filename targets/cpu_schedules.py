@@ -13,7 +13,9 @@ is written back. Any kernel the rule does not recognise is left as it was.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
+from collections.abc import Callable
 
 from tvm import DataType, s_tir, tirx
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
@@ -92,13 +94,13 @@ class BlockedConv(_BlockRule):
 
             if not x86_int8.supports_pair_kernels(target):
                 return False
-            schedule = _schedule_pairs
+            schedule = functools.partial(_schedule_pairs, lanes=x86_int8.LANES, register=x86_int8.register)
         elif names[convs[0]].startswith(SDOT_CONV):
             from hanasc.targets import arm_int8
 
             if not arm_int8.supports_sdot(target):
                 return False
-            schedule = _schedule_sdot
+            schedule = functools.partial(_schedule_pairs, lanes=arm_int8.LANES, register=arm_int8.register)
         schedule(sch, blocks, convs[0], self.x_tile_limit, self.parallel(target))
         return True
 
@@ -149,22 +151,14 @@ def _schedule(sch: s_tir.Schedule, blocks: list, conv_index: int, x_tile_limit: 
     sch.vectorize(sch.get_loops(init)[-1])
 
 
-def _schedule_sdot(sch: s_tir.Schedule, blocks: list, conv_index: int, x_tile_limit: int, parallel: bool):
-    """A ``conv2d_nchwc_int_sdot`` kernel: :func:`_schedule_pairs` with 4-lane ``sdot`` steps (4 output x 4
-    input channels, :data:`hanasc.targets.arm_int8.SDOT_I8`)."""
-    from hanasc.targets import arm_int8
-
-    _schedule_pairs(sch, blocks, conv_index, x_tile_limit, parallel, arm_int8.LANES, arm_int8.register)
-
-
 def _schedule_pairs(
     sch: s_tir.Schedule,
     blocks: list,
     conv_index: int,
     _x_tile_limit: int,
     parallel: bool,
-    lanes: int = 0,
-    intrinsic=None,
+    lanes: int,
+    register: Callable[[int], str],
 ) -> None:
     """A ``conv2d_nchwc_int_pairs`` kernel (:func:`hanasc.passes.blocked_layout.pair_conv2d`): a register
     tile of 8 ymm accumulators (8 pixels of an 8-channel block, 4 of a 16-channel one), the reduction
@@ -172,10 +166,9 @@ def _schedule_pairs(
     (:data:`hanasc.targets.x86_int8.PMADDWD_I16`), the fused requantization applied as the tile is written
     back. Output widths the limit does not divide (7, 14 with 16 channels) use a tile of up to 8 pixels,
     one group of 8 output channels at a time. Measured on EfficientNet-Lite0 W8A8 (AVX2, 8-channel blocks,
-    1 thread): 4-pixel tiles 14.2 ms, 8-pixel tiles 13.4 ms."""
-    from hanasc.targets import x86_int8
-
-    lanes = lanes or x86_int8.LANES
+    1 thread): 4-pixel tiles 14.2 ms, 8-pixel tiles 13.4 ms. The same schedule serves the quad kernels
+    and, with ``lanes=4`` and :data:`hanasc.targets.arm_int8.SDOT_I8`, the aarch64 ``sdot`` kernels:
+    ``register(group)`` registers the intrinsic for ``group`` input channels a lane."""
     conv = blocks[conv_index]
     producers, consumers = blocks[:conv_index], blocks[conv_index + 1 :]
     *middle, last = consumers or [None]
@@ -212,8 +205,7 @@ def _schedule_pairs(
         sch.vectorize(sch.get_loops(epilogue)[-1])
     init = sch.decompose_reduction(conv, rco)
     sch.vectorize(sch.get_loops(init)[-1])
-    group = int(sch.get(k).extent)
-    sch.tensorize(oi, intrinsic() if intrinsic else x86_int8.register(group))
+    sch.tensorize(oi, register(int(sch.get(k).extent)))
     sch.unroll(xi)
     if not oc_outer:
         sch.unroll(oo)
