@@ -4,10 +4,16 @@ table and the files written atomically to ``--out`` (config, report, plots, arti
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hanasc.recovery import ranges_for_replay
 from hanasc.targets.quiet import export_library
+
+if TYPE_CHECKING:
+    from hanasc.compile_context import RunContext
+    from hanasc.search import Candidate, SearchResult
 
 
 def fig(value, source: str, **detail) -> dict:
@@ -56,11 +62,36 @@ def _params(mod) -> dict:
     )
 
 
-def _original_figures(model, info, split, ref_eval, metric, measured, costs, space) -> dict:
+@dataclass
+class Outcome:
+    """What the search and verification produced for the report: the original's figures, the chosen
+    model's verified figures and search candidate, the last search result, the predictor's report, the
+    verification attempts, the held-out scores of the shortlist and the run's wall time."""
+
+    original: dict
+    verified: dict
+    candidate: Candidate
+    result: SearchResult
+    pred_report: object  # hanasc.predictor.PredictorReport
+    attempts: list[dict]
+    held_out: dict[tuple, float]
+    wall_s: float
+
+
+def _original_figures(run: RunContext, measured: dict | None) -> dict:
+    """The original's latency (measured, else estimated), memory, energy and held-out accuracy."""
+    model, info, split, ref_eval, metric, costs = (
+        run.model,
+        run.info,
+        run.split,
+        run.ref_eval,
+        run.metric,
+        run.costs,
+    )
     if measured is not None:
         latency = measured
     else:
-        latency = fig(round(float(costs(space.identity()[None])[0][0]), 3), **costs.source())
+        latency = fig(round(float(costs(run.space.identity()[None])[0][0]), 3), **costs.source())
     memory, energy, breakdown = _costs_figures(model.mod, info, costs.scale, len(costs.observations))
     return {
         "latency_ms": latency,
@@ -106,23 +137,24 @@ def _layers_table(model, config, space) -> list[dict]:
     return rows
 
 
-def _report(
-    model,
-    info,
-    options,
-    split,
-    metric,
-    original,
-    verified,
-    candidate,
-    space,
-    result,
-    pred_report,
-    costs,
-    attempts,
-    held_out,
-    wall_s,
-) -> dict:
+def _report(run: RunContext, outcome: Outcome) -> dict:
+    """The report (``report.json``) of a run, every figure with its provenance."""
+    model, info, options, split, metric, costs, space = (
+        run.model,
+        run.info,
+        run.options,
+        run.split,
+        run.metric,
+        run.costs,
+        run.space,
+    )
+    original, verified, candidate, result, pred_report = (
+        outcome.original,
+        outcome.verified,
+        outcome.candidate,
+        outcome.result,
+        outcome.pred_report,
+    )
     memory, energy, breakdown = _costs_figures(verified["mod"], info, costs.scale, len(costs.observations))
     budgets = options.budgets
     return {
@@ -177,14 +209,14 @@ def _report(
             "space": options.space,
             "genes": len(space),
             "log10_configurations": round(space.log10_size(), 1),
-            "wall_s_total": round(wall_s, 1),
+            "wall_s_total": round(outcome.wall_s, 1),
             "population": options.population,
         },
         "predictor": pred_report.to_json(),
         "latency_estimate": costs.source(),
         "verification": {
-            "attempts": attempts,
-            "held_out_scores": [{"genome": list(k), metric.name: v} for k, v in held_out.items()],
+            "attempts": outcome.attempts,
+            "held_out_scores": [{"genome": list(k), metric.name: v} for k, v in outcome.held_out.items()],
         },
         "warnings": accuracy_warnings(original["accuracy"]["value"], verified["accuracy"]["value"], metric),
     }
@@ -271,21 +303,18 @@ def report_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_outputs(
-    tmp: Path,
-    report,
-    verified,
-    model,
-    info,
-    space,
-    result,
-    candidate,
-    original,
-    budgets,
-    ranges,
-    split,
-    metric,
-) -> None:
+def _write_outputs(tmp: Path, run: RunContext, outcome: Outcome, report: dict) -> None:
+    """The artifact (host library or the target's bundle), config, activation ranges, report and plots,
+    into ``tmp`` (the caller renames it into place)."""
+    model, info, split, metric, ranges, budgets = (
+        run.model,
+        run.info,
+        run.split,
+        run.metric,
+        run.ranges,
+        run.options.budgets,
+    )
+    verified, result, original = outcome.verified, outcome.result, outcome.original
     from hanasc.apply_pipeline import build_target_bundle
     from hanasc.plots import HeldOutPanel, breakdown_plot, pareto_plot
 

@@ -13,14 +13,12 @@ import numpy as np
 from hanasc.compile_report import fig
 from hanasc.compile_seeds import uniform_genome
 from hanasc.errors import HanascError
-from hanasc.frontend import LoadedModel
-from hanasc.metrics import Metric
 from hanasc.search import Candidate
 from hanasc.selection import AccuracyFloor, Verified
 from hanasc.space import SearchSpace
 
 if TYPE_CHECKING:
-    from hanasc.compile_pipeline import CompileOptions, Split, Stage
+    from hanasc.compile_context import CompileOptions, RunContext, Stage
 
 
 def measure_host(executable, inputs: list[np.ndarray], repeat: int) -> dict:
@@ -73,24 +71,6 @@ def run_host(executable, x: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class VerifyContext:
-    """What verification needs of a compile run (built once, passed as one)."""
-
-    model: LoadedModel
-    info: object  # hanasc.targets.registry.TargetInfo
-    ranges: object
-    split: Split
-    ref_eval: np.ndarray
-    metric: Metric
-    probe: list
-    options: CompileOptions
-    costs: object  # hanasc.search_costs.SearchCosts
-    stage: Stage
-    simulator: object
-    session: object | None = None
-
-
-@dataclass
 class VerifiedModel:
     """A verified model: its search candidate, its figures (latency, accuracy, module, ...) and summary."""
 
@@ -112,7 +92,7 @@ def _uniform_int8_candidate(space: SearchSpace, predictor, costs, budgets, uniqu
 
 
 def _verify_ranked(
-    ctx: VerifyContext, space: SearchSpace, ranked: list[Candidate], held_out: dict, floor: AccuracyFloor
+    ctx: RunContext, space: SearchSpace, ranked: list[Candidate], held_out: dict, floor: AccuracyFloor
 ) -> tuple[list[dict], list[VerifiedModel]]:
     """Verify candidates best held-out accuracy first, until one meets the budgets and the floor.
 
@@ -153,7 +133,7 @@ def _verify_ranked(
     return attempts, verified
 
 
-def _held_out_accuracy(ctx: VerifyContext, outputs: np.ndarray, engine: str) -> tuple[float, dict]:
+def _held_out_accuracy(ctx: RunContext, outputs: np.ndarray, engine: str) -> tuple[float, dict]:
     """The metric of ``outputs`` on the held-out split: the unrounded score and its figure."""
     score = ctx.metric(outputs, ctx.split.eval_y, ctx.ref_eval)
     return score, fig(
@@ -166,7 +146,7 @@ def _held_out_accuracy(ctx: VerifyContext, outputs: np.ndarray, engine: str) -> 
     )
 
 
-def _original_verified(ctx: VerifyContext, space: SearchSpace, predictor, measured: dict | None):
+def _original_verified(ctx: RunContext, space: SearchSpace, predictor, measured: dict | None):
     """The original as a verified candidate: measured latency where reachable, its held-out accuracy."""
     identity = space.identity()
     lat, mem, energy = (float(v[0]) for v in ctx.costs(identity[None]))
@@ -178,7 +158,7 @@ def _original_verified(ctx: VerifyContext, space: SearchSpace, predictor, measur
     return VerifiedModel(candidate, figures, summary)
 
 
-def _materialize_original(ctx: VerifyContext, original: VerifiedModel) -> VerifiedModel:
+def _materialize_original(ctx: RunContext, original: VerifiedModel) -> VerifiedModel:
     """The original's figures completed with its module and, on the host, its built artifact."""
     figures = dict(original.figures)
     figures["mod"] = ctx.model.mod
@@ -187,11 +167,11 @@ def _materialize_original(ctx: VerifyContext, original: VerifiedModel) -> Verifi
     return VerifiedModel(original.candidate, figures, original.summary)
 
 
-def _on_host(ctx: VerifyContext) -> bool:
+def _on_host(ctx: RunContext) -> bool:
     return ctx.session is None and ctx.info.runs_here
 
 
-def _verify(ctx: VerifyContext, config, candidate: Candidate) -> dict:
+def _verify(ctx: RunContext, config, candidate: Candidate) -> dict:
     """Materialize, compile, measure (host, or the device over RPC) or predict, evaluate on held-out data."""
     from hanasc.recovery import materialize_recovered
 
