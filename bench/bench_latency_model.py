@@ -168,7 +168,7 @@ def main() -> None:
     from hanasc.cost_models.measure import measure_model, time_executable
     from hanasc.cost_models.prior import roofline
     from hanasc.cost_models.profiler import Session
-    from hanasc.cost_models.profiling import profile_target
+    from hanasc.cost_models.profiling import ProfilePlan, profile_target
     from hanasc.cost_models.spec import load_spec
     from hanasc.model_zoo import fetch
     from hanasc.relax_params import bind_weights
@@ -185,11 +185,9 @@ def main() -> None:
     t0 = time.monotonic()
     summary = profile_target(
         "host",
-        model=fetch("efficientnet-lite0"),
-        budget_minutes=args.budget_minutes,
+        ProfilePlan(model=fetch("efficientnet-lite0"), budget_minutes=args.budget_minutes, seed=args.seed),
         db=ctx.db or ctx.cache() / "profiles.sqlite",
         model_root=ctx.models_root(),
-        seed=args.seed,
     )
     print(summary.table(), f"\n(profiling took {time.monotonic() - t0:.0f} s)\n", flush=True)
     model = load_latest("host", device, root=ctx.models_root())

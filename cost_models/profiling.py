@@ -53,31 +53,49 @@ class ProfileSummary:
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+@dataclass
+class ProfilePlan:
+    """What ``hanasc profile`` sweeps: ``model``'s search space (an ONNX file) interleaved with
+    ``random_kernels`` random shapes, or ``layers`` instead; ``chains`` whole-model chains of swept layers
+    (the per-call overhead); the XGBoost model trained when ``train_model``; all within ``budget_minutes``."""
+
+    model: str | Path | None = None
+    budget_minutes: float = 10.0
+    random_kernels: int = 200
+    chains: int = 6
+    train_model: bool = True
+    seed: int = 0
+    layers: list[sweep.LayerShape] | None = None
+
+    def items(self) -> list[sweep.LayerShape]:
+        """The layers to sweep, in order."""
+        if self.layers is not None:  # an explicit sweep replaces the generated one
+            return list(self.layers)
+        space: list[sweep.LayerShape] = []
+        if self.model is not None:
+            from hanasc.frontend import load_model
+
+            space = sweep.search_space_layers(load_model(self.model, import_tvm=False).layers)
+        random_layers = sweep.random_layers(self.random_kernels, seed=self.seed)
+        return list(sweep.interleave(space, random_layers, seed=self.seed))
+
+
 def profile_target(
     target: str,
+    plan: ProfilePlan | None = None,
     *,
     session: Session | None = None,
-    model: str | Path | None = None,
-    budget_minutes: float = 10.0,
-    random_kernels: int = 200,
     db: str | Path | None = None,
     timing: TimingConfig | None = None,
     progress: Progress | None = None,
-    chains: int = 6,
-    train_model: bool = True,
     model_root: Path | None = None,
-    seed: int = 0,
-    layers: list[sweep.LayerShape] | None = None,
 ) -> ProfileSummary:
-    """Profile kernels of ``target`` where ``session`` runs (local by default) until the budget is spent.
+    """Profile kernels of ``target`` where ``session`` runs (local by default) until the plan's budget is
+    spent, measure its chains and train the latency model.
 
-    ``model``: an ONNX file whose search space is swept first; ``layers``: an explicit sweep instead.
     ``progress(done, total, label)`` is called before each layer (the CLI shows a progress bar).
     """
-    from hanasc.cost_models.calibration import fit_calibration
-    from hanasc.cost_models.latency_model import train
-    from hanasc.cost_models.measure import measure_model, module_hash
-
+    plan = plan or ProfilePlan()
     timing = timing or TimingConfig()
     cost_target = get_target(target)
     if not cost_target.compiles_with_tvm:
@@ -87,65 +105,76 @@ def profile_target(
             f"target '{target}' is not compiled by TVM: its kernels cannot be profiled (use calibrate)"
         )
     session = session or Session.local()
-    deadline = time.monotonic() + budget_minutes * 60.0
     start = time.monotonic()
-    space: list[sweep.LayerShape] = []
-    if model is not None:
-        from hanasc.frontend import load_model
-
-        space = sweep.search_space_layers(load_model(model, import_tvm=False).layers)
-    if layers is not None:  # an explicit sweep replaces the generated one
-        items = list(layers)
-    else:
-        items = list(sweep.interleave(space, sweep.random_layers(random_kernels, seed=seed), seed=seed))
+    items = plan.items()
     store = ProfileStore(db)
     summary = ProfileSummary(target=cost_target.name, device=session.device_id, db=store.path)
     done_layers = []
-    measured_chains = []
     for i, layer in enumerate(items):
-        if time.monotonic() > deadline:
+        if time.monotonic() > start + plan.budget_minutes * 60.0:
             break
         if progress:
             progress(i, len(items), layer.label())
-        try:
-            lowered = lower_to_kernels(sweep.layer_module(layer), cost_target.name)
-        except Exception as exc:  # a shape TVM cannot lower: skip it, say which
-            summary.failed.append(f"{layer.label()}: {type(exc).__name__}")
-            continue
-        for kernel in lowered.kernels:
-            if store.get_kernel(cost_target.name, session.device_id, kernel.signature):
-                summary.reused += 1
-                continue
-            try:
-                timed = time_kernel(kernel.prim_func, cost_target, session, timing)
-            except Exception as exc:
-                summary.failed.append(f"{layer.label()} {kernel.name}: {type(exc).__name__}")
-                continue
-            store.put_kernel(
-                KernelRow(
-                    cost_target.name,
-                    tvm_version(),
-                    session.device_id,
-                    kernel.signature,
-                    kernel.features,
-                    timed.median_s,
-                    timed.spread,
-                    timing.repeat,
-                    timed.number,
-                )
-            )
-            summary.measured += 1
-        done_layers.append(layer)
+        if _profile_layer(layer, cost_target, session, timing, store, summary):
+            done_layers.append(layer)
     if progress:
         progress(len(items), len(items), "whole-model chains")
-    for n_layers in _chain_lengths(chains):
-        chain = _chain(done_layers, n_layers, seed)
+    measured_chains = _measure_chains(done_layers, plan, cost_target, session, store, summary)
+    rows = store.kernels(cost_target.name, session.device_id)
+    if plan.train_model and len(rows) >= 4:
+        model = _train(rows, cost_target.name, session.device_id, measured_chains)
+        model.save(model_root)
+        summary.model_version, summary.model_samples = model.meta.version, model.meta.n_samples
+    store.close()
+    summary.seconds = time.monotonic() - start
+    return summary
+
+
+def _profile_layer(layer, cost_target, session: Session, timing, store: ProfileStore, summary) -> bool:
+    """Time the kernels of one swept layer not in the store yet; False when TVM cannot lower it."""
+    try:
+        lowered = lower_to_kernels(sweep.layer_module(layer), cost_target.name)
+    except Exception as exc:  # a shape TVM cannot lower: skip it, say which
+        summary.failed.append(f"{layer.label()}: {type(exc).__name__}")
+        return False
+    for kernel in lowered.kernels:
+        if store.get_kernel(cost_target.name, session.device_id, kernel.signature):
+            summary.reused += 1
+            continue
+        try:
+            timed = time_kernel(kernel.prim_func, cost_target, session, timing)
+        except Exception as exc:
+            summary.failed.append(f"{layer.label()} {kernel.name}: {type(exc).__name__}")
+            continue
+        store.put_kernel(
+            KernelRow(
+                cost_target.name,
+                tvm_version(),
+                session.device_id,
+                kernel.signature,
+                kernel.features,
+                timed.median_s,
+                timed.spread,
+                timing.repeat,
+                timed.number,
+            )
+        )
+        summary.measured += 1
+    return True
+
+
+def _measure_chains(done_layers, plan: ProfilePlan, cost_target, session: Session, store, summary) -> list:
+    """Chains of swept layers measured end to end (stored as whole-model rows): (lowered, seconds) each."""
+    from hanasc.cost_models.measure import measure_model, module_hash
+
+    measured_chains = []
+    for n_layers in _chain_lengths(plan.chains):
+        chain = _chain(done_layers, n_layers, plan.seed)
         if chain is None:
             break
         mod = chain_module(chain)
         timed = measure_model(mod, cost_target.name, session)
         chain_lowered = lower_to_kernels(mod, cost_target.name)
-        calls = chain_lowered.total_calls
         measured_chains.append((chain_lowered, timed.median_ms / 1e3))
         store.put_model(
             ModelRow(
@@ -157,24 +186,26 @@ def profile_target(
                 timed.median_ms,
                 timed.runs,
                 "measured",
-                calls,
+                chain_lowered.total_calls,
             )
         )
         summary.chains_measured += 1
-    rows = store.kernels(cost_target.name, session.device_id)
-    if train_model and len(rows) >= 4:
-        model = train(rows, cost_target.name, session.device_id)
-        if measured_chains:
-            sums = [_predicted_sum_s(model, lowered) for lowered, _ in measured_chains]
-            calls = [lowered.total_calls for lowered, _ in measured_chains]
-            measured = [seconds for _, seconds in measured_chains]
-            cal = fit_calibration(sums, calls, measured, fit_scale=False, base=model.meta.version)
-            model = model.with_calibration(cal)
-        model.save(model_root)
-        summary.model_version, summary.model_samples = model.meta.version, model.meta.n_samples
-    store.close()
-    summary.seconds = time.monotonic() - start
-    return summary
+    return measured_chains
+
+
+def _train(rows, target: str, device: str, measured_chains: list):
+    """The XGBoost latency model on the kernel rows, its per-call overhead fitted on the chains."""
+    from hanasc.cost_models.calibration import fit_calibration
+    from hanasc.cost_models.latency_model import train
+
+    model = train(rows, target, device)
+    if measured_chains:
+        sums = [_predicted_sum_s(model, lowered) for lowered, _ in measured_chains]
+        calls = [lowered.total_calls for lowered, _ in measured_chains]
+        measured = [seconds for _, seconds in measured_chains]
+        cal = fit_calibration(sums, calls, measured, fit_scale=False, base=model.meta.version)
+        model = model.with_calibration(cal)
+    return model
 
 
 def _chain_lengths(n: int) -> list[int]:

@@ -97,6 +97,22 @@ def assemble_cubin(ptx_path: Path, cubin_path: Path, arch: str) -> str:
     return done.stdout + done.stderr
 
 
+def _limit_problems(info: KernelInfo) -> list[str]:
+    """What of one kernel's launch bound, registers and static shared memory exceeds the block limits."""
+    problems = []
+    if info.threads is None:
+        problems.append("no launch bound (threads per block unknown offline)")
+    elif info.threads > MAX_THREADS_PER_BLOCK:
+        problems.append(f"{info.threads} threads per block > {MAX_THREADS_PER_BLOCK}")
+    if info.static_smem > MAX_STATIC_SMEM_PER_BLOCK:
+        problems.append(f"{info.static_smem} bytes static shared memory > {MAX_STATIC_SMEM_PER_BLOCK}")
+    if info.registers > MAX_REGS_PER_THREAD:
+        problems.append(f"{info.registers} registers per thread > {MAX_REGS_PER_THREAD}")
+    if info.threads and info.registers * info.threads > MAX_REGS_PER_BLOCK:
+        problems.append(f"{info.registers} registers x {info.threads} threads > {MAX_REGS_PER_BLOCK}")
+    return problems
+
+
 def check_kernels(source: str, ptx: str, ptxas_report: str, arch: str) -> KernelCheck:
     """Check every kernel against the block limits of ``arch`` (cc 8.7 limits)."""
     kernels: dict[str, KernelInfo] = {}
@@ -122,20 +138,7 @@ def check_kernels(source: str, ptx: str, ptxas_report: str, arch: str) -> Kernel
             current.registers = int(m.group(1))
             current.static_smem = int(m.group(2) or 0)
     for info in kernels.values():
-        if info.threads is None:
-            info.problems.append("no launch bound (threads per block unknown offline)")
-        elif info.threads > MAX_THREADS_PER_BLOCK:
-            info.problems.append(f"{info.threads} threads per block > {MAX_THREADS_PER_BLOCK}")
-        if info.static_smem > MAX_STATIC_SMEM_PER_BLOCK:
-            info.problems.append(
-                f"{info.static_smem} bytes static shared memory > {MAX_STATIC_SMEM_PER_BLOCK}"
-            )
-        if info.registers > MAX_REGS_PER_THREAD:
-            info.problems.append(f"{info.registers} registers per thread > {MAX_REGS_PER_THREAD}")
-        if info.threads and info.registers * info.threads > MAX_REGS_PER_BLOCK:
-            info.problems.append(
-                f"{info.registers} registers x {info.threads} threads > {MAX_REGS_PER_BLOCK}"
-            )
+        info.problems += _limit_problems(info)
     missing = [k for k in kernels if f".entry {k}(" not in ptx]
     if missing:
         raise HanascError(f"kernel {missing[0]} is in the CUDA source but not in the PTX")

@@ -11,17 +11,16 @@ from hanasc.cost_models.sweep import LayerShape
 @pytest.fixture(scope="module")
 def profiled(tmp_path_factory):
     from hanasc.cost_models.profiler import TimingConfig
-    from hanasc.cost_models.profiling import profile_target
+    from hanasc.cost_models.profiling import ProfilePlan, profile_target
 
     root = tmp_path_factory.mktemp("cache")
     layers = [LayerShape(c, c * 2, hw, hw, 1) for c in (8, 16, 32) for hw in (8, 16)]
     layers += [LayerShape(c, c, hw, hw, 3, groups=c) for c in (8, 16, 32) for hw in (8, 16)]
     summary = profile_target(
         "host",
-        layers=layers,
+        ProfilePlan(layers=layers, chains=3),
         db=root / "p.sqlite",
         timing=TimingConfig(3, 5),
-        chains=3,
         model_root=root / "latency_models",
     )
     return root, summary

@@ -59,12 +59,13 @@ def test_model_rows(tmp_path):
 
 def test_profiling_reuses_stored_kernels(tmp_path):
     from hanasc.cost_models.profiler import TimingConfig
-    from hanasc.cost_models.profiling import profile_target
+    from hanasc.cost_models.profiling import ProfilePlan, profile_target
     from hanasc.cost_models.sweep import LayerShape
 
     layers = [LayerShape(4, 8, 8, 8, 3), LayerShape(8, 8, 8, 8, 3, groups=8)]
-    kw = dict(layers=layers, db=tmp_path / "p.sqlite", timing=TimingConfig(2, 2), chains=0, train_model=False)
-    first = profile_target("host", **kw)
-    second = profile_target("host", **kw)
+    plan = ProfilePlan(layers=layers, chains=0, train_model=False)
+    kw = dict(db=tmp_path / "p.sqlite", timing=TimingConfig(2, 2))
+    first = profile_target("host", plan, **kw)
+    second = profile_target("host", plan, **kw)
     assert first.measured == 2 and first.reused == 0
     assert second.measured == 0 and second.reused == 2

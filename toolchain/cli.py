@@ -216,6 +216,7 @@ def profile(
     info = get_target(target)
     session = Session.from_address(rpc_addr=rpc, tracker=tracker, key=key)
     from hanasc.cost_models import profile_target
+    from hanasc.cost_models.profiling import ProfilePlan
 
     with Progress(console=_console(stderr=True)) as bar:
         task = bar.add_task(f"profiling {info.name}", total=None)
@@ -223,14 +224,10 @@ def profile(
         def progress(done: int, total: int, label: str) -> None:
             bar.update(task, completed=done, total=total, description=f"profiling {info.name}: {label}")
 
-        summary = profile_target(
-            info.name,
-            session=session,
-            model=str(resolve_model_arg(model)) if model else None,
-            budget_minutes=budget_minutes,
-            db=db,
-            progress=progress,
+        plan = ProfilePlan(
+            model=str(resolve_model_arg(model)) if model else None, budget_minutes=budget_minutes
         )
+        summary = profile_target(info.name, plan, session=session, db=db, progress=progress)
     print(summary.table())
 
 
