@@ -20,7 +20,7 @@ from pathlib import Path
 
 import onnx
 
-from hanasc.onnx_fuzz import builtin_fixtures, report_json, run_fuzz
+from hanasc.onnx_fuzz import FuzzCalls, builtin_fixtures, report_json, run_fuzz
 
 
 def torch_fixtures(folder: Path) -> dict[str, onnx.ModelProto]:
@@ -64,10 +64,7 @@ def main() -> int:
         args.count,
         args.seed,
         workdir,
-        timeout=args.timeout,
-        apply_every=args.apply_every,
-        compile_every=args.compile_every,
-        keep=args.keep,
+        FuzzCalls(args.timeout, args.apply_every, args.compile_every, args.keep),
         progress=progress,
     )
     print(f"\n{report.mutants} mutants, seed {args.seed}, {report.seconds:.0f} s\n")

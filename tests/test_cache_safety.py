@@ -125,7 +125,7 @@ def test_killed_holder_releases_the_lock(tmp_path):
 
 
 def test_search_resumed_from_any_generation_equals_the_uninterrupted_search(tmp_path):
-    from hanasc.search import Budgets, run_search
+    from hanasc.search import Budgets, NsgaSettings, run_search
 
     class Space:
         upper_bounds = np.array([3, 3, 3, 3, 3, 3])
@@ -144,11 +144,13 @@ def test_search_resumed_from_any_generation_equals_the_uninterrupted_search(tmp_
 
     budgets = Budgets(latency_ms=2.5)
     args = dict(seed=3, pop_size=10, generations=6)
-    full = run_search(Space(), objectives, budgets, checkpoint=tmp_path / "full.json", **args)
+    full = run_search(Space(), objectives, budgets, NsgaSettings(checkpoint=tmp_path / "full.json", **args))
     for stop in range(1, 6):  # a run killed after generation `stop`, then resumed
         path = tmp_path / f"cut{stop}.json"
-        run_search(Space(), objectives, budgets, checkpoint=path, **{**args, "generations": stop})
-        resumed = run_search(Space(), objectives, budgets, checkpoint=path, resume=True, **args)
+        run_search(
+            Space(), objectives, budgets, NsgaSettings(checkpoint=path, **{**args, "generations": stop})
+        )
+        resumed = run_search(Space(), objectives, budgets, NsgaSettings(checkpoint=path, resume=True, **args))
         assert resumed.resumed_from == stop
         assert [c.genome for c in resumed.front] == [c.genome for c in full.front]
         assert sorted(map(tuple, (c.genome for c in resumed.evaluated))) == sorted(

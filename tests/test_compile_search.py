@@ -142,14 +142,12 @@ def test_uniform_int8_is_a_candidate_when_it_fits(costs):
 
 
 def test_pareto_plot_keeps_predicted_and_held_out_on_separate_axes(tmp_path):
-    from hanasc.plots import HeldOutPanel, pareto_plot
+    from hanasc.plots import HeldOutPanel, SearchPanel, pareto_plot
 
     panel = HeldOutPanel(
         "agreement", "latency ms (measured)", (10.0, 1.0), [(7.0, 0.95), (6.0, 0.4)], (7.0, 0.95)
     )
-    labels = pareto_plot(
-        tmp_path / "p.png", [(8.0, 0.5)], [(7.0, 0.6)], (10.0, 0.7), (7.0, 0.6), 8.0, "t", "latency ms",
-        held_out=panel,
-    )  # fmt: skip
+    search = SearchPanel([(8.0, 0.5)], [(7.0, 0.6)], (10.0, 0.7), (7.0, 0.6), 8.0, "t", "latency ms")
+    labels = pareto_plot(tmp_path / "p.png", search, held_out=panel)
     assert labels == ["predicted score (search)", "agreement (held-out)"]
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

@@ -11,6 +11,7 @@ from hanasc.onnx_fuzz import (
     MUTATORS,
     CallResult,
     CliWorker,
+    FuzzCalls,
     builtin_fixtures,
     classify,
     make_mutant,
@@ -77,7 +78,11 @@ def _assert_clean(report) -> None:
 def test_fuzz_fixed_seed_sample_of_100(tmp_path):
     """100 mutants through inspect; every 10th accepted one through apply, the first through compile."""
     report = run_fuzz(
-        builtin_fixtures(), 100, seed=15, workdir=tmp_path, timeout=60, apply_every=10, compile_every=1000
+        builtin_fixtures(),
+        100,
+        seed=15,
+        workdir=tmp_path,
+        calls=FuzzCalls(60, apply_every=10, compile_every=1000),
     )
     assert report.mutants == 100
     assert sum(report.counts["inspect"].values()) == 100
@@ -90,7 +95,11 @@ def test_fuzz_fixed_seed_sample_of_100(tmp_path):
 def test_fuzz_300_with_apply_and_compile(tmp_path):
     """Another seed, more apply and compile calls (bench/fuzz.py runs 1,000 and more)."""
     report = run_fuzz(
-        builtin_fixtures(), 300, seed=7, workdir=tmp_path, timeout=60, apply_every=5, compile_every=25
+        builtin_fixtures(),
+        300,
+        seed=7,
+        workdir=tmp_path,
+        calls=FuzzCalls(60, apply_every=5, compile_every=25),
     )
     assert report.mutants == 300
     assert sum(report.counts["compile"].values()) >= 1

@@ -316,7 +316,7 @@ def _write_outputs(tmp: Path, run: RunContext, outcome: Outcome, report: dict) -
     )
     verified, result, original = outcome.verified, outcome.result, outcome.original
     from hanasc.apply_pipeline import build_target_bundle
-    from hanasc.plots import HeldOutPanel, breakdown_plot, pareto_plot
+    from hanasc.plots import HeldOutPanel, SearchPanel, breakdown_plot, pareto_plot
 
     config = verified["config"]
     if verified["executable"] is not None:
@@ -333,8 +333,7 @@ def _write_outputs(tmp: Path, run: RunContext, outcome: Outcome, report: dict) -
     (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (tmp / "report.md").write_text(report_markdown(report))
     lat_source = report["latency_estimate"]["source"]
-    pareto_plot(
-        tmp / "pareto.png",
+    search = SearchPanel(
         evaluated=[(c.latency_ms, c.accuracy) for c in result.evaluated],
         front=[(c.latency_ms, c.accuracy) for c in result.front],
         original=(original["latency_ms"]["value"], original["predicted_score"]["value"]),
@@ -345,6 +344,10 @@ def _write_outputs(tmp: Path, run: RunContext, outcome: Outcome, report: dict) -
         chosen_label=f"result ({metric.name} {verified['accuracy']['value']:g} held-out, verified)",
         latency_label=f"latency ms (search: {lat_source}; "
         f"original/result: {original['latency_ms']['source']})",
+    )
+    pareto_plot(
+        tmp / "pareto.png",
+        search,
         held_out=HeldOutPanel(
             metric=metric.name,
             latency_label=f"latency ms ({verified['latency']['source']})",

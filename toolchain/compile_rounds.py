@@ -12,7 +12,7 @@ import numpy as np
 from hanasc.compile_context import RunContext
 from hanasc.compile_seeds import population_seeds, seed_genomes
 from hanasc.compile_verify import _uniform_int8_candidate
-from hanasc.search import Candidate, SearchResult, run_search
+from hanasc.search import Candidate, NsgaSettings, SearchResult, run_search
 
 
 class PredictorSamples:
@@ -99,17 +99,15 @@ def search_rounds(run: RunContext, samples: PredictorSamples) -> tuple[SearchRes
     rounds, total_evaluations, pred_report = [], 0, None
     for index in range(options.rounds):
         stage.start(f"NSGA-II search, round {index + 1}/{options.rounds}", per_round)
-        result = run_search(
-            space,
-            objectives,
-            budgets,
+        settings = NsgaSettings(
             seed=options.seed + index,
             pop_size=options.population,
             generations=per_round,
-            seeds=population,
             checkpoint=run.work / f"search_checkpoint_{index}.json",
             resume=options.resume,
-            on_generation=on_generation,
+        )
+        result = run_search(
+            space, objectives, budgets, settings, seeds=population, on_generation=on_generation
         )
         total_evaluations += result.evaluations
         feasible = sorted((c for c in result.evaluated if c.feasible(budgets)), key=lambda c: -c.accuracy)

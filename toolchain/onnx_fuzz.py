@@ -809,22 +809,35 @@ def _write_data(path: Path, shape: tuple[int, ...], classes: int = 4) -> None:
     np.savez(path, x=x, y=np.arange(8) % classes)
 
 
+@dataclass
+class FuzzCalls:
+    """Which CLI calls each mutant gets: inspect always (``timeout`` seconds; apply gets twice and compile
+    four times as long), apply / compile on every n-th mutant inspect accepts. Mutants that end ok or
+    rejected are deleted unless ``keep``."""
+
+    timeout: float = 30.0
+    apply_every: int = 5
+    compile_every: int = 25
+    keep: bool = False
+
+
 def run_fuzz(
     fixtures: dict[str, onnx.ModelProto],
     count: int,
     seed: int,
     workdir: Path,
-    timeout: float = 30.0,
-    apply_every: int = 5,
-    compile_every: int = 25,
-    keep: bool = False,
+    calls: FuzzCalls | None = None,
     progress: Callable[[int, FuzzReport], None] | None = None,
 ) -> FuzzReport:
-    """Make ``count`` mutants and run the CLI on each; apply/compile on every n-th mutant inspect accepts.
-
-    ``timeout`` is per inspect call; apply gets twice and compile four times as long. Mutants that end
-    ok or rejected are deleted unless ``keep``; the others stay in ``workdir`` for a look.
-    """
+    """Make ``count`` mutants and run the CLI on each as ``calls`` says; mutants that end neither ok nor
+    rejected stay in ``workdir`` for a look."""
+    calls = calls or FuzzCalls()
+    timeout, apply_every, compile_every, keep = (
+        calls.timeout,
+        calls.apply_every,
+        calls.compile_every,
+        calls.keep,
+    )
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     env = {"HANASC_CACHE": str(workdir / "cache"), "HANASC_DEBUG": "1"}  # DEBUG: escaped errors raise

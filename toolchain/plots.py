@@ -17,23 +17,30 @@ def _pyplot():
     return plt
 
 
-def pareto_plot(
-    path: Path,
-    evaluated: list[tuple[float, float]],
-    front: list[tuple[float, float]],
-    original: tuple[float, float],
-    chosen: tuple[float, float] | None,
-    budget_ms: float | None,
-    accuracy_label: str,
-    latency_label: str,
-    original_label: str = "original",
-    chosen_label: str = "result (verified)",
-    held_out: HeldOutPanel | None = None,
-) -> list[str]:
+@dataclass
+class SearchPanel:
+    """The search's view: (latency, predicted score) of every evaluated Config and of the front, the
+    original and the result on the same scale, the budget, and the axis and legend labels."""
+
+    evaluated: list[tuple[float, float]]
+    front: list[tuple[float, float]]
+    original: tuple[float, float]
+    chosen: tuple[float, float] | None
+    budget_ms: float | None
+    accuracy_label: str
+    latency_label: str
+    original_label: str = "original"
+    chosen_label: str = "result (verified)"
+
+
+def pareto_plot(path: Path, search: SearchPanel, held_out: HeldOutPanel | None = None) -> list[str]:
     """Left: predicted score vs estimated latency (all evaluated points, the front, the budget line, the
     original and the result on the search's scale). Right, with ``held_out``: the metric on held-out data
     vs verified latency (original, every verified candidate, the result): two scales, two labelled axes.
     Returns the y-axis labels (one per panel)."""
+    evaluated, front, original, chosen = search.evaluated, search.front, search.original, search.chosen
+    budget_ms, accuracy_label, latency_label = search.budget_ms, search.accuracy_label, search.latency_label
+    original_label, chosen_label = search.original_label, search.chosen_label
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2 if held_out else 1, figsize=(12 if held_out else 7, 4.5), dpi=120)
     ax = axes[0] if held_out else axes

@@ -148,17 +148,25 @@ def pareto_front(cands: list[Candidate]) -> list[Candidate]:
     return sorted(front, key=lambda c: c.latency_ms)
 
 
+@dataclass
+class NsgaSettings:
+    """One NSGA-II run: its seed, population, generations, and the checkpoint it saves to (and, with
+    ``resume``, continues from)."""
+
+    seed: int = 0
+    pop_size: int = 48
+    generations: int = 30
+    checkpoint: Path | None = None
+    resume: bool = False
+
+
 def run_search(
     space: SearchSpace,
     objectives: Objectives,
     budgets: Budgets,
+    settings: NsgaSettings | None = None,
     *,
-    seed: int = 0,
-    pop_size: int = 48,
-    generations: int = 30,
     seeds: list[np.ndarray] | None = None,
-    checkpoint: Path | None = None,
-    resume: bool = False,
     on_generation: Callable[[int, list[Candidate]], None] | None = None,
 ) -> SearchResult:
     """NSGA-II from an initial population (``seeds`` first, then random); state saved every generation.
@@ -167,6 +175,9 @@ def run_search(
     crowding of the population, tournament mating, survival) seeded by ``seed + generation`` alone, so a
     run resumed from any checkpoint continues exactly as the uninterrupted run did.
     """
+    settings = settings or NsgaSettings()
+    seed, pop_size, generations = settings.seed, settings.pop_size, settings.generations
+    checkpoint, resume = settings.checkpoint, settings.resume
     start = time.perf_counter()
     archive, done, population = _Archive(), 0, None
     if resume and checkpoint is not None and checkpoint.exists():
