@@ -20,7 +20,8 @@ from pathlib import Path
 
 import onnx
 
-from hanasc.onnx_fuzz import FuzzCalls, builtin_fixtures, report_json, run_fuzz
+from hanasc.fuzz_fixtures import builtin_fixtures
+from hanasc.fuzz_runner import FuzzCalls, report_json, run_fuzz
 
 
 def torch_fixtures(folder: Path) -> dict[str, onnx.ModelProto]:

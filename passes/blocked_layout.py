@@ -21,306 +21,24 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import numpy as np
 import tvm
-from tvm import relax, te
+from tvm import relax
 from tvm.ir import IRModule
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
-from hanasc.relax_params import bound_value
+from hanasc.passes.conv_compute import (
+    blocked_conv2d,
+    dot_conv_name,
+    out_blocked_conv2d,
+    pair_conv2d,
+    pair_group,
+    pair_index_map,
+)
+from hanasc.passes.dot_convs import lower_dot_dense, mark_pair_convs
 
 BLOCKS = (16, 8, 4, 2)  # tried in order; a conv none divides (the RGB stem, odd widths) stays NCHW
 _BLOCKED = re.compile(r"NCHW(\d+)c")
 _KERNEL = re.compile(r"OIHW(\d+)i(\d+)o")
-
-
-def _sliding_window(data: te.Tensor, kh: int, kw: int, strides, padding, dilation):
-    """``(padded data, out_h, out_w, (sh, sw), (dh, dw))`` of a KhxKw window over axes 2 and 3 of ``data``
-    (NCHW or NCHWc); ``padding`` is (top, left, bottom, right)."""
-    height, width = int(data.shape[2]), int(data.shape[3])
-    sh, sw = (int(s) for s in strides)
-    dh, dw = (int(d) for d in dilation)
-    top, left, bottom, right = (int(p) for p in padding)
-    out_h = (height + top + bottom - dh * (kh - 1) - 1) // sh + 1
-    out_w = (width + left + right - dw * (kw - 1) - 1) // sw + 1
-    inner = (0,) * (len(data.shape) - 4)
-    padded = (
-        tvm.topi.nn.pad(data, (0, 0, top, left, *inner), (0, 0, bottom, right, *inner), name="pad")
-        if top or left or bottom or right
-        else data
-    )
-    return padded, out_h, out_w, (sh, sw), (dh, dw)
-
-
-def blocked_conv2d(
-    data: te.Tensor, kernel: te.Tensor, strides, padding, dilation, groups: int, out_dtype: str = ""
-) -> te.Tensor:
-    """``(N, C/b, H, W, b)`` x ``(O/b, I/ib, Kh, Kw, ib, b)`` -> ``(N, O/b, OH, OW, b)``.
-
-    ``groups`` is 1 (a full convolution, ``ib`` the input block) or the channel count (depthwise, kernel
-    ``(C/b, 1, Kh, Kw, 1, b)``). ``padding`` is (top, left, bottom, right). Products and sums are in
-    ``out_dtype`` (default: the data's; int8 convolutions accumulate in int32).
-    """
-    n, c_chunks, _, _, block = (int(d) for d in data.shape)
-    o_chunks, i_chunks, kh, kw, i_block, o_block = (int(d) for d in kernel.shape)
-    padded, out_h, out_w, (sh, sw), (dh, dw) = _sliding_window(data, kh, kw, strides, padding, dilation)
-    ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
-    dtype = out_dtype or data.dtype
-    if groups == 1:
-        rc = te.reduce_axis((0, i_chunks * i_block), "rc")
-        return te.compute(
-            (n, o_chunks, out_h, out_w, o_block),
-            lambda b, oc, y, x, ob: te.sum(
-                padded[b, rc // block, y * sh + ry * dh, x * sw + rx * dw, rc % block].astype(dtype)
-                * kernel[oc, rc // i_block, ry, rx, rc % i_block, ob].astype(dtype),
-                axis=[rc, ry, rx],
-            ),
-            name="conv2d_nchwc",
-        )
-    if groups != c_chunks * block or o_chunks != c_chunks or o_block != block:
-        raise ValueError(f"blocked conv2d: groups={groups} is neither 1 nor depthwise")
-    return te.compute(
-        (n, o_chunks, out_h, out_w, o_block),
-        lambda b, oc, y, x, ob: te.sum(
-            padded[b, oc, y * sh + ry * dh, x * sw + rx * dw, ob].astype(dtype)
-            * kernel[oc, 0, ry, rx, 0, ob].astype(dtype),
-            axis=[ry, rx],
-        ),
-        name="depthwise_conv2d_nchwc",
-    )
-
-
-def out_blocked_conv2d(
-    data: te.Tensor, kernel: te.Tensor, strides, padding, dilation, block: int, out_dtype: str = ""
-) -> te.Tensor:
-    """``(N, C, H, W)`` x ``(O, C, Kh, Kw)`` -> ``(N, O, OH, OW)``, computed in blocks of ``block`` output
-    channels: for a convolution that stays NCHW because its input channels do not block (the RGB stem).
-
-    Three stages: the weights repacked to ``(O/b, C, Kh, Kw, b)`` (``weight_pack``, a few hundred values
-    per call), the convolution into a ``(N, O/b, OH, OW, b)`` buffer (``conv2d_nchw_oblocked``: the
-    channel block is the vector :class:`hanasc.targets.cpu_schedules.BlockedConv` puts in registers) and
-    its copy back to NCHW (``conv2d_nchw_unblock``, where the fused epilogue goes).
-    """
-    n = int(data.shape[0])
-    out_channels, in_channels, kh, kw = (int(d) for d in kernel.shape)
-    padded, out_h, out_w, (sh, sw), (dh, dw) = _sliding_window(data, kh, kw, strides, padding, dilation)
-    packed = te.compute(
-        (out_channels // block, in_channels, kh, kw, block),
-        lambda oc, c, y, x, ob: kernel[oc * block + ob, c, y, x],
-        name="weight_pack",
-    )
-    dtype = out_dtype or data.dtype
-    compute = _exact_float_dtype(data.dtype, kernel.dtype, dtype, in_channels * kh * kw)
-    rc, ry, rx = (
-        te.reduce_axis((0, in_channels), "rc"),
-        te.reduce_axis((0, kh), "ry"),
-        te.reduce_axis((0, kw), "rx"),
-    )
-    conv = te.compute(
-        (n, out_channels // block, out_h, out_w, block),
-        lambda b, oc, y, x, ob: te.sum(
-            padded[b, rc, y * sh + ry * dh, x * sw + rx * dw].astype(compute)
-            * packed[oc, rc, ry, rx, ob].astype(compute),
-            axis=[rc, ry, rx],
-        ),
-        name="conv2d_nchw_oblocked",
-    )
-    return te.compute(
-        (n, out_channels, out_h, out_w),
-        lambda b, c, y, x: conv[b, c // block, y, x, c % block].astype(dtype),
-        name="conv2d_nchw_unblock",
-    )
-
-
-PAIR_CONV = "conv2d_nchwc_int_pairs"  # the block name cpu_schedules.BlockedConv tensorizes with vpmaddwd
-QUAD_CONV = "conv2d_nchwc_int_quads"  # non-negative uint8 codes x int8, tensorized with vpmaddubsw
-SDOT_CONV = "conv2d_nchwc_int_sdot"  # int8 x int8 quads on aarch64 with dotprod (targets.arm_int8)
-# every int8 pointwise conv: with 8-channel blocks (AVX2) the 16-input-channel expand of EfficientNet-Lite0
-# is faster as pairs too (W8A8 13.4 -> 13.0 ms; with 16-channel blocks it had been slower than fp32)
-PAIR_MIN_CHANNELS = 8
-
-
-def pair_group(data_dtype: str) -> int:
-    """Input channels per intrinsic lane for a marked conv's data: 2 for int16 codes (``vpmaddwd``), 4 for
-    non-negative uint8 codes (``vpmaddubsw``) and for int8 codes (``sdot``)."""
-    return 2 if str(data_dtype) == "int16" else 4
-
-
-def _dot_conv_name(data_dtype: str) -> str:
-    return {"int16": PAIR_CONV, "uint8": QUAD_CONV}.get(str(data_dtype), SDOT_CONV)
-
-
-def pair_kernel_layout(out_block: int, group: int = 2) -> str:
-    """The kernel layout of a pair (quad) conv: ``(O/ob, Kh, Kw, I/g, ob, g)``, ``g`` input channels
-    innermost."""
-    return f"OHWI{out_block}o{group}i"
-
-
-def pair_conv2d(data: te.Tensor, kernel: te.Tensor, strides, padding, dilation, out_dtype: str = "int32"):
-    """``(N, C/b, H, W, b)`` int16 (uint8) x ``(O/ob, Kh, Kw, C/g, ob, g)`` int8 -> ``(N, O/ob, OH, OW, ob)``
-    int32, ``g`` = :func:`pair_group` (2 for int16 data, 4 for uint8).
-
-    The convolution the ``vpmaddwd`` (``vpmaddubsw``) intrinsic computes (:mod:`hanasc.targets.x86_int8`):
-    the reduction is split as (C/b, Kh, Kw, b/g, g) so that the innermost ``g`` input channels are adjacent
-    in both the activation and the weight (no division in the index expressions). ``g`` must divide ``b``.
-    """
-    n, c_chunks, _, _, block = (int(d) for d in data.shape)
-    o_chunks, kh, kw, _, o_block, group = (int(d) for d in kernel.shape)
-    padded, out_h, out_w, (sh, sw), (dh, dw) = _sliding_window(data, kh, kw, strides, padding, dilation)
-    per_block = block // group
-    rco, ry, rx = (
-        te.reduce_axis((0, c_chunks), "rco"),
-        te.reduce_axis((0, kh), "ry"),
-        te.reduce_axis((0, kw), "rx"),
-    )
-    rci, k = te.reduce_axis((0, per_block), "rci"), te.reduce_axis((0, group), "k")
-    return te.compute(
-        (n, o_chunks, out_h, out_w, o_block),
-        lambda b, oc, y, x, ob: te.sum(
-            padded[b, rco, y * sh + ry * dh, x * sw + rx * dw, rci * group + k].astype(out_dtype)
-            * kernel[oc, ry, rx, rco * per_block + rci, ob, k].astype(out_dtype),
-            axis=[rco, ry, rx, rci, k],
-        ),
-        name=_dot_conv_name(data.dtype),
-    )
-
-
-def mark_pair_convs(mod: IRModule, min_channels: int = PAIR_MIN_CHANNELS) -> IRModule:
-    """Ask for the pair kernel: every int8 x int8 -> int32 pointwise conv2d (1x1, ``groups=1``, NCHW) with at
-    least ``min_channels`` input channels, channel counts multiples of 8 and its weight a parameter, gets its
-    data cast to int16 (same codes), or to uint8 where the codes cannot be negative (the input is a ReLU /
-    ReLU6 / sigmoid output: :func:`nonnegative`). :func:`convert_to_blocked` lowers int16 (uint8) x int8
-    blocked convs with :func:`pair_conv2d`."""
-    for gv, func in list(mod.functions.items()):
-        if isinstance(func, relax.Function):
-            mod[gv] = _MarkPairConvs(min_channels).visit_expr(func)
-    return mod
-
-
-def _is_pair_candidate(call: relax.Call, min_channels: int) -> bool:
-    attrs = call.attrs
-    data, weight = call.args
-    if (str(attrs.data_layout), str(attrs.kernel_layout), str(attrs.out_layout)) != ("NCHW", "OIHW", "NCHW"):
-        return False
-    if int(attrs.groups) != 1 or str(attrs.out_dtype) != "int32" or not isinstance(weight, relax.Var):
-        return False
-    if str(data.ty.dtype) != "int8" or str(weight.ty.dtype) != "int8":
-        return False
-    out_channels, in_channels, kh, kw = (int(d) for d in weight.ty.shape)
-    return (
-        (kh, kw) == (1, 1) and in_channels >= min_channels and in_channels % 8 == 0 and out_channels % 8 == 0
-    )
-
-
-@relax.expr_functor.mutator
-class _MarkPairConvs(relax.PyExprMutator):
-    """See :func:`mark_pair_convs`."""
-
-    def __init__(self, min_channels: int) -> None:
-        super().__init__()
-        self.min_channels = min_channels
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
-        if call.op != tvm.ir.Op.get("relax.nn.conv2d") or not _is_pair_candidate(call, self.min_channels):
-            return call
-        codes = "uint8" if nonnegative(call.args[0], lambda v: bound_value(self, v)) else "int16"
-        data = relax.op.astype(call.args[0], codes)
-        return relax.Call(call.op, [data, call.args[1]], call.attrs)
-
-
-_NONNEG_ALWAYS = {"relax.nn.relu", "relax.sigmoid", "relax.abs", "relax.exp", "relax.sqrt"}
-_NONNEG_KEEP = {
-    "relax.round",
-    "relax.astype",
-    "relax.mean",
-    "relax.sum",
-    "relax.nn.avg_pool2d",
-    "relax.nn.max_pool2d",
-    "relax.nn.adaptive_avg_pool2d",
-    "relax.layout_transform",
-    "relax.reshape",
-}
-
-
-def nonnegative(expr: relax.Expr, binding, depth: int = 24) -> bool:
-    """Whether ``expr`` (followed through ``binding(var)``: its bound value, or None) can never be negative,
-    proven from its ops: ReLU / sigmoid outputs, ``maximum`` with a non-negative side, ``minimum`` and
-    ``clip`` of non-negative values or with a lower bound >= 0, and ops that keep the sign (round, casts,
-    pooling, layout changes, ``divide`` / ``multiply`` by positive constants). Unknown ops: False."""
-    if depth == 0:
-        return False
-    constant = _constant(expr, binding)
-    if constant is not None:
-        return bool((constant >= 0).all())
-    if isinstance(expr, relax.Var):
-        value = binding(expr)
-        return value is not None and nonnegative(value, binding, depth - 1)
-    if not isinstance(expr, relax.Call) or not isinstance(expr.op, tvm.ir.Op):
-        return False
-    name, args = expr.op.name, expr.args
-
-    def nonneg(e) -> bool:
-        return nonnegative(e, binding, depth - 1)
-
-    if name in _NONNEG_ALWAYS:
-        return True
-    if name in _NONNEG_KEEP:
-        return nonneg(args[0])
-    if name == "relax.maximum":
-        return nonneg(args[0]) or nonneg(args[1])
-    if name == "relax.minimum":
-        return nonneg(args[0]) and nonneg(args[1])
-    if name == "relax.clip":
-        low = args[1]
-        value = getattr(low, "value", None)
-        value = getattr(value, "value", value)  # a PrimValue wraps its PrimExpr
-        bound = isinstance(value, (int, float)) and value >= 0
-        return bound or nonneg(args[0])
-    if name in ("relax.multiply", "relax.divide"):
-        return nonneg(args[0]) and _positive_constant(args[1], binding)
-    if name == "relax.add":
-        return nonneg(args[0]) and nonneg(args[1])
-    return False
-
-
-def _positive_constant(expr: relax.Expr, binding) -> bool:
-    constant = _constant(expr, binding)
-    return constant is not None and bool((constant > 0).all())
-
-
-def _constant(expr: relax.Expr, binding, depth: int = 8) -> np.ndarray | None:
-    """The value of ``expr`` when it is a constant expression (constants, ``isnan``, ``where``, ``reshape``:
-    what the ONNX importer emits for a ``Clip`` bound), else None."""
-    if depth == 0:
-        return None
-    if isinstance(expr, relax.Var):
-        value = binding(expr)
-        return None if value is None else _constant(value, binding, depth - 1)
-    if isinstance(expr, tvm.ir.expr.Constant):
-        return expr.value.numpy()
-    if not isinstance(expr, relax.Call) or not isinstance(expr.op, tvm.ir.Op):
-        return None
-    name = expr.op.name
-    if name not in ("relax.isnan", "relax.where", "relax.reshape"):
-        return None
-    count = 3 if name == "relax.where" else 1
-    args = [_constant(a, binding, depth - 1) for a in expr.args[:count]]
-    if any(a is None for a in args):
-        return None
-    if name == "relax.isnan":
-        return np.isnan(args[0])
-    return np.where(*args) if name == "relax.where" else args[0]
-
-
-def _exact_float_dtype(data_dtype: str, kernel_dtype: str, out_dtype: str, reduction: int) -> str:
-    """The dtype to accumulate a convolution in: ``float32`` for an int8 x int8 -> int32 one whose sums
-    of ``reduction`` products stay below 2**24 (each partial sum is then an exact float32 integer, and
-    vector FMAs are cheaper than AVX2's ``vpmulld``), else ``out_dtype``."""
-    dtypes = {str(data_dtype), str(kernel_dtype)}
-    largest = 128 if dtypes == {"int8"} else 255 if dtypes <= {"int8", "uint8"} else None
-    exact = largest is not None and reduction * largest * largest < 2**24
-    return "float32" if exact and str(out_dtype) == "int32" else out_dtype
 
 
 def _out_block(call: relax.Call) -> int | None:
@@ -500,8 +218,10 @@ def convert_to_blocked(
         mod = clip_as_min_max(mod)
         if pair_kernels:
             mod = mark_pair_convs(mod)
-        original = mod
         dots = pair_kernels or sdot
+        if dots:
+            mod = lower_dot_dense(mod, sdot=sdot)
+        original = mod
         for index, block in enumerate(blocks):
             mod = _convert_round(mod, block, report)
             if index < len(blocks) - 1:
@@ -689,14 +409,14 @@ class _LowerBlockedConvs(relax.PyExprMutator):
         if weight is not None:
             attrs = call.attrs
             group = pair_group(call.args[0].ty.dtype)
-            packed = relax.op.layout_transform(weight, _pair_index_map(int(call.ty.shape[-1]), group))
+            packed = relax.op.layout_transform(weight, pair_index_map(int(call.ty.shape[-1]), group))
             return self.builder_.call_te(
                 pair_conv2d,
                 call.args[0],
                 self.builder_.emit(packed),
                 *_window_attrs(attrs),
                 "int32",
-                primfunc_name_hint=_dot_conv_name(call.args[0].ty.dtype),
+                primfunc_name_hint=dot_conv_name(call.args[0].ty.dtype),
             )
         return call if self.pairs_only else legalize_blocked_conv2d(self.builder_, call)
 
@@ -744,13 +464,6 @@ class _LegalizeOps(relax.PyExprMutator):
         if isinstance(call.op, tvm.ir.Op) and call.op.name in self.ops:
             return _legalize(self.builder_, call)
         return call
-
-
-def _pair_index_map(out_block: int, group: int = 2):
-    """OIHW -> :func:`pair_kernel_layout` (``(O/ob, Kh, Kw, I/g, ob, g)``)."""
-    return tvm.tirx.IndexMap.from_func(
-        lambda o, i, y, x: (o // out_block, y, x, i // group, o % out_block, i % group), ndim=4
-    )
 
 
 def legalize_map(out_blocked: bool = False) -> dict:

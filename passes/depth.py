@@ -220,7 +220,7 @@ def gate_branch(x: np.ndarray, y: np.ndarray, gate: float) -> np.ndarray:
 # ---- the pass ----
 
 
-@relax.transform.function_pass(opt_level=0)
+@relax.transform.function_pass(opt_level=0, name="hanasc.SkipBlocks")
 class SkipBlocks:
     """Rewrite ``add(x, f(x)) -> x`` for each residual block named in ``config.skip``; the dead branch and
     the skipped layers' weight parameters are removed."""

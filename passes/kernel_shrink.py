@@ -44,7 +44,7 @@ def _kernel_weight(func: relax.Function, layer: str) -> str:
     return f"{layer}.dw.weight" if f"{layer}.dw.weight" in params else f"{layer}.weight"
 
 
-@relax.transform.function_pass(opt_level=0)
+@relax.transform.function_pass(opt_level=0, name="hanasc.ShrinkKernel")
 class ShrinkKernel:
     """Crop each conv ``L`` with ``config.choice(L).kernel = k < K`` to its centre ``k x k``.
 

@@ -1,10 +1,6 @@
-"""Materialize a whole Config: the hanasc passes composed in their fixed order.
-
-Order: prune channels -> skip residual blocks -> shrink kernels -> separable substitution -> quantize.
-Pruning runs on the whole graph so that its channel groups and importances are those the simulator
-computes (a skipped block's layers still count); quantization comes last so that it sees the final
-weights (e.g. the depthwise and pointwise halves of a separable layer). The simulator
-(:mod:`hanasc.simulated_weights`) follows the same order.
+"""Materialize a whole Config: the hanasc passes composed in the order of
+:data:`hanasc.passes.choice_kinds.CHOICE_KINDS` (prune channels -> skip residual blocks -> shrink kernels ->
+separable substitution -> quantize), the order the simulator follows too.
 """
 
 from __future__ import annotations
@@ -28,11 +24,8 @@ class MaterializeConfig:
         self.ranges = ranges
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        from hanasc.passes.depth import SkipBlocks, residual_blocks
-        from hanasc.passes.kernel_shrink import ShrinkKernel
-        from hanasc.passes.quantize import QuantizeLayers
-        from hanasc.passes.separable import SeparableConv
-        from hanasc.passes.width import PruneChannels
+        from hanasc.passes.choice_kinds import relax_passes
+        from hanasc.passes.depth import residual_blocks
 
         skipped = {
             layer
@@ -42,14 +35,7 @@ class MaterializeConfig:
         }
         rest = Config({k: v for k, v in self.config.layers.items() if k not in skipped})
         sequence = tvm.transform.Sequential(
-            [
-                PruneChannels(self.config),
-                SkipBlocks(self.config),
-                ShrinkKernel(rest),
-                SeparableConv(rest),
-                QuantizeLayers(rest, self.ranges),
-            ],
-            name="hanasc.MaterializeConfigSequence",
+            relax_passes(self.config, rest, self.ranges), name="hanasc.MaterializeConfigSequence"
         )
         return sequence(mod)
 

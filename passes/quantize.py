@@ -343,7 +343,7 @@ def _find_site(expr: relax.Expr, func: relax.Function, bindings) -> _Site | None
 # the passes
 
 
-@relax.transform.function_pass(opt_level=0)
+@relax.transform.function_pass(opt_level=0, name="hanasc.QuantizeLayers")
 class QuantizeLayers(_LayerRewriter):
     """Materialize the bit-width choices of ``config`` with real low-precision weights and ops.
 
@@ -395,7 +395,7 @@ class QuantizeLayers(_LayerRewriter):
         return site.op(site.call.args[0], weight, "float32")
 
 
-@relax.transform.function_pass(opt_level=0)
+@relax.transform.function_pass(opt_level=0, name="hanasc.FakeQuantizeLayers")
 class FakeQuantizeLayers(_LayerRewriter):
     """Simulate the choices of ``config`` in float32: the reference for :class:`QuantizeLayers`.
 

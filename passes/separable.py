@@ -122,7 +122,7 @@ def describe_layer(func: relax.Function, layer: str) -> tuple[str, relax.Call | 
     return "other", call
 
 
-@relax.transform.function_pass(opt_level=0)
+@relax.transform.function_pass(opt_level=0, name="hanasc.SeparableConv")
 class SeparableConv:
     """Replace each conv ``L`` with ``config.choice(L).separable`` by depthwise ``L.dw.weight`` (KxK,
     groups=Cin, same strides/padding/dilation) then pointwise ``L.pw.weight`` (1x1); ``L.weight`` goes.

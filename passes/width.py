@@ -187,7 +187,7 @@ def prune_function(
     return editor.finish(relax.Function(list(func.params), body, None, func.is_pure))
 
 
-@relax.transform.function_pass(opt_level=0, name="PruneChannels")
+@relax.transform.function_pass(opt_level=0, name="hanasc.PruneChannels")
 class PruneChannels:
     """Prune each channel group to the width its layers choose in ``config`` (a :class:`Config`)."""
 

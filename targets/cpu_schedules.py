@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
 from collections.abc import Callable
 
@@ -21,12 +22,11 @@ from tvm import DataType, s_tir, tirx
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target
 
+from hanasc.passes.conv_compute import PAIR_CONV, QUAD_CONV, SDOT_CONV
+
 CONV_BLOCKS = ("conv2d_nchwc", "depthwise_conv2d_nchwc")
 OUT_BLOCKED = "conv2d_nchw_oblocked"  # an NCHW conv computed in output-channel blocks (blocked_layout)
-PAIR_CONV = "conv2d_nchwc_int_pairs"  # int16 x int8 pairs, tensorized with vpmaddwd (targets.x86_int8)
 X_TILE = 8  # output pixels per register tile of BlockedConv (pipelines.layout_blocks sizes blocks by it)
-QUAD_CONV = "conv2d_nchwc_int_quads"  # uint8 x int8 quads, tensorized with vpmaddubsw (targets.x86_int8)
-SDOT_CONV = "conv2d_nchwc_int_sdot"  # int8 x int8 quads, tensorized with sdot (targets.arm_int8)
 
 
 def x_tile(width: int, limit: int = 8) -> int:
@@ -111,17 +111,8 @@ def _schedule(sch: s_tir.Schedule, blocks: list, conv_index: int, x_tile_limit: 
     15.5 ms, 1 thread, AVX2); other convs pad in a separate vectorized pass (int8 depthwise measured 0.4 ms
     slower inlined)."""
     conv = blocks[conv_index]
-    producers, consumers = blocks[:conv_index], blocks[conv_index + 1 :]
-    *middle, last = consumers or [None]
-    for block in middle:  # bias, clip, hardswish, residual add: folded into the last element-wise op
-        sch.compute_inline(block)
-    writeback = sch.cache_write(conv, 0, "local")
-    epilogue = None
-    if last is not None:
-        if _loads_of(sch, last, sch.get(conv).writes[0].source) == 1:
-            sch.reverse_compute_inline(last)  # applied to the tile as it is written back
-        else:  # it reads the conv output more than once (hardswish): its own loop per tile
-            epilogue = last
+    producers = blocks[:conv_index]
+    writeback, epilogue = _writeback(sch, conv, blocks[conv_index + 1 :])
     loops = sch.get_loops(conv)
     n, oc, y, x, ob, *reduce = loops
     width = int(sch.get(x).extent)
@@ -160,7 +151,7 @@ def _schedule_pairs(
     lanes: int,
     register: Callable[[int], str],
 ) -> None:
-    """A ``conv2d_nchwc_int_pairs`` kernel (:func:`hanasc.passes.blocked_layout.pair_conv2d`): a register
+    """A ``conv2d_nchwc_int_pairs`` kernel (:func:`hanasc.passes.conv_compute.pair_conv2d`): a register
     tile of 8 ymm accumulators (8 pixels of an 8-channel block, 4 of a 16-channel one), the reduction
     outside it, every 8 output channels x 2 input channels one ``vpmaddwd``
     (:data:`hanasc.targets.x86_int8.PMADDWD_I16`), the fused requantization applied as the tile is written
@@ -170,17 +161,8 @@ def _schedule_pairs(
     and, with ``lanes=4`` and :data:`hanasc.targets.arm_int8.SDOT_I8`, the aarch64 ``sdot`` kernels:
     ``register(group)`` registers the intrinsic for ``group`` input channels a lane."""
     conv = blocks[conv_index]
-    producers, consumers = blocks[:conv_index], blocks[conv_index + 1 :]
-    *middle, last = consumers or [None]
-    for block in middle:
-        sch.compute_inline(block)
-    writeback = sch.cache_write(conv, 0, "local")
-    epilogue = None
-    if last is not None:
-        if _loads_of(sch, last, sch.get(conv).writes[0].source) == 1:
-            sch.reverse_compute_inline(last)
-        else:
-            epilogue = last
+    producers = blocks[:conv_index]
+    writeback, epilogue = _writeback(sch, conv, blocks[conv_index + 1 :])
     n, oc, y, x, ob, rco, ry, rx, rci, k = sch.get_loops(conv)
     width = int(sch.get(x).extent)
     limit = max(1, 8 * lanes // int(sch.get(ob).extent))  # 8 vector accumulators
@@ -232,6 +214,25 @@ def _rows_outer(sch: s_tir.Schedule, conv) -> bool:
     return size * max(1, DataType(str(weight.dtype)).bits // 8) <= ROWS_OUTER_WEIGHT_BYTES
 
 
+def _writeback(sch: s_tir.Schedule, conv, consumers: list):
+    """The conv's register tile written back through a local stage, with its element-wise consumers (bias,
+    clip, hardswish, residual add, requantization) folded into the last one. That one is applied to the
+    tile as it is written back when it reads the conv output once, else (hardswish) it stays a loop of
+    its own per tile: returns (writeback block, that loop's block or None)."""
+    *middle, last = consumers or [None]
+    for block in middle:
+        sch.compute_inline(block)
+    # counted before cache_write: afterwards the conv writes the local stage, which ``last`` does not read
+    reads_once = last is not None and _loads_of(sch, last, sch.get(conv).writes[0].source) == 1
+    if os.environ.get("HANASC_INLINE_EPILOGUE", "1") == "0":  # A/B of the fix (temporary)
+        reads_once = False
+    writeback = sch.cache_write(conv, 0, "local")
+    if reads_once:
+        sch.reverse_compute_inline(last)
+        return writeback, None
+    return writeback, last
+
+
 def _loads_of(sch: s_tir.Schedule, block, buffer) -> int:
     """How many times ``block``'s body reads ``buffer`` (counted in its printed body: 0.27 exposes no
     TIR visitor to Python)."""
@@ -242,7 +243,7 @@ def _schedule_out_blocked(
     sch: s_tir.Schedule, blocks: list, conv_index: int, x_tile_limit: int, parallel: bool
 ) -> None:
     """An NCHW convolution lowered as ``weight_pack`` -> ``conv2d_nchw_oblocked`` -> ``conv2d_nchw_unblock``
-    (:func:`hanasc.passes.blocked_layout.out_blocked_conv2d`): the blocked schedule on a local tile, the
+    (:func:`hanasc.passes.conv_compute.out_blocked_conv2d`): the blocked schedule on a local tile, the
     copy back to NCHW (with the fused epilogue) vectorized along the tile's pixels."""
     conv = blocks[conv_index]
     producers, consumers = blocks[:conv_index], blocks[conv_index + 1 :]

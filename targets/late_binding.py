@@ -102,13 +102,14 @@ def _compile(mod, target, blocked: bool, schedules: bool, report):
 def tuned_records(target):
     """The target's persistent MetaSchedule database (:mod:`hanasc.targets.tuning`), if it has records."""
     from hanasc.targets import tuning
+    from hanasc.targets.tuning_database import RECORDS, open_database
 
     path = tuning.database_dir(tuning.resolve_target(target))
-    records = path / "database_tuning_record.json"
+    records = path / RECORDS
     if not records.is_file() or records.stat().st_size == 0:
         return None
     with tuning.light_intrinsics(tuning.is_gpu(target)):
-        return tuning.open_database(path, snapshot=True)  # another process may be tuning into it
+        return open_database(path, snapshot=True)  # another process may be tuning into it
 
 
 def prepack_weights(mod, values: dict[str, np.ndarray]) -> tuple:

@@ -9,7 +9,7 @@ most 2 * 127 * 128. The fp32 kernel does 8 per FMA, the plain int8 kernel 8 per 
 :func:`hanasc.passes.blocked_layout.convert_to_blocked` (``pair_kernels=True``) lowers such convolutions to
 ``conv2d_nchwc_int_pairs``, and :class:`hanasc.targets.cpu_schedules.BlockedConv` tensorizes them with
 :data:`PMADDWD_I16`. Where the activation codes cannot be negative (the output of a ReLU / ReLU6:
-:func:`hanasc.passes.blocked_layout.nonnegative`) they stay bytes (``uint8``) and :data:`PMADDUBSW_U8`
+:func:`hanasc.passes.dot_convs.nonnegative`) they stay bytes (``uint8``) and :data:`PMADDUBSW_U8`
 does 32 multiply-adds (8 output x 4 input channels) in two instructions, exactly: ``vpmaddubsw``'s int16
 pair sums stay below 2 * 127 * 128. Registered here (importing ``tvm.s_tir.tensor_intrin`` takes minutes).
 """
@@ -133,8 +133,9 @@ def host_kernel_paths() -> str:
 
     target = host.tvm_target()
     int8 = (
-        "int8 1x1 convolutions: exact vpmaddubsw kernels (4 channels a lane) where the input is a ReLU's, "
-        "exact vpmaddwd int16-pair kernels otherwise (AVX2); other int8 convs: int32-widened vector code"
+        "int8 1x1 convolutions and classifiers (x @ W): exact vpmaddubsw kernels (4 channels a lane) where "
+        "the input is a ReLU's, exact vpmaddwd int16-pair kernels otherwise (AVX2); other int8 convs: "
+        "int32-widened vector code"
         if supports_pair_kernels(target)
         else "int8: int32-widened vector code (no AVX2 pair kernels on this CPU)"
     )

@@ -86,7 +86,7 @@ def test_unknown_zoo_model_or_command():
 
 
 def _fixture(tmp_path, mutate=None, name="m.onnx"):
-    from hanasc.onnx_fuzz import residual_fixture
+    from hanasc.fuzz_fixtures import residual_fixture
 
     model = residual_fixture()
     if mutate:

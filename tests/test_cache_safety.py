@@ -39,7 +39,7 @@ def test_corruption_before_the_end_moves_the_file_aside(tmp_path, capsys):
 
 def test_interrupted_tuning_database_still_opens(tmp_path):
     """A database whose last append was cut short loads (TVM itself fails on the cut line)."""
-    from hanasc.targets.tuning import RECORDS, WORKLOADS, open_database
+    from hanasc.targets.tuning_database import RECORDS, WORKLOADS, open_database
 
     (tmp_path / WORKLOADS).write_text('["abc", {"trunc')
     (tmp_path / RECORDS).write_text("[0, [1, 2")

@@ -19,8 +19,9 @@ from tvm import relax
 
 import hanasc
 from hanasc.calibration import calibrate
-from hanasc.passes.blocked_layout import PAIR_CONV, QUAD_CONV, convert_to_blocked
+from hanasc.passes.blocked_layout import convert_to_blocked
 from hanasc.passes.config import Config, LayerChoice
+from hanasc.passes.conv_compute import PAIR_CONV, QUAD_CONV
 from hanasc.passes.quantize import FakeQuantizeLayers, QuantizeLayers
 from hanasc.relax_params import bind_weights, is_packed, weights_of
 from hanasc.targets import host, pipelines
@@ -435,3 +436,34 @@ def test_every_conv_and_matmul_kernel_gets_a_schedule(tmp_path, bits):
     assert len(depthwise) == 2
     if not bits:  # fp32 depthwise reads its input in place: no padded copy
         assert all('sblock("pad' not in script for script in depthwise)
+
+
+def _dense_module(rows: int, k: int, n: int, w: np.ndarray, relu: bool):
+    """``x @ w`` (int8 x int8 -> int32) on an int8 activation, through a ReLU when ``relu``."""
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType((rows, k), "int8"))
+    wv = relax.Var("w", relax.TensorType(w.shape, "int8"))
+    with bb.function("main", [xv, wv], attrs={"num_input": 1}):
+        with bb.dataflow():
+            data = bb.emit(relax.op.maximum(xv, relax.const(0, "int8"))) if relu else xv
+            y = bb.emit_output(relax.op.matmul(data, wv, out_dtype="int32"))
+        bb.emit_func_output(y)
+    return _with_params(bb.get(), {"w": w})
+
+
+@needs_avx2
+@pytest.mark.parametrize("relu,kernel", [(True, QUAD_CONV), (False, PAIR_CONV)])
+@pytest.mark.parametrize("rows,k,n", [(1, 1280, 1000), (2, 64, 24)])
+def test_int8_dense_runs_as_dot_conv_and_is_exact(rows, k, n, relu, kernel):
+    """An int8 classifier (x @ W, W as (K, N)) is a 1x1 quad (pair) conv on the dot-product intrinsics, its
+    weight prepacked once, exact on the extremes; no widened int32 matmul is left."""
+    rng = np.random.default_rng(k + n)
+    x = rng.integers(-127, 128, (rows, k)).astype(np.int8)
+    w = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    x[0, :8], w[:8, 0], w[:8, 1] = 127, 127, -128
+    mod = _dense_module(rows, k, n, w, relu)
+    kernels = _scheduled_kernels(mod, pair_kernels=True)
+    assert [name for name in kernels if kernel in name] and not [name for name in kernels if "matmul" in name]
+    got = host.run(compile_late_bound(mod, host.tvm_target()), [x])[0]
+    data = np.maximum(x, 0) if relu else x
+    np.testing.assert_array_equal(got, (data.astype(np.int64) @ w.astype(np.int64)).astype(np.int32))

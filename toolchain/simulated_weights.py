@@ -1,6 +1,6 @@
 """The numpy side of the simulator: a Config's weights and activation gates, with the passes' own functions.
 
-The order follows materialization (:mod:`hanasc.passes.materialize`): width, kernel, separable, quantize.
+The weight steps and their order are the choice kinds' (:mod:`hanasc.passes.choice_kinds`).
 """
 
 from __future__ import annotations
@@ -18,33 +18,14 @@ def simulated_weights(
     config: Config,
     axes: dict[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Weights of the original shapes that make the original graph compute ``config``.
+    """Weights of the original shapes that make the original graph compute ``config``: the weight step of
+    every choice kind (:data:`hanasc.passes.choice_kinds.CHOICE_KINDS`), in order.
 
     ``axes`` gives each weight's output-channel axis (``quantize.weight_channel_axes``; default 0).
     """
-    from hanasc.passes.kernel_shrink import zero_outside_centre
-    from hanasc.passes.quantize import fake_quantize_weight
-    from hanasc.passes.separable import decompose_separable, reconstruct_separable
-    from hanasc.passes.width import width_masks
+    from hanasc.passes.choice_kinds import simulate_weights
 
-    out = dict(weights)
-    if any(config.choice(layer.name).width < 1.0 for layer in layers):
-        out = dict(width_masks(func, out, config))
-    for layer in layers:
-        choice = config.choice(layer.name)
-        w = out[layer.weight]
-        axis = (axes or {}).get(layer.weight, 0)
-        if choice.kernel is not None and choice.kernel < w.shape[-1]:
-            w = zero_outside_centre(w, choice.kernel)
-        if choice.separable:
-            dw, pw, _ = decompose_separable(w)
-            w = reconstruct_separable(
-                fake_quantize_weight(dw, choice.w_bits), fake_quantize_weight(pw, choice.w_bits)
-            )
-        else:
-            w = fake_quantize_weight(w, choice.w_bits, axis=axis)
-        out[layer.weight] = np.ascontiguousarray(w, dtype=np.float32)
-    return out
+    return simulate_weights(func, layers, weights, config, axes)
 
 
 def activation_gates(layer: str, config: Config, ranges) -> tuple[float, float, float]:

@@ -1,0 +1,222 @@
+"""Which int8 convolutions get the dot-product kernels: :func:`mark_pair_convs` casts the data of every
+int8 pointwise conv to the codes its intrinsic takes (``uint8`` where the input cannot be negative,
+:func:`nonnegative`; ``int16`` pairs otherwise), read by
+:func:`hanasc.passes.blocked_layout.convert_to_blocked`."""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.ir import IRModule
+
+from hanasc.relax_params import bound_value
+
+# every int8 pointwise conv: with 8-channel blocks (AVX2) the 16-input-channel expand of EfficientNet-Lite0
+# is faster as pairs too (W8A8 13.4 -> 13.0 ms; with 16-channel blocks it had been slower than fp32)
+PAIR_MIN_CHANNELS = 8
+
+
+def mark_pair_convs(mod: IRModule, min_channels: int = PAIR_MIN_CHANNELS) -> IRModule:
+    """Ask for the pair kernel: every int8 x int8 -> int32 pointwise conv2d (1x1, ``groups=1``, NCHW) with at
+    least ``min_channels`` input channels, channel counts multiples of 8 and its weight a parameter, gets its
+    data cast to int16 (same codes), or to uint8 where the codes cannot be negative (the input is a ReLU /
+    ReLU6 / sigmoid output: :func:`nonnegative`). :func:`convert_to_blocked` lowers int16 (uint8) x int8
+    blocked convs with :func:`pair_conv2d`."""
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            mod[gv] = _MarkPairConvs(min_channels).visit_expr(func)
+    return mod
+
+
+def _is_pair_candidate(call: relax.Call, min_channels: int) -> bool:
+    attrs = call.attrs
+    data, weight = call.args
+    if (str(attrs.data_layout), str(attrs.kernel_layout), str(attrs.out_layout)) != ("NCHW", "OIHW", "NCHW"):
+        return False
+    if int(attrs.groups) != 1 or str(attrs.out_dtype) != "int32" or not isinstance(weight, relax.Var):
+        return False
+    if str(data.ty.dtype) != "int8" or str(weight.ty.dtype) != "int8":
+        return False
+    out_channels, in_channels, kh, kw = (int(d) for d in weight.ty.shape)
+    return (
+        (kh, kw) == (1, 1) and in_channels >= min_channels and in_channels % 8 == 0 and out_channels % 8 == 0
+    )
+
+
+@relax.expr_functor.mutator
+class _MarkPairConvs(relax.PyExprMutator):
+    """See :func:`mark_pair_convs`."""
+
+    def __init__(self, min_channels: int) -> None:
+        super().__init__()
+        self.min_channels = min_channels
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if call.op != tvm.ir.Op.get("relax.nn.conv2d") or not _is_pair_candidate(call, self.min_channels):
+            return call
+        codes = "uint8" if nonnegative(call.args[0], lambda v: bound_value(self, v)) else "int16"
+        data = relax.op.astype(call.args[0], codes)
+        return relax.Call(call.op, [data, call.args[1]], call.attrs)
+
+
+_NONNEG_ALWAYS = {"relax.nn.relu", "relax.sigmoid", "relax.abs", "relax.exp", "relax.sqrt"}
+_NONNEG_KEEP = {
+    "relax.round",
+    "relax.astype",
+    "relax.mean",
+    "relax.sum",
+    "relax.nn.avg_pool2d",
+    "relax.nn.max_pool2d",
+    "relax.nn.adaptive_avg_pool2d",
+    "relax.layout_transform",
+    "relax.reshape",
+}
+
+
+def nonnegative(expr: relax.Expr, binding, depth: int = 24) -> bool:
+    """Whether ``expr`` (followed through ``binding(var)``: its bound value, or None) can never be negative,
+    proven from its ops: ReLU / sigmoid outputs, ``maximum`` with a non-negative side, ``minimum`` and
+    ``clip`` of non-negative values or with a lower bound >= 0, and ops that keep the sign (round, casts,
+    pooling, layout changes, ``divide`` / ``multiply`` by positive constants). Unknown ops: False."""
+    if depth == 0:
+        return False
+    constant = _constant(expr, binding)
+    if constant is not None:
+        return bool((constant >= 0).all())
+    if isinstance(expr, relax.Var):
+        value = binding(expr)
+        return value is not None and nonnegative(value, binding, depth - 1)
+    if not isinstance(expr, relax.Call) or not isinstance(expr.op, tvm.ir.Op):
+        return False
+    name, args = expr.op.name, expr.args
+
+    def nonneg(e) -> bool:
+        return nonnegative(e, binding, depth - 1)
+
+    if name in _NONNEG_ALWAYS:
+        return True
+    if name in _NONNEG_KEEP:
+        return nonneg(args[0])
+    if name == "relax.maximum":
+        return nonneg(args[0]) or nonneg(args[1])
+    if name == "relax.minimum":
+        return nonneg(args[0]) and nonneg(args[1])
+    if name == "relax.clip":
+        low = args[1]
+        value = getattr(low, "value", None)
+        value = getattr(value, "value", value)  # a PrimValue wraps its PrimExpr
+        bound = isinstance(value, (int, float)) and value >= 0
+        return bound or nonneg(args[0])
+    if name in ("relax.multiply", "relax.divide"):
+        return nonneg(args[0]) and _positive_constant(args[1], binding)
+    if name == "relax.add":
+        return nonneg(args[0]) and nonneg(args[1])
+    return False
+
+
+def _positive_constant(expr: relax.Expr, binding) -> bool:
+    constant = _constant(expr, binding)
+    return constant is not None and bool((constant > 0).all())
+
+
+def _constant(expr: relax.Expr, binding, depth: int = 8) -> np.ndarray | None:
+    """The value of ``expr`` when it is a constant expression (constants, ``isnan``, ``where``, ``reshape``:
+    what the ONNX importer emits for a ``Clip`` bound), else None."""
+    if depth == 0:
+        return None
+    if isinstance(expr, relax.Var):
+        value = binding(expr)
+        return None if value is None else _constant(value, binding, depth - 1)
+    if isinstance(expr, tvm.ir.expr.Constant):
+        return expr.value.numpy()
+    if not isinstance(expr, relax.Call) or not isinstance(expr.op, tvm.ir.Op):
+        return None
+    name = expr.op.name
+    if name not in ("relax.isnan", "relax.where", "relax.reshape"):
+        return None
+    count = 3 if name == "relax.where" else 1
+    args = [_constant(a, binding, depth - 1) for a in expr.args[:count]]
+    if any(a is None for a in args):
+        return None
+    if name == "relax.isnan":
+        return np.isnan(args[0])
+    return np.where(*args) if name == "relax.where" else args[0]
+
+
+DENSE_BLOCK = 8  # input and output channels per block of a dense lowered as a dot conv
+
+
+def lower_dot_dense(mod: IRModule, sdot: bool = False) -> IRModule:
+    """Every int8 x int8 -> int32 ``matmul`` of a ``(rows, K)`` activation by a ``(K, N)`` weight parameter
+    (the classifier), K and N multiples of 8, as a 1x1 dot-product conv on a 1x1 image
+    (:func:`hanasc.passes.conv_compute.pair_conv2d`): the activation reshaped to ``(rows, K/8, 1, 1, 8)``
+    in the codes of the intrinsic (``uint8`` where it cannot be negative, else ``int16`` pairs; ``int8``
+    with ``sdot``), the weight by one ``layout_transform`` that late binding applies once, in numpy. The
+    widened int32 loop it replaces ran slower than the same layer in fp32 (EfficientNet-Lite0's 1280 x
+    1000 classifier on AVX2: 0.41 ms int8 against 0.15 ms fp32)."""
+    import os
+
+    if os.environ.get("HANASC_DOT_DENSE", "1") == "0":  # A/B (temporary)
+        return mod
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            mod[gv] = _LowerDotDense(sdot).visit_expr(func)
+    return mod
+
+
+def _dense_shapes(call: relax.Call) -> tuple[int, int, int] | None:
+    """(rows, K, N) of an int8 x int8 -> int32 matmul by a 2-D weight parameter, else None."""
+    if call.op != tvm.ir.Op.get("relax.matmul") or str(call.attrs.out_dtype) != "int32":
+        return None
+    data, weight = call.args
+    if not isinstance(weight, relax.Var) or str(data.ty.dtype) != "int8" or str(weight.ty.dtype) != "int8":
+        return None
+    if len(data.ty.shape) != 2 or len(weight.ty.shape) != 2:
+        return None
+    (rows, k), (k2, n) = ([int(d) for d in data.ty.shape], [int(d) for d in weight.ty.shape])
+    if k != k2 or k % DENSE_BLOCK or n % DENSE_BLOCK:
+        return None
+    return rows, k, n
+
+
+@relax.expr_functor.mutator
+class _LowerDotDense(relax.PyExprMutator):
+    """See :func:`lower_dot_dense`."""
+
+    def __init__(self, sdot: bool) -> None:
+        super().__init__()
+        self.sdot = sdot
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        from hanasc.passes.conv_compute import dot_conv_name, pair_conv2d, pair_group
+
+        call = super().visit_call_(call)
+        shapes = _dense_shapes(call)
+        if shapes is None:
+            return call
+        rows, k, n = shapes
+        data, weight = call.args
+        if self.sdot:
+            codes = "int8"
+        else:
+            codes = "uint8" if nonnegative(data, lambda v: bound_value(self, v)) else "int16"
+        group, block = pair_group(codes), DENSE_BLOCK
+        zero = tvm.tirx.const(0, "int64")
+        index_map = tvm.tirx.IndexMap.from_func(
+            lambda i, o: (o // block, zero, zero, i // group, o % block, i % group),
+            ndim=2,
+            index_dtype="int64",
+        )
+        packed = self.builder_.emit(relax.op.layout_transform(weight, index_map))
+        blocked = self.builder_.emit(
+            relax.op.reshape(relax.op.astype(data, codes), (rows, k // block, 1, 1, block))
+        )
+        name = dot_conv_name(codes)
+        out = self.builder_.emit(
+            self.builder_.call_te(
+                pair_conv2d, blocked, packed, (1, 1), (0, 0, 0, 0), (1, 1), "int32", primfunc_name_hint=name
+            )
+        )
+        return relax.op.reshape(out, (rows, n))

@@ -1,0 +1,29 @@
+"""What the ``hanasc`` commands share: the ``--input-shape`` option, a console, loading a model argument."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+InputShapeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--input-shape", "-s", help="Fix an input's shape: NAME=1x3x224x224 (repeatable)."),
+]
+
+
+def console(stderr: bool = False) -> Console:
+    """A console that does not squeeze tables when the output is piped."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr) if stream.isatty() else Console(stderr=stderr, width=200)
+
+
+def load_cli_model(model: str, input_shape: list[str] | None):
+    from hanasc.frontend import load_model
+    from hanasc.model_zoo import resolve_model_arg
+    from hanasc.onnx_loader import parse_input_shape
+
+    shapes = dict(parse_input_shape(s) for s in input_shape or [])
+    return load_model(resolve_model_arg(model), shapes)
