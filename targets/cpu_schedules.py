@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import re
 from collections.abc import Callable
 
@@ -224,8 +223,6 @@ def _writeback(sch: s_tir.Schedule, conv, consumers: list):
         sch.compute_inline(block)
     # counted before cache_write: afterwards the conv writes the local stage, which ``last`` does not read
     reads_once = last is not None and _loads_of(sch, last, sch.get(conv).writes[0].source) == 1
-    if os.environ.get("HANASC_INLINE_EPILOGUE", "1") == "0":  # A/B of the fix (temporary)
-        reads_once = False
     writeback = sch.cache_write(conv, 0, "local")
     if reads_once:
         sch.reverse_compute_inline(last)

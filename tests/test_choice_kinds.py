@@ -24,7 +24,7 @@ def _one_kind_config(kind: str, model) -> tuple[Config, bool]:
     if kind == "width":
         from hanasc.passes.channel_groups import channel_groups
 
-        group = next(g for g in channel_groups(model.mod["main"], model.mod) if len(g.layers) >= 1)
+        group = next(g for g in channel_groups(model.mod["main"], model.mod) if g.prunable and g.layers)
         return Config({name: LayerChoice(width=0.5) for name in group.layers}), False
     if kind == "depth":
         return Config(skip=[block_names(model)[0]]), False
