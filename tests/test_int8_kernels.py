@@ -438,32 +438,46 @@ def test_every_conv_and_matmul_kernel_gets_a_schedule(tmp_path, bits):
         assert all('sblock("pad' not in script for script in depthwise)
 
 
-def _dense_module(rows: int, k: int, n: int, w: np.ndarray, relu: bool):
-    """``x @ w`` (int8 x int8 -> int32) on an int8 activation, through a ReLU when ``relu``."""
+def _dense_module(rows: int, k: int, w: np.ndarray, relu: bool, transposed: bool = False):
+    """``x @ w`` (int8 x int8 -> int32) on an int8 activation, through a ReLU when ``relu``; with
+    ``transposed`` the parameter is ``w.T`` read through ``permute_dims`` (ONNX Gemm, transB=1)."""
     bb = relax.BlockBuilder()
+    stored = np.ascontiguousarray(w.T) if transposed else w
     xv = relax.Var("x", relax.TensorType((rows, k), "int8"))
-    wv = relax.Var("w", relax.TensorType(w.shape, "int8"))
+    wv = relax.Var("w", relax.TensorType(stored.shape, "int8"))
     with bb.function("main", [xv, wv], attrs={"num_input": 1}):
         with bb.dataflow():
             data = bb.emit(relax.op.maximum(xv, relax.const(0, "int8"))) if relu else xv
-            y = bb.emit_output(relax.op.matmul(data, wv, out_dtype="int32"))
+            weight = bb.emit(relax.op.permute_dims(wv, [1, 0])) if transposed else wv
+            y = bb.emit_output(relax.op.matmul(data, weight, out_dtype="int32"))
         bb.emit_func_output(y)
-    return _with_params(bb.get(), {"w": w})
+    return _with_params(bb.get(), {"w": stored})
 
 
 @needs_avx2
-@pytest.mark.parametrize("relu,kernel", [(True, QUAD_CONV), (False, PAIR_CONV)])
+@pytest.mark.parametrize("relu,kernel,transposed", [(True, QUAD_CONV, True), (False, PAIR_CONV, False)])
 @pytest.mark.parametrize("rows,k,n", [(1, 1280, 1000), (2, 64, 24)])
-def test_int8_dense_runs_as_dot_conv_and_is_exact(rows, k, n, relu, kernel):
-    """An int8 classifier (x @ W, W as (K, N)) is a 1x1 quad (pair) conv on the dot-product intrinsics, its
-    weight prepacked once, exact on the extremes; no widened int32 matmul is left."""
+def test_int8_dense_runs_as_dot_conv_and_is_exact(rows, k, n, relu, kernel, transposed):
+    """An int8 classifier (x @ W, W as (K, N) or read through a transpose) is a 1x1 quad (pair) conv on the
+    dot-product intrinsics, its weight prepacked once (no layout op left on a parameter), exact on the
+    extremes; no widened int32 matmul is left."""
     rng = np.random.default_rng(k + n)
     x = rng.integers(-127, 128, (rows, k)).astype(np.int8)
     w = rng.integers(-128, 128, (k, n)).astype(np.int8)
     x[0, :8], w[:8, 0], w[:8, 1] = 127, 127, -128
-    mod = _dense_module(rows, k, n, w, relu)
+    mod = _dense_module(rows, k, w, relu, transposed)
     kernels = _scheduled_kernels(mod, pair_kernels=True)
     assert [name for name in kernels if kernel in name] and not [name for name in kernels if "matmul" in name]
+    packed = {name: v for name, v in weights_of(mod).items() if is_packed(v)}
+    early = convert_to_blocked(bind_weights(mod, keep_packed=True), pair_kernels=True)
+    prepacked, _ = prepack_weights(early, packed)
+    for binding in prepacked["main"].body.blocks[0].bindings:  # nothing rearranges the 2-D weight per run
+        value = binding.value
+        if isinstance(value, relax.Call) and value.op.name in (
+            "relax.layout_transform",
+            "relax.permute_dims",
+        ):
+            assert len(value.args[0].ty.shape) != 2, value.op.name
     got = host.run(compile_late_bound(mod, host.tvm_target()), [x])[0]
     data = np.maximum(x, 0) if relu else x
     np.testing.assert_array_equal(got, (data.astype(np.int64) @ w.astype(np.int64)).astype(np.int32))
