@@ -35,6 +35,7 @@ from hanasc.passes.conv_compute import (
     pair_index_map,
 )
 from hanasc.passes.dot_convs import lower_dot_dense, mark_pair_convs
+from hanasc.relax_params import rewrite_functions
 
 BLOCKS = (16, 8, 4, 2)  # tried in order; a conv none divides (the RGB stem, odd widths) stays NCHW
 _BLOCKED = re.compile(r"NCHW(\d+)c")
@@ -392,10 +393,7 @@ class _LowerBlockedConvs(relax.PyExprMutator):
         self.pairs, self.pairs_only, self.sdot = pairs, pairs_only, sdot
 
     def run(self) -> IRModule:
-        for gv, func in list(self.mod_.functions.items()):
-            if isinstance(func, relax.Function):
-                self.builder_.update_func(gv, self.visit_expr(func))
-        return self.builder_.get()
+        return rewrite_functions(self, self.mod_)
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
@@ -454,10 +452,7 @@ class _LegalizeOps(relax.PyExprMutator):
         self.mod_, self.ops = mod, ops
 
     def run(self) -> IRModule:
-        for gv, func in list(self.mod_.functions.items()):
-            if isinstance(func, relax.Function):
-                self.builder_.update_func(gv, self.visit_expr(func))
-        return self.builder_.get()
+        return rewrite_functions(self, self.mod_)
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)

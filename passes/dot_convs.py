@@ -10,7 +10,8 @@ import tvm
 from tvm import relax
 from tvm.ir import IRModule
 
-from hanasc.relax_params import bound_value
+from hanasc.passes.conv_compute import dot_conv_name, pair_conv2d, pair_group
+from hanasc.relax_params import bound_value, rewrite_functions
 
 # every int8 pointwise conv: with 8-channel blocks (AVX2) the 16-input-channel expand of EfficientNet-Lite0
 # is faster as pairs too (W8A8 13.4 -> 13.0 ms; with 16-channel blocks it had been slower than fp32)
@@ -184,10 +185,7 @@ class _LowerDotDense(relax.PyExprMutator):
         self.mod_, self.sdot = mod, sdot
 
     def run(self) -> IRModule:
-        for gv, func in list(self.mod_.functions.items()):
-            if isinstance(func, relax.Function):
-                self.builder_.update_func(gv, self.visit_expr(func))
-        return self.builder_.get()
+        return rewrite_functions(self, self.mod_)
 
     def _weight_source(self, weight: relax.Var) -> tuple[relax.Var, bool]:
         """The parameter a weight comes from, and whether it is its transpose: one ``layout_transform``
@@ -205,8 +203,6 @@ class _LowerDotDense(relax.PyExprMutator):
         return weight, False
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
-        from hanasc.passes.conv_compute import dot_conv_name, pair_conv2d, pair_group
-
         call = super().visit_call_(call)
         shapes = _dense_shapes(call)
         if shapes is None:
@@ -219,18 +215,15 @@ class _LowerDotDense(relax.PyExprMutator):
             codes = "uint8" if nonnegative(data, lambda v: bound_value(self, v)) else "int16"
         group, block = pair_group(codes), DENSE_BLOCK
         zero = tvm.tirx.const(0, "int64")
-        index_map = tvm.tirx.IndexMap.from_func(
-            lambda i, o: (o // block, zero, zero, i // group, o % block, i % group),
-            ndim=2,
-            index_dtype="int64",
-        )
+
+        def pack(i, o):  # (K, N) -> (N/8, 1, 1, K/g, 8, g)
+            return o // block, zero, zero, i // group, o % block, i % group
+
+        # an (N, K) parameter read through permute_dims (ONNX Gemm with transB=1): the same map, axes swapped
         weight, transposed = self._weight_source(weight)
-        if transposed:  # an (N, K) parameter read through permute_dims (ONNX Gemm with transB=1)
-            index_map = tvm.tirx.IndexMap.from_func(
-                lambda o, i: (o // block, zero, zero, i // group, o % block, i % group),
-                ndim=2,
-                index_dtype="int64",
-            )
+        index_map = tvm.tirx.IndexMap.from_func(
+            (lambda o, i: pack(i, o)) if transposed else pack, ndim=2, index_dtype="int64"
+        )
         packed = self.builder_.emit(relax.op.layout_transform(weight, index_map))
         blocked = self.builder_.emit(
             relax.op.reshape(relax.op.astype(data, codes), (rows, k // block, 1, 1, block))

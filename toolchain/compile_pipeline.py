@@ -169,7 +169,7 @@ def _compile_in(
             f"{min(best_ms, fastest_ms):.2f} ms (estimated)"
         )
     unique = shortlist(run, feasible, samples)
-    held_out = held_out_scores(run, unique, run.ref_eval)
+    held_out = held_out_scores(run, unique)
 
     original_verified = _original_verified(run, run.space, samples.predictor, original_measure)
     floor = AccuracyFloor(original_verified.summary.accuracy, options.max_loss, metric.point, metric.name)

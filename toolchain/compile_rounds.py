@@ -160,12 +160,12 @@ def shortlist(run: RunContext, feasible: list[Candidate], samples: PredictorSamp
     return unique + _uniform_int8_candidate(run.space, samples.predictor, run.costs, budgets, unique)
 
 
-def held_out_scores(run: RunContext, candidates: list[Candidate], ref_eval: np.ndarray) -> dict[tuple, float]:
+def held_out_scores(run: RunContext, candidates: list[Candidate]) -> dict[tuple, float]:
     """Each candidate's metric on the held-out split (the simulator, after recovery)."""
     run.stage.start("re-evaluating the best candidates on held-out data", len(candidates))
     scores: dict[tuple, float] = {}
     for c in candidates:
         outputs = run.simulator.run(run.space.decode(c.genome), run.split.eval_x, run.ranges)
-        scores[tuple(c.genome)] = run.metric(outputs, run.split.eval_y, ref_eval)
+        scores[tuple(c.genome)] = run.metric(outputs, run.split.eval_y, run.ref_eval)
         run.stage.advance("")
     return scores

@@ -79,6 +79,17 @@ def with_weight_values(mod, values: dict[str, np.ndarray], func_name: str = "mai
     return out
 
 
+def rewrite_functions(mutator, mod):
+    """``mod`` with every Relax function visited by ``mutator`` (a ``relax.PyExprMutator`` built on
+    ``mod``), and the PrimFuncs its builder emitted on the way (``call_te``)."""
+    from tvm import relax
+
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gv, mutator.visit_expr(func))
+    return mutator.builder_.get()
+
+
 def bound_value(mutator, var):
     """The value ``var`` is bound to in a ``relax.PyExprMutator``'s function so far; None for a function
     parameter (or any var without a binding)."""
