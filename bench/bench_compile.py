@@ -130,7 +130,8 @@ def run_workload(w: Workload, args) -> dict:
     from hanasc.calibration import calibrate
     from hanasc.compile_pipeline import CompileOptions, InfeasibleBudgetError, compile_model, split_data
     from hanasc.compile_report import _costs_figures
-    from hanasc.compile_verify import measure_host, run_host
+    from hanasc.compile_verify import run_host
+    from hanasc.host_timing import measure_host
     from hanasc.metrics import choose_metric
     from hanasc.passes.config import Config, LayerChoice
     from hanasc.passes.materialize import materialize

@@ -71,6 +71,11 @@ def test_compile_writes_everything(compiled):
     original_ms = report["original"]["latency_ms"]["value"]
     assert report["budget"]["latency_ms"] == pytest.approx(5 * original_ms, rel=1e-3)
     assert report["result"]["latency_ms"]["source"] == "measured"
+    # the references are timed in one interleaved loop; a changed result is timed beside the original
+    assert report["original"]["latency_ms"]["interleaved_with"] == "uniform int8"
+    result_ms = report["result"]["latency_ms"]
+    if "ratio_to_original" in result_ms:
+        assert result_ms["value"] == pytest.approx(result_ms["ratio_to_original"] * original_ms, abs=2e-3)
     assert [row["name"] for row in report["result"]["layers"]] == ["conv", "fc1", "fc2"]
     assert report["search"]["seed"] == 1 and report["search"]["evaluations"] > 0
     assert all(p["latency_source"] in ("predicted", "prior") for p in report["pareto"])

@@ -31,7 +31,7 @@ class CompileOptions:
     rounds: int = 3
     refine_per_round: int = 12
     max_attempts: int = 4
-    measure_repeats: int = 7
+    measure_repeats: int = 15  # rounds of interleaved timing (host) or runs (RPC)
     resume: bool = False
     tune_minutes: float = 0.0
     rpc: str | None = None  # HOST:PORT of a TVM RPC server on the target device: latencies measured there
@@ -110,3 +110,4 @@ class RunContext:
     space: SearchSpace | None = None
     work: Path | None = None
     rng: np.random.Generator | None = None
+    reference: object | None = None  # hanasc.host_timing.HostReference: the original, timed beside candidates

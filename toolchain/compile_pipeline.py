@@ -27,7 +27,6 @@ from hanasc.compile_verify import (
     _materialize_original,
     _original_verified,
     _verify_ranked,
-    measure_host,
     measure_remote,
 )
 from hanasc.errors import HanascError
@@ -275,20 +274,21 @@ def _prepare(
 
 def _measure_references(run: RunContext) -> dict | None:
     """Compile and measure the original (and uniform int8, whose per-layer times calibrate the int8 kernel
-    estimate) where the target is reachable; elsewhere only check that the original builds. Returns the
+    estimate) where the target is reachable; elsewhere only check that the original builds. On the host both
+    are timed in one interleaved loop, and the original is kept to time candidates beside it. Returns the
     original's latency figure (None when not measurable)."""
     info, stage, model, space = run.info, run.stage, run.model, run.space
     measure = _ReferenceMeasure(run)
     measurable = info.runs_here or run.session is not None
     where = f"{info.name} over RPC at {run.options.rpc}" if run.session is not None else "the host"
-    original_measure = None
+    references: list[_Reference] = []
     from hanasc.targets.pipelines import collect_build_reports
 
     with collect_build_reports() as builds:  # what the build fell back on (layout, naive kernels)
         if measurable:
             stage.log(f"compiling and measuring the original model on {where}")
             with _fails_as_one_line(model, info.name):
-                original_measure = measure(model.mod, "float32")
+                references.append(measure.prepare(model.mod, "float32"))
         elif info.tvm_target() is not None:  # fail in seconds, not after the search
             from hanasc.targets.late_binding import compile_late_bound
 
@@ -297,53 +297,86 @@ def _measure_references(run: RunContext) -> dict | None:
                 compile_late_bound(model.mod, info.tvm_target())
     if builds:
         stage.log(builds[0].line())
-    if original_measure is not None:
-        run.costs.observe(space.identity(), original_measure["value"])
     int8 = uniform_genome(space, (8, 8))
     if measurable and int8 is not None:  # a second measurement: int8 kernels scale on their own
         from hanasc.recovery import materialize_recovered
 
         stage.log(f"compiling and measuring uniform int8 on {where} (calibrates the int8 kernel estimate)")
         int8_mod = materialize_recovered(model, space.decode(int8), run.ranges)
-        run.costs.observe(int8, measure(int8_mod, "int8")["value"])
-    return original_measure
+        references.append(measure.prepare(int8_mod, "int8"))
+    measure.finish(references)
+    if not references:
+        return None
+    original = references[0]
+    run.costs.observe(space.identity(), original.latency["value"])
+    if len(references) > 1:
+        run.costs.observe(int8, references[1].latency["value"])
+    if run.session is None:
+        from hanasc.host_timing import HostReference
+
+        run.reference = HostReference(model.mod, original.latency["value"], original.executable)
+    return original.latency
+
+
+@dataclass
+class _Reference:
+    """One reference model: its latency once known (read back with ``--resume``, or measured), else the
+    host executable waiting to be timed with the others."""
+
+    dtype: str
+    latency: dict | None = None
+    executable: object = None
+    shipped: object = None  # per-layer times of the host artifact
 
 
 class _ReferenceMeasure:
-    """Latency of a materialized module where the target is reachable (the host or the RPC device); on the
-    host, a uniform ``dtype`` build also gives the search its per-layer times. Kept in the work folder: a
-    resumed run reuses them, so its search sees what the interrupted one saw."""
+    """Latency of the reference modules where the target is reachable (the host or the RPC device); on the
+    host, a uniform ``dtype`` build also gives the search its per-layer times, and all references are timed
+    together in one interleaved loop (:mod:`hanasc.host_timing`). Kept in the work folder: a resumed run
+    reuses them, so its search sees what the interrupted one saw."""
 
     def __init__(self, run: RunContext) -> None:
         self.run = run
         self.saved = _SavedMeasurements(run.work / "measurements.json", run.options.resume)
 
-    def __call__(self, mod, dtype: str | None = None) -> dict:
+    def prepare(self, mod, dtype: str) -> _Reference:
+        """Reuse or measure (RPC) the reference, or build it on the host for :meth:`finish` to time."""
         run, saved = self.run, self.saved
-        if dtype is not None and dtype in saved.entries:
+        if dtype in saved.entries:
             entry = saved.entries[dtype]
             if entry.get("layer_ms"):
                 run.costs.use_shipped_times(dtype, entry["layer_ms"], entry.get("other_ms"))
             run.stage.log(f"the {dtype} measurements of the interrupted run are reused (--resume)")
-            return entry["latency"]
+            return _Reference(dtype, latency=entry["latency"])
         if run.session is not None:
             latency = measure_remote(mod, run.info, run.session, run.options.measure_repeats)[1]
             saved.put(dtype, latency)
-            return latency
+            return _Reference(dtype, latency=latency)
         from hanasc.layer_timing import time_layers
         from hanasc.targets import host
 
         executable = host.build_artifact(mod)  # untuned
-        shipped = None
-        if dtype is not None:
-            shipped = time_layers(executable, run.probe, [layer.name for layer in run.model.layers])
-            if shipped is not None:
-                other = shipped.other_ms if dtype == "float32" else None
-                run.costs.use_shipped_times(dtype, shipped.layer_ms, other)
-                run.stage.log(f"per-layer times of the shipped {dtype} artifact measured for the estimate")
-        latency = measure_host(executable, run.probe, run.options.measure_repeats)
-        saved.put(dtype, latency, shipped, dtype == "float32")
-        return latency
+        shipped = time_layers(executable, run.probe, [layer.name for layer in run.model.layers])
+        if shipped is not None:
+            other = shipped.other_ms if dtype == "float32" else None
+            run.costs.use_shipped_times(dtype, shipped.layer_ms, other)
+            run.stage.log(f"per-layer times of the shipped {dtype} artifact measured for the estimate")
+        return _Reference(dtype, executable=executable, shipped=shipped)
+
+    def finish(self, references: list[_Reference]) -> None:
+        """Time the host references still without a latency in one interleaved loop, and keep them."""
+        pending = [r for r in references if r.latency is None]
+        if not pending:
+            return
+        from hanasc.host_timing import time_side_by_side
+
+        labels = [f"uniform {r.dtype}" if r.dtype != "float32" else "the original" for r in pending]
+        figures = time_side_by_side(
+            [r.executable for r in pending], labels, self.run.probe, self.run.options.measure_repeats
+        )
+        for reference, latency in zip(pending, figures, strict=True):
+            reference.latency = latency
+            self.saved.put(reference.dtype, latency, reference.shipped, reference.dtype == "float32")
 
 
 def _resolve_budgets(run: RunContext, original_measure: dict | None) -> float:

@@ -260,6 +260,8 @@ def report_markdown(report: dict) -> str:
         f"| weight bytes | {o['params']['weight_bytes']:,} | {r['params']['weight_bytes']:,} |",
         "",
         "How the figures were obtained: latency `measured` = TVM time_evaluator on this host (median);",
+        "the original and uniform int8 are timed alternately in one loop, the result alternately with the",
+        "original and reported as the median per-round ratio x the original's latency (report.json: ratio);",
         f"`predicted`/`prior` = {report['latency_estimate']['model']} "
         f"({report['latency_estimate'].get('kernels')}); accuracy on the held-out split "
         f"({report['data']['held_out']['samples']} samples of {report['data']['source']}); memory from the "

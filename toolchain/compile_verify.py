@@ -4,7 +4,6 @@ held-out data; the ranked candidates are verified until one meets the budgets.""
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,30 +18,6 @@ from hanasc.space import SearchSpace
 
 if TYPE_CHECKING:
     from hanasc.compile_context import CompileOptions, RunContext, Stage
-
-
-def measure_host(executable, inputs: list[np.ndarray], repeat: int) -> dict:
-    """Median latency of ``main`` on this CPU (time_evaluator, 1 warm-up, ``repeat`` runs)."""
-    import tvm
-    from tvm import relax
-
-    dev = tvm.cpu()
-    vm = relax.VirtualMachine(executable, dev)
-    args = [tvm.runtime.tensor(np.ascontiguousarray(x), device=dev) for x in inputs]
-    vm["main"](*args)
-    result = vm.time_evaluator("main", dev, number=1, repeat=repeat)(*args)
-    samples = [float(s) * 1e3 for s in result.results]
-    from hanasc.cost_models.profiler import Session
-
-    return fig(
-        round(statistics.median(samples), 3),
-        "measured",
-        where=f"host ({Session.local().device_id})",
-        runs=repeat,
-        statistic="median",
-        spread_ms=[round(min(samples), 3), round(max(samples), 3)],
-        tool="TVM VirtualMachine.time_evaluator",
-    )
 
 
 def measure_remote(mod, info, session, repeat: int) -> tuple[object, dict]:
@@ -190,7 +165,7 @@ def _verify(ctx: RunContext, config, candidate: Candidate) -> dict:
         executable = built if ctx.info.runs_here else None
     elif _on_host(ctx):
         executable = _build_host(mod, options, stage)
-        latency = measure_host(executable, ctx.probe, options.measure_repeats)
+        latency = _measure_on_host(ctx, executable)
         outputs = run_host(executable, split.eval_x)
         engine = "the compiled host artifact"
     else:
@@ -222,6 +197,18 @@ def _verify(ctx: RunContext, config, candidate: Candidate) -> dict:
         "attempt": attempt,
         "config": config,
     }
+
+
+def _measure_on_host(ctx: RunContext, executable) -> dict:
+    """A candidate's host latency: timed alternately with the original when the original's reference
+    latency is known (:class:`hanasc.host_timing.HostReference`), so both are read in the same phase of the
+    machine; otherwise on its own."""
+    from hanasc.host_timing import measure_host
+
+    rounds = ctx.options.measure_repeats
+    if ctx.reference is None:
+        return measure_host(executable, ctx.probe, rounds)
+    return ctx.reference.measure_beside(executable, ctx.probe, rounds)
 
 
 def _build_host(mod, options: CompileOptions, stage: Stage):
