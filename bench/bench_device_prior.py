@@ -7,7 +7,9 @@
 Steps: (1) sample architectures from the search spaces of two base models (EfficientNet-Lite0 from hanasc's
 zoo at 64x64, and a MobileNetV2-style CNN built here at 64x64): each gene leaves the original with a
 per-model probability p ~ U(0.05, 0.9); each Config is materialized by the hanasc passes, built by the host's
-shipped pipeline (``host.build_artifact``), and timed end to end (median of repeats, ``TVM_NUM_THREADS``
+shipped pipeline (``host.build_artifact``), and timed end to end alternately with a fixed reference model
+(the first base model, unchanged; its latency = the median per-round ratio to the reference x the reference's
+median over the whole run, so the machine's drift between models cancels; ``TVM_NUM_THREADS``
 threads, 1 by default: the "device runner" thread count; with one thread the clock is the runner thread's
 CPU time, so other processes on a shared machine do not inflate it). The kernels the cost model sees
 (features of the fused PrimFuncs) are stored with each timing, so predictors are recomputed from the records.
@@ -143,31 +145,69 @@ def variants(base: str, path: Path, shapes: dict, n: int, seed: int, skip: set[s
         yield Variant(base, label, materialize(model.mod, space.decode(genome), ranges))
 
 
-def measure(variant: Variant, repeat: int) -> dict:
-    """Build with the shipped pipeline, time end to end, and keep what the cost model sees of it."""
+@dataclass
+class Reference:
+    """The model every variant is timed beside (the first base model, unchanged)."""
+
+    label: str
+    mod: object
+    executable: object
+
+
+def reference_model(cache: Path) -> Reference:
+    import hanasc
+    from hanasc.targets import host
+
+    label, (path, shapes) = next(iter(base_models(cache).items()))
+    model = hanasc.load_model(path, shapes)
+    return Reference(f"{label} original", model.mod, host.build_artifact(model.mod))
+
+
+def measure(variant: Variant, repeat: int, reference: Reference) -> dict:
+    """Build with the shipped pipeline, time end to end alternately with the reference model (one round:
+    one sample of each, thread CPU time with one thread), and keep what the cost model sees of it."""
     from hanasc.cost_models.kernels import lower_to_kernels
-    from hanasc.cost_models.measure import time_executable, time_executable_cpu
+    from hanasc.cost_models.measure import cpu_time_sampler, time_executable
+    from hanasc.host_timing import median_ratio, round_robin
     from hanasc.relax_params import bind_weights
     from hanasc.targets import host
 
     lowered = lower_to_kernels(bind_weights(variant.mod, keep_packed=True), "host")
     executable = host.build_artifact(variant.mod)
+    record = {"label": variant.label, "base": variant.base, "runs": repeat}
     if os.environ["TVM_NUM_THREADS"] == "1":  # CPU time of the runner thread: other tenants do not count
-        timing = time_executable_cpu(executable, variant.mod, repeat=repeat, min_repeat_ms=20)
+        samplers = [
+            cpu_time_sampler(executable, variant.mod, min_repeat_ms=20),
+            cpu_time_sampler(reference.executable, reference.mod, min_repeat_ms=20),
+        ]
+        own, beside = round_robin(samplers, repeat)
+        median = float(np.median(own))
+        record.update(
+            raw_ms=median,
+            spread=(max(own) - min(own)) / median,
+            ratio=median_ratio(own, beside),
+            reference=reference.label,
+            reference_ms=float(np.median(beside)),
+            clock="this CPU, thread CPU time",
+        )
     else:
         timing = time_executable(executable, variant.mod, "host", repeat=repeat, min_repeat_ms=40)
-    return {
-        "label": variant.label,
-        "base": variant.base,
-        "measured_ms": timing.median_ms,
-        "spread": timing.spread,
-        "runs": timing.runs,
+        record.update(raw_ms=timing.median_ms, spread=timing.spread, clock=timing.device)
+    return record | {
         "threads": int(os.environ["TVM_NUM_THREADS"]),
-        "clock": timing.device,
         "calls": lowered.total_calls,
         "flops": lowered.flops,
         "kernels": [{"calls": k.calls, "features": k.features.to_json()} for k in lowered.kernels],
     }
+
+
+def measured_ms(records: list[dict]) -> np.ndarray:
+    """Each record's latency: its median ratio to the reference model timed beside it, times the reference's
+    median over the whole run (the machine's drift between records cancels); the raw median where the record
+    has no reference (multi-threaded runs)."""
+    beside = [r["reference_ms"] for r in records if "ratio" in r]
+    scale = float(np.median(beside)) if beside else 0.0
+    return np.array([r["ratio"] * scale if "ratio" in r else r["raw_ms"] for r in records])
 
 
 def load_records(path: Path) -> list[dict]:
@@ -186,17 +226,19 @@ def collect(args, records_path: Path, cache: Path) -> list[dict]:
         raise SystemExit(
             f"--per-base {args.per_base}: one positive count per base model ({', '.join(bases)})"
         )
+    reference = reference_model(cache)
     for b, (base, (path, shapes)) in enumerate(bases.items()):
         if args.only and base != args.only:
             continue
         for v in variants(base, path, shapes, counts[b], args.seed + b, done):
-            record = measure(v, args.repeat)
+            record = measure(v, args.repeat, reference)
             with records_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             records.append(record)
             print(
-                f"{len(records):>4} {v.label:<16} measured {record['measured_ms']:8.3f} ms "
-                f"(spread {record['spread']:4.0%}, {record['calls']} calls)  "
+                f"{len(records):>4} {v.label:<16} measured {record['raw_ms']:8.3f} ms "
+                f"(spread {record['spread']:4.0%}, {record.get('ratio', 0):.3f}x the reference, "
+                f"{record['calls']} calls)  "
                 f"[{time.monotonic() - start:.0f} s]",
                 flush=True,
             )
@@ -243,7 +285,7 @@ def report(records: list[dict], splits: int, seed: int, cache: Path) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_precision import isa_line
 
-    meas = np.array([r["measured_ms"] for r in records]) / 1e3
+    meas = measured_ms(records) / 1e3
     calls = np.array([r["calls"] for r in records])
     flops = np.array([r["flops"] for r in records])
     prior, terms, plain = predictors(records, cache)
@@ -254,7 +296,9 @@ def report(records: list[dict], splits: int, seed: int, cache: Path) -> None:
     print(
         f"\n{len(records)} architectures ({counts})"
         f" sampled with the hanasc passes, built by host.build_artifact, measured end to end on this CPU "
-        f"(median of {records[0]['runs']} repeats, {records[0]['threads']} thread(s); median spread "
+        f"({records[0]['runs']} rounds, {records[0]['threads']} thread(s), each round one sample of the "
+        f"model and one of the reference ({records[0].get('reference', 'none')}); latency = median ratio to "
+        f"the reference x the reference's median over the run; median spread of the raw samples "
         f"{np.median([r['spread'] for r in records]):.0%}); {meas.min() * 1e3:.2f}-{meas.max() * 1e3:.2f} ms."
     )
     print(f"prior: {prior.name}; no kernel profile of this machine is used (profiles disabled)")
@@ -342,7 +386,7 @@ def main() -> None:
     from hanasc.paths import cache_dir
 
     cache = args.cache or cache_dir()
-    paths = args.records or [cache / "bench" / f"device_prior_seed{args.seed}.jsonl"]
+    paths = args.records or [cache / "bench" / f"device_prior_paired_seed{args.seed}.jsonl"]
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         records = list({r["label"]: r for p in reversed(paths) for r in load_records(p)}.values())

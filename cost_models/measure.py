@@ -92,6 +92,16 @@ def time_executable_cpu(executable, mod, repeat: int = 7, min_repeat_ms: float =
     execution time without the time slices other processes take on a shared machine (wall-clock timing
     there varies 2-3x). Each sample runs ``main`` until ``min_repeat_ms`` of CPU time has passed.
     """
+    sample = cpu_time_sampler(executable, mod, min_repeat_ms)
+    samples = [sample() for _ in range(repeat)]
+    median = statistics.median(samples)
+    return ModelTiming(median, (max(samples) - min(samples)) / median, repeat, "this CPU, thread CPU time")
+
+
+def cpu_time_sampler(executable, mod, min_repeat_ms: float = 20.0):
+    """A function returning one sample of :func:`time_executable_cpu` (ms per run of ``main``, thread CPU
+    time over at least ``min_repeat_ms``), after one warm-up run: samplers of several models can be called
+    in turn (:func:`hanasc.host_timing.round_robin`) so that they share the machine's phases."""
     import os
     import time
 
@@ -113,15 +123,14 @@ def time_executable_cpu(executable, mod, repeat: int = 7, min_repeat_ms: float =
         args.append(tvm.runtime.tensor(value, device=dev))
     main = vm["main"]
     main(*args)  # warm-up
-    samples = []
-    for _ in range(repeat):
+
+    def sample() -> float:
         start, runs = time.thread_time(), 0
         while True:
             main(*args)
             runs += 1
             elapsed = time.thread_time() - start
             if elapsed * 1e3 >= min_repeat_ms:
-                break
-        samples.append(elapsed / runs * 1e3)
-    median = statistics.median(samples)
-    return ModelTiming(median, (max(samples) - min(samples)) / median, repeat, "this CPU, thread CPU time")
+                return elapsed / runs * 1e3
+
+    return sample
