@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hanasc.budgets import parse_budget, parse_confidence, parse_latency_budget, parse_relative_budget
 from hanasc.compile_pipeline import CompileOptions, Stage, compile_model, split_data
+from hanasc.compile_report import beside_original
 from hanasc.errors import HanascError
 from hanasc.frontend import LoadedModel
 from hanasc.images import FIVE_VIEWS, Preprocess, load_foolbox_imagenet, load_image_folder
@@ -131,7 +132,8 @@ def _run(
     r, o = result.report["result"], result.report["original"]
     console.print(
         f"original: {o['latency_ms']['value']} ms ({o['latency_ms']['source']}), {metric.name} "
-        f"{o['accuracy']['value']}\nresult:   {r['latency_ms']['value']} ms ({r['latency_ms']['source']}), "
+        f"{o['accuracy']['value']}\nresult:   {r['latency_ms']['value']} ms ({r['latency_ms']['source']}"
+        f"{beside_original(r['latency_ms'])}), "
         f"{metric.name} {r['accuracy']['value']} (held-out), memory {r['memory_mb']['value']} MB "
         f"({r['memory_mb']['source']})"
     )

@@ -237,7 +237,17 @@ def _fmt(f: dict) -> str:
     detail = ""
     if f["source"] == "measured" and "runs" in f:
         detail = f", median of {f['runs']}"
-    return f"{f['value']} ({f['source']}{detail})"
+    return f"{f['value']} ({f['source']}{detail}{beside_original(f)})"
+
+
+def beside_original(f: dict) -> str:
+    """How a latency timed alternately with the original reads (:mod:`hanasc.host_timing`), or ''."""
+    if "ratio_to_original" not in f:
+        return ""
+    return (
+        f": {f['ratio_to_original']:g}x the original timed alternately with it, raw {f['raw_median_ms']} "
+        f"vs {f['original_in_loop_ms']} ms"
+    )
 
 
 def report_markdown(report: dict) -> str:
