@@ -62,3 +62,14 @@ def test_candidate_is_reported_relative_to_the_original_timed_beside_it(executab
     assert figure["value"] == pytest.approx(figure["ratio_to_original"] * 4.0, abs=1e-3)
     assert 0.3 < figure["ratio_to_original"] < 3.0  # the same model on both sides
     assert figure["original_reference_ms"] == 4.0 and figure["raw_median_ms"] > 0
+
+
+def test_report_line_of_a_latency_timed_beside_the_original():
+    from hanasc.compile_report import _fmt
+
+    timed = {"value": 13.6, "source": "measured", "runs": 15, "ratio_to_original": 0.65}
+    timed |= {"raw_median_ms": 10.4, "original_in_loop_ms": 16.0}
+    assert _fmt(timed) == (
+        "13.6 (measured, median of 15: 0.65x the original timed alternately with it, raw 10.4 vs 16.0 ms)"
+    )
+    assert _fmt({"value": 2.0, "source": "predicted"}) == "2.0 (predicted)"
