@@ -73,3 +73,25 @@ def test_report_line_of_a_latency_timed_beside_the_original():
         "13.6 (measured, median of 15: 0.65x the original timed alternately with it, raw 10.4 vs 16.0 ms)"
     )
     assert _fmt({"value": 2.0, "source": "predicted"}) == "2.0 (predicted)"
+
+
+def test_returning_the_original_reuses_the_reference_artifact():
+    """The original's host artifact built for the reference timing is the one shipped when the original is
+    returned (no second build), unless tuning has since changed what a build gives."""
+    from types import SimpleNamespace
+
+    from hanasc.compile_verify import VerifiedModel, _materialize_original
+    from hanasc.search import Budgets
+    from hanasc.selection import Verified
+
+    built = object()
+    ctx = SimpleNamespace(
+        model=SimpleNamespace(mod="module"),
+        reference=HostReference("module", 5.0, executable=built),
+        options=SimpleNamespace(tune_minutes=0.0, budgets=Budgets()),
+        session=None,
+        info=SimpleNamespace(runs_here=True),
+        stage=None,
+    )
+    original = VerifiedModel(None, {"latency": {"value": 5.0}}, Verified("original", 5.0, 1.0, 1.0))
+    assert _materialize_original(ctx, original).figures["executable"] is built

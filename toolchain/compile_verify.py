@@ -137,7 +137,11 @@ def _materialize_original(ctx: RunContext, original: VerifiedModel) -> VerifiedM
     """The original's figures completed with its module and, on the host, its built artifact."""
     figures = dict(original.figures)
     figures["mod"] = ctx.model.mod
-    figures["executable"] = _build_host(ctx.model.mod, ctx.options, ctx.stage) if _on_host(ctx) else None
+    executable = None
+    if _on_host(ctx):  # the reference artifact when no tuning since has changed what a build gives
+        reusable = ctx.reference is not None and ctx.options.tune_minutes <= 0
+        executable = ctx.reference.built() if reusable else _build_host(ctx.model.mod, ctx.options, ctx.stage)
+    figures["executable"] = executable
     figures["meets_budget"] = original.summary.meets(ctx.options.budgets)
     return VerifiedModel(original.candidate, figures, original.summary)
 
