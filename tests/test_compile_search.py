@@ -151,3 +151,34 @@ def test_pareto_plot_keeps_predicted_and_held_out_on_separate_axes(tmp_path):
     labels = pareto_plot(tmp_path / "p.png", search, held_out=panel)
     assert labels == ["predicted score (search)", "agreement (held-out)"]
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_predictor_samples_are_held_apart_from_the_data_that_fits_ranges_and_refits():
+    """The calibration split is divided by source image: views of one image stay on one side, both sides
+    are used, and too few images leave the split as it was (None)."""
+    from hanasc.compile_context import split_data
+    from hanasc.compile_pipeline import _held_apart
+
+    x = np.zeros((40, 1, 2, 2), np.float32)
+    groups = np.repeat(np.arange(8), 5)  # 8 images, 5 views each
+    split = split_data(x, None, groups, seed=0, source="test")
+    fit, score = _held_apart(split, np.random.default_rng(0))
+    assert len(fit) and len(score) and set(fit).isdisjoint(score)
+    assert sorted([*fit, *score]) == list(range(len(split.calib_x)))
+    calib_groups = split.calib_groups
+    assert set(calib_groups[fit]).isdisjoint(calib_groups[score])
+    few = split_data(x[:15], None, groups[:15], seed=0, source="test")  # 3 images: 1 or 2 calibrate
+    assert _held_apart(few, np.random.default_rng(0)) is None
+
+
+def test_simulator_keeps_refitters_for_two_ranges(test_models):
+    from hanasc.calibration import calibrate
+    from hanasc.simulator import Simulator
+
+    model = hanasc.load_model(test_models["inverted_residual"])
+    x = np.random.default_rng(0).standard_normal((8, *model.inputs[0].shape[1:])).astype(np.float32)
+    first, second = calibrate(model, x[:4]), calibrate(model, x[4:])
+    simulator = Simulator(model, batch=4)
+    a, b = simulator._reconstruction(first), simulator._reconstruction(second)
+    assert a is not None and b is not None and a is not b
+    assert simulator._reconstruction(first) is a and simulator._reconstruction(second) is b

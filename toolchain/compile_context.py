@@ -49,6 +49,7 @@ class Split:
     eval_x: np.ndarray
     eval_y: np.ndarray | None
     description: dict
+    calib_groups: np.ndarray | None = None  # source image of each calibration sample (views stay together)
 
 
 def split_data(
@@ -77,6 +78,7 @@ def split_data(
             },
             "held_out": {"samples": int(mask.sum()), "used_for": "reported accuracy of original and result"},
         },
+        calib_groups=groups[~mask],
     )
 
 
@@ -111,3 +113,9 @@ class RunContext:
     work: Path | None = None
     rng: np.random.Generator | None = None
     reference: object | None = None  # hanasc.host_timing.HostReference: the original, timed beside candidates
+    search_ranges: object | None = None  # ranges fitted apart from the predictor samples (None: ``ranges``)
+
+    @property
+    def scoring_ranges(self):
+        """The ranges the search's predictor samples are simulated with."""
+        return self.ranges if self.search_ranges is None else self.search_ranges

@@ -217,7 +217,6 @@ def _prepare(
 ) -> tuple[RunContext, PredictorSamples]:
     """Activation ranges, simulator, references, search space, cost model and RPC session: the run
     context, and the predictor's samples on a subset of the calibration split."""
-    from hanasc.calibration import calibrate
     from hanasc.passes.config import Config
     from hanasc.search_costs import SearchCosts
     from hanasc.simulator import Simulator
@@ -227,16 +226,24 @@ def _prepare(
     _check_tuning(info, options)
     rng = np.random.default_rng(options.seed)
     stage.log("calibrating activation ranges on the calibration split")
-    ranges = calibrate(model, split.calib_x, method="percentile", percentile=99.99)
-    if info.tvm_target() is None:  # OpenVINO quantizes this target's bundle: hanasc's bias correction
-        ranges.channel_means = {}  # would make the simulator judge a model that does not ship
-        ranges.covariances = {}
+    ranges = _calibrate(model, split.calib_x, info)
     simulator = Simulator(model, batch=8)
     ref_calib = simulator.run(Config(), split.calib_x)
     ref_eval = simulator.run(Config(), split.eval_x)
     n_images = options.predictor_images or predictor_image_count(model.totals.macs)
-    pick = rng.permutation(len(split.calib_x))[:n_images]
-    stage.log(f"accuracy predictor samples are scored on {len(pick)} calibration samples")
+    apart = _held_apart(split, rng)
+    search_ranges = None
+    if apart is None:
+        pick = rng.permutation(len(split.calib_x))[:n_images]
+        stage.log(f"accuracy predictor samples are scored on {len(pick)} calibration samples")
+    else:
+        fit, score = apart
+        search_ranges = _calibrate(model, split.calib_x[fit], info)
+        pick = score[rng.permutation(len(score))[:n_images]]
+        stage.log(
+            f"accuracy predictor samples are scored on {len(pick)} calibration samples held apart from the "
+            f"{len(fit)} that fit the search's ranges and refits"
+        )
 
     space = build_space(model, _space_options(info, options.space))
     stage.log(
@@ -267,9 +274,39 @@ def _prepare(
         space=space,
         work=work,
         rng=rng,
+        search_ranges=search_ranges,
     )
     pred_y = None if split.calib_y is None else split.calib_y[pick]
     return run, PredictorSamples(run, split.calib_x[pick], pred_y, ref_calib[pick])
+
+
+def _calibrate(model: LoadedModel, x: np.ndarray, info):
+    """Activation ranges (99.99th percentile) with the statistics recovery uses, where it applies."""
+    from hanasc.calibration import calibrate
+
+    ranges = calibrate(model, x, method="percentile", percentile=99.99)
+    if info.tvm_target() is None:  # OpenVINO quantizes this target's bundle: hanasc's bias correction
+        ranges.channel_means = {}  # would make the simulator judge a model that does not ship
+        ranges.covariances = {}
+    return ranges
+
+
+MIN_GROUPS_APART = 4
+
+
+def _held_apart(split: Split, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+    """(fit, score) indices of the calibration samples, split by source image: the search scores its
+    predictor samples on data its ranges and least-squares refits were not fitted on. A refit judged on
+    its own fitting data looks lossless where it generalizes worst (a classifier refitted on as many
+    samples as it has inputs: agreement 1.0 on them, 0.0 on new images). None with fewer than
+    :data:`MIN_GROUPS_APART` source images (then the search scores on the fitting data, as before)."""
+    groups = split.calib_groups if split.calib_groups is not None else np.arange(len(split.calib_x))
+    unique = np.unique(groups)
+    if len(unique) < MIN_GROUPS_APART:
+        return None
+    fit_groups = rng.permutation(unique)[: len(unique) // 2]
+    in_fit = np.isin(groups, fit_groups)
+    return np.flatnonzero(in_fit), np.flatnonzero(~in_fit)
 
 
 def _measure_references(run: RunContext) -> dict | None:

@@ -285,7 +285,8 @@ def report_markdown(report: dict) -> str:
         f"Accuracy predictor: Kendall tau {report['predictor']['kendall_tau']:.3f} on "
         f"{report['predictor']['test_samples']} held-out Configs "
         f"(trained on {report['predictor']['train_samples']}, "
-        f"evaluated with the simulator on the calibration split; it predicts "
+        f"evaluated with the simulator on calibration samples held apart from those that fit the search's "
+        f"ranges and refits, where there are 4 or more source images; it predicts "
         f"{r['predicted_score']['score']}, a smooth companion of {report['metric']['name']}). The result's "
         f"predicted score was {r['predicted_score']['value']}; its estimated latency "
         f"{r['estimated_latency_ms']['value']} ms.",

@@ -38,7 +38,7 @@ class PredictorSamples:
         todo = [k for k in dict.fromkeys(todo) if k not in self.scores]
         run.stage.start(title, len(todo))
         for key in todo:
-            out_sim = run.simulator.run(run.space.decode(np.array(key)), self.pred_x, run.ranges)
+            out_sim = run.simulator.run(run.space.decode(np.array(key)), self.pred_x, run.scoring_ranges)
             self.scores[key] = run.metric.smooth(out_sim, self.pred_y, self.pred_ref)
             with atomic_file(self.path) as tmp:
                 tmp.write_text(json.dumps([{"genome": list(k), "score": v} for k, v in self.scores.items()]))

@@ -61,7 +61,7 @@ class Simulator:
         self.base_weights = model.weights()
         self.axes = weight_channel_axes(model.onnx_model)
         self._func = model.mod["main"]
-        self._refitter: tuple | None = None  # (ranges, Reconstruction or None)
+        self._refitters: list[tuple] = []  # (ranges, Reconstruction or None), the two latest ranges
 
     def feeds(self, config, ranges=None) -> dict[str, np.ndarray]:
         """The runtime inputs (weights, scales, gates) that make the graph compute ``config``."""
@@ -90,12 +90,16 @@ class Simulator:
         return feeds
 
     def _reconstruction(self, ranges):
-        """The least-squares refitter for ``ranges`` (kept while the same ranges come back)."""
+        """The least-squares refitter for ``ranges``, kept for the two latest ranges objects (the compile job
+        scores the search on one and the held-out data on another)."""
         from hanasc.recovery import reconstruction_for
 
-        if self._refitter is None or self._refitter[0] is not ranges:
-            self._refitter = (ranges, reconstruction_for(self.model, ranges, self.axes))
-        return self._refitter[1]
+        for kept, refitter in self._refitters:
+            if kept is ranges:
+                return refitter
+        refitter = reconstruction_for(self.model, ranges, self.axes)
+        self._refitters = [*self._refitters[-1:], (ranges, refitter)]
+        return refitter
 
     def run(self, config, x: np.ndarray, ranges=None, feeds: dict | None = None) -> np.ndarray:
         """Outputs of the first graph output for every sample of ``x`` (any count: padded to the batch)."""
