@@ -81,9 +81,7 @@ class _SavedMeasurements:
 
             cache_warning(f"{self.path}: unreadable measurements; they are taken again")
 
-    def put(self, dtype: str | None, latency: dict, shipped=None, with_other: bool = False) -> None:
-        if dtype is None:
-            return
+    def put(self, dtype: str, latency: dict, shipped=None, with_other: bool = False) -> None:
         self.entries[dtype] = {
             "latency": latency,
             "layer_ms": shipped.layer_ms if shipped is not None else None,

@@ -57,8 +57,8 @@ def interleaved_samples(executables: list, inputs: list[np.ndarray], rounds: int
         vm = relax.VirtualMachine(executable, dev)
         args = [tvm.runtime.tensor(np.ascontiguousarray(x), device=dev) for x in inputs]
         vm["main"](*args)  # warm-up: first-call allocations and page faults stay out of the samples
-        timers.append((vm.time_evaluator("main", dev, number=1, repeat=1), args))
-    return round_robin([_timer(timer, args) for timer, args in timers], rounds)
+        timers.append(_timer(vm.time_evaluator("main", dev, number=1, repeat=1), args))
+    return round_robin(timers, rounds)
 
 
 def _timer(evaluator, args: list) -> Callable[[], float]:
