@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 SPACES = ("joint", "arch", "quant")
-FRACTIONS = (1 / 2, 1 / 3)
+FRACTIONS = (1 / 2, 1 / 3, 1 / 4)
 
 
 @dataclass
@@ -125,16 +125,90 @@ class Row:
     note: str = ""
 
 
+def _ort_rows(w: Workload, split, threads: int, work: Path, score) -> list[Row]:
+    """onnxruntime fp32 and int8 (``quantize_static`` on calibration samples) on the original ONNX."""
+    from bench_precision import ort_engines
+
+    calib = split.calib_x[: min(len(split.calib_x), 50)]
+    rows = []
+    engines = ort_engines(w.model_path, split.eval_x, calib, threads, work)
+    tests = ort_engines(w.model_path, w.test_x, calib, threads, work) if w.test_x is not None else engines
+    for engine, on_test in zip(engines, tests, strict=True):
+        ms = statistics.median(_times(engine.call, 50))
+        test = on_test.outputs if w.test_x is not None else None
+        rows.append(Row(f"{engine.name} ({threads} thread)", round(ms, 3), "measured",
+                        score(engine.outputs, test), None, None, None))  # fmt: skip
+    return rows
+
+
+def _times(call, runs: int) -> list[float]:
+    for _ in range(3):
+        call()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - t) * 1e3)
+    return times
+
+
+def _compiled_row(label: str, result, model, w: Workload, split, budget: float, score) -> Row:
+    """A row from a compile result: its verified figures, test top-1 from the simulator with the run's own
+    activation ranges and (when fine-tuned) its tuned weights."""
+    from hanasc.calibration import ActivationRanges
+    from hanasc.finetune import TUNED_WEIGHTS_FILE, load_tuned
+    from hanasc.passes.config import Config
+    from hanasc.simulator import Simulator
+
+    r = result.report["result"]
+    config = Config.from_json(r["config"])
+    ranges = ActivationRanges.load(result.out / "activation_ranges.json")
+    tuned_path = result.out / TUNED_WEIGHTS_FILE
+    values = load_tuned(tuned_path) if tuned_path.is_file() else None
+    simulator = Simulator(model, batch=32)
+    feeds = simulator.feeds(config, ranges, values=values)
+    eval_out = simulator.run(config, split.eval_x, ranges, feeds=feeds)
+    test_out = simulator.run(config, w.test_x, ranges, feeds=feeds) if w.test_x is not None else None
+    acc = score(eval_out, test_out)
+    acc[next(iter(acc))] = r["accuracy"]["value"]  # the compiled artifact's held-out score (the report's)
+    lat = r["latency_ms"]
+    note = _summary(config, len(model.layers)) + (" (fine-tuned)" if values is not None else "")
+    return Row(label, lat["value"], lat["source"], acc, r["memory_mb"]["value"],
+               result.report["search"]["wall_s_total"], lat["value"] <= budget, note)  # fmt: skip
+
+
+def _uniform_int8_row(model, w: Workload, split, repeat: int, score) -> Row:
+    """Every layer W8A8 with the compile job's calibration and recovery, built and measured here."""
+    from hanasc.compile_pipeline import _calibrate
+    from hanasc.compile_report import _costs_figures
+    from hanasc.compile_verify import run_host
+    from hanasc.host_timing import measure_host
+    from hanasc.passes.config import Config, LayerChoice
+    from hanasc.recovery import materialize_recovered
+    from hanasc.simulator import Simulator
+    from hanasc.targets import host
+    from hanasc.targets.registry import get_target
+
+    info = get_target("host")
+    ranges = _calibrate(model, split.calib_x, info)
+    int8 = Config({layer.name: LayerChoice(w_bits=8, a_bits=8) for layer in model.layers})
+    mod = materialize_recovered(model, int8, ranges)
+    exe = host.build_artifact(mod)
+    ms = measure_host(exe, [model.example_inputs()["input"]], repeat)["value"]
+    test = Simulator(model, batch=32).run(int8, w.test_x, ranges) if w.test_x is not None else None
+    acc = score(run_host(exe, split.eval_x), test)
+    memory = _costs_figures(mod, info, 1.0, 0)[0]["value"]
+    return Row("uniform int8 (no search)", ms, "measured", acc, memory, None, None)
+
+
 def run_workload(w: Workload, args) -> dict:
     import hanasc
-    from hanasc.calibration import calibrate
     from hanasc.compile_pipeline import CompileOptions, InfeasibleBudgetError, compile_model, split_data
     from hanasc.compile_report import _costs_figures
     from hanasc.compile_verify import run_host
     from hanasc.host_timing import measure_host
     from hanasc.metrics import choose_metric
-    from hanasc.passes.config import Config, LayerChoice
-    from hanasc.passes.materialize import materialize
+    from hanasc.passes.config import Config
     from hanasc.search import Budgets
     from hanasc.simulator import Simulator
     from hanasc.targets import host
@@ -145,44 +219,41 @@ def run_workload(w: Workload, args) -> dict:
     metric = choose_metric(w.metric, w.y is not None)
     split = split_data(w.x, w.y, w.groups, args.seed, w.source)
     probe = [model.example_inputs()["input"]]
-    ranges = calibrate(model, split.calib_x, method="percentile", percentile=99.99)
     simulator = Simulator(model, batch=32)
     ref_eval = simulator.run(Config(), split.eval_x)
     threads = int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1))
 
-    def scores(config: Config, outputs_eval: np.ndarray) -> dict:
+    def score(outputs_eval: np.ndarray, outputs_test: np.ndarray | None) -> dict:
         acc = {metric.name: round(metric(outputs_eval, split.eval_y, ref_eval), 4)}
         if split.eval_y is not None and metric.name != "top1":
             acc["top1"] = round(top1(outputs_eval, split.eval_y), 4)
-        if w.test_x is not None:
-            acc["test_top1"] = round(top1(simulator.run(config, w.test_x, ranges), w.test_y), 4)
+        if outputs_test is not None:
+            acc["test_top1"] = round(top1(outputs_test, w.test_y), 4)
         return acc
 
     print(f"\n=== {w.name}: {model.path} ===", flush=True)
     original_exe = host.build_artifact(model.mod)
     original = measure_host(original_exe, probe, args.repeat)
-    ort_ms = ort_latency_ms(model.path, probe[0], args.repeat * 5, threads)
-    original_acc = scores(Config(), run_host(original_exe, split.eval_x))
+    test_ref = simulator.run(Config(), w.test_x) if w.test_x is not None else None
+    original_acc = score(run_host(original_exe, split.eval_x), test_ref)
     memory = _costs_figures(model.mod, info, 1.0, 0)[0]["value"]
-    base = [
-        Row("original (TVM default)", original["value"], "measured", original_acc, memory, None, None),
-        Row(f"onnxruntime on the original ({threads} thread)", round(ort_ms, 3), "measured",
-            original_acc, None, None, None),
-    ]  # fmt: skip
-    print(f"original {original['value']} ms (TVM), onnxruntime {ort_ms:.2f} ms, {original_acc}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = [
+            Row("original (hanasc fp32)", original["value"], "measured", original_acc, memory, None, None),
+            *_ort_rows(w, split, threads, Path(tmp), score),
+        ]
+    print(f"original {original['value']} ms; {[r.__dict__ for r in base[1:]]}", flush=True)
+    base.append(_uniform_int8_row(model, w, split, args.repeat, score))
 
-    int8 = Config({layer.name: LayerChoice(w_bits=8, a_bits=8) for layer in model.layers})
-    int8_mod = materialize(model.mod, int8, ranges)
-    int8_exe = host.build_artifact(int8_mod)
-    int8_ms = measure_host(int8_exe, probe, args.repeat)["value"]
-    int8_acc = scores(int8, run_host(int8_exe, split.eval_x))
-    int8_mem = _costs_figures(int8_mod, info, 1.0, 0)[0]["value"]
-
+    runs = [(space, 0.0) for space in args.spaces]
+    if args.finetune_minutes > 0:
+        runs += [(space, args.finetune_minutes) for space in args.finetune_spaces]
     tables = {}
-    for fraction in FRACTIONS:
-        budget = round(original["value"] * fraction, 2)
+    for fraction in args.fractions:
+        budget = round(original["value"] * fraction, 3)
         rows = []
-        for space in args.spaces:
+        for space, minutes in runs:
+            label = space + (f" + fine-tuning ({minutes:g} min)" if minutes else " + reconstruction")
             options = CompileOptions(
                 target="host",
                 budgets=Budgets(latency_ms=budget),
@@ -193,34 +264,19 @@ def run_workload(w: Workload, args) -> dict:
                 population=args.population,
                 generations=args.generations,
                 rounds=args.rounds,
+                finetune_minutes=minutes,
+                max_loss=args.max_loss,
             )
             t0 = time.perf_counter()
             try:
                 with tempfile.TemporaryDirectory() as tmp:
-                    result = compile_model(
-                        model, split, options, Path(tmp) / "out", metric, original_latency=original
-                    )
+                    result = compile_model(model, split, options, Path(tmp) / "out", metric)
+                    rows.append(_compiled_row(label, result, model, w, split, budget, score))
             except InfeasibleBudgetError as exc:
                 rows.append(
-                    Row(space, None, "-", {}, None, round(time.perf_counter() - t0, 1), False, str(exc))
+                    Row(label, None, "-", {}, None, round(time.perf_counter() - t0, 1), False, str(exc))
                 )
-                print(f"{space} @ {budget} ms: infeasible: {exc}", flush=True)
-                continue
-            r = result.report["result"]
-            config = Config.from_json(r["config"])
-            acc = {metric.name: r["accuracy"]["value"]}
-            if (split.eval_y is not None and metric.name != "top1") or w.test_x is not None:
-                acc = {**scores(config, simulator.run(config, split.eval_x, ranges)), **acc}
-            lat = r["latency_ms"]
-            rows.append(
-                Row(space, lat["value"], lat["source"], acc, r["memory_mb"]["value"],
-                    result.report["search"]["wall_s_total"], lat["value"] <= budget,
-                    _summary(config, len(model.layers)))
-            )  # fmt: skip
-            print(f"{space} @ {budget} ms: {rows[-1]}", flush=True)
-        rows.append(
-            Row("uniform int8 (no search)", int8_ms, "measured", int8_acc, int8_mem, None, int8_ms <= budget)
-        )
+            print(f"{label} @ {budget} ms: {rows[-1]}", flush=True)
         tables[f"{fraction:.3f}"] = {"budget_ms": budget, "rows": [r.__dict__ for r in rows + base]}
     return {"workload": w.name, "model": str(model.path), "notes": w.notes, "tables": tables}
 
@@ -284,9 +340,16 @@ def main() -> None:
         "--quick", action="store_true", help="smaller searches (80 samples, 16 x 10, 2 rounds)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
+    parser.add_argument("--max-loss", type=float, default=100.0, help="compile's accuracy floor (points)")
+    parser.add_argument("--finetune-minutes", type=float, default=0.0, help="adds fine-tuned rows")
+    parser.add_argument("--finetune-spaces", nargs="+", default=["joint", "arch"])
     args = parser.parse_args()
     if args.quick:
         args.samples, args.population, args.generations, args.rounds = 80, 16, 10, 2
+    from bench_precision import isa_line
+
+    print(isa_line(), flush=True)
     started = time.perf_counter()
     results = []
     for name in args.workloads:

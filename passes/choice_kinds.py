@@ -1,11 +1,12 @@
 """The kinds of change the search makes, each declared once, in the order they are applied.
 
-A choice kind names its three forms: the Relax pass that applies it to the module that ships
+A choice kind names its forms: the Relax pass that applies it to the module that ships
 (:class:`hanasc.passes.materialize.MaterializeConfig` composes them in this order), its simulation (the
 weight step :func:`hanasc.simulated_weights.simulated_weights` applies, in this order, to the original
 graph's weights, or the graph gate the simulator builds for it) and its ONNX rewrite (for runtimes that read
-ONNX: :mod:`hanasc.onnx_rewrite`). Adding a kind means adding an entry here with all three, and a test that
-they agree (``tests/test_choice_kinds.py``).
+ONNX: :mod:`hanasc.onnx_rewrite`), and how its trainable torch form (:mod:`hanasc.torch_form`, what
+fine-tuning trains) computes it. Adding a kind means adding an entry here with all of them, and tests that
+they agree (``tests/test_choice_kinds.py``, ``tests/test_torch_form.py``).
 
 Order: prune channels -> skip residual blocks -> shrink kernels -> separable substitution -> quantize.
 Pruning runs on the whole graph so that its channel groups and importances are those the simulator
@@ -37,6 +38,7 @@ class ChoiceKind:
     simulate: WeightStep | None  # the simulator's weight step; None: a gate in the simulation graph
     simulation: str  # how the simulator reproduces it (for docs and reports)
     onnx_rewrite: str | None  # the hanasc.onnx_rewrite function that writes it into ONNX (None: not there)
+    torch_form: str  # how the trainable torch form (hanasc.torch_form, for fine-tuning) computes it
 
 
 def _prune(config: Config, ranges):
@@ -126,6 +128,7 @@ CHOICE_KINDS: tuple[ChoiceKind, ...] = (
         simulate_width,
         "pruned channels zeroed in the original weights",
         "_set_weights",
+        "the simulation's mask in the forward pass, straight-through gradient (pruned entries stay zero)",
     ),
     ChoiceKind(
         "depth",
@@ -135,6 +138,7 @@ CHOICE_KINDS: tuple[ChoiceKind, ...] = (
         None,
         "the block's residual branch multiplied by a 0/1 gate in the simulation graph",
         "_bypass_skipped_blocks",
+        "the block's branch multiplied by 0 at its Add, as the simulation graph gates it",
     ),
     ChoiceKind(
         "kernel",
@@ -144,6 +148,7 @@ CHOICE_KINDS: tuple[ChoiceKind, ...] = (
         simulate_kernel,
         "the kernel zeroed outside its centre",
         "_rewrite_convs",
+        "the simulation's crop in the forward pass, straight-through gradient",
     ),
     ChoiceKind(
         "separable",
@@ -153,6 +158,8 @@ CHOICE_KINDS: tuple[ChoiceKind, ...] = (
         simulate_separable,
         "the product of the (quantized) depthwise and pointwise factors",
         "_rewrite_convs",
+        "the simulation's factorization of the current weight in the forward pass (a projection), "
+        "straight-through gradient to the original-shape weight",
     ),
     ChoiceKind(
         "precision",
@@ -162,6 +169,8 @@ CHOICE_KINDS: tuple[ChoiceKind, ...] = (
         simulate_precision,
         "fake-quantized weights, and activation fake-quantizers gated in the simulation graph",
         None,  # the target's own toolchain quantizes an exported ONNX graph
+        "the simulation's fake-quantized weights and the same activation fake-quantizers, rounding "
+        "straight-through",
     ),
 )
 

@@ -160,3 +160,46 @@ def test_costs_labels_every_figure(test_models):
     report = json.loads(result.stdout)
     text = json.dumps(report)
     assert '"source": "prior"' in text or '"source": "predicted"' in text
+
+
+def test_apply_replays_tuned_weights_beside_the_config(tmp_path, test_models):
+    """tuned_weights.npz beside CONFIG (as compile --finetune-minutes writes it) is what the library holds."""
+    import tvm
+
+    import hanasc
+    from hanasc.calibration import calibrate
+    from hanasc.finetune import save_tuned
+    from hanasc.passes.config import Config, LayerChoice
+    from hanasc.simulator import Simulator
+    from hanasc.targets import host
+
+    model = hanasc.load_model(test_models["plain_conv"])
+    x = np.random.default_rng(0).standard_normal((6, 3, 32, 32)).astype(np.float32)
+    config = Config({layer.name: LayerChoice(w_bits=4, a_bits=8) for layer in model.layers})
+    folder = tmp_path / "compiled"
+    folder.mkdir()
+    config.save(folder / "config.json")
+    ranges = calibrate(model, x, method="minmax")
+    ranges.save(folder / "activation_ranges.json")
+    rng = np.random.default_rng(1)
+    tuned = {name: value + 0.05 * rng.standard_normal(value.shape).astype(np.float32)
+             for name, value in model.weights().items()}  # fmt: skip
+    save_tuned(folder / "tuned_weights.npz", tuned)
+    out = tmp_path / "out"
+    result = run_cli("apply", str(test_models["plain_conv"]), str(folder / "config.json"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert (out / "tuned_weights.npz").is_file()
+    library = tvm.runtime.load_module(str(out / "model.so"))
+    sim = Simulator(model, batch=2)
+    want = sim.run(config, x, ranges, feeds=sim.feeds(config, ranges, values=tuned))
+    untuned = sim.run(config, x, ranges)
+    got = np.concatenate([host.run(library, [s[None]])[0] for s in x])
+    step = (want.max() - want.min()) / 255
+    assert np.abs(got - want).max() <= step < np.abs(untuned - want).max()
+    # a tuned file that does not fit the model: one line, nothing written
+    save_tuned(folder / "tuned_weights.npz", {"no.such.weight": np.zeros(3, np.float32)})
+    bad = run_cli(
+        "apply", str(test_models["plain_conv"]), str(folder / "config.json"), "--out", str(tmp_path / "b")
+    )
+    assert_one_line_error(bad, "tuned_weights.npz", "no.such.weight")
+    assert not (tmp_path / "b").exists()

@@ -152,6 +152,9 @@ def test_infeasible_budget_names_fastest_latency(tmp_path, test_models, data):
         (["--space", "everything"], ["--space"]),
         (["--metric", "f1"], ["--metric f1"]),
         (["--memory", "0MB"], ["--memory"]),
+        (["--finetune-minutes", "-1"], ["--finetune-minutes -1"]),
+        (["--finetune-candidates", "0"], ["--finetune-candidates 0"]),
+        (["--target", "npu3720", "--finetune-minutes", "1"], ["--finetune-minutes", "npu3720"]),
     ],
 )
 def test_bad_options(tmp_path, test_models, data, args, needles):
@@ -303,3 +306,22 @@ def test_compile_output_holds_no_runtime_chatter(compiled):
     assert first.returncode == 0, first.stderr
     chatter = re.compile(r"\[\d\d:\d\d:\d\d\] |executable\.cc|Scope (Saving|Loaded)|BlockBuilder destroyed")
     assert not [line for line in (first.stdout + first.stderr).splitlines() if chatter.search(line)]
+
+
+def test_finetune_minutes_tunes_the_best_candidates(tmp_path, test_models, data):
+    """--finetune-minutes distils into the shortlist's best candidate; the report says what it did, and a
+    kept tuning ships its weights beside config.json."""
+    out = tmp_path / "out"
+    result = run_cli(
+        "compile", str(test_models["dense_head"]), "--data", str(data), "--metric", "kl", "--budget", "0.9x",
+        "--max-loss", "100", "--finetune-minutes", "0.1", "--finetune-candidates", "1", "--out", str(out),
+        *SMALL, env={"HANASC_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    tuning = json.loads((out / "report.json").read_text())["recovery"]["fine_tuning"]
+    (record,) = tuning["candidates"]
+    assert record["steps"] > 0 and record["seconds"] <= 60
+    assert record["distillation_loss_after"] <= record["distillation_loss_before"]
+    assert "held_out_before" in record and "held_out_after" in record
+    assert (out / "tuned_weights.npz").is_file() == tuning["result_fine_tuned"]
+    assert "fine-tuning candidate 1 of 1" in result.stdout + result.stderr

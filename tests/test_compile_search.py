@@ -63,6 +63,18 @@ def test_accuracy_collapse_is_warned():
     assert "agreement 0.200" in warning and "1.000" in warning
 
 
+def test_original_at_chance_is_warned():
+    """An original that scores chance against the labels means mismatched preprocessing or labels."""
+    from hanasc.compile_report import chance_warnings
+    from hanasc.metrics import choose_metric
+
+    top1, reference = choose_metric("top1", True), np.zeros((8, 10))
+    (warning,) = chance_warnings(0.0, reference, top1, "images/")
+    assert "images/" in warning and "--mean" in warning and "0.100" in warning
+    assert chance_warnings(0.8, reference, top1, "images/") == []
+    assert chance_warnings(0.0, reference, choose_metric("agreement", False), "images/") == []
+
+
 def test_predictor_samples_include_int8_with_one_float_layer(costs):
     from hanasc.compile_seeds import seed_genomes
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from hanasc.atomic import atomic_dir
+from hanasc.errors import HanascError
+from hanasc.finetune import TUNED_WEIGHTS_FILE, save_tuned
 from hanasc.frontend import LoadedModel
 from hanasc.passes.config import Config, ConfigError
 from hanasc.targets.quiet import export_library
@@ -131,6 +133,25 @@ def build_target_bundle(info, model: LoadedModel, config: Config, mod, out: Path
     return target.build_bundle(onnx_model, plan, calibration, out).to_json()
 
 
+def read_tuned(model: LoadedModel, path: Path) -> dict[str, np.ndarray]:
+    """Fine-tuned values from ``path``, checked against ``model``'s weights (names, shapes)."""
+    from hanasc.finetune import load_tuned
+
+    try:
+        tuned = load_tuned(path)
+    except Exception as exc:
+        raise HanascError(f"{path}: not a readable .npz of weights ({type(exc).__name__})") from None
+    weights = model.weights()
+    for name, value in tuned.items():
+        if name not in weights:
+            raise HanascError(f"{path}: '{name}' is not a weight of {model.path.name}")
+        if value.shape != weights[name].shape:
+            raise HanascError(
+                f"{path}: '{name}' has shape {value.shape}, the model's weight {weights[name].shape}"
+            )
+    return tuned
+
+
 def apply_config(
     model: LoadedModel,
     config: Config,
@@ -138,8 +159,10 @@ def apply_config(
     data: np.ndarray | None = None,
     target: str = "host",
     ranges_file: Path | None = None,
+    tuned_file: Path | None = None,
 ) -> ApplySummary:
-    """Materialize ``config``, build for the host (and ``target``'s bundle), write ``out/`` atomically."""
+    """Materialize ``config``, build for the host (and ``target``'s bundle), write ``out/`` atomically.
+    ``tuned_file`` (when it exists): fine-tuned weight values that replace the data-light recovery's."""
     from hanasc.passes.materialize import check_layer_names
     from hanasc.recovery import materialize_recovered, ranges_for_replay, refitted_layers
     from hanasc.relax_params import weights_of
@@ -150,7 +173,12 @@ def apply_config(
     check_layer_names(config, model.mod)
     check_choices(info, config, model.layers)
     ranges = calibrate_for(model, config, data, ranges_file=ranges_file)
-    new_mod = materialize_recovered(model, config, ranges)
+    tuned = read_tuned(model, tuned_file) if tuned_file is not None and tuned_file.is_file() else None
+    if tuned is not None and info.bundle_input != "relax":
+        raise HanascError(
+            f"{tuned_file}: fine-tuned weights cannot reach {info.name}'s bundle (built from ONNX)"
+        )
+    new_mod = materialize_recovered(model, config, ranges, tuned)
     before, after = weights_of(model.mod), weights_of(new_mod)
     from hanasc.targets.pipelines import collect_build_reports
 
@@ -172,6 +200,8 @@ def apply_config(
     with atomic_dir(Path(out)) as tmp:
         export_library(executable, tmp / "model.so")
         config.save(tmp / "config.json")
+        if tuned is not None:
+            save_tuned(tmp / TUNED_WEIGHTS_FILE, tuned)
         if ranges is not None:
             refitted = refitted_layers(model, config, ranges)
             ranges_for_replay(ranges, refitted).save(tmp / "activation_ranges.json")

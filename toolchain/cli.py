@@ -106,7 +106,8 @@ def apply(
 ) -> None:
     """Materialize a Config with the real passes, compile it for the host, write the library and a summary.
 
-    With --target, the target's deployable bundle is written too (in OUT/<target>/).
+    With --target, the target's deployable bundle is written too (in OUT/<target>/). Fine-tuned weights
+    (tuned_weights.npz beside CONFIG, as `hanasc compile --finetune-minutes` writes them) are replayed.
 
     Examples:
 
@@ -125,7 +126,13 @@ def apply(
     samples = load_npz(data, loaded.inputs[0]).x if data is not None else None
     # compile writes activation_ranges.json beside config.json: a compiled Config replays without --data
     summary = apply_config(
-        loaded, policy, out, samples, target=target, ranges_file=config.parent / "activation_ranges.json"
+        loaded,
+        policy,
+        out,
+        samples,
+        target=target,
+        ranges_file=config.parent / "activation_ranges.json",
+        tuned_file=config.parent / "tuned_weights.npz",
     )
     console = _console()
     console.print(summary.to_markdown())
@@ -249,6 +256,16 @@ def compile_(
             "device calibration's held-out error) is under it; default 0.9."
         ),
     ] = None,
+    finetune_minutes: Annotated[
+        float,
+        typer.Option(
+            help="Recovery by fine-tuning: distil the original into the best candidates for this many "
+            "minutes in all (calibration split; labels when the metric uses them); resumable with --resume."
+        ),
+    ] = 0.0,
+    finetune_candidates: Annotated[
+        int, typer.Option(help="How many of the best candidates share the fine-tuning minutes.")
+    ] = 2,
     input_shape: InputShapeOpt = None,
 ) -> None:
     """Search per-layer quantization and architecture changes under budgets; compile and verify the winner.
@@ -291,6 +308,8 @@ def compile_(
         max_loss=max_loss,
         device=device,
         budget_confidence=budget_confidence,
+        finetune_minutes=finetune_minutes,
+        finetune_candidates=finetune_candidates,
     )
     run_compile(_load(model, input_shape), request, _console(), _console(stderr=True))
 

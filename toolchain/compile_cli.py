@@ -171,6 +171,8 @@ class CompileRequest:
     max_loss: float = 1.0
     device: str | None = None
     budget_confidence: float | None = None
+    finetune_minutes: float = 0.0
+    finetune_candidates: int = 2
 
 
 def run_compile(model: LoadedModel, request: CompileRequest, console: Console, err_console: Console) -> None:
@@ -181,6 +183,10 @@ def run_compile(model: LoadedModel, request: CompileRequest, console: Console, e
         raise HanascError(f"--space {space}: joint, arch or quant")
     if not r.max_loss >= 0:
         raise HanascError(f"--max-loss {r.max_loss:g}: must be 0 or more (points of the metric)")
+    if not r.finetune_minutes >= 0:
+        raise HanascError(f"--finetune-minutes {r.finetune_minutes:g}: must be 0 or more")
+    if r.finetune_candidates < 1:
+        raise HanascError(f"--finetune-candidates {r.finetune_candidates}: must be 1 or more")
     from hanasc.targets.registry import get_target
 
     info = get_target(r.target)
@@ -207,6 +213,8 @@ def run_compile(model: LoadedModel, request: CompileRequest, console: Console, e
         max_loss=r.max_loss,
         device=r.device,
         budget_confidence=parse_confidence(r.budget_confidence),
+        finetune_minutes=r.finetune_minutes,
+        finetune_candidates=r.finetune_candidates,
     )
     preprocess = preprocess_for(model, r.size, r.resize, r.mean, r.std, r.channel_order, r.views)
     _run(model, options, load_data(model, r.data, preprocess), Path(r.out), r.metric, console, err_console)

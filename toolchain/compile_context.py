@@ -38,6 +38,8 @@ class CompileOptions:
     max_loss: float = 1.0  # accuracy floor: points of the metric below the original's held-out score
     device: str | None = None  # whose latency calibration applies (hanasc calibrate --device)
     budget_confidence: float = 0.9  # a latency budget is met when the calibrated upper bound is under it
+    finetune_minutes: float = 0.0  # distillation fine-tuning, shared by the best finetune_candidates
+    finetune_candidates: int = 2
 
 
 @dataclass
@@ -114,6 +116,7 @@ class RunContext:
     rng: np.random.Generator | None = None
     reference: object | None = None  # hanasc.host_timing.HostReference: the original, timed beside candidates
     search_ranges: object | None = None  # ranges fitted apart from the predictor samples (None: ``ranges``)
+    tuned: dict = field(default_factory=dict)  # genome tuple -> hanasc.finetune.TunedWeights (kept ones)
 
     @property
     def scoring_ranges(self):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from hanasc.compile_context import CompileOptions, RunContext, Split, Stage, split_data
+from hanasc.compile_finetune import check_finetune_target, finetune_shortlist
 from hanasc.compile_report import Outcome, _original_figures, _report, _write_outputs, fig
 from hanasc.compile_rounds import PredictorSamples, fit_predictor, held_out_scores, search_rounds, shortlist
 from hanasc.compile_seeds import predictor_image_count, uniform_genome
@@ -33,6 +34,7 @@ from hanasc.errors import HanascError
 from hanasc.frontend import LoadedModel
 from hanasc.metrics import Metric
 from hanasc.recovery import refitted_layers
+from hanasc.search import Candidate
 from hanasc.selection import AccuracyFloor, select
 from hanasc.space import SearchSpace, SpaceOptions, build_space
 
@@ -105,6 +107,8 @@ def run_key(model: LoadedModel, options: CompileOptions, data_source: str) -> st
             options.metric,
             data_source,
             options.predictor_samples,
+            options.finetune_minutes,
+            options.finetune_candidates,
         ],
         sort_keys=True,
     )
@@ -172,6 +176,9 @@ def _compile_in(
     floor = AccuracyFloor(original_verified.summary.accuracy, options.max_loss, metric.point, metric.name)
     run.stage.log(f"accuracy floor: {floor.describe()}")
     ranked = sorted(unique, key=lambda c: (-held_out[tuple(c.genome)], c.latency_ms))
+    finetuned = finetune_shortlist(run, ranked, held_out)
+    if finetuned:  # tuned scores may reorder the shortlist
+        ranked = sorted(unique, key=lambda c: (-held_out[tuple(c.genome)], c.latency_ms))
     attempts, verified_list = _verify_ranked(run, run.space, ranked, held_out, floor)
     selection = select(original_verified.summary, [v.summary for v in verified_list], budgets, floor)
     chosen = next(v for v in [original_verified, *verified_list] if v.summary.label == selection.chosen.label)
@@ -198,6 +205,7 @@ def _compile_in(
         score=metric.smooth_description,
     )
     report["recovery"] = _recovery_section(run, chosen.figures["config"])
+    report["recovery"]["fine_tuning"] = _finetune_section(run, finetuned, chosen.candidate)
     if chosen.summary.is_original:
         report["warnings"].append(
             f"the original model is returned unchanged: {selection.reason} "
@@ -222,6 +230,7 @@ def _prepare(
 
     info = get_target(options.target)
     _check_tuning(info, options)
+    check_finetune_target(info, options.finetune_minutes)
     rng = np.random.default_rng(options.seed)
     stage.log("calibrating activation ranges on the calibration split")
     ranges = _calibrate(model, split.calib_x, info)
@@ -452,6 +461,25 @@ def _recovery_section(run: RunContext, config) -> dict:
         else "none (the target's own toolchain quantizes the bundle)",
         "refitted_layers": refitted_layers(run.model, config, run.ranges),
         "scores": "every simulated and verified score in this report is after recovery",
+    }
+
+
+def _finetune_section(run: RunContext, records: list[dict], chosen: Candidate) -> dict:
+    """What fine-tuning did: every tuned candidate, and whether the result carries tuned weights."""
+    if run.options.finetune_minutes <= 0:
+        return {"method": "none (--finetune-minutes 0)"}
+    shipped = tuple(chosen.genome) in run.tuned
+    return {
+        "method": "knowledge distillation from the original (KL on softened outputs, cross-entropy with "
+        "labels when the metric uses them; MSE for non-class outputs) into the Config's torch form "
+        "(straight-through weight and activation quantization, masks and factorizations; hanasc.finetune), "
+        "on the calibration split, from the data-light recovery's values",
+        "minutes": run.options.finetune_minutes,
+        "candidates": records,
+        "result_fine_tuned": shipped,
+        "scores": "the result's verified score is after fine-tuning"
+        if shipped
+        else "the result was not fine-tuned (not among the tuned candidates, or tuning did not help)",
     }
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from hanasc.recovery import ranges_for_replay
 from hanasc.targets.quiet import export_library
 
@@ -218,7 +220,10 @@ def _report(run: RunContext, outcome: Outcome) -> dict:
             "attempts": outcome.attempts,
             "held_out_scores": [{"genome": list(k), metric.name: v} for k, v in outcome.held_out.items()],
         },
-        "warnings": accuracy_warnings(original["accuracy"]["value"], verified["accuracy"]["value"], metric),
+        "warnings": accuracy_warnings(original["accuracy"]["value"], verified["accuracy"]["value"], metric)
+        + chance_warnings(
+            original["accuracy"]["value"], run.ref_eval, metric, run.split.description["source"]
+        ),
     }
 
 
@@ -231,6 +236,22 @@ def accuracy_warnings(original: float, result: float, metric) -> list[str]:
             "(a looser budget, or --space quant, keeps more)"
         ]
     return []
+
+
+def chance_warnings(original: float, reference: np.ndarray, metric, source: str) -> list[str]:
+    """A warning when the ORIGINAL scores no better than chance against the labels: the data's
+    preprocessing or labels likely do not match the model, and every accuracy figure is then meaningless."""
+    if not metric.needs_labels or reference.ndim != 2 or reference.shape[1] < 2:
+        return []
+    chance = 1.0 / reference.shape[1]
+    if original > 2.0 * chance:
+        return []
+    return [
+        f"the original model scores {metric.name} {original:.3f} on the held-out split of {source}, "
+        f"no better than chance ({chance:.3f} for {reference.shape[1]} classes): check the labels and the "
+        "preprocessing (--size, --resize, --mean, --std, --channel-order) before trusting any accuracy "
+        "figure here"
+    ]
 
 
 def _fmt(f: dict) -> str:
@@ -341,6 +362,10 @@ def _write_outputs(tmp: Path, run: RunContext, outcome: Outcome, report: dict) -
         )
         report["artifact"] = {"bundle": info.name, **bundle}
     config.save(tmp / "config.json")
+    if verified.get("tuned"):  # fine-tuned values: what `hanasc apply` replays beside config.json
+        from hanasc.finetune import TUNED_WEIGHTS_FILE, save_tuned
+
+        save_tuned(tmp / TUNED_WEIGHTS_FILE, verified["tuned"])
     refitted = report["recovery"]["refitted_layers"]  # of this Config, computed once for the report
     ranges_for_replay(ranges, refitted).save(tmp / "activation_ranges.json")  # + .npz of refits
     (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hanasc.compile_finetune import held_out_with
 from hanasc.compile_report import fig
 from hanasc.compile_seeds import uniform_genome
 from hanasc.errors import HanascError
@@ -159,12 +160,13 @@ def _verify(ctx: RunContext, config, candidate: Candidate) -> dict:
         f"verifying candidate: estimated {candidate.latency_ms:.2f} ms, predicted score "
         f"{candidate.accuracy:.3f} ({ctx.metric.smooth_description})"
     )
-    mod = materialize_recovered(ctx.model, config, ctx.ranges)
+    tuned = ctx.tuned.get(tuple(candidate.genome))
+    mod = materialize_recovered(ctx.model, config, ctx.ranges, tuned.values if tuned else None)
     executable = None
     if ctx.session is not None:
         _tune(mod, ctx.info.name, options, stage, rpc=options.rpc)  # candidates measured on the device
         built, latency = measure_remote(mod, ctx.info, ctx.session, options.measure_repeats)
-        outputs = ctx.simulator.run(config, split.eval_x, ctx.ranges)
+        outputs = held_out_with(ctx, config, tuned.values if tuned else None)
         engine = "the simulator (checked equal to the materialized model in tests)"
         executable = built if ctx.info.runs_here else None
     elif _on_host(ctx):
@@ -175,7 +177,7 @@ def _verify(ctx: RunContext, config, candidate: Candidate) -> dict:
     else:
         est = float(ctx.costs(np.array(candidate.genome)[None])[0][0])
         latency = fig(round(est, 3), **ctx.costs.source())
-        outputs = ctx.simulator.run(config, split.eval_x, ctx.ranges)
+        outputs = held_out_with(ctx, config, tuned.values if tuned else None)
         engine = "the simulator (checked equal to the materialized model in tests)"
     score, accuracy = _held_out_accuracy(ctx, outputs, engine)
     budget = options.budgets.latency_ms
@@ -200,6 +202,7 @@ def _verify(ctx: RunContext, config, candidate: Candidate) -> dict:
         "meets_budget": meets,
         "attempt": attempt,
         "config": config,
+        "tuned": tuned.values if tuned else None,
     }
 
 

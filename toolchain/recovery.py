@@ -151,8 +151,12 @@ def recovered_module(model, config, ranges):
     return with_weight_values(model.mod, values) if values else model.mod
 
 
-def materialize_recovered(model, config, ranges):
-    """``config`` materialized with the real passes on the bias-corrected module: what ships."""
+def materialize_recovered(model, config, ranges, tuned: dict[str, np.ndarray] | None = None):
+    """``config`` materialized with the real passes on the bias-corrected module: what ships. With
+    ``tuned`` (fine-tuned values, original shapes: :mod:`hanasc.finetune`), on the module holding those
+    instead (they already include the recovery they started from)."""
     from hanasc.passes.materialize import materialize
+    from hanasc.relax_params import with_weight_values
 
-    return materialize(recovered_module(model, config, ranges), config, ranges)
+    mod = with_weight_values(model.mod, tuned) if tuned else recovered_module(model, config, ranges)
+    return materialize(mod, config, ranges)

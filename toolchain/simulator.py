@@ -63,21 +63,27 @@ class Simulator:
         self._func = model.mod["main"]
         self._refitters: list[tuple] = []  # (ranges, Reconstruction or None), the two latest ranges
 
-    def feeds(self, config, ranges=None) -> dict[str, np.ndarray]:
-        """The runtime inputs (weights, scales, gates) that make the graph compute ``config``."""
+    def feeds(
+        self, config, ranges=None, values: dict[str, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The runtime inputs (weights, scales, gates) that make the graph compute ``config``: from the
+        data-light recovery's values, or from ``values`` (fine-tuned, original shapes) when given."""
         from hanasc.recovery import recovered_simulation
-        from hanasc.simulated_weights import activation_gates
+        from hanasc.simulated_weights import activation_gates, simulated_weights
 
-        # recovery (refits, bias correction) as the materialized module gets it
-        _, feeds = recovered_simulation(
-            self._func,
-            self.model.layers,
-            self.base_weights,
-            config,
-            ranges,
-            self.axes,
-            self._reconstruction(ranges),
-        )
+        if values is not None:
+            weights = {**self.base_weights, **values}
+            feeds = simulated_weights(self._func, self.model.layers, weights, config, self.axes)
+        else:  # recovery (refits, bias corrections) as the materialized module gets it
+            _, feeds = recovered_simulation(
+                self._func,
+                self.model.layers,
+                self.base_weights,
+                config,
+                ranges,
+                self.axes,
+                self._reconstruction(ranges),
+            )
         for layer in self.model.layers:
             scale, g8, g16 = activation_gates(layer.name, config, ranges)
             feeds[act_scale_input(layer.name)] = np.array(scale, np.float32)

@@ -1,0 +1,213 @@
+"""Recovery by fine-tuning: knowledge distillation from the original model into a Config's torch form.
+
+The student is :class:`hanasc.torch_form.TorchForm` (the simulator's forward pass with straight-through
+gradients through weight quantization, pruning masks, kernel crops and the separable factorization, and
+through the int8 / fp16 activation fake-quantizers). It starts from the data-light recovery's values (the
+least-squares refits and bias corrections) and learns, on the calibration split only:
+
+- classifiers (outputs ``(batch, classes)``): KL divergence from the original's softened outputs
+  (temperature T, scaled by T²), plus cross-entropy when the data has labels;
+- any other output: mean squared error to the original's outputs, over their variance.
+
+Activation scales stay the calibrated ones (``activation_ranges.json`` replays them). Training stops at
+its time budget; the state is checkpointed every ``checkpoint_every_s`` and at the end, so an interrupted
+run resumes where it stopped. The result is the tuned values in the original shapes: the materialized
+module is built from them (the Config's passes then transform them), and ``hanasc apply`` replays them
+from ``tuned_weights.npz``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+TUNED_WEIGHTS_FILE = "tuned_weights.npz"
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """How one candidate is fine-tuned."""
+
+    minutes: float
+    batch: int = 16
+    learning_rate: float = 1e-4
+    temperature: float = 2.0
+    label_weight: float = 0.5  # weight of the cross-entropy term when labels exist
+    checkpoint_every_s: float = 30.0
+    seed: int = 0
+
+
+@dataclass
+class TunedWeights:
+    """The outcome of fine-tuning one Config."""
+
+    values: dict[str, np.ndarray]  # original shapes, by initializer name
+    steps: int
+    seconds: float
+    loss_start: float  # distillation loss on the whole training split, before and after
+    loss_end: float
+    samples: int
+    labels_used: bool
+
+    def to_json(self) -> dict:
+        return {
+            "steps": self.steps,
+            "seconds": round(self.seconds, 1),
+            "distillation_loss_before": round(self.loss_start, 5),
+            "distillation_loss_after": round(self.loss_end, 5),
+            "training_samples": self.samples,
+            "labels_used": self.labels_used,
+        }
+
+
+def distillation_loss(student, teacher, labels, settings: FinetuneSettings):
+    """KL (+ cross-entropy) for class scores, variance-normalized MSE for other outputs."""
+    import torch
+    import torch.nn.functional as F
+
+    if student.dim() != 2:
+        return F.mse_loss(student, teacher) / teacher.var().clamp_min(1e-12)
+    t = settings.temperature
+    loss = F.kl_div(
+        F.log_softmax(student / t, dim=1),
+        F.log_softmax(teacher / t, dim=1),
+        log_target=True,
+        reduction="batchmean",
+    ) * (t * t)
+    if labels is not None:
+        loss = loss + settings.label_weight * F.cross_entropy(student, torch.as_tensor(labels).long())
+    return loss
+
+
+def _whole_loss(form, x: np.ndarray, teacher: np.ndarray, y, settings: FinetuneSettings) -> float:
+    import torch
+
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(x), settings.batch):
+            end = min(start + settings.batch, len(x))
+            out = form(torch.from_numpy(x[start:end]))
+            labels = None if y is None else y[start:end]
+            total += float(distillation_loss(out, torch.from_numpy(teacher[start:end]), labels, settings)) * (
+                end - start
+            )
+    return total / len(x)
+
+
+@dataclass
+class _Checkpoint:
+    path: Path | None
+
+    def load(self) -> dict | None:
+        import torch
+
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            return torch.load(self.path, weights_only=False)
+        except Exception:  # a torn or foreign file: start over
+            return None
+
+    def save(self, state: dict) -> None:
+        import torch
+
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+
+def finetune(
+    form,
+    x: np.ndarray,
+    teacher: np.ndarray,
+    y: np.ndarray | None,
+    settings: FinetuneSettings,
+    checkpoint: Path | None = None,
+    progress: Callable[[str], None] = lambda text: None,
+) -> TunedWeights:
+    """Distil ``teacher`` (the original's outputs on ``x``) into ``form`` (a TorchForm) for at most
+    ``settings.minutes``; resumes from ``checkpoint`` when it holds an unfinished run of the same form."""
+    import torch
+
+    store = _Checkpoint(checkpoint)
+    optimizer = torch.optim.Adam(form.parameters(), lr=settings.learning_rate)
+    state = store.load()
+    if state is not None and state.get("names") == form.names:
+        if state["done"]:
+            return TunedWeights(**state["result"])
+        with torch.no_grad():
+            for p, value in zip(form.params, state["values"], strict=True):
+                p.copy_(torch.from_numpy(value))
+        optimizer.load_state_dict(state["optimizer"])
+        step, spent, loss_start = state["step"], state["seconds"], state["loss_start"]
+        progress(f"resuming fine-tuning at step {step} ({spent:.0f} s done)")
+    else:
+        step, spent = 0, 0.0
+        loss_start = _whole_loss(form, x, teacher, y, settings)
+    budget_s = settings.minutes * 60.0
+    began, last_save, last_log = time.perf_counter(), time.perf_counter(), time.perf_counter()
+
+    def snapshot(done: bool, result: dict | None = None) -> dict:
+        return {
+            "names": form.names,
+            "values": [p.detach().numpy().copy() for p in form.params],
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "seconds": spent + time.perf_counter() - began,
+            "loss_start": loss_start,
+            "done": done,
+            "result": result,
+        }
+
+    while spent + time.perf_counter() - began < budget_s:
+        rng = np.random.default_rng(settings.seed + step)
+        index = rng.choice(len(x), size=min(settings.batch, len(x)), replace=False)
+        out = form(torch.from_numpy(x[index]))
+        loss = distillation_loss(
+            out, torch.from_numpy(teacher[index]), None if y is None else y[index], settings
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step += 1
+        now = time.perf_counter()
+        if now - last_log >= 10.0:
+            done_s = spent + now - began
+            progress(
+                f"fine-tuning: step {step}, {done_s:.0f} of {budget_s:.0f} s, batch loss {loss.item():.4f}"
+            )
+            last_log = now
+        if now - last_save >= settings.checkpoint_every_s:
+            store.save(snapshot(done=False))
+            last_save = now
+    seconds = spent + time.perf_counter() - began
+    result = TunedWeights(
+        values=form.values(),
+        steps=step,
+        seconds=seconds,
+        loss_start=loss_start,
+        loss_end=_whole_loss(form, x, teacher, y, settings),
+        samples=len(x),
+        labels_used=y is not None,
+    )
+    store.save(snapshot(done=True, result=result.__dict__))
+    return result
+
+
+def save_tuned(path: Path, values: dict[str, np.ndarray]) -> None:
+    """The tuned values as an .npz (keys: initializer names)."""
+    with open(path, "wb") as f:
+        np.savez(f, **values)
+
+
+def load_tuned(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {name: data[name] for name in data.files}
