@@ -29,6 +29,19 @@ def check_finetune_target(info, minutes: float) -> None:
         )
 
 
+class _SecondsBar:
+    """A stage progress bar over the fine-tuning seconds (the stage advances one tick per call)."""
+
+    def __init__(self, stage, name: str, total_s: float) -> None:
+        self.stage, self.total, self.shown = stage, max(1, int(total_s)), 0
+        stage.start(name, self.total)
+
+    def __call__(self, seconds: float, text: str) -> None:
+        while self.shown < min(int(seconds), self.total):
+            self.stage.advance(text)
+            self.shown += 1
+
+
 def _checkpoint_name(genome: list[int], minutes: float, candidates: int) -> str:
     key = json.dumps([list(map(int, genome)), minutes, candidates])
     return f"finetune-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
@@ -68,7 +81,10 @@ def finetune_shortlist(run: RunContext, ranked: list[Candidate], held_out: dict)
         if not options.resume:
             checkpoint.unlink(missing_ok=True)
         form = TorchForm(run.model, config, run.ranges, recovered_weights(run.model, config, run.ranges))
-        tuned = finetune(form, split.calib_x, teacher, labels, settings, checkpoint, run.stage.log)
+        bar = _SecondsBar(
+            run.stage, f"fine-tuning candidate {index + 1} of {len(picks)}", settings.minutes * 60
+        )
+        tuned = finetune(form, split.calib_x, teacher, labels, settings, checkpoint, bar)
         outputs = held_out_with(run, config, tuned.values)
         after = run.metric(outputs, split.eval_y, run.ref_eval)
         # ties on a discrete metric (agreement, top-1) go to the smooth companion score

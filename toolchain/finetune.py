@@ -131,10 +131,11 @@ def finetune(
     y: np.ndarray | None,
     settings: FinetuneSettings,
     checkpoint: Path | None = None,
-    progress: Callable[[str], None] = lambda text: None,
+    progress: Callable[[float, str], None] = lambda seconds, text: None,
 ) -> TunedWeights:
     """Distil ``teacher`` (the original's outputs on ``x``) into ``form`` (a TorchForm) for at most
-    ``settings.minutes``; resumes from ``checkpoint`` when it holds an unfinished run of the same form."""
+    ``settings.minutes``; resumes from ``checkpoint`` when it holds an unfinished run of the same form.
+    ``progress(seconds done, status)`` is called after every step."""
     import torch
 
     store = _Checkpoint(checkpoint)
@@ -148,12 +149,12 @@ def finetune(
                 p.copy_(torch.from_numpy(value))
         optimizer.load_state_dict(state["optimizer"])
         step, spent, loss_start = state["step"], state["seconds"], state["loss_start"]
-        progress(f"resuming fine-tuning at step {step} ({spent:.0f} s done)")
+        progress(spent, f"resumed at step {step}")
     else:
         step, spent = 0, 0.0
         loss_start = _whole_loss(form, x, teacher, y, settings)
     budget_s = settings.minutes * 60.0
-    began, last_save, last_log = time.perf_counter(), time.perf_counter(), time.perf_counter()
+    began = last_save = time.perf_counter()
 
     def snapshot(done: bool, result: dict | None = None) -> dict:
         return {
@@ -179,12 +180,7 @@ def finetune(
         optimizer.step()
         step += 1
         now = time.perf_counter()
-        if now - last_log >= 10.0:
-            done_s = spent + now - began
-            progress(
-                f"fine-tuning: step {step}, {done_s:.0f} of {budget_s:.0f} s, batch loss {loss.item():.4f}"
-            )
-            last_log = now
+        progress(spent + now - began, f"step {step}, batch loss {loss.item():.4f}")
         if now - last_save >= settings.checkpoint_every_s:
             store.save(snapshot(done=False))
             last_save = now
