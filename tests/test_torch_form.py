@@ -10,7 +10,7 @@ from test_simulator import CASES, INTEGER_CASES, assert_agree, calibration, mate
 
 import hanasc
 from hanasc.passes.config import Config, LayerChoice
-from hanasc.recovery import reconstruction_for, recovered_simulation
+from hanasc.recovery import recovered_weights
 from hanasc.simulator import Simulator
 from hanasc.torch_form import TorchForm
 
@@ -26,23 +26,6 @@ def samples(residual_model):
     return rng.standard_normal((6, *residual_model.inputs[0].shape[1:])).astype(np.float32)
 
 
-def recovered_values(model, config, ranges) -> dict:
-    """The values the simulator and the materialized module start from (refits, bias corrections)."""
-    from hanasc.passes.quantize import weight_channel_axes
-
-    axes = weight_channel_axes(model.onnx_model)
-    values, _ = recovered_simulation(
-        model.mod["main"],
-        model.layers,
-        model.weights(),
-        config,
-        ranges,
-        axes,
-        reconstruction_for(model, ranges),
-    )
-    return values
-
-
 def torch_outputs(model, config, ranges, values, x) -> np.ndarray:
     form = TorchForm(model, config, ranges, values)
     with torch.no_grad():
@@ -54,7 +37,7 @@ def test_three_forms_agree(case, residual_model, samples):
     """Relax pass (materialized), simulation and torch form give the same outputs."""
     config = CASES[case](residual_model)
     ranges = calibration(residual_model, samples)
-    values = recovered_values(residual_model, config, ranges)
+    values = recovered_weights(residual_model, config, ranges)
     form = torch_outputs(residual_model, config, ranges, values, samples)
     sim = Simulator(residual_model, batch=3).run(config, samples, ranges)
     assert_agree(form, sim, integer=case in INTEGER_CASES)
@@ -73,7 +56,7 @@ def test_kernel_shrink_and_dense_head(test_models):
         ranges = calibration(model, x)
         config = Config({model.layers[layer_index].name: choice})
         sim = Simulator(model, batch=4).run(config, x, ranges)
-        values = recovered_values(model, config, ranges)
+        values = recovered_weights(model, config, ranges)
         assert_agree(torch_outputs(model, config, ranges, values, x), sim, integer=choice.a_bits == 8)
 
 
