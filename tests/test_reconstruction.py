@@ -155,3 +155,18 @@ def test_corrupt_statistics_file_is_one_line_error(plain_conv, tmp_path):
     (tmp_path / "r.npz").write_bytes(b"not an npz")
     with pytest.raises(CalibrationError, match=r"r\.npz"):
         ActivationRanges.load(tmp_path / "r.json")
+
+
+def test_refit_survives_a_covariance_that_is_not_positive_definite():
+    """Dead channels make the covariance singular; rounding can make it indefinite at a small ridge (a
+    Fashion-MNIST model's 672-channel input did): the solve falls back to the minimum-norm solution."""
+    from hanasc.reconstruction import _solve_spd
+
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((100, 90))
+    gram = basis @ basis.T  # rank 90 of 100
+    gram[0, 0] -= 1e3  # indefinite
+    rhs = rng.standard_normal((100, 4))
+    for shaped in (gram[None], np.repeat(gram[None], 3, axis=0)):  # the Cholesky and the batched paths
+        out = _solve_spd(shaped, np.repeat(rhs[None], len(shaped), axis=0))
+        assert out.shape == (len(shaped), 100, 4) and np.isfinite(out).all()

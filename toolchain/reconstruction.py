@@ -73,12 +73,16 @@ class _Reduced:
 def _solve_spd(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """``gram^-1 rhs`` for symmetric positive definite ``gram`` (B, m, m): one Cholesky solve for a single
     large system, numpy's batched solve for many small ones (depthwise channels)."""
-    if gram.shape[0] == 1 and gram.shape[1] > 64:
-        from scipy.linalg import cho_factor, cho_solve
+    try:
+        if gram.shape[0] == 1 and gram.shape[1] > 64:
+            from scipy.linalg import cho_factor, cho_solve
 
-        factor = cho_factor(np.ascontiguousarray(gram[0]), check_finite=False)
-        return cho_solve(factor, np.ascontiguousarray(rhs[0]), check_finite=False)[None]
-    return np.linalg.solve(gram, rhs)
+            factor = cho_factor(np.ascontiguousarray(gram[0]), check_finite=False)
+            return cho_solve(factor, np.ascontiguousarray(rhs[0]), check_finite=False)[None]
+        return np.linalg.solve(gram, rhs)
+    except np.linalg.LinAlgError:  # not positive definite in floating point: a rank-deficient covariance
+        # (dead or constant channels) whose rounding errors outweigh a small ridge; the minimum-norm solve
+        return np.linalg.pinv(gram, hermitian=True) @ rhs
 
 
 def cross_validated_fit(w: np.ndarray, halves: np.ndarray, basis: np.ndarray, plain: np.ndarray):
