@@ -325,3 +325,4 @@ def test_finetune_minutes_tunes_the_best_candidates(tmp_path, test_models, data)
     assert "held_out_before" in record and "held_out_after" in record
     assert (out / "tuned_weights.npz").is_file() == tuning["result_fine_tuned"]
     assert "fine-tuning candidate 1 of 1" in result.stdout + result.stderr
+    assert "fine-tuned candidate 1:" in (out / "report.md").read_text()

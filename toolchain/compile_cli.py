@@ -130,16 +130,19 @@ def _run(
             progress.live.transient = True  # an error is one line on stderr: the bars are cleared
             raise
     r, o = result.report["result"], result.report["original"]
+    tuned = result.report.get("recovery", {}).get("fine_tuning", {}).get("result_fine_tuned", False)
     console.print(
         f"original: {o['latency_ms']['value']} ms ({o['latency_ms']['source']}), {metric.name} "
         f"{o['accuracy']['value']}\nresult:   {r['latency_ms']['value']} ms ({r['latency_ms']['source']}"
         f"{beside_original(r['latency_ms'])}), "
-        f"{metric.name} {r['accuracy']['value']} (held-out), memory {r['memory_mb']['value']} MB "
+        f"{metric.name} {r['accuracy']['value']} (held-out{', fine-tuned' if tuned else ''}), "
+        f"memory {r['memory_mb']['value']} MB "
         f"({r['memory_mb']['source']})"
     )
     for warning in result.report.get("warnings", []):
         err_console.print(f"[yellow]warning: {warning}[/yellow]")
-    console.print(f"report: {out / 'report.md'} (and report.json, pareto.png, breakdown.png, config.json)")
+    files = "report.json, pareto.png, breakdown.png, config.json" + (", tuned_weights.npz" if tuned else "")
+    console.print(f"report: {out / 'report.md'} (and {files})")
     return result
 
 

@@ -271,6 +271,24 @@ def beside_original(f: dict) -> str:
     )
 
 
+def _recovery_lines(recovery: dict) -> list[str]:
+    """How the scores were recovered, and what fine-tuning did (before/after figures)."""
+    if not recovery:
+        return []
+    lines = [f"Recovery: {recovery['method']}; refitted layers: {len(recovery['refitted_layers'])}.", ""]
+    tuning = recovery.get("fine_tuning", {})
+    for i, c in enumerate(tuning.get("candidates", []), 1):
+        kept = "kept" if c["kept"] else "not kept"
+        lines.append(
+            f"- fine-tuned candidate {i}: {c['steps']} steps in {c['seconds']} s, distillation loss "
+            f"{c['distillation_loss_before']} -> {c['distillation_loss_after']} (calibration split), "
+            f"held-out score {c['held_out_before']} -> {c['held_out_after']} ({kept})"
+        )
+    if tuning.get("candidates"):
+        lines += ["", tuning["scores"][0].upper() + tuning["scores"][1:] + ".", ""]
+    return lines
+
+
 def report_markdown(report: dict) -> str:
     """The report for a person."""
     o, r, b = report["original"], report["result"], report["budget"]
@@ -312,6 +330,7 @@ def report_markdown(report: dict) -> str:
         f"predicted score was {r['predicted_score']['value']}; its estimated latency "
         f"{r['estimated_latency_ms']['value']} ms.",
         "",
+        *_recovery_lines(report.get("recovery", {})),
         "## Per-layer choices",
         "",
         "| layer | op | weights | activations | separable | width | kernel | skipped |",
