@@ -203,7 +203,8 @@ def _uniform_int8_row(model, w: Workload, split, repeat: int, score) -> Row:
 
 def run_workload(w: Workload, args) -> dict:
     import hanasc
-    from hanasc.compile_pipeline import CompileOptions, InfeasibleBudgetError, compile_model, split_data
+    from hanasc.compile_pipeline import CompileOptions, compile_model, split_data
+    from hanasc.errors import HanascError
     from hanasc.compile_report import _costs_figures
     from hanasc.compile_verify import run_host
     from hanasc.host_timing import measure_host
@@ -272,7 +273,7 @@ def run_workload(w: Workload, args) -> dict:
                 with tempfile.TemporaryDirectory() as tmp:
                     result = compile_model(model, split, options, Path(tmp) / "out", metric)
                     rows.append(_compiled_row(label, result, model, w, split, budget, score))
-            except InfeasibleBudgetError as exc:
+            except HanascError as exc:  # infeasible, or no verified model met the budget and the floor
                 rows.append(
                     Row(label, None, "-", {}, None, round(time.perf_counter() - t0, 1), False, str(exc))
                 )
