@@ -204,9 +204,9 @@ def _uniform_int8_row(model, w: Workload, split, repeat: int, score) -> Row:
 def run_workload(w: Workload, args) -> dict:
     import hanasc
     from hanasc.compile_pipeline import CompileOptions, compile_model, split_data
-    from hanasc.errors import HanascError
     from hanasc.compile_report import _costs_figures
     from hanasc.compile_verify import run_host
+    from hanasc.errors import HanascError
     from hanasc.host_timing import measure_host
     from hanasc.metrics import choose_metric
     from hanasc.passes.config import Config
