@@ -68,3 +68,29 @@ def test_gradients_pass_straight_through_quantization(residual_model, samples):
     grads = [p.grad for p in form.params]
     assert all(g is not None for g in grads)
     assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_an_operator_without_torch_form_is_refused_in_one_line(test_models):
+    """--finetune-minutes on a model with an operator the torch form lacks: a HanascError naming the node."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from hanasc.compile_finetune import check_finetune
+    from hanasc.errors import HanascError
+    from hanasc.targets.registry import get_target
+    from hanasc.torch_ops import unsupported_nodes
+
+    model = hanasc.load_model(test_models["plain_conv"])
+    assert unsupported_nodes(model.onnx_model.graph) == []
+    graph = onnx.ModelProto()
+    graph.CopyFrom(model.onnx_model)
+    out = graph.graph.output[0].name
+    graph.graph.node.append(helper.make_node("LRN", [out], ["lrn_out"], name="odd_lrn", size=3))
+    graph.graph.output[0].CopyFrom(helper.make_tensor_value_info("lrn_out", TensorProto.FLOAT, None))
+
+    class Loaded:
+        path, onnx_model = model.path, graph
+
+    with pytest.raises(HanascError, match="node 'odd_lrn': operator LRN has no torch form"):
+        check_finetune(get_target("host"), Loaded, 1.0)
+    check_finetune(get_target("host"), Loaded, 0.0)  # no fine-tuning asked: nothing to check

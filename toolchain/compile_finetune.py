@@ -20,13 +20,21 @@ from hanasc.passes.config import Config
 from hanasc.search import Candidate
 
 
-def check_finetune_target(info, minutes: float) -> None:
-    """Fine-tuned weights reach only bundles built from the Relax module (not OpenVINO's from ONNX)."""
-    if minutes > 0 and getattr(info, "bundle_input", "relax") != "relax":
+def check_finetune(info, model, minutes: float) -> None:
+    """Before any work: fine-tuned weights reach only bundles built from the Relax module (not OpenVINO's
+    from ONNX), and every operator of the model needs a torch form."""
+    if minutes <= 0:
+        return
+    if getattr(info, "bundle_input", "relax") != "relax":
         raise HanascError(
             f"--finetune-minutes: target {info.name} builds its bundle with its own toolchain from the ONNX "
             "model, which fine-tuned weights do not reach; drop the option for this target"
         )
+    from hanasc.torch_ops import unsupported_nodes
+
+    missing = unsupported_nodes(model.onnx_model.graph)
+    if missing:
+        raise HanascError(f"--finetune-minutes: {model.path}: {missing[0]}; compile without fine-tuning")
 
 
 class _SecondsBar:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from hanasc.compile_context import CompileOptions, RunContext, Split, Stage, split_data
-from hanasc.compile_finetune import check_finetune_target, finetune_shortlist
+from hanasc.compile_finetune import check_finetune, finetune_shortlist
 from hanasc.compile_report import Outcome, _original_figures, _report, _write_outputs, fig
 from hanasc.compile_rounds import PredictorSamples, fit_predictor, held_out_scores, search_rounds, shortlist
 from hanasc.compile_seeds import predictor_image_count, uniform_genome
@@ -230,7 +230,7 @@ def _prepare(
 
     info = get_target(options.target)
     _check_tuning(info, options)
-    check_finetune_target(info, options.finetune_minutes)
+    check_finetune(info, model, options.finetune_minutes)
     rng = np.random.default_rng(options.seed)
     stage.log("calibrating activation ranges on the calibration split")
     ranges = _calibrate(model, split.calib_x, info)

@@ -345,6 +345,15 @@ OPS: dict[str, Callable] = {
 }
 
 
+def unsupported_nodes(graph: onnx.GraphProto) -> list[str]:
+    """One line per node of ``graph`` that has no torch form (empty: the graph runs in torch)."""
+    return [
+        f"node '{node.name}': operator {node.op_type} has no torch form"
+        for node in graph.node
+        if node.op_type not in OPS or node.domain not in ("", "ai.onnx")
+    ]
+
+
 def run_node(node: onnx.NodeProto, inputs: list) -> list:
     """The outputs of ``node`` (an operator of :data:`OPS`)."""
     op = OPS.get(node.op_type)
