@@ -194,3 +194,20 @@ def test_simulator_keeps_refitters_for_two_ranges(test_models):
     a, b = simulator._reconstruction(first), simulator._reconstruction(second)
     assert a is not None and b is not None and a is not b
     assert simulator._reconstruction(first) is a and simulator._reconstruction(second) is b
+
+
+def test_a_search_that_missed_a_reachable_budget_says_so():
+    """When the space's fastest corner fits the budget but the search found nothing under it, the error
+    says to search longer instead of calling the budget unreachable."""
+    from types import SimpleNamespace
+
+    from hanasc.compile_pipeline import _nothing_found
+    from hanasc.search import Budgets, Candidate
+
+    run = SimpleNamespace(
+        options=SimpleNamespace(budgets=Budgets(latency_ms=1.0)), info=SimpleNamespace(name="host")
+    )
+    evaluated = [Candidate([0], 0.9, 1.4, 1.0, None), Candidate([1], 0.8, 1.2, 1.0, None)]
+    message = _nothing_found(run, evaluated, fastest_ms=0.3)
+    assert "evaluated 2 configurations" in message and "1.20 ms" in message and "--generations" in message
+    assert "fastest reachable latency 1.20 ms" in _nothing_found(run, evaluated, fastest_ms=1.5)

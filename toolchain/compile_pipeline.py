@@ -164,11 +164,7 @@ def _compile_in(
     budgets = options.budgets
     feasible = sorted((c for c in result.evaluated if c.feasible(budgets)), key=lambda c: -c.accuracy)
     if not feasible:
-        best_ms = min(c.latency_ms for c in result.evaluated)
-        raise InfeasibleBudgetError(
-            f"no configuration found within the budgets on {run.info.name}; fastest reachable latency "
-            f"{min(best_ms, fastest_ms):.2f} ms (estimated)"
-        )
+        raise InfeasibleBudgetError(_nothing_found(run, result.evaluated, fastest_ms))
     unique = shortlist(run, feasible, samples)
     held_out = held_out_scores(run, unique)
 
@@ -462,6 +458,24 @@ def _recovery_section(run: RunContext, config) -> dict:
         "refitted_layers": refitted_layers(run.model, config, run.ranges),
         "scores": "every simulated and verified score in this report is after recovery",
     }
+
+
+def _nothing_found(run: RunContext, evaluated: list[Candidate], fastest_ms: float) -> str:
+    """Why the search returned nothing within the budgets: the budget is below what the space reaches,
+    or the search did not reach the part of the space that fits."""
+    best_ms = min(c.latency_ms for c in evaluated)
+    budget = run.options.budgets.latency_ms
+    if budget is not None and fastest_ms <= budget < best_ms:
+        return (
+            f"the search evaluated {len(evaluated)} configurations and none was estimated within the "
+            f"budgets on {run.info.name} (its fastest: {best_ms:.2f} ms), although the space's fastest "
+            f"corner is estimated at {fastest_ms:.2f} ms: search longer (--generations, --population) "
+            "or loosen --budget"
+        )
+    return (
+        f"no configuration found within the budgets on {run.info.name}; fastest reachable latency "
+        f"{min(best_ms, fastest_ms):.2f} ms (estimated)"
+    )
 
 
 def _finetune_section(run: RunContext, records: list[dict], chosen: Candidate) -> dict:
