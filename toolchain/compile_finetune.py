@@ -30,7 +30,12 @@ def check_finetune(info, model, minutes: float) -> None:
             f"--finetune-minutes: target {info.name} builds its bundle with its own toolchain from the ONNX "
             "model, which fine-tuned weights do not reach; drop the option for this target"
         )
-    from hanasc.torch_ops import unsupported_nodes
+    try:
+        from hanasc.torch_ops import unsupported_nodes
+    except ImportError:
+        raise HanascError(
+            "--finetune-minutes needs torch: install hanasc with its torch extra (scripts/install.sh does)"
+        ) from None
 
     missing = unsupported_nodes(model.onnx_model.graph)
     if missing:
