@@ -188,7 +188,7 @@ def test_apply_replays_tuned_weights_beside_the_config(tmp_path, test_models):
     out = tmp_path / "out"
     result = run_cli("apply", str(test_models["plain_conv"]), str(folder / "config.json"), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert (out / "tuned_weights.npz").is_file()
+    assert (out / "tuned_weights.npz").is_file() and "fine-tuned weights replayed" in result.stdout
     library = tvm.runtime.load_module(str(out / "model.so"))
     sim = Simulator(model, batch=2)
     want = sim.run(config, x, ranges, feeds=sim.feeds(config, ranges, values=tuned))

@@ -137,7 +137,9 @@ def apply(
     console = _console()
     console.print(summary.to_markdown())
     bundle = f", {summary.bundle['target']}/ bundle" if summary.bundle else ""
-    console.print(f"wrote {out}/ (model.so, config.json, summary.json, summary.md{bundle})")
+    replayed = (out / "tuned_weights.npz").is_file()
+    tuned = ", tuned_weights.npz (fine-tuned weights replayed)" if replayed else ""
+    console.print(f"wrote {out}/ (model.so, config.json, summary.json, summary.md{tuned}{bundle})")
 
 
 @app.command()
