@@ -90,25 +90,6 @@ def fashion_workload(folder: Path, train: int) -> Workload:
     )  # fmt: skip
 
 
-def ort_latency_ms(path: Path, x: np.ndarray, repeat: int, threads: int) -> float:
-    """Median onnxruntime latency of one sample (all graph optimizations, ``threads`` intra-op)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    for _ in range(3):
-        session.run(None, {name: x})
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        session.run(None, {name: x})
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
-
-
 def top1(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits.reshape(len(logits), -1), axis=1) == y))
 
@@ -127,29 +108,19 @@ class Row:
 
 def _ort_rows(w: Workload, split, threads: int, work: Path, score) -> list[Row]:
     """onnxruntime fp32 and int8 (``quantize_static`` on calibration samples) on the original ONNX."""
-    from bench_precision import ort_engines
+    from bench_precision import interleaved, ort_engines
 
     calib = split.calib_x[: min(len(split.calib_x), 50)]
     rows = []
     engines = ort_engines(w.model_path, split.eval_x, calib, threads, work)
     tests = ort_engines(w.model_path, w.test_x, calib, threads, work) if w.test_x is not None else engines
+    times = interleaved(engines, 50)  # fp32 and int8 alternately, in one loop
     for engine, on_test in zip(engines, tests, strict=True):
-        ms = statistics.median(_times(engine.call, 50))
+        ms = statistics.median(times[engine.name])
         test = on_test.outputs if w.test_x is not None else None
         rows.append(Row(f"{engine.name} ({threads} thread)", round(ms, 3), "measured",
                         score(engine.outputs, test), None, None, None))  # fmt: skip
     return rows
-
-
-def _times(call, runs: int) -> list[float]:
-    for _ in range(3):
-        call()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - t) * 1e3)
-    return times
 
 
 def _compiled_row(label: str, result, model, w: Workload, split, budget: float, score) -> Row:

@@ -161,12 +161,13 @@ def _verify(ctx: RunContext, config, candidate: Candidate) -> dict:
         f"{candidate.accuracy:.3f} ({ctx.metric.smooth_description})"
     )
     tuned = ctx.tuned.get(tuple(candidate.genome))
-    mod = materialize_recovered(ctx.model, config, ctx.ranges, tuned.values if tuned else None)
+    values = tuned.values if tuned else None  # fine-tuned weights (None: the data-light recovery's)
+    mod = materialize_recovered(ctx.model, config, ctx.ranges, values)
     executable = None
     if ctx.session is not None:
         _tune(mod, ctx.info.name, options, stage, rpc=options.rpc)  # candidates measured on the device
         built, latency = measure_remote(mod, ctx.info, ctx.session, options.measure_repeats)
-        outputs = held_out_with(ctx, config, tuned.values if tuned else None)
+        outputs = held_out_with(ctx, config, values)
         engine = "the simulator (checked equal to the materialized model in tests)"
         executable = built if ctx.info.runs_here else None
     elif _on_host(ctx):
@@ -177,7 +178,7 @@ def _verify(ctx: RunContext, config, candidate: Candidate) -> dict:
     else:
         est = float(ctx.costs(np.array(candidate.genome)[None])[0][0])
         latency = fig(round(est, 3), **ctx.costs.source())
-        outputs = held_out_with(ctx, config, tuned.values if tuned else None)
+        outputs = held_out_with(ctx, config, values)
         engine = "the simulator (checked equal to the materialized model in tests)"
     score, accuracy = _held_out_accuracy(ctx, outputs, engine)
     budget = options.budgets.latency_ms
@@ -202,7 +203,7 @@ def _verify(ctx: RunContext, config, candidate: Candidate) -> dict:
         "meets_budget": meets,
         "attempt": attempt,
         "config": config,
-        "tuned": tuned.values if tuned else None,
+        "tuned": values,
     }
 
 

@@ -63,7 +63,8 @@ class TorchForm(torch.nn.Module):
         self.graph: onnx.GraphProto = model.onnx_model.graph
         self.axes = weight_channel_axes(model.onnx_model)
         self.qmin, self.qmax = float(QMIN), float(QMAX)
-        start = {**model.weights(), **(values or {})}
+        self.base = model.weights()  # converted from the ONNX initializers once, not every step
+        start = {**self.base, **(values or {})}
         trainable = [layer.weight for layer in model.layers] + [
             layer.bias for layer in model.layers if layer.bias
         ]
@@ -102,7 +103,7 @@ class TorchForm(torch.nn.Module):
         simulated = simulated_weights(
             self.model.mod["main"],
             self.model.layers,
-            {**self.model.weights(), **current},
+            {**self.base, **current},
             self.config,
             self.axes,
         )
@@ -123,10 +124,9 @@ class TorchForm(torch.nn.Module):
         """The first graph output for the batch ``x``."""
         tensors: dict[str, torch.Tensor] = {**self.constants, **self.effective()}
         tensors[self.graph.input[0].name] = x
-        layer_nodes = {layer.name for layer in self.model.layers}
         for node in self.graph.node:
             inputs = [tensors[name] if name else None for name in node.input]
-            if node.name in layer_nodes and node.name in self.fake_quant:
+            if node.name in self.fake_quant:  # keyed by layer (node) name
                 inputs[0] = self._quantize_input(node.name, inputs[0])
             if node.name in self.gated:
                 branch = self.gated[node.name]
