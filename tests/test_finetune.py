@@ -39,7 +39,7 @@ def test_finetuning_reduces_the_error_on_unseen_samples(damaged, tmp_path):
     sim = Simulator(model, batch=16)
     before = _error(sim.run(config, x[held], ranges), teacher[held])
     form = TorchForm(model, config, ranges, start)
-    settings = FinetuneSettings(minutes=0.25)
+    settings = FinetuneSettings(minutes=0.25, objective="mse")  # the stack's outputs are features
     tuned = finetune(form, x[train], teacher[train], None, settings, tmp_path / "ck.pt")
     assert tuned.steps > 20
     assert tuned.loss_end < 0.8 * tuned.loss_start
@@ -79,6 +79,19 @@ def test_checkpoint_resumes_and_a_finished_run_is_reused(damaged, tmp_path):
     torch.save(state, checkpoint)
     resumed = finetune(TorchForm(model, config, ranges), x, teacher, None, longer, checkpoint)
     assert resumed.steps > first.steps
+
+
+def test_a_run_that_does_not_lower_the_loss_returns_its_start(damaged, tmp_path):
+    model, config, ranges, x, teacher = damaged
+    start = recovered_weights(model, config, ranges)
+    form = TorchForm(model, config, ranges, start)
+    wild = FinetuneSettings(minutes=0.05, learning_rate=10.0, objective="mse")  # diverges
+    tuned = finetune(form, x, teacher, None, wild, tmp_path / "ck.pt")
+    assert tuned.steps > 0 and not tuned.improved
+    assert tuned.loss_end == tuned.loss_start
+    for name, value in start.items():
+        if name in tuned.values:
+            np.testing.assert_allclose(tuned.values[name], value, rtol=1e-6, atol=1e-7)
 
 
 def test_loss_uses_labels_for_classifiers_and_mse_otherwise():

@@ -78,7 +78,11 @@ def finetune_shortlist(run: RunContext, ranked: list[Candidate], held_out: dict)
     picks = ranked[: options.finetune_candidates]
     if options.finetune_minutes <= 0 or not picks:
         return []
-    settings = FinetuneSettings(minutes=options.finetune_minutes / len(picks), seed=options.seed)
+    settings = FinetuneSettings(
+        minutes=options.finetune_minutes / len(picks),
+        seed=options.seed,
+        objective="kl" if run.metric.needs_classes else "mse",
+    )
     teacher = run.simulator.run(Config(), split.calib_x)
     labels = split.calib_y if run.metric.needs_labels else None
     records = []

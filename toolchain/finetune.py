@@ -5,19 +5,25 @@ gradients through weight quantization, pruning masks, kernel crops and the separ
 through the int8 / fp16 activation fake-quantizers). It starts from the data-light recovery's values (the
 least-squares refits and bias corrections) and learns, on the calibration split only:
 
-- classifiers (outputs ``(batch, classes)``): KL divergence from the original's softened outputs
-  (temperature T, scaled by T²), plus cross-entropy when the data has labels;
-- any other output: mean squared error to the original's outputs, over their variance.
+- class scores (``objective="kl"``, outputs ``(batch, classes)``): KL divergence from the original's
+  softened outputs (temperature T, scaled by T²), plus cross-entropy when the data has labels;
+- any other output (``objective="mse"``: features, embeddings, maps): mean squared error to the original's
+  outputs, over their variance. ``"auto"`` reads a 2-D output as class scores.
+
+A run never returns values worse than its start: when the loss on the whole training split did not drop,
+the starting values come back (``improved`` is False).
 
 Activation scales stay the calibrated ones (``activation_ranges.json`` replays them). Training stops at
 its time budget; the state is checkpointed every ``checkpoint_every_s`` and at the end, so an interrupted
-run resumes where it stopped. The result is the tuned values in the original shapes: the materialized
-module is built from them (the Config's passes then transform them), and ``hanasc apply`` replays them
-from ``tuned_weights.npz``.
+run resumes where it stopped. The learning rate decays along a cosine over the time budget (the
+straight-through steps of low-bit weights flip roundings; the last steps settle them). The result is the
+tuned values in the original shapes: the materialized module is built from them (the Config's passes then
+transform them), and ``hanasc apply`` replays them from ``tuned_weights.npz``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -40,6 +46,7 @@ class FinetuneSettings:
     label_weight: float = 0.5  # weight of the cross-entropy term when labels exist
     checkpoint_every_s: float = 30.0
     seed: int = 0
+    objective: str = "auto"  # "kl" for class scores, "mse" for any other output, "auto" by output rank
 
 
 @dataclass
@@ -53,6 +60,7 @@ class TunedWeights:
     loss_end: float
     samples: int
     labels_used: bool
+    improved: bool = True  # False: training did not lower the loss and the starting values were kept
 
     def to_json(self) -> dict:
         return {
@@ -62,6 +70,7 @@ class TunedWeights:
             "distillation_loss_after": round(self.loss_end, 5),
             "training_samples": self.samples,
             "labels_used": self.labels_used,
+            "improved": self.improved,
         }
 
 
@@ -70,7 +79,8 @@ def distillation_loss(student, teacher, labels, settings: FinetuneSettings):
     import torch
     import torch.nn.functional as F
 
-    if student.dim() != 2:
+    class_scores = student.dim() == 2 if settings.objective == "auto" else settings.objective == "kl"
+    if not class_scores:
         return F.mse_loss(student, teacher) / teacher.var().clamp_min(1e-12)
     t = settings.temperature
     loss = F.kl_div(
@@ -141,7 +151,7 @@ def finetune(
     store = _Checkpoint(checkpoint)
     optimizer = torch.optim.Adam(form.parameters(), lr=settings.learning_rate)
     state = store.load()
-    if state is not None and state.get("names") == form.names:
+    if state is not None and state.get("names") == form.names and "start_values" in state:
         if state["done"]:
             return TunedWeights(**state["result"])
         with torch.no_grad():
@@ -149,10 +159,12 @@ def finetune(
                 p.copy_(torch.from_numpy(value))
         optimizer.load_state_dict(state["optimizer"])
         step, spent, loss_start = state["step"], state["seconds"], state["loss_start"]
+        start_values = state["start_values"]
         progress(spent, f"resumed at step {step}")
     else:
         step, spent = 0, 0.0
         loss_start = _whole_loss(form, x, teacher, y, settings)
+        start_values = [p.detach().numpy().copy() for p in form.params]
     budget_s = settings.minutes * 60.0
     began = last_save = time.perf_counter()
 
@@ -164,11 +176,14 @@ def finetune(
             "step": step,
             "seconds": spent + time.perf_counter() - began,
             "loss_start": loss_start,
+            "start_values": start_values,
             "done": done,
             "result": result,
         }
 
-    while spent + time.perf_counter() - began < budget_s:
+    while (elapsed := spent + time.perf_counter() - began) < budget_s:
+        for group in optimizer.param_groups:  # cosine decay over the time budget: the last steps settle
+            group["lr"] = settings.learning_rate * 0.5 * (1.0 + math.cos(math.pi * elapsed / budget_s))
         rng = np.random.default_rng(settings.seed + step)
         index = rng.choice(len(x), size=min(settings.batch, len(x)), replace=False)
         out = form(torch.from_numpy(x[index]))
@@ -185,14 +200,22 @@ def finetune(
             store.save(snapshot(done=False))
             last_save = now
     seconds = spent + time.perf_counter() - began
+    loss_end = _whole_loss(form, x, teacher, y, settings)
+    improved = loss_end < loss_start
+    if not improved:  # never hand back values worse than the start
+        with torch.no_grad():
+            for p, value in zip(form.params, start_values, strict=True):
+                p.copy_(torch.from_numpy(value))
+        loss_end = loss_start
     result = TunedWeights(
         values=form.values(),
         steps=step,
         seconds=seconds,
         loss_start=loss_start,
-        loss_end=_whole_loss(form, x, teacher, y, settings),
+        loss_end=loss_end,
         samples=len(x),
         labels_used=y is not None,
+        improved=improved,
     )
     store.save(snapshot(done=True, result=result.__dict__))
     return result
