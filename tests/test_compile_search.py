@@ -53,6 +53,29 @@ def test_population_seeds_start_from_uniform_precisions(costs):
     assert uniform_genome(space, (3, 3)) is None
 
 
+def test_descent_seeds_start_inside_an_aggressive_budget(costs):
+    """A budget that no uniform precision meets gets seeds that meet it, found by the cheapest changes."""
+    from hanasc.compile_pipeline import _fastest_genome
+    from hanasc.compile_seeds import descent_seeds, uniform_genomes
+    from hanasc.search import Budgets
+
+    space = costs.space
+
+    def objectives(genomes):
+        lat, mem, energy = costs(genomes)
+        return -(genomes != 0).sum(axis=1).astype(float), lat, mem, energy  # fewer changes: "more accurate"
+
+    uniform_ms = costs(np.stack(uniform_genomes(space)))[0]
+    fastest_ms = costs(_fastest_genome(space)[None])[0][0]
+    assert fastest_ms < uniform_ms.min()
+    budgets = Budgets(latency_ms=float(fastest_ms + 0.3 * (uniform_ms.min() - fastest_ms)))
+    seeds = descent_seeds(space, objectives, budgets, np.random.default_rng(0), 6)
+    assert len(seeds) >= 2, "the seeds do not differ"
+    latency = costs(np.stack(seeds))[0]
+    assert (latency <= budgets.latency_ms).all()
+    assert descent_seeds(space, objectives, Budgets(), np.random.default_rng(0), 6) == []
+
+
 def test_accuracy_collapse_is_warned():
     from hanasc.compile_report import accuracy_warnings
     from hanasc.metrics import choose_metric

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from hanasc.compile_context import RunContext
-from hanasc.compile_seeds import population_seeds, seed_genomes
+from hanasc.compile_seeds import descent_seeds, population_seeds, seed_genomes
 from hanasc.compile_verify import _uniform_int8_candidate
 from hanasc.search import Candidate, NsgaSettings, SearchResult, run_search
 
@@ -94,8 +94,16 @@ def search_rounds(run: RunContext, samples: PredictorSamples) -> tuple[SearchRes
             else "no feasible candidate yet"
         )
 
+    def first_population(leaders: list[np.ndarray]) -> list[np.ndarray]:
+        # a quarter of it descended greedily into the budgets (an eighth after the first round, which
+        # passes on its best): an aggressive budget starts feasible
+        share = 8 if leaders else 4
+        descended = descent_seeds(space, objectives, budgets, run.rng, options.population // share)
+        population = leaders + descended + population_seeds(space, run.rng, options.population)
+        return population[: options.population]
+
     per_round = max(1, options.generations // options.rounds)
-    population = population_seeds(space, run.rng, options.population)
+    population = first_population([])
     rounds, total_evaluations, pred_report = [], 0, None
     for index in range(options.rounds):
         stage.start(f"NSGA-II search, round {index + 1}/{options.rounds}", per_round)
@@ -127,8 +135,7 @@ def search_rounds(run: RunContext, samples: PredictorSamples) -> tuple[SearchRes
             f"{len(samples.scores)} (Kendall tau {pred_report.kendall_tau:.3f})"
         )
         best_real = sorted(top, key=lambda g: -samples.scores[tuple(g)])
-        population = [np.array(g) for g in best_real] + population_seeds(space, run.rng, options.population)
-        population = population[: options.population]
+        population = first_population([np.array(g) for g in best_real])
     result.generations = per_round * options.rounds
     result.evaluations = total_evaluations
     result.rounds = rounds
