@@ -158,8 +158,9 @@ def activation_probes(n: int, seed: int = 0) -> list[tuple[str, int, int]]:
     ]
 
 
-def shipped_kernel_times(mod, runs: int = 15) -> list[float]:
-    """Median seconds of each non-layout kernel call of ``mod`` built by the shipped pipeline, in order."""
+def shipped_kernel_samples(mod, runs: int = 15) -> list[list[float]]:
+    """Seconds of each non-layout kernel call of ``mod`` built by the shipped pipeline, in call order: one
+    sample per run."""
     import tvm
     from tvm import relax
 
@@ -192,9 +193,12 @@ def shipped_kernel_times(mod, runs: int = 15) -> list[float]:
         started.clear()
         vm["main"](x)
         order = order or list(calls)
-    return [
-        statistics.median(samples[i]) for i, name in enumerate(order) if not name.startswith(LAYOUT_PREFIXES)
-    ]
+    return [samples[i] for i, name in enumerate(order) if not name.startswith(LAYOUT_PREFIXES)]
+
+
+def shipped_kernel_times(mod, runs: int = 15) -> list[float]:
+    """Median seconds of each non-layout kernel call of ``mod`` built by the shipped pipeline, in order."""
+    return [statistics.median(s) for s in shipped_kernel_samples(mod, runs)]
 
 
 def probe(mod) -> list[tuple[KernelFeatures, float]]:

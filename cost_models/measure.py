@@ -28,12 +28,11 @@ def module_hash(mod) -> str:
 
 
 def build_for(mod, target_name: str):
-    """Compile a whole module with the target's fused default pipeline."""
-    import tvm
-    from tvm import relax
+    """Compile a whole module as hanasc ships it for the target (:func:`hanasc.targets.late_binding.
+    compile_late_bound`: blocked layouts, default schedules, tuning records, integer weights bound late)."""
+    from hanasc.targets.late_binding import compile_late_bound
 
-    tvm_target = get_target(target_name).tvm_target()
-    return tvm.compile(mod, target=tvm_target, relax_pipeline=relax.get_default_pipeline(tvm_target))
+    return compile_late_bound(mod, get_target(target_name).tvm_target())
 
 
 def measure_model(

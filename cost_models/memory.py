@@ -62,12 +62,14 @@ def weight_bytes(mod) -> dict[str, int]:
 
 
 def activation_bytes(mod, tvm_target) -> tuple[int, int]:
-    """(peak, planned) bytes of the VM's storages after the full default pipeline, by liveness."""
+    """(peak, planned) bytes of the VM's storages after the shipped build's lowering (blocked layouts
+    included: :func:`hanasc.targets.late_binding.lower_as_shipped`), by liveness."""
     import tvm
     from tvm import relax
 
-    with tvm_target:
-        lowered = relax.get_default_pipeline(tvm_target)(mod)
+    from hanasc.targets.late_binding import lower_as_shipped
+
+    lowered = lower_as_shipped(mod, tvm_target)
     main = lowered["main"]
     alloc_storage = tvm.ir.Op.get("relax.vm.alloc_storage")
     alloc_tensor = tvm.ir.Op.get("relax.vm.alloc_tensor")

@@ -7,6 +7,7 @@ chains of swept layers are also measured end to end, so the per-call runtime ove
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from hanasc.cost_models import sweep
 from hanasc.cost_models.kernels import lower_to_kernels
-from hanasc.cost_models.profiler import Session, TimingConfig, time_kernel
+from hanasc.cost_models.profiler import Session, Timing, TimingConfig, time_kernel
 from hanasc.cost_models.store import KernelRow, ModelRow, ProfileStore, tvm_version
 from hanasc.cost_models.target_info import get_target
 
@@ -29,6 +30,7 @@ class ProfileSummary:
     measured: int = 0
     reused: int = 0
     failed: list[str] = field(default_factory=list)
+    shipped: int = 0  # of the measured kernels, those timed inside the shipped artifact (the rest alone)
     chains_measured: int = 0
     seconds: float = 0.0
     model_version: str | None = None
@@ -39,7 +41,7 @@ class ProfileSummary:
             ("target", self.target),
             ("device", self.device),
             ("store", str(self.db)),
-            ("kernels measured", str(self.measured)),
+            ("kernels measured", f"{self.measured} ({self.shipped} inside the shipped build)"),
             ("kernels reused", str(self.reused)),
             ("kernels failed", str(len(self.failed))),
             ("whole-model chains measured", str(self.chains_measured)),
@@ -133,16 +135,18 @@ def profile_target(
 def _profile_layer(layer, cost_target, session: Session, timing, store: ProfileStore, summary) -> bool:
     """Time the kernels of one swept layer not in the store yet; False when TVM cannot lower it."""
     try:
-        lowered = lower_to_kernels(sweep.layer_module(layer), cost_target.name)
+        module = sweep.layer_module(layer)
+        lowered = lower_to_kernels(module, cost_target.name)
     except Exception as exc:  # a shape TVM cannot lower: skip it, say which
         summary.failed.append(f"{layer.label()}: {type(exc).__name__}")
         return False
-    for kernel in lowered.kernels:
-        if store.get_kernel(cost_target.name, session.device_id, kernel.signature):
-            summary.reused += 1
-            continue
+    stored = store.get_kernel
+    todo = [k for k in lowered.kernels if not stored(cost_target.name, session.device_id, k.signature)]
+    summary.reused += len(lowered.kernels) - len(todo)
+    shipped = _shipped_times(module, lowered, cost_target, session, timing) if todo else {}
+    for kernel in todo:
         try:
-            timed = time_kernel(kernel.prim_func, cost_target, session, timing)
+            timed = shipped.get(kernel.name) or time_kernel(kernel.prim_func, cost_target, session, timing)
         except Exception as exc:
             summary.failed.append(f"{layer.label()} {kernel.name}: {type(exc).__name__}")
             continue
@@ -155,12 +159,39 @@ def _profile_layer(layer, cost_target, session: Session, timing, store: ProfileS
                 kernel.features,
                 timed.median_s,
                 timed.spread,
-                timing.repeat,
+                len(timed.samples_s),
                 timed.number,
             )
         )
         summary.measured += 1
+        summary.shipped += kernel.name in shipped
     return True
+
+
+def _shipped_times(module, lowered, cost_target, session: Session, timing) -> dict[str, Timing]:
+    """Each kernel of ``lowered`` timed inside the artifact hanasc ships for ``module`` (blocked layouts,
+    default schedules, tuning records; :func:`hanasc.cost_models.efficiency_probe.shipped_kernel_samples`),
+    by kernel name. Empty where that cannot be done: a remote session, a cross-compiled or GPU target, or a
+    build whose calls do not pair one to one with the cost model's kernels; those are timed alone."""
+    from hanasc.cost_models.efficiency_probe import shipped_kernel_samples
+
+    if session.remote is not None or not cost_target.runs_on_this_cpu:
+        return {}
+    try:
+        samples = shipped_kernel_samples(module, runs=max(timing.repeat, 5))
+    except Exception:  # the shipped build failed: the kernels are timed alone
+        return {}
+    if len(samples) != len(lowered.call_order):
+        return {}
+    by_name: dict[str, list[float]] = {}
+    for name, times in zip(lowered.call_order, samples, strict=True):
+        by_name.setdefault(name, []).extend(times)
+    result = {}
+    for name, times in by_name.items():
+        median = statistics.median(times)
+        spread = (max(times) - min(times)) / median if median > 0 else 0.0
+        result[name] = Timing(median, spread, tuple(times), 1)
+    return result
 
 
 def _measure_chains(done_layers, plan: ProfilePlan, cost_target, session: Session, store, summary) -> list:

@@ -13,6 +13,8 @@ from pathlib import Path
 from hanasc.targets.registry import UnknownTargetError
 
 SPEC_DIR = Path(__file__).parent / "specs"
+# kernels are timed as the shipped pipeline builds them (blocked layouts, default schedules, tuning records)
+LOWERING = "shipped-1"
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,11 @@ class CostTarget:
     def compiles_with_tvm(self) -> bool:
         return self.compiler.startswith("tvm")
 
+    @property
+    def runs_on_this_cpu(self) -> bool:
+        """Its kernels are compiled for and run on this machine's CPU (no cross compiler, no GPU)."""
+        return self.compiles_with_tvm and self.device_type == "cpu" and self.cross_cc is None
+
     def tvm_target(self):
         """The TVM target kernels are compiled for: the registry's (what ships); the host CPU for OpenVINO
         targets (features only)."""
@@ -42,11 +49,13 @@ class CostTarget:
         return registry.get_target(self.name).tvm_target()
 
     def key(self) -> str:
-        """A short, stable string naming the code generator setup (part of every kernel signature)."""
+        """A short, stable string naming the code generator setup (part of every kernel signature; its
+        ``LOWERING`` tag changes when the shipped pipeline's kernels do, so older profiles are not reused)."""
         if not self.compiles_with_tvm:
             return f"{self.name}:features-only"
         target = self.tvm_target()
-        return f"{self.name}:{target.kind.name}:{target.attrs.get('mcpu', '')}:{target.attrs.get('arch', '')}"
+        mcpu, arch = target.attrs.get("mcpu", ""), target.attrs.get("arch", "")
+        return f"{self.name}:{target.kind.name}:{mcpu}:{arch}:{LOWERING}"
 
 
 TARGETS: dict[str, CostTarget] = {

@@ -57,6 +57,33 @@ def _compile(mod, target, blocked: bool, schedules: bool, report):
     """One build of :func:`compile_late_bound`: channel-blocked convolutions or not, default schedules
     or not (the database's records apply either way); fills ``report``."""
     import tvm
+
+    early, pipeline = shipped_pipeline(mod, target, blocked, schedules, report)
+    return tvm.compile(early, target=target, relax_pipeline=pipeline)
+
+
+def lower_as_shipped(mod, target, schedules: bool = False):
+    """The Relax module the shipped build hands to code generation (VM memory plan included), without
+    compiling it: what the memory estimate reads. Falls back to NCHW like :func:`compile_late_bound`.
+    ``schedules``: apply the default kernel schedules too (they do not change the memory plan)."""
+    from hanasc.targets import pipelines
+
+    for blocked in (not pipelines.is_gpu(target), False):
+        report = pipelines.BuildReport(target=_target_name(target))
+        try:
+            early, pipeline = shipped_pipeline(mod, target, blocked, schedules, report)
+            with target:
+                return pipeline(early)
+        except Exception:  # TVM raises many types; the NCHW lowering is the fallback, as in the build
+            if not blocked:
+                raise
+    raise AssertionError("unreachable")
+
+
+def shipped_pipeline(mod, target, blocked: bool, schedules: bool, report) -> tuple:
+    """``(module, relax pipeline)`` of one shipped build: the module with its early stages applied (blocked
+    layout, prepacked integer weights) and the pass that lowers it for code generation."""
+    import tvm
     from tvm import relax
 
     from hanasc.relax_params import bind_weights, is_packed, weights_of
@@ -96,7 +123,7 @@ def _compile(mod, target, blocked: bool, schedules: bool, report):
                 stages.dataflow_lower_passes(target) + stages.finalize_passes(target)
             )(m)
 
-    return tvm.compile(early, target=target, relax_pipeline=pipeline)
+    return early, pipeline
 
 
 def tuned_records(target):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 
 def _big_module():
@@ -46,7 +47,8 @@ def test_memory_estimate_matches_artifact():
     est = estimate_memory(mod, lower_to_kernels(mod), "host")
     act = 16 * 256 * 256 * 4
     assert est.weight_bytes == 4 * (16 * 16 * 9 + 16 * 16 * 32 * 32)
-    assert act * 2 <= est.activation_peak_bytes <= act * 2 + 64 * 1024  # input + conv output (+ tiny out)
+    # the shipped (channel-blocked) build holds the input, its blocked copy and the conv output at once
+    assert est.activation_peak_bytes == pytest.approx(act * 3, abs=64 * 1024)
     art = check_artifact(mod)
     assert art.so_bytes >= est.weight_bytes  # the constants are inside the library
     needed = est.activation_peak_bytes + est.weight_bytes

@@ -69,3 +69,28 @@ def test_profiling_reuses_stored_kernels(tmp_path):
     second = profile_target("host", plan, **kw)
     assert first.measured == 2 and first.reused == 0
     assert second.measured == 0 and second.reused == 2
+    assert first.shipped == first.measured  # host kernels are timed inside the artifact that ships
+
+
+def test_host_profiles_store_the_shipped_kernel_times(tmp_path, monkeypatch):
+    """A kernel that gets faster in the artifact gets faster in the profile store: the stored time is the
+    one measured inside the shipped build (here replaced by known samples), not the kernel built alone."""
+    from hanasc.cost_models import efficiency_probe
+    from hanasc.cost_models.profiler import Session, TimingConfig
+    from hanasc.cost_models.profiling import ProfilePlan, profile_target
+    from hanasc.cost_models.sweep import LayerShape
+
+    real = efficiency_probe.shipped_kernel_samples
+    seen = []
+
+    def known_samples(mod, runs):
+        seen.append(len(real(mod, 2)))  # the real shipped build runs and pairs with the kernels
+        return [[0.5e-3, 0.7e-3, 0.6e-3]] * seen[-1]
+
+    monkeypatch.setattr(efficiency_probe, "shipped_kernel_samples", known_samples)
+    plan = ProfilePlan(layers=[LayerShape(4, 8, 8, 8, 3)], chains=0, train_model=False)
+    db = tmp_path / "p.sqlite"
+    summary = profile_target("host", plan, db=db, timing=TimingConfig(2, 2))
+    assert seen == [1] and summary.shipped == summary.measured == 1
+    (row,) = ProfileStore(db).kernels("host", Session.local().device_id)
+    assert row.median_s == 0.6e-3 and row.repeats == 3
