@@ -72,23 +72,39 @@ def _scalar_input(name: str) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, [])
 
 
+def batch_one_reshapes(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Reshape targets that hard-code batch 1 (a Constant node's or an initializer's), made to copy the
+    input's batch instead (ONNX Reshape: 0 copies the dimension): by the Reshape's output, the new target.
+    The simulation graph and the torch form rebatch the same nodes with it."""
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    targets = {}
+    for node in graph.node:
+        value = constants.get(node.input[1]) if node.op_type == "Reshape" else None
+        if value is not None and value.size and value.reshape(-1)[0] == 1:
+            target = value.reshape(-1).astype(np.int64).copy()
+            target[0] = 0
+            targets[node.output[0]] = target
+    return targets
+
+
 def _set_batch(graph: onnx.GraphProto, batch: int) -> None:
-    """Give the inputs batch ``batch``; Reshape targets that hard-code batch 1 copy dim 0 instead."""
+    """Give the inputs batch ``batch``; Reshape targets that hard-code batch 1 copy dim 0 instead (each
+    such Reshape reads a new initializer: the old target may be shared with other nodes)."""
     for inp in graph.input:
         dims = inp.type.tensor_type.shape.dim
         if dims:
             dims[0].dim_value = batch
     if batch == 1:
         return  # the graph as exported (the simulator's fallback when a rebatched graph does not infer)
-    constants = {n.output[0]: n for n in graph.node if n.op_type == "Constant"}
-    for node in graph.node:
-        if node.op_type != "Reshape" or node.input[1] not in constants:
-            continue
-        const = constants[node.input[1]]
-        value = numpy_helper.to_array(const.attribute[0].t).copy()
-        if value.size and value[0] == 1:
-            value[0] = 0  # ONNX Reshape: 0 copies the input's dimension
-            const.attribute[0].t.CopyFrom(numpy_helper.from_array(value, const.output[0]))
+    targets = batch_one_reshapes(graph)
+    for index, node in enumerate(graph.node):
+        if node.op_type == "Reshape" and node.output[0] in targets:
+            name = f"hanasc_rebatched_shape_{index}"
+            graph.initializer.append(numpy_helper.from_array(targets[node.output[0]], name))
+            node.input[1] = name
 
 
 def _weights_to_inputs(graph: onnx.GraphProto, layers: list[LayerInfo]) -> None:

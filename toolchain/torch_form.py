@@ -24,28 +24,12 @@ from onnx import numpy_helper
 
 from hanasc.frontend import LoadedModel
 from hanasc.passes.config import Config
+from hanasc.simulation_graph import batch_one_reshapes
 from hanasc.torch_ops import run_node
 
 
 def _straight_through_round(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
-
-
-def _batch_one_reshapes(graph: onnx.GraphProto) -> dict[str, torch.Tensor]:
-    """Reshape targets that hard-code batch 1, made to copy the batch (ONNX 0), as the simulation graph
-    rebatches them: by Reshape node name, the new target."""
-    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    copies = {}
-    for node in graph.node:
-        value = constants.get(node.input[1]) if node.op_type == "Reshape" else None
-        if value is not None and value.size and value.reshape(-1)[0] == 1:
-            target = value.reshape(-1).astype(np.int64).copy()
-            target[0] = 0
-            copies[node.name] = torch.from_numpy(target)
-    return copies
 
 
 class TorchForm(torch.nn.Module):
@@ -84,7 +68,9 @@ class TorchForm(torch.nn.Module):
                 self.fake_quant[layer.name] = ("int8", np.float32(1.0) / np.float32(scale), np.float32(scale))
             elif g16:
                 self.fake_quant[layer.name] = ("fp16", None, None)
-        self.batch_copies = _batch_one_reshapes(self.graph)
+        self.batch_copies = {
+            name: torch.from_numpy(target) for name, target in batch_one_reshapes(self.graph).items()
+        }
         self.gated = {
             b.add_node: b.branch_input
             for b in residual_blocks_onnx(model.onnx_model)
@@ -131,8 +117,8 @@ class TorchForm(torch.nn.Module):
             if node.name in self.gated:
                 branch = self.gated[node.name]
                 inputs[branch] = inputs[branch] * 0.0
-            if node.op_type == "Reshape" and node.name in self.batch_copies:
-                inputs[1] = self.batch_copies[node.name]
+            if node.op_type == "Reshape" and node.output[0] in self.batch_copies:
+                inputs[1] = self.batch_copies[node.output[0]]
             for name, value in zip(node.output, run_node(node, inputs), strict=False):
                 tensors[name] = value
         return tensors[self.graph.output[0].name]
