@@ -144,6 +144,13 @@ def _compiled_row(label: str, result, model, w: Workload, split, budget: float, 
     acc[next(iter(acc))] = r["accuracy"]["value"]  # the compiled artifact's held-out score (the report's)
     lat = r["latency_ms"]
     note = _summary(config, len(model.layers)) + (" (fine-tuned)" if values is not None else "")
+    ratios = [
+        a["estimate_over_measured"]
+        for a in result.report["verification"]["attempts"]
+        if "estimate_over_measured" in a
+    ]
+    if ratios:  # how far the estimate the search trusted was from each verified artifact
+        note += f"; estimate/measured {', '.join(f'{x:.2f}' for x in ratios)}"
     return Row(label, lat["value"], lat["source"], acc, r["memory_mb"]["value"],
                result.report["search"]["wall_s_total"], lat["value"] <= budget, note)  # fmt: skip
 

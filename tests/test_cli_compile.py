@@ -82,6 +82,16 @@ def test_compile_writes_everything(compiled):
     for path, figure in _figures(report):
         assert figure["source"] in ("measured", "predicted", "prior"), path
     assert "| fc1 |" in (out / "report.md").read_text()
+    # each measured attempt says how far the estimate the search trusted was from the artifact
+    for attempt in report["verification"]["attempts"]:
+        if "measured_ms" in attempt:
+            estimated, measured = attempt["estimated_ms"], attempt["measured_ms"]
+            rounding = 5e-4 * estimated / measured**2 + 2e-3  # both figures are rounded to 3 decimals
+            assert attempt["estimate_over_measured"] == pytest.approx(estimated / measured, abs=rounding)
+    assert (
+        "| # | estimated ms | measured / predicted ms | estimate / measured |"
+        in (out / "report.md").read_text()
+    )
 
 
 def test_compiled_config_replays_with_apply(compiled, tmp_path, test_models):

@@ -350,10 +350,30 @@ def report_markdown(report: dict) -> str:
             f"(--max-loss {sel['max_loss_points']:g} points); {sel['acceptable']} of {sel['considered']} "
             "verified models (the original included) were acceptable.",
         ]
-    lines += ["", "## Verification attempts", ""]
-    for a in report["verification"]["attempts"]:
-        lines.append(f"- {json.dumps({k: v for k, v in a.items() if k != 'genome'})}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _attempt_lines(report["verification"]["attempts"])) + "\n"
+
+
+def _attempt_lines(attempts: list[dict]) -> list[str]:
+    """The verification attempts as a table: the estimate the search trusted against the artifact."""
+    lines = [
+        "",
+        "## Verification attempts",
+        "",
+        "| # | estimated ms | measured / predicted ms | estimate / measured | meets budget | accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for index, a in enumerate(attempts, 1):
+        if "skipped" in a:
+            lines.append(f"| {index} | skipped: {a['skipped']} | | | | |")
+            continue
+        got = a.get("measured_ms", a.get("predicted_ms"))
+        kind = "measured" if "measured_ms" in a else "predicted"
+        ratio = a.get("estimate_over_measured", "")
+        lines.append(
+            f"| {index} | {a['estimated_ms']} | {got} ({kind}) | {ratio} | "
+            f"{'yes' if a['meets_budget'] else 'no'} | {a['accuracy']} |"
+        )
+    return lines
 
 
 def _write_outputs(tmp: Path, run: RunContext, outcome: Outcome, report: dict) -> None:

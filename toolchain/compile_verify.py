@@ -91,7 +91,7 @@ def _verify_ranked(
                 {"genome": c.genome, "skipped": f"re-estimated at {lat_now:.2f} ms after calibration"}
             )
             continue
-        figures = _verify(ctx, space.decode(c.genome), c)
+        figures = _verify(ctx, space.decode(c.genome), c, lat_now)
         attempts.append(figures["attempt"])
         summary = Verified(
             f"candidate {index + 1}",
@@ -151,13 +151,14 @@ def _on_host(ctx: RunContext) -> bool:
     return ctx.session is None and ctx.info.runs_here
 
 
-def _verify(ctx: RunContext, config, candidate: Candidate) -> dict:
-    """Materialize, compile, measure (host, or the device over RPC) or predict, evaluate on held-out data."""
+def _verify(ctx: RunContext, config, candidate: Candidate, estimate_ms: float) -> dict:
+    """Materialize, compile, measure (host, or the device over RPC) or predict, evaluate on held-out data.
+    ``estimate_ms``: the cost model's latency for it now (after what earlier measurements taught it)."""
     from hanasc.recovery import materialize_recovered
 
     options, stage, split = ctx.options, ctx.stage, ctx.split
     stage.log(
-        f"verifying candidate: estimated {candidate.latency_ms:.2f} ms, predicted score "
+        f"verifying candidate: estimated {estimate_ms:.2f} ms, predicted score "
         f"{candidate.accuracy:.3f} ({ctx.metric.smooth_description})"
     )
     tuned = ctx.tuned.get(tuple(candidate.genome))
@@ -185,11 +186,16 @@ def _verify(ctx: RunContext, config, candidate: Candidate) -> dict:
     meets = budget is None or latency["value"] <= budget
     attempt = {
         "genome": candidate.genome,
-        "estimated_ms": round(candidate.latency_ms, 3),
+        "estimated_ms": round(estimate_ms, 3),
         "measured_ms" if latency["source"] == "measured" else "predicted_ms": latency["value"],
         "meets_budget": meets,
         "accuracy": accuracy["value"],
     }
+    if latency["source"] == "measured":  # how far the estimate the search trusted was from the artifact
+        attempt["estimate_over_measured"] = round(estimate_ms / latency["value"], 3)
+        stage.log(
+            f"measured {latency['value']:.3f} ms: estimate / measured {attempt['estimate_over_measured']:.3f}"
+        )
     if not meets:
         stage.log(
             f"candidate missed the budget: {latency['value']} ms ({latency['source']}); learning from it"
