@@ -112,12 +112,12 @@ def test_a_failing_build_of_the_original_is_one_line(tmp_path):
     """TVM's multi-line errors become one line naming the model, the target and the check that failed."""
     from types import SimpleNamespace
 
-    from hanasc.compile_pipeline import _fails_as_one_line
+    from hanasc.compile_references import fails_as_one_line
     from hanasc.errors import HanascError
 
     model = SimpleNamespace(path=tmp_path / "m.onnx")
     message = "Traceback (most recent call last):\n  0: foo\n  File x.cc\nCheck failed: ndim == 4 (5 vs. 4)\n"
-    with pytest.raises(HanascError) as error, _fails_as_one_line(model, "cortex-a78"):
+    with pytest.raises(HanascError) as error, fails_as_one_line(model, "cortex-a78"):
         raise RuntimeError(message)
     assert (
         str(error.value)
