@@ -7,7 +7,8 @@
 Steps: (1) profile kernels of EfficientNet-Lite0's search space (+ random shapes) on this CPU within the
 budget, each timed inside the shipped build (docs/costs.md), and train the XGBoost model; (2) sample N
 architectures from the search space (``variants()``: all choice kinds mixed), materialize each with the
-hanasc passes, build it as hanasc ships it (``compile_late_bound``) and measure its median end-to-end time (rows are appended to a CSV, so an interrupted run resumes);
+hanasc passes, build it as hanasc ships it (``compile_late_bound``) and measure its median end-to-end time
+(rows are appended to a CSV, so an interrupted run resumes);
 (3) print, for each predictor, the share of models within ±10 % of measured, RMSPE and Spearman rank
 correlation:
 

@@ -22,7 +22,8 @@ def test_fit_recovers_scale_and_overhead():
 
 def test_calibrate_from_csv_on_measured_models(test_models, tmp_path):
     import hanasc
-    from hanasc.cost_models.estimate import CostContext, calibrate_from_csv, estimate_costs
+    from hanasc.cost_models.device_timings import calibrate_from_csv
+    from hanasc.cost_models.estimate import CostContext, estimate_costs
     from hanasc.cost_models.measure import time_executable
     from hanasc.targets import host
 
@@ -53,7 +54,8 @@ def test_calibrate_from_csv_on_measured_models(test_models, tmp_path):
 
 
 def test_bad_csv_is_a_one_line_error(tmp_path):
-    from hanasc.cost_models.estimate import CalibrationInputError, read_measurements_csv
+    from hanasc.cost_models.device_timings import read_measurements_csv
+    from hanasc.cost_models.estimate import CalibrationInputError
 
     bad = tmp_path / "bad.csv"
     bad.write_text("name,time\nx,1\n")

@@ -88,7 +88,8 @@ def test_legacy_calibration_is_migrated_with_one_warning(tmp_path, capsys):
 
 
 def test_csv_columns_and_bad_rows(tmp_path):
-    from hanasc.cost_models.estimate import CalibrationInputError, read_measurements_csv
+    from hanasc.cost_models.device_timings import read_measurements_csv
+    from hanasc.cost_models.estimate import CalibrationInputError
 
     (tmp_path / "a.onnx").write_bytes(b"x")
     good = tmp_path / "m.csv"
@@ -107,11 +108,10 @@ def test_csv_columns_and_bad_rows(tmp_path):
 
 
 def test_export_import_per_device(tmp_path):
+    from hanasc.cost_models.device_timings import export_calibration, import_calibration
     from hanasc.cost_models.estimate import (
         CalibrationInputError,
         CostContext,
-        export_calibration,
-        import_calibration,
         load_device_calibration,
         save_device_calibration,
     )

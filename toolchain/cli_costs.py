@@ -177,16 +177,14 @@ def calibrate(
 
       hanasc calibrate --import pixel7.json
     """
-    from hanasc.cost_models.estimate import (
-        CostContext,
+    from hanasc.cost_models.device_timings import calibrate as fit
+    from hanasc.cost_models.device_timings import (
         calibration_table,
         export_calibration,
         import_calibration,
         read_measurements_csv,
     )
-    from hanasc.cost_models.estimate import (
-        calibrate as fit,
-    )
+    from hanasc.cost_models.estimate import CostContext
     from hanasc.cost_models.target_info import get_target as cost_target
     from hanasc.onnx_loader import parse_input_shape
 
