@@ -4,6 +4,8 @@ The Relax passes define what each choice does; this module reproduces their stru
 graph and takes every weight from the Relax module the passes materialized, so the two agree by
 construction (tests compare onnxruntime on the result with TVM on the materialized module):
 
+The graph is edited with onnx-graphsurgeon (import, rewire, ``cleanup``, ``toposort``, export):
+
 - skipped residual block: the block's ``Add`` is bypassed (its users read the skip input; an Identity
   keeps a graph output's name), the dead branch is removed;
 - width: every initializer the passes sliced takes its new shape; depthwise ``group`` follows the channels;
@@ -21,11 +23,9 @@ import dataclasses
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
 
 from hanasc.errors import HanascError
 from hanasc.frontend import LoadedModel
-from hanasc.layers import node_attr
 from hanasc.passes.config import Config, LayerChoice
 
 
@@ -45,116 +45,96 @@ def has_architecture_changes(config: Config) -> bool:
     return bool(architecture_only(config).layers or config.skip)
 
 
-def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
-    for i, a in enumerate(node.attribute):
-        if a.name == name:
-            del node.attribute[i]
-            break
-    node.attribute.append(helper.make_attribute(name, value))
-
-
-def _bypass_skipped_blocks(graph: onnx.GraphProto, skipped: list) -> None:
-    """Each skipped block's Add output is replaced by its skip input; the Add goes."""
-    replaced: dict[str, str] = {}  # a bypassed Add's output -> what stands for it now (chained skips)
+def _bypass_skipped_blocks(graph, skipped: list) -> None:
+    """Each skipped block's Add output is replaced by its skip input (an Identity keeps a graph output's
+    name); ``graph.cleanup()`` then drops the dead branches. ``graph``: an onnx-graphsurgeon Graph."""
+    nodes = {node.name: node for node in graph.nodes}
+    tensors = graph.tensors()
+    replaced: dict = {}  # a bypassed Add's output name -> the tensor that stands for it now (chained skips)
     for block in skipped:
-        skip = block.skip
-        while skip in replaced:
-            skip = replaced[skip]
-        add = next((n for n in graph.node if n.name == block.add_node), None)
+        add = nodes.get(block.add_node)
         if add is None:
             raise OnnxRewriteError(f"residual block '{block.name}': Add node '{block.add_node}' not found")
-        out = add.output[0]
-        replaced[out] = skip
-        index = list(graph.node).index(add)
-        graph.node.remove(add)
-        if any(output.name == out for output in graph.output):  # keep the graph output's name
-            graph.node.insert(index, helper.make_node("Identity", [skip], [out], name=add.name))
+        skip = replaced.get(block.skip) or tensors.get(block.skip)
+        if skip is None:
+            raise OnnxRewriteError(f"residual block '{block.name}': skip input '{block.skip}' not found")
+        out = add.outputs[0]
+        replaced[out.name] = skip
+        if any(out is t for t in graph.outputs):  # keep the graph output's name
+            add.op, add.attrs = "Identity", {}
+            add.inputs.clear()
+            add.inputs.append(skip)
             continue
-        for node in graph.node:
-            for i, name in enumerate(node.input):
-                if name == out:
-                    node.input[i] = skip
+        for consumer in list(out.outputs):
+            for i, tensor in enumerate(consumer.inputs):
+                if tensor is out:
+                    consumer.inputs[i] = skip
+        add.outputs.clear()
 
 
-def _remove_dead(graph: onnx.GraphProto) -> None:
-    """Drop nodes whose outputs nothing uses, then unused initializers; clear stale value_info."""
-    while True:
-        used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-        dead = [n for n in graph.node if not any(o in used for o in n.output)]
-        if not dead:
-            break
-        for node in dead:
-            graph.node.remove(node)
-    used = {name for node in graph.node for name in node.input}
-    for init in [i for i in graph.initializer if i.name not in used]:
-        graph.initializer.remove(init)
-    del graph.value_info[:]
-
-
-def _conv_pads(node: onnx.NodeProto, spatial: int) -> list[int]:
-    auto_pad = node_attr(node, "auto_pad", b"NOTSET")
+def _conv_pads(node, spatial: int) -> list[int]:
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
     if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) not in ("NOTSET", ""):
         raise OnnxRewriteError(f"node '{node.name}': auto_pad convs cannot be shrunk (explicit pads needed)")
-    return list(node_attr(node, "pads", [0] * (2 * spatial)))
+    return list(node.attrs.get("pads", [0] * (2 * spatial)))
 
 
-def _rewrite_convs(graph: onnx.GraphProto, config: Config, weights: dict[str, np.ndarray]) -> None:
+def _rewrite_convs(graph, config: Config, weights: dict[str, np.ndarray]) -> None:
     """Kernel shrink and separable substitution on the Conv nodes named by ``config``."""
-    for node in list(graph.node):
-        if node.op_type != "Conv" or node.name not in config.layers:
+    import onnx_graphsurgeon as gs
+
+    for node in list(graph.nodes):
+        if node.op != "Conv" or node.name not in config.layers:
             continue
-        choice = config.layers[node.name]
-        layer = node.name
-        init = next((i for i in graph.initializer if i.name == node.input[1]), None)
-        if init is None:
-            raise OnnxRewriteError(f"node '{layer}': its weight '{node.input[1]}' is not an initializer")
-        original_k = numpy_helper.to_array(init).shape[2:]
+        choice, layer = config.layers[node.name], node.name
+        if not isinstance(node.inputs[1], gs.Constant):
+            raise OnnxRewriteError(
+                f"node '{layer}': its weight '{node.inputs[1].name}' is not an initializer"
+            )
+        original_k = node.inputs[1].values.shape[2:]
         kernel_weight = weights[f"{layer}.dw.weight" if choice.separable else f"{layer}.weight"]
         new_k = kernel_weight.shape[2:]
         if tuple(new_k) != tuple(original_k):
             pads = _conv_pads(node, len(new_k))
             margins = [(a - b) // 2 for a, b in zip(original_k, new_k, strict=True)]
-            _set_attr(node, "pads", [p - m for p, m in zip(pads, margins * 2, strict=True)])
-            _set_attr(node, "kernel_shape", [int(k) for k in new_k])
+            node.attrs["pads"] = [p - m for p, m in zip(pads, margins * 2, strict=True)]
+            node.attrs["kernel_shape"] = [int(k) for k in new_k]
         if not choice.separable:
             continue
-        index = list(graph.node).index(node)
-        mid = f"{node.output[0]}.dw"
-        depthwise = helper.make_node("Conv", [node.input[0], f"{layer}.dw.weight"], [mid], name=f"{layer}.dw")
-        depthwise.attribute.extend(a for a in node.attribute if a.name != "group")
-        _set_attr(depthwise, "group", int(kernel_weight.shape[0]))
-        pointwise = helper.make_node(
-            "Conv",
-            [mid, f"{layer}.pw.weight", *node.input[2:]],
-            list(node.output),
-            name=f"{layer}.pw",
-            kernel_shape=[1] * len(new_k),
-            strides=[1] * len(new_k),
-            pads=[0] * (2 * len(new_k)),
-            dilations=[1] * len(new_k),
-            group=1,
-        )
-        graph.node.remove(node)
-        graph.node.insert(index, pointwise)
-        graph.node.insert(index, depthwise)
+        mid = gs.Variable(f"{node.outputs[0].name}.dw", dtype=node.outputs[0].dtype)
+        dw_attrs = {k: v for k, v in node.attrs.items() if k != "group"}
+        dw_attrs["group"] = int(kernel_weight.shape[0])
+        dw_weight = gs.Constant(f"{layer}.dw.weight", np.ascontiguousarray(kernel_weight))
+        depthwise = gs.Node("Conv", f"{layer}.dw", dw_attrs, [node.inputs[0], dw_weight], [mid])
+        spatial = len(new_k)
+        pw_weight = gs.Constant(f"{layer}.pw.weight", np.ascontiguousarray(weights[f"{layer}.pw.weight"]))
+        pw_attrs = {
+            "kernel_shape": [1] * spatial,
+            "strides": [1] * spatial,
+            "pads": [0] * (2 * spatial),
+            "dilations": [1] * spatial,
+            "group": 1,
+        }
+        outputs = list(node.outputs)
+        node.outputs.clear()
+        pointwise = gs.Node("Conv", f"{layer}.pw", pw_attrs, [mid, pw_weight, *node.inputs[2:]], outputs)
+        node.inputs.clear()
+        graph.nodes.extend([depthwise, pointwise])
 
 
-def _set_weights(graph: onnx.GraphProto, weights: dict[str, np.ndarray]) -> None:
-    """Initializers take the materialized values (new shapes included); depthwise groups follow them."""
-    inits = {i.name: i for i in graph.initializer}
-    for name, value in weights.items():
-        tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
-        if name in inits:
-            inits[name].CopyFrom(tensor)
-        else:
-            graph.initializer.append(tensor)
-    for node in graph.node:
-        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in weights:
+def _set_weights(graph, weights: dict[str, np.ndarray]) -> None:
+    """Constants take the materialized values (new shapes included); depthwise groups follow them."""
+    import onnx_graphsurgeon as gs
+
+    for node in graph.nodes:
+        for tensor in node.inputs:
+            if isinstance(tensor, gs.Constant) and tensor.name in weights:
+                tensor.values = np.ascontiguousarray(weights[tensor.name])
+        if node.op != "Conv" or len(node.inputs) < 2 or node.inputs[1].name not in weights:
             continue
-        group = int(node_attr(node, "group", 1))
-        w = weights[node.input[1]]
-        if group > 1 and w.shape[1] == 1:  # depthwise: one group per channel
-            _set_attr(node, "group", int(w.shape[0]))
+        w = weights[node.inputs[1].name]
+        if int(node.attrs.get("group", 1)) > 1 and w.shape[1] == 1:  # depthwise: one group per channel
+            node.attrs["group"] = int(w.shape[0])
 
 
 def rename_choices(config: Config, graph: onnx.GraphProto) -> Config:
@@ -176,28 +156,34 @@ def export_architecture(model: LoadedModel, config: Config) -> tuple[onnx.ModelP
     Weights come from :func:`hanasc.passes.materialize.materialize` on the float (architecture-only)
     Config, so the exported graph computes what the Relax module computes.
     """
+    import onnx_graphsurgeon as gs
+
     from hanasc.passes.depth import residual_blocks_onnx
     from hanasc.passes.materialize import materialize
     from hanasc.relax_params import weights_of
 
     arch = architecture_only(config)
-    exported = onnx.ModelProto()
-    exported.CopyFrom(model.onnx_model)
     if not has_architecture_changes(config):
+        exported = onnx.ModelProto()
+        exported.CopyFrom(model.onnx_model)
         return exported, config
     weights = weights_of(materialize(model.mod, arch))
-    graph = exported.graph
     blocks = {b.name: b for b in residual_blocks_onnx(model.onnx_model)}
     missing = [name for name in config.skip if name not in blocks]
     if missing:
         raise OnnxRewriteError(f"skipped block '{missing[0]}' is not a residual block of the ONNX graph")
+    graph = gs.import_onnx(model.onnx_model)
     _bypass_skipped_blocks(graph, [blocks[name] for name in config.skip])
-    _remove_dead(graph)
-    present = {node.name for node in graph.node}
+    graph.cleanup()
+    present = {node.name for node in graph.nodes}
     _rewrite_convs(graph, Config({k: v for k, v in arch.layers.items() if k in present}), weights)
-    used = {name for node in graph.node for name in node.input}
-    _set_weights(graph, {k: v for k, v in weights.items() if k in used})
-    _remove_dead(graph)
+    _set_weights(graph, weights)
+    graph.cleanup().toposort()
+    for tensor in graph.tensors().values():  # stale shapes: inference below recomputes them
+        if isinstance(tensor, gs.Variable) and tensor not in graph.inputs and tensor not in graph.outputs:
+            tensor.shape = None
+    exported = gs.export_onnx(graph)
+    exported.ir_version = model.onnx_model.ir_version
     try:
         exported = onnx.shape_inference.infer_shapes(exported, strict_mode=True)
         onnx.checker.check_model(exported)
