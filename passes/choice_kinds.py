@@ -94,7 +94,7 @@ def simulate_kernel(func, layers: list, weights: dict, config: Config, axes: dic
 def simulate_separable(func, layers: list, weights: dict, config: Config, axes: dict) -> dict:
     """A separable layer as the product of its depthwise and pointwise factors, each quantized to the
     layer's weight bits as the two convs the pass makes are."""
-    from hanasc.passes.quantize import fake_quantize_weight
+    from hanasc.passes.quant_reference import fake_quantize_weight
     from hanasc.passes.separable import decompose_separable, reconstruct_separable
 
     for layer in layers:
@@ -109,7 +109,7 @@ def simulate_separable(func, layers: list, weights: dict, config: Config, axes: 
 
 def simulate_precision(func, layers: list, weights: dict, config: Config, axes: dict) -> dict:
     """Quantized weights of the layers not made separable (those were quantized by their factors)."""
-    from hanasc.passes.quantize import fake_quantize_weight
+    from hanasc.passes.quant_reference import fake_quantize_weight
 
     for layer in layers:
         choice = config.choice(layer.name)

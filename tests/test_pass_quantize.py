@@ -16,19 +16,16 @@ import hanasc
 from hanasc.calibration import ActivationRanges, CalibrationError, calibrate
 from hanasc.passes.config import Config, ConfigError, LayerChoice
 from hanasc.passes.packing import pack_bits, packed_size, unpack_bits
-from hanasc.passes.quantize import (
+from hanasc.passes.quant_reference import (
     QMAX,
     QMIN,
-    FakeQuantizeLayers,
-    QuantizeLayers,
     activation_scale,
     fake_quantize_activation,
     fake_quantize_weight,
-    parameter_bytes,
-    plan_weight,
     quantize_weight,
     weight_channel_axes,
 )
+from hanasc.passes.quantize import FakeQuantizeLayers, QuantizeLayers, parameter_bytes, plan_weight
 from hanasc.passes.weights import weight_values
 from hanasc.relax_params import bind_weights
 from hanasc.targets import host

@@ -97,7 +97,7 @@ def test_ranges_file_keeps_the_means(shifted_data, tmp_path):
 @pytest.mark.parametrize("bits", [4, 2])
 def test_low_bit_weights_clip_by_least_error(bits):
     """A few large weights no longer cost every other weight its codes: less error than max-abs."""
-    from hanasc.passes.quantize import fake_quantize_weight, weight_qmax
+    from hanasc.passes.quant_reference import fake_quantize_weight, weight_qmax
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)

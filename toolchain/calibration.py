@@ -55,7 +55,7 @@ class ActivationRanges:
 
     def scale(self, layer: str) -> float:
         """The int8 per-tensor scale of ``layer``'s input."""
-        from hanasc.passes.quantize import activation_scale
+        from hanasc.passes.quant_reference import activation_scale
 
         return activation_scale(*self.ranges[layer])
 

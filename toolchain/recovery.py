@@ -96,7 +96,7 @@ def reconstruction_for(model, ranges, axes: dict[str, int] | None = None):
     covariances = getattr(ranges, "covariances", None) or {}
     if not covariances:
         return None
-    from hanasc.passes.quantize import weight_channel_axes
+    from hanasc.passes.quant_reference import weight_channel_axes
     from hanasc.reconstruction import Reconstruction
 
     axes = weight_channel_axes(model.onnx_model) if axes is None else axes
@@ -105,7 +105,7 @@ def reconstruction_for(model, ranges, axes: dict[str, int] | None = None):
 
 def recovered_weights(model, config, ranges) -> dict[str, np.ndarray]:
     """The weight and bias values that recover ``config`` on ``model`` (empty when nothing is recovered)."""
-    from hanasc.passes.quantize import weight_channel_axes
+    from hanasc.passes.quant_reference import weight_channel_axes
 
     if config.is_identity() or not (
         getattr(ranges, "channel_means", None) or getattr(ranges, "covariances", None)

@@ -21,7 +21,7 @@ def simulated_weights(
     """Weights of the original shapes that make the original graph compute ``config``: the weight step of
     every choice kind (:data:`hanasc.passes.choice_kinds.CHOICE_KINDS`), in order.
 
-    ``axes`` gives each weight's output-channel axis (``quantize.weight_channel_axes``; default 0).
+    ``axes`` gives each weight's output-channel axis (``quant_reference.weight_channel_axes``; default 0).
     """
     from hanasc.passes.choice_kinds import simulate_weights
 

@@ -28,7 +28,7 @@ from hanasc.simulation_graph import (
 
 def _graph_session(model: LoadedModel, gates: list, batch: int, threads: int):
     """The simulation graph of ``model`` at ``batch`` and its onnxruntime session."""
-    from hanasc.passes.quantize import QMAX, QMIN
+    from hanasc.passes.quant_reference import QMAX, QMIN
 
     graph = build_simulation_graph(model.onnx_model, model.layers, gates, batch, QMIN, QMAX)
     options = ort.SessionOptions()
@@ -43,7 +43,7 @@ class Simulator:
 
     def __init__(self, model: LoadedModel, batch: int = 16, threads: int | None = None) -> None:
         from hanasc.passes.depth import residual_blocks_onnx
-        from hanasc.passes.quantize import weight_channel_axes
+        from hanasc.passes.quant_reference import weight_channel_axes
 
         self.model = model
         self.blocks = residual_blocks_onnx(model.onnx_model)

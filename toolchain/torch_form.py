@@ -40,7 +40,7 @@ class TorchForm(torch.nn.Module):
     ) -> None:
         super().__init__()
         from hanasc.passes.depth import residual_blocks_onnx
-        from hanasc.passes.quantize import QMAX, QMIN, weight_channel_axes
+        from hanasc.passes.quant_reference import QMAX, QMIN, weight_channel_axes
         from hanasc.simulated_weights import activation_gates
 
         self.model, self.config = model, config
