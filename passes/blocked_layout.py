@@ -6,7 +6,7 @@ register (or four NEON registers), so a convolution's inner loop is a broadcast-
 
 TVM 0.27's Relax ``ConvertLayout`` rewrites ``nn.conv2d`` to ``NCHW16c`` (and propagates the layout
 through element-wise ops that have a layout rule), but ``LegalizeOps`` cannot lower a blocked
-convolution. :func:`legalize_blocked_conv2d` is that lowering (a TE compute), and
+convolution. :func:`hanasc.passes.blocked_lowering.legalize_blocked_conv2d` is that lowering (a TE compute), and
 :func:`convert_to_blocked` the whole rewrite: ``clip`` as ``maximum``/``minimum`` (``clip`` has no layout
 rule), then ``ConvertLayout``. Convolutions whose channels are not multiples of the block (the RGB stem)
 stay in NCHW; ``layout_transform`` ops convert at the boundaries.
@@ -26,86 +26,22 @@ from tvm import relax
 from tvm.ir import IRModule
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
+from hanasc.passes.blocked_lowering import (
+    BLOCKED_LAYOUT,
+    BLOCKS,
+    LegalizeOpKinds,
+    legalize_blocked_conv2d,
+    legalize_call,
+    window_attrs,
+)
 from hanasc.passes.conv_compute import (
-    blocked_conv2d,
     dot_conv_name,
-    out_blocked_conv2d,
     pair_conv2d,
     pair_group,
     pair_index_map,
 )
 from hanasc.passes.dot_convs import lower_dot_dense, mark_pair_convs
 from hanasc.relax_params import rewrite_functions
-
-BLOCKS = (16, 8, 4, 2)  # tried in order; a conv none divides (the RGB stem, odd widths) stays NCHW
-_BLOCKED = re.compile(r"NCHW(\d+)c")
-_KERNEL = re.compile(r"OIHW(\d+)i(\d+)o")
-
-
-def _out_block(call: relax.Call) -> int | None:
-    """The output-channel block for an NCHW/OIHW ``groups=1`` conv2d (None: not such a conv)."""
-    attrs = call.attrs
-    layouts = (str(attrs.data_layout), str(attrs.kernel_layout), str(attrs.out_layout))
-    if layouts != ("NCHW", "OIHW", "NCHW") or int(attrs.groups) != 1:
-        return None
-    out_channels = int(call.args[1].ty.shape[0])
-    return next((b for b in BLOCKS if out_channels % b == 0), None)
-
-
-def legalize_nchw_conv2d(bb: relax.BlockBuilder, call: relax.Call, out_blocked: bool) -> relax.Expr:
-    """An NCHW conv2d: :func:`out_blocked_conv2d` when ``out_blocked`` and its output channels block,
-    else TVM's own lowering."""
-    block = _out_block(call) if out_blocked else None
-    if block is None:
-        from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
-
-        return _nn_conv2d(bb, call)
-    attrs = call.attrs
-    return bb.call_te(
-        out_blocked_conv2d,
-        call.args[0],
-        call.args[1],
-        *_window_attrs(attrs),
-        block,
-        _out_dtype(call),
-        primfunc_name_hint="conv2d_nchw_oblocked",
-    )
-
-
-def _window_attrs(attrs) -> tuple[list[int], list[int], list[int]]:
-    """A conv2d call's strides, padding and dilation as the TE computes take them."""
-    return (
-        [int(s) for s in attrs.strides],
-        [int(p) for p in attrs.padding],
-        [int(d) for d in attrs.dilation],
-    )
-
-
-def _out_dtype(call: relax.Call) -> str:
-    dtype = str(call.attrs.out_dtype)
-    return "" if dtype in ("", "void", "None") else dtype
-
-
-def legalize_blocked_conv2d(
-    bb: relax.BlockBuilder, call: relax.Call, out_blocked: bool = False
-) -> relax.Expr:
-    """``LegalizeOps`` rule for ``relax.nn.conv2d``: blocked layouts via :func:`blocked_conv2d`, NCHW ones
-    via :func:`legalize_nchw_conv2d`."""
-    attrs = call.attrs
-    data_layout = str(attrs.data_layout)
-    if not _BLOCKED.fullmatch(data_layout):
-        return legalize_nchw_conv2d(bb, call, out_blocked)
-    if str(attrs.out_layout) != data_layout or not _KERNEL.fullmatch(str(attrs.kernel_layout)):
-        raise ValueError(f"unsupported blocked conv2d layouts {data_layout}/{attrs.kernel_layout}")
-    return bb.call_te(
-        blocked_conv2d,
-        call.args[0],
-        call.args[1],
-        *_window_attrs(attrs),
-        int(attrs.groups),
-        _out_dtype(call),
-        primfunc_name_hint="conv2d_nchwc",
-    )
 
 
 def clip_as_min_max(mod: IRModule) -> IRModule:
@@ -257,7 +193,7 @@ def _convert_round(mod: IRModule, block: int, report: LayoutReport) -> IRModule:
 
     def attempt(ops: list[str]) -> IRModule | None:
         try:
-            return convert(_LegalizeOps(mod, set(ops)).run())
+            return convert(LegalizeOpKinds(mod, set(ops)).run())
         except Exception:  # still no rule: more ops must stay NCHW
             return None
 
@@ -397,12 +333,12 @@ class _LowerBlockedConvs(relax.PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if not isinstance(call.op, tvm.ir.Op) or not _BLOCKED.fullmatch(_layout_attr(call) or ""):
+        if not isinstance(call.op, tvm.ir.Op) or not BLOCKED_LAYOUT.fullmatch(_layout_attr(call) or ""):
             return call
         if call.op != tvm.ir.Op.get("relax.nn.conv2d"):
             # pooling (or any op) left in a blocked layout: its layout rule checks for 4-D inputs, so the
             # next round's ConvertLayout would fail on it; TVM's own lowering handles NCHW[x]c
-            return call if self.pairs_only else _legalize(self.builder_, call)
+            return call if self.pairs_only else legalize_call(self.builder_, call)
         weight = self._pair_weight(call) if self.pairs else None
         if weight is not None:
             attrs = call.attrs
@@ -412,7 +348,7 @@ class _LowerBlockedConvs(relax.PyExprMutator):
                 pair_conv2d,
                 call.args[0],
                 self.builder_.emit(packed),
-                *_window_attrs(attrs),
+                *window_attrs(attrs),
                 "int32",
                 primfunc_name_hint=dot_conv_name(call.args[0].ty.dtype),
             )
@@ -436,38 +372,3 @@ class _LowerBlockedConvs(relax.PyExprMutator):
         if len(weight.ty.shape) != 4 or int(weight.ty.shape[1]) % pair_group(data.ty.dtype):
             return None
         return weight
-
-
-def _legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-    """``call`` lowered by TVM's registered legalization (``call_tir`` of a TE compute)."""
-    return call.op.get_attr("FLegalize")(bb, call)
-
-
-@relax.expr_functor.mutator
-class _LegalizeOps(relax.PyExprMutator):
-    """Every call of the op kinds ``ops`` -> its legalized ``call_tir`` (in the layout it has now)."""
-
-    def __init__(self, mod: IRModule, ops: set[str]) -> None:
-        super().__init__(mod)
-        self.mod_, self.ops = mod, ops
-
-    def run(self) -> IRModule:
-        return rewrite_functions(self, self.mod_)
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
-        if isinstance(call.op, tvm.ir.Op) and call.op.name in self.ops:
-            return _legalize(self.builder_, call)
-        return call
-
-
-def legalize_map(out_blocked: bool = False) -> dict:
-    """The ``customize_legalize_map`` for ``LegalizeOps`` that lowers blocked convolutions.
-
-    ``out_blocked`` (CPU targets): NCHW convolutions with blockable output channels are computed in
-    output-channel blocks too (:func:`out_blocked_conv2d`)."""
-
-    def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-        return legalize_blocked_conv2d(bb, call, out_blocked)
-
-    return {"relax.nn.conv2d": legalize}

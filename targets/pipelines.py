@@ -65,7 +65,7 @@ def layout_blocks(target) -> tuple[int, ...]:
     tile of 8 pixels needs 16 accumulators and spills (measured on EfficientNet-Lite0, 1 thread: fp32
     25.5 -> 18.6 ms, W8A8 17.0 -> 14.3 ms with 8 instead of 16, and no ``NCHW16c`` <-> ``NCHW8c``
     transforms between stages); AVX-512: ``(16, 8, 4, 2)``; NEON (32 q registers, 4 lanes): ``(8, 4, 2)``."""
-    from hanasc.passes.blocked_layout import BLOCKS
+    from hanasc.passes.blocked_lowering import BLOCKS
     from hanasc.targets.cpu_schedules import X_TILE
 
     lanes, registers = vector_registers(target)
@@ -96,7 +96,7 @@ def fused_passes(target) -> list:
     """The target's default pipeline up to fused PrimFuncs (what MetaSchedule tunes), minus GPU dlight."""
     from tvm import relax
 
-    from hanasc.passes.blocked_layout import legalize_map
+    from hanasc.passes.blocked_lowering import legalize_map
 
     stages = backend(target)
     legalize = stages.legalize_passes(target)

@@ -11,7 +11,7 @@ import tvm
 from torch import nn
 from tvm import relax
 
-from hanasc.passes import blocked_layout
+from hanasc.passes import blocked_layout, blocked_lowering
 
 
 def _blocked_convs(script: str) -> int:
@@ -123,7 +123,7 @@ def test_unsupported_blocked_layout_is_refused():
         out = bb.emit(relax.op.nn.conv2d(x, w, data_layout="NCHW16c", kernel_layout="OIHW"))
         bb.emit_func_output(out)
     with pytest.raises(ValueError, match="unsupported blocked conv2d"):
-        relax.transform.LegalizeOps(blocked_layout.legalize_map())(bb.get())
+        relax.transform.LegalizeOps(blocked_lowering.legalize_map())(bb.get())
 
 
 class _SqueezeExcite(nn.Module):
