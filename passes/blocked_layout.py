@@ -6,10 +6,10 @@ register (or four NEON registers), so a convolution's inner loop is a broadcast-
 
 TVM 0.27's Relax ``ConvertLayout`` rewrites ``nn.conv2d`` to ``NCHW16c`` (and propagates the layout
 through element-wise ops that have a layout rule), but ``LegalizeOps`` cannot lower a blocked
-convolution. :func:`hanasc.passes.blocked_lowering.legalize_blocked_conv2d` is that lowering (a TE compute), and
-:func:`convert_to_blocked` the whole rewrite: ``clip`` as ``maximum``/``minimum`` (``clip`` has no layout
-rule), then ``ConvertLayout``. Convolutions whose channels are not multiples of the block (the RGB stem)
-stay in NCHW; ``layout_transform`` ops convert at the boundaries.
+convolution. :func:`hanasc.passes.blocked_lowering.legalize_blocked_conv2d` is that lowering (a TE
+compute), and :func:`convert_to_blocked` the whole rewrite: ``clip`` as ``maximum``/``minimum``
+(``clip`` has no layout rule), then ``ConvertLayout``. Convolutions whose channels are not multiples of
+the block (the RGB stem) stay in NCHW; ``layout_transform`` ops convert at the boundaries.
 
 Where ``ConvertLayout`` has no rule for an op (TVM raises), the op is lowered in NCHW before the rewrite, so
 that the layout changes around it, and where even that fails, the round's convolutions stay NCHW: the
