@@ -306,7 +306,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--workloads", nargs="+", default=["imagenet", "fashion"])
-    parser.add_argument("--spaces", nargs="+", default=list(SPACES))
+    parser.add_argument("--spaces", nargs="*", default=list(SPACES), help="none: only the fine-tuned rows")
     parser.add_argument("--fashion-dir", type=Path, default=Path.home() / ".cache" / "hanasc" / "fashion")
     parser.add_argument("--fashion-train", type=int, default=12000, help="training images for the head")
     parser.add_argument("--samples", type=int, default=160, help="predictor samples per search")
