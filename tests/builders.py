@@ -194,11 +194,37 @@ def folded_sequence_model(path: Path) -> Path:
         helper.make_node("Add", ["f", "pos"], ["a"], name="add_pos"),
         helper.make_node("Reshape", ["a", "seq"], ["output"], name="to_sequence"),
     ]
+    return save_graph(path, nodes, inits, [1, 3, 8, 8], [1, 4, 64])
+
+
+def shared_flatten_model(path: Path) -> Path:
+    """Conv and the input each flattened by a Reshape; both Reshapes read one target that hard-codes
+    batch 1 (``[1, -1]``); two MatMuls and an Add make the (1, 5) output."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((3, 2, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([1, -1], dtype=np.int64), "flat"),
+        numpy_helper.from_array(rng.standard_normal((48, 5)).astype(np.float32), "fc1"),
+        numpy_helper.from_array(rng.standard_normal((32, 5)).astype(np.float32), "fc2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["c", "flat"], ["c_flat"], name="r1"),
+        helper.make_node("Reshape", ["input", "flat"], ["x_flat"], name="r2"),
+        helper.make_node("MatMul", ["c_flat", "fc1"], ["a"], name="m1"),
+        helper.make_node("MatMul", ["x_flat", "fc2"], ["b"], name="m2"),
+        helper.make_node("Add", ["a", "b"], ["output"], name="add"),
+    ]
+    return save_graph(path, nodes, inits, [1, 2, 4, 4], [1, 5])
+
+
+def save_graph(path: Path, nodes: list, inits: list, input_shape: list, output_shape: list) -> Path:
+    """One float input ``input`` and output ``output``, opset 17, saved to ``path``."""
     graph = helper.make_graph(
         nodes,
-        "folded",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 64])],
+        path.stem,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, output_shape)],
         initializer=inits,
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))

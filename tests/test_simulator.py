@@ -165,36 +165,13 @@ def test_graph_that_does_not_rebatch_runs_one_sample_at_a_time(tmp_path):
 def test_shared_batch_one_reshape_target_is_rebatched(tmp_path):
     """Two Reshapes read one target that hard-codes batch 1 (an initializer, which the cleaner makes a
     Constant): the simulator still runs whole batches, and the torch form rebatches the same nodes."""
-    import onnx
     import torch
-    from onnx import TensorProto, helper, numpy_helper
+    from builders import shared_flatten_model
 
     from hanasc.torch_form import TorchForm
 
     rng = np.random.default_rng(0)
-    inits = [
-        numpy_helper.from_array(rng.standard_normal((3, 2, 3, 3)).astype(np.float32), "w"),
-        numpy_helper.from_array(np.array([1, -1], dtype=np.int64), "flat"),
-        numpy_helper.from_array(rng.standard_normal((48, 5)).astype(np.float32), "fc1"),
-        numpy_helper.from_array(rng.standard_normal((32, 5)).astype(np.float32), "fc2"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["input", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("Reshape", ["c", "flat"], ["c_flat"], name="r1"),
-        helper.make_node("Reshape", ["input", "flat"], ["x_flat"], name="r2"),
-        helper.make_node("MatMul", ["c_flat", "fc1"], ["a"], name="m1"),
-        helper.make_node("MatMul", ["x_flat", "fc2"], ["b"], name="m2"),
-        helper.make_node("Add", ["a", "b"], ["output"], name="add"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "shared_flat",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 4, 4])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 5])],
-        inits,
-    )
-    path = tmp_path / "shared_flat.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    path = shared_flatten_model(tmp_path / "shared_flat.onnx")
     model = hanasc.load_model(path)
     sim = Simulator(model, batch=4)
     assert sim.batch == 4
