@@ -65,7 +65,7 @@ def test_candidate_is_reported_relative_to_the_original_timed_beside_it(executab
 
 
 def test_report_line_of_a_latency_timed_beside_the_original():
-    from hanasc.compile_report import _fmt
+    from hanasc.report_markdown import fmt_figure as _fmt
 
     timed = {"value": 13.6, "source": "measured", "runs": 15, "ratio_to_original": 0.65}
     timed |= {"raw_median_ms": 10.4, "original_in_loop_ms": 16.0}

@@ -12,11 +12,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hanasc.budgets import parse_budget, parse_confidence, parse_latency_budget, parse_relative_budget
 from hanasc.compile_pipeline import CompileOptions, Stage, compile_model, split_data
-from hanasc.compile_report import beside_original
 from hanasc.errors import HanascError
 from hanasc.frontend import LoadedModel
 from hanasc.images import FIVE_VIEWS, Preprocess, load_foolbox_imagenet, load_image_folder
 from hanasc.metrics import choose_metric
+from hanasc.report_markdown import beside_original
 from hanasc.search import Budgets
 
 BUILTIN_IMAGES = "imagenet-samples"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hanasc.recovery import ranges_for_replay
+from hanasc.report_markdown import report_markdown
 from hanasc.targets.quiet import export_library
 
 if TYPE_CHECKING:
@@ -252,128 +253,6 @@ def chance_warnings(original: float, reference: np.ndarray, metric, source: str)
         "preprocessing (--size, --resize, --mean, --std, --channel-order) before trusting any accuracy "
         "figure here"
     ]
-
-
-def _fmt(f: dict) -> str:
-    detail = ""
-    if f["source"] == "measured" and "runs" in f:
-        detail = f", median of {f['runs']}"
-    return f"{f['value']} ({f['source']}{detail}{beside_original(f)})"
-
-
-def beside_original(f: dict) -> str:
-    """How a latency timed alternately with the original reads (:mod:`hanasc.host_timing`), or ''."""
-    if "ratio_to_original" not in f:
-        return ""
-    return (
-        f": {f['ratio_to_original']:g}x the original timed alternately with it, raw {f['raw_median_ms']} "
-        f"vs {f['original_in_loop_ms']} ms"
-    )
-
-
-def _recovery_lines(recovery: dict) -> list[str]:
-    """How the scores were recovered, and what fine-tuning did (before/after figures)."""
-    if not recovery:
-        return []
-    lines = [f"Recovery: {recovery['method']}; refitted layers: {len(recovery['refitted_layers'])}.", ""]
-    tuning = recovery.get("fine_tuning", {})
-    for i, c in enumerate(tuning.get("candidates", []), 1):
-        kept = "kept" if c["kept"] else "not kept"
-        lines.append(
-            f"- fine-tuned candidate {i}: {c['steps']} steps in {c['seconds']} s, distillation loss "
-            f"{c['distillation_loss_before']} -> {c['distillation_loss_after']} (calibration split), "
-            f"held-out score {c['held_out_before']} -> {c['held_out_after']} ({kept})"
-        )
-    if tuning.get("candidates"):
-        lines += ["", tuning["scores"][0].upper() + tuning["scores"][1:] + ".", ""]
-    return lines
-
-
-def report_markdown(report: dict) -> str:
-    """The report for a person."""
-    o, r, b = report["original"], report["result"], report["budget"]
-    budget = ", ".join(f"{k} {v:g}" for k, v in b.items() if v is not None) or "none"
-    lines = [
-        f"# hanasc compile: {Path(report['model']).name} for {report['target']}",
-        "",
-        f"Budget: {budget}. Metric: {report['metric']['name']} ({report['metric']['description']}).",
-        "",
-        *[f"**Warning**: {w}.\n" for w in report.get("warnings", [])],
-        "| | original | result |",
-        "|---|---|---|",
-        f"| latency (ms) | {_fmt(o['latency_ms'])} | {_fmt(r['latency_ms'])} |",
-        f"| accuracy | {_fmt(o['accuracy'])} | {_fmt(r['accuracy'])} |",
-        f"| memory (MB) | {_fmt(o['memory_mb'])} | {_fmt(r['memory_mb'])} |",
-        f"| energy (mJ) | {_fmt(o['energy_mj'])} | {_fmt(r['energy_mj'])} |",
-        f"| parameters | {o['params']['value']:,} | {r['params']['value']:,} |",
-        f"| weight bytes | {o['params']['weight_bytes']:,} | {r['params']['weight_bytes']:,} |",
-        "",
-        "How the figures were obtained: latency `measured` = TVM time_evaluator on this host (median);",
-        "the original and uniform int8 are timed alternately in one loop, the result alternately with the",
-        "original and reported as the median per-round ratio x the original's latency (report.json: ratio);",
-        f"`predicted`/`prior` = {report['latency_estimate']['model']} "
-        f"({report['latency_estimate'].get('kernels')}); accuracy on the held-out split "
-        f"({report['data']['held_out']['samples']} samples of {report['data']['source']}); memory from the "
-        "static memory plan of the lowered module; energy from the target spec (prior).",
-        "",
-        f"Search: {report['search']['algorithm']}, seed {report['search']['seed']}, "
-        f"{report['search']['evaluations']} Configs evaluated over "
-        f"{report['search']['generations']} generations "
-        f"in a space of 10^{report['search']['log10_configurations']} ({report['search']['space']}); "
-        f"total wall time {report['search']['wall_s_total']} s.",
-        f"Accuracy predictor: Kendall tau {report['predictor']['kendall_tau']:.3f} on "
-        f"{report['predictor']['test_samples']} held-out Configs "
-        f"(trained on {report['predictor']['train_samples']}, "
-        f"evaluated with the simulator on calibration samples held apart from those that fit the search's "
-        f"ranges and refits, where there are 4 or more source images; it predicts "
-        f"{r['predicted_score']['score']}, a smooth companion of {report['metric']['name']}). The result's "
-        f"predicted score was {r['predicted_score']['value']}; its estimated latency "
-        f"{r['estimated_latency_ms']['value']} ms.",
-        "",
-        *_recovery_lines(report.get("recovery", {})),
-        "## Per-layer choices",
-        "",
-        "| layer | op | weights | activations | separable | width | kernel | skipped |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in r["layers"]:
-        lines.append(
-            f"| {row['name']} | {row['op']} | {row['w_bits']} | {row['a_bits']} | "
-            f"{'yes' if row['separable'] else ''} | {row['width']:g} | {row['kernel'] or ''} | "
-            f"{row['skipped_block'] or ''} |"
-        )
-    if "selection" in report:
-        sel = report["selection"]
-        lines += [
-            "",
-            f"Selection: **{sel['chosen']}** ({sel['reason']}); accuracy floor {sel['accuracy_floor']:g} "
-            f"(--max-loss {sel['max_loss_points']:g} points); {sel['acceptable']} of {sel['considered']} "
-            "verified models (the original included) were acceptable.",
-        ]
-    return "\n".join(lines + _attempt_lines(report["verification"]["attempts"])) + "\n"
-
-
-def _attempt_lines(attempts: list[dict]) -> list[str]:
-    """The verification attempts as a table: the estimate the search trusted against the artifact."""
-    lines = [
-        "",
-        "## Verification attempts",
-        "",
-        "| # | estimated ms | measured / predicted ms | estimate / measured | meets budget | accuracy |",
-        "|---|---|---|---|---|---|",
-    ]
-    for index, a in enumerate(attempts, 1):
-        if "skipped" in a:
-            lines.append(f"| {index} | skipped: {a['skipped']} | | | | |")
-            continue
-        got = a.get("measured_ms", a.get("predicted_ms"))
-        kind = "measured" if "measured_ms" in a else "predicted"
-        ratio = a.get("estimate_over_measured", "")
-        lines.append(
-            f"| {index} | {a['estimated_ms']} | {got} ({kind}) | {ratio} | "
-            f"{'yes' if a['meets_budget'] else 'no'} | {a['accuracy']} |"
-        )
-    return lines
 
 
 def _write_outputs(tmp: Path, run: RunContext, outcome: Outcome, report: dict) -> None:
