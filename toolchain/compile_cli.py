@@ -42,8 +42,10 @@ def preprocess_for(model: LoadedModel, size, resize, mean, std, channel_order, v
         raise HanascError(f"--channel-order '{channel_order}': RGB or BGR")
     if views not in (1, 5):
         raise HanascError(f"--views {views}: 1 or 5")
+    square = size is not None or int(shape[-1]) == int(shape[-2])
     return Preprocess(
         size=size or int(shape[-1]),
+        height=None if square else int(shape[-2]),  # a non-square input: crops of its own shape
         resize=resize if resize is not None else zoo.get("resize", 256),
         mean=_floats(mean, "--mean") or tuple(zoo.get("mean", (0.485, 0.456, 0.406))),
         std=_floats(std, "--std") or tuple(zoo.get("std", (0.229, 0.224, 0.225))),

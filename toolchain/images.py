@@ -16,35 +16,41 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm")
 
 @dataclass
 class Preprocess:
-    """How an image becomes a model input: resize the short side, centre-crop, scale, normalize."""
+    """How an image becomes a model input: resize the short side, centre-crop, scale, normalize.
+
+    The crop is ``size`` wide and ``height`` tall (``height`` None: square); the resize keeps the aspect
+    ratio and makes the short side ``resize`` but never smaller than the crop (a 48x192 text-line model gets
+    a centre strip of the photo)."""
 
     size: int = 224
-    resize: int | None = 256  # short side before the centre crop; None resizes straight to size x size
+    resize: int | None = 256  # short side before the centre crop; None resizes straight to the crop
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # on 0..1 pixel values
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     channel_order: str = "RGB"  # or BGR
     layout: str = "NCHW"  # or NHWC
     grayscale: bool = False
     crops: list[tuple[float, float, bool]] = field(default_factory=lambda: [(0.5, 0.5, False)])
+    height: int | None = None  # crop height when the model's input is not square
 
     def apply(self, image) -> list[np.ndarray]:
         """The model inputs (one per crop view) for one PIL image."""
         from PIL import Image
 
         image = image.convert("L" if self.grayscale else "RGB")
+        crop_w, crop_h = self.size, self.height or self.size
         if self.resize:
             w, h = image.size
-            scale = self.resize / min(w, h)
+            scale = max(self.resize / min(w, h), crop_w / w, crop_h / h)
             image = image.resize(
-                (max(self.size, round(w * scale)), max(self.size, round(h * scale))), Image.BILINEAR
+                (max(crop_w, round(w * scale)), max(crop_h, round(h * scale))), Image.BILINEAR
             )
         else:
-            image = image.resize((self.size, self.size), Image.BILINEAR)
+            image = image.resize((crop_w, crop_h), Image.BILINEAR)
         views = []
         for fx, fy, flip in self.crops:
             w, h = image.size
-            left, top = round((w - self.size) * fx), round((h - self.size) * fy)
-            crop = image.crop((left, top, left + self.size, top + self.size))
+            left, top = round((w - crop_w) * fx), round((h - crop_h) * fy)
+            crop = image.crop((left, top, left + crop_w, top + crop_h))
             if flip:
                 crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
             a = np.asarray(crop, dtype=np.float32) / 255.0
