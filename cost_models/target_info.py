@@ -13,8 +13,6 @@ from pathlib import Path
 from hanasc.targets.registry import UnknownTargetError
 
 SPEC_DIR = Path(__file__).parent / "specs"
-# kernels are timed as the shipped pipeline builds them (blocked layouts, default schedules, tuning records)
-LOWERING = "shipped-1"
 
 
 @dataclass(frozen=True)
@@ -49,13 +47,12 @@ class CostTarget:
         return registry.get_target(self.name).tvm_target()
 
     def key(self) -> str:
-        """A short, stable string naming the code generator setup (part of every kernel signature; its
-        ``LOWERING`` tag changes when the shipped pipeline's kernels do, so older profiles are not reused)."""
+        """A short, stable string naming the code generator setup (part of every kernel signature)."""
         if not self.compiles_with_tvm:
             return f"{self.name}:features-only"
         target = self.tvm_target()
         mcpu, arch = target.attrs.get("mcpu", ""), target.attrs.get("arch", "")
-        return f"{self.name}:{target.kind.name}:{mcpu}:{arch}:{LOWERING}"
+        return f"{self.name}:{target.kind.name}:{mcpu}:{arch}"
 
 
 TARGETS: dict[str, CostTarget] = {

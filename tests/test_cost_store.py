@@ -63,7 +63,7 @@ def test_profiling_reuses_stored_kernels(tmp_path):
     from hanasc.cost_models.sweep import LayerShape
 
     layers = [LayerShape(4, 8, 8, 8, 3), LayerShape(8, 8, 8, 8, 3, groups=8)]
-    plan = ProfilePlan(layers=layers, chains=0, train_model=False)
+    plan = ProfilePlan(layers=layers, chains=0, train_model=False, shipped_kernels=True)
     kw = dict(db=tmp_path / "p.sqlite", timing=TimingConfig(2, 2))
     first = profile_target("host", plan, **kw)
     second = profile_target("host", plan, **kw)
@@ -88,7 +88,7 @@ def test_host_profiles_store_the_shipped_kernel_times(tmp_path, monkeypatch):
         return [[0.5e-3, 0.7e-3, 0.6e-3]] * seen[-1]
 
     monkeypatch.setattr(efficiency_probe, "shipped_kernel_samples", known_samples)
-    plan = ProfilePlan(layers=[LayerShape(4, 8, 8, 8, 3)], chains=0, train_model=False)
+    plan = ProfilePlan(layers=[LayerShape(4, 8, 8, 8, 3)], chains=0, train_model=False, shipped_kernels=True)
     db = tmp_path / "p.sqlite"
     summary = profile_target("host", plan, db=db, timing=TimingConfig(2, 2))
     assert seen == [1] and summary.shipped == summary.measured == 1
