@@ -51,8 +51,7 @@ class CostTarget:
         if not self.compiles_with_tvm:
             return f"{self.name}:features-only"
         target = self.tvm_target()
-        mcpu, arch = target.attrs.get("mcpu", ""), target.attrs.get("arch", "")
-        return f"{self.name}:{target.kind.name}:{mcpu}:{arch}"
+        return f"{self.name}:{target.kind.name}:{target.attrs.get('mcpu', '')}:{target.attrs.get('arch', '')}"
 
 
 TARGETS: dict[str, CostTarget] = {

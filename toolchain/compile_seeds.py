@@ -88,13 +88,11 @@ def population_seeds(space: SearchSpace, rng: np.random.Generator, n: int) -> li
 def budget_violation(costs: tuple, budgets) -> np.ndarray:
     """How far each genome is over the budgets: the sum of the relative excesses (0 when all are met).
     ``costs``: the (latency_ms, memory_mb, energy_mj) arrays of the objectives."""
-    latency, memory, energy = costs
-    over = np.zeros(len(latency))
-    for values, budget in ((latency, budgets.latency_ms), (memory, budgets.memory_mb)):
-        if budget is not None:
+    limits = (budgets.latency_ms, budgets.memory_mb, budgets.energy_mj)
+    over = np.zeros(len(costs[0]))
+    for values, budget in zip(costs, limits, strict=True):
+        if budget is not None and values is not None:
             over += np.maximum(np.asarray(values) - budget, 0.0) / budget
-    if budgets.energy_mj is not None and energy is not None:
-        over += np.maximum(np.asarray(energy) - budgets.energy_mj, 0.0) / budgets.energy_mj
     return over
 
 
