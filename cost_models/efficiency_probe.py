@@ -164,6 +164,7 @@ def shipped_kernel_samples(mod, runs: int = 15) -> list[list[float]]:
     import tvm
     from tvm import relax
 
+    from hanasc.cost_models.network_profile import call_samples
     from hanasc.targets import host
 
     vm = relax.VirtualMachine(host.build_artifact(mod), tvm.cpu())
@@ -171,29 +172,11 @@ def shipped_kernel_samples(mod, runs: int = 15) -> list[list[float]]:
     clock = time.thread_time if runner_threads() == 1 else time.perf_counter
     param = mod["main"].params[0].ty
     x = tvm.runtime.tensor(np.zeros([int(d) for d in param.shape], str(param.dtype)))
-    calls: list[str] = []
-    started: list[float] = []
-    samples: dict[int, list[float]] = {}
-
-    def instrument(func, name, before_run, ret, *args):
-        if name.startswith("vm.builtin"):
-            return 0
-        if before_run:
-            calls.append(name)
-            started.append(clock())
-        else:
-            samples.setdefault(len(calls) - 1, []).append(clock() - started[-1])
-        return 0
-
-    vm["main"](x)
-    vm.set_instrument(instrument)
-    order: list[str] = []
-    for _ in range(runs):
-        calls.clear()
-        started.clear()
-        vm["main"](x)
-        order = order or list(calls)
-    return [samples[i] for i, name in enumerate(order) if not name.startswith(LAYOUT_PREFIXES)]
+    timed = call_samples(vm, [x], runs, clock)
+    if timed is None:
+        raise RuntimeError("the kernel call sequence changed between runs")
+    order, samples = timed
+    return [s for name, s in zip(order, samples, strict=True) if not name.startswith(LAYOUT_PREFIXES)]
 
 
 def shipped_kernel_times(mod, runs: int = 15) -> list[float]:

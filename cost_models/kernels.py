@@ -46,6 +46,7 @@ class KernelFeatures:
     anchor_macs: int  # iterations of the anchor block (MACs for conv/dense)
     bytes_moved: int  # inputs + weights + output, each read/written once
     scratch_bytes: int  # buffers allocated inside the kernel (pad_temp, unfused intermediates)
+    lowering: str = "default"  # which lowering made the kernel (LOWERINGS)
 
     @property
     def intensity(self) -> float:
@@ -168,18 +169,38 @@ def fusion_passes(tvm_target):
     ]
 
 
-def lower_to_kernels(mod, target_name: str = "host") -> LoweredModel:
-    """Lower a Relax module (weights bound, or as inputs) and list its fused kernels with features."""
+LOWERINGS = ("default", "shipped")  # TVM's default NCHW fusion, or the shipped build's (targets/pipelines.py)
+
+
+def lower_to_kernels(mod, target_name: str = "host", lowering: str = "default") -> LoweredModel:
+    """Lower a Relax module (weights bound, or as inputs) and list its fused kernels with features.
+
+    ``lowering``: ``"default"``, TVM's fusion of the NCHW module (:func:`fusion_passes`); ``"shipped"``, the
+    kernels the shipped artifact runs (blocked layouts, int8 pair kernels, run-time unpacking of packed
+    weights; :func:`hanasc.targets.late_binding.fused_as_shipped`), named as its VM calls them."""
     import tvm
-    from tvm import relax
 
     from hanasc.cost_models.target_info import get_target
 
+    if lowering not in LOWERINGS:
+        raise ValueError(f"unknown lowering '{lowering}' (one of {', '.join(LOWERINGS)})")
     target = get_target(target_name)
     tvm_target = target.tvm_target()
-    with tvm_target:
-        lowered = tvm.transform.Sequential(fusion_passes(tvm_target))(mod)
-    key = target.key()
+    if lowering == "shipped":
+        from hanasc.targets.late_binding import fused_as_shipped
+
+        lowered = fused_as_shipped(mod, tvm_target)
+    else:
+        with tvm_target:
+            lowered = tvm.transform.Sequential(fusion_passes(tvm_target))(mod)
+    return kernels_of(lowered, target.name, target.key(), lowering)
+
+
+def kernels_of(lowered, target_name: str, target_key: str, lowering: str = "default") -> LoweredModel:
+    """The kernels of a fused module (``call_tir`` in ``main``), with features, in first-call order."""
+    from tvm import relax
+
+    key = target_key if lowering == "default" else f"{target_key}|{lowering}"
     order = _call_order(lowered["main"], relax)
     kernels: dict[str, Kernel] = {}
     for name in order:
@@ -190,11 +211,11 @@ def lower_to_kernels(mod, target_name: str = "host") -> LoweredModel:
         kernels[name] = Kernel(
             name=name,
             signature=kernel_signature(prim, key),
-            features=extract_features(prim),
+            features=extract_features(prim, lowering),
             calls=1,
             prim_func=prim,
         )
-    return LoweredModel(target=target.name, kernels=list(kernels.values()), call_order=order)
+    return LoweredModel(target=target_name, kernels=list(kernels.values()), call_order=order)
 
 
 def kernel_signature(prim, target_key: str) -> str:
@@ -233,10 +254,27 @@ def _dtype_bytes(dtype: str) -> int:
 
 
 def _tensor(buffer) -> TensorInfo:
-    return TensorInfo(tuple(int(d) for d in buffer.shape), str(buffer.dtype))
+    """A buffer's shape and dtype; a channel-blocked activation ``(N, C/c, H, W, c)`` reads as its NCHW
+    shape ``(N, C, H, W)``, so blocked and NCHW kernels share features."""
+    shape = tuple(int(d) for d in buffer.shape)
+    if len(shape) == 5:
+        n, outer, h, w, inner = shape
+        shape = (n, outer * inner, h, w)
+    return TensorInfo(shape, str(buffer.dtype))
 
 
-def extract_features(prim) -> KernelFeatures:
+def _anchor(blocks) -> tuple[object | None, int]:
+    """The reduction block with the most iterations (the conv / matmul / pool), and its iteration count."""
+    anchor, anchor_iters = None, 0
+    for blk in blocks:
+        has_reduce = any(int(iv.iter_type) == 2 for iv in blk.iter_vars)
+        iters = int(np.prod([int(iv.dom.extent) for iv in blk.iter_vars], dtype=np.int64))
+        if has_reduce and iters >= anchor_iters:
+            anchor, anchor_iters = blk, iters
+    return anchor, anchor_iters
+
+
+def extract_features(prim, lowering: str = "default") -> KernelFeatures:
     """Read the features of one fused, unscheduled PrimFunc from its blocks and buffers."""
     import tvm
     from tvm import s_tir
@@ -251,18 +289,14 @@ def extract_features(prim) -> KernelFeatures:
     inputs, output = tuple(params[:-1]), params[-1]
     scratch = sum(_tensor(b).bytes for b in root.alloc_buffers)
 
-    anchor, anchor_iters = None, 0
-    for blk in blocks:
-        has_reduce = any(int(iv.iter_type) == 2 for iv in blk.iter_vars)
-        iters = int(np.prod([int(iv.dom.extent) for iv in blk.iter_vars], dtype=np.int64))
-        if has_reduce and iters >= anchor_iters:
-            anchor, anchor_iters = blk, iters
+    anchor, anchor_iters = _anchor(blocks)
     ops = tuple(str(b.name_hint) for b in blocks)
     weight, kind, compute_dtype = None, "elementwise", output.dtype
     kernel_size, groups, stride = (1, 1), 1, 1
     if anchor is None:
         if all(
-            n.startswith(("T_reshape", "T_transpose", "T_layout", "T_strided_slice", "T_concat")) for n in ops
+            n.startswith(("T_reshape", "T_transpose", "T_layout", "T_strided_slice", "T_concat", "te_layout"))
+            for n in ops
         ):
             kind = "copy"
         anchor_iters = int(np.prod(output.shape, dtype=np.int64))
@@ -271,7 +305,10 @@ def extract_features(prim) -> KernelFeatures:
         reads = [r.source for r in anchor.reads]
         read_params = [_tensor(r) for r in reads if str(r.name) in param_names]
         compute_dtype = str(reads[0].dtype) if reads else output.dtype
-        if "conv" in name:
+        if "conv" in name and lowering != "default":  # blocked, packed or pre-packed weight layouts
+            weight = _weight_param(params, inputs[0], output)
+            kind, kernel_size, groups, stride = _blocked_conv_attrs(name, anchor, inputs[0], output)
+        elif "conv" in name:
             weight = next((t for t in read_params if len(t.shape) == 4), None)
             kind, kernel_size, groups, stride = _conv_attrs(name, inputs[0], output, weight)
         elif "matmul" in name or "dense" in name:
@@ -300,7 +337,36 @@ def extract_features(prim) -> KernelFeatures:
         anchor_macs=anchor_iters,
         bytes_moved=sum(t.bytes for t in params),
         scratch_bytes=scratch,
+        lowering=lowering,
     )
+
+
+def _weight_param(params: list[TensorInfo], data: TensorInfo, out: TensorInfo) -> TensorInfo | None:
+    """A fused convolution's weight among its parameters, whatever its layout: the largest one that is
+    neither the data, nor shaped like the data or the output (a residual operand)."""
+    candidates = [t for t in params[1:-1] if len(t.shape) >= 2 and t.shape not in (data.shape, out.shape)]
+    return max(candidates, key=lambda t: int(np.prod(t.shape, dtype=np.int64)), default=None)
+
+
+def _blocked_conv_attrs(name: str, anchor, data: TensorInfo, out: TensorInfo):
+    """Kind, kernel size, groups and stride of a convolution whose weight is not OIHW, from its anchor
+    block: the kernel window is the extent of the reduction axes named ``ry`` / ``rx``, the input channels
+    per group the remaining reduction iterations."""
+    if len(data.shape) != 4 or len(out.shape) != 4:
+        return "conv2d", (1, 1), 1, 1
+    reduce = {str(iv.var.name): int(iv.dom.extent) for iv in anchor.iter_vars if int(iv.iter_type) == 2}
+    kh = next((v for k, v in reduce.items() if k.endswith("ry")), 1)
+    kw = next((v for k, v in reduce.items() if k.endswith("rx")), 1)
+    per_group = max(int(np.prod(list(reduce.values()), dtype=np.int64)) // max(kh * kw, 1), 1)
+    groups = max(data.shape[1] // per_group, 1)
+    stride = max(round(data.shape[2] / max(out.shape[2], 1)), 1)
+    if groups == 1:
+        kind = "conv2d"
+    elif "depthwise" in name or per_group == 1:
+        kind = "depthwise"
+    else:
+        kind = "group_conv"
+    return kind, (kh, kw), groups, stride
 
 
 def _conv_attrs(name: str, data: TensorInfo, out: TensorInfo, weight: TensorInfo | None):

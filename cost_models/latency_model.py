@@ -34,6 +34,7 @@ class ModelMeta:
     trained_at: float
     feature_names: tuple[str, ...] = FEATURE_NAMES
     calibration: Calibration | None = None
+    lowering: str = "default"  # the kernels it predicts: kernels.lower_to_kernels(..., lowering=...)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -54,6 +55,9 @@ class ModelMeta:
             "n_samples": self.n_samples,
             "calibrated": self.calibration is not None,
             "calibration_models": self.calibration.n_models if self.calibration else 0,
+            "kernels": "timed inside whole networks built as shipped"
+            if self.lowering == "shipped"
+            else "timed alone (TVM's default lowering)",
         }
 
 
@@ -92,10 +96,14 @@ class LatencyModel:
         return folder / f"{self.meta.version}.ubj"
 
 
-def train(rows: list[KernelRow], target: str, device: str, params: dict | None = None) -> LatencyModel:
-    """Fit log(seconds) on kernel features of measured rows (one target, one device)."""
+def train(
+    rows: list[KernelRow], target: str, device: str, params: dict | None = None, lowering: str = "default"
+) -> LatencyModel:
+    """Fit log(seconds) on kernel features of measured rows (one target, one device, the rows of one
+    ``lowering``)."""
     import xgboost as xgb
 
+    rows = [r for r in rows if r.features.lowering == lowering]
     if len(rows) < 4:
         raise ValueError(f"need at least 4 measured kernels to train a latency model, have {len(rows)}")
     x = np.array([feature_vector(r.features) for r in rows], dtype=np.float32)
@@ -110,6 +118,7 @@ def train(rows: list[KernelRow], target: str, device: str, params: dict | None =
         tvm_version=rows[0].tvm_version,
         n_samples=len(rows),
         trained_at=time.time(),
+        lowering=lowering,
     )
     return LatencyModel(meta, booster)
 

@@ -93,7 +93,8 @@ class BlockedConv(_BlockRule):
 
             if not x86_int8.supports_pair_kernels(target):
                 return False
-            schedule = functools.partial(_schedule_pairs, lanes=x86_int8.LANES, register=x86_int8.register)
+            register = x86_int8.registrar(target)
+            schedule = functools.partial(_schedule_pairs, lanes=x86_int8.LANES, register=register)
         elif names[convs[0]].startswith(SDOT_CONV):
             from hanasc.targets import arm_int8
 

@@ -66,26 +66,50 @@ def lower_as_shipped(mod, target, schedules: bool = False):
     """The Relax module the shipped build hands to code generation (VM memory plan included), without
     compiling it: what the memory estimate reads. Falls back to NCHW like :func:`compile_late_bound`.
     ``schedules``: apply the default kernel schedules too (they do not change the memory plan)."""
+
+    def lower(blocked: bool, report):
+        early, pipeline = shipped_pipeline(mod, target, blocked, schedules, report)
+        with target:
+            return pipeline(early)
+
+    return _blocked_else_nchw(target, lower)
+
+
+def fused_as_shipped(mod, target):
+    """The shipped build's module at the point where its kernels are fused PrimFuncs (``call_tir`` in
+    ``main``; blocked layout, prepacked integer weights, no schedules): the kernels the artifact runs, by the
+    names its VM calls them. Falls back to NCHW like :func:`compile_late_bound`."""
+    import tvm
+    from tvm import relax
+
+    from hanasc.targets import pipelines
+
+    def fuse(blocked: bool, report):
+        early, _ = _early_stages(mod, target, blocked, report)
+        with target:  # reshape-like kernels become views, as in the build's first lowering pass
+            passes = [*pipelines.fused_passes(target), relax.transform.RewriteDataflowReshape()]
+            return tvm.transform.Sequential(passes)(early)
+
+    return _blocked_else_nchw(target, fuse)
+
+
+def _blocked_else_nchw(target, lower):
+    """``lower(blocked, report)`` in blocked layout (CPUs), redone in NCHW when that raises."""
     from hanasc.targets import pipelines
 
     for blocked in (not pipelines.is_gpu(target), False):
         report = pipelines.BuildReport(target=_target_name(target))
         try:
-            early, pipeline = shipped_pipeline(mod, target, blocked, schedules, report)
-            with target:
-                return pipeline(early)
+            return lower(blocked, report)
         except Exception:  # TVM raises many types; the NCHW lowering is the fallback, as in the build
             if not blocked:
                 raise
     raise AssertionError("unreachable")
 
 
-def shipped_pipeline(mod, target, blocked: bool, schedules: bool, report) -> tuple:
-    """``(module, relax pipeline)`` of one shipped build: the module with its early stages applied (blocked
-    layout, prepacked integer weights) and the pass that lowers it for code generation."""
-    import tvm
-    from tvm import relax
-
+def _early_stages(mod, target, blocked: bool, report) -> tuple:
+    """``(module, packed weights)``: ``mod`` with float weights bound, in blocked layout when ``blocked``,
+    its packed integer weights prepacked for their kernels (bound later, after fusion)."""
     from hanasc.relax_params import bind_weights, is_packed, weights_of
     from hanasc.targets import pipelines
 
@@ -102,6 +126,18 @@ def shipped_pipeline(mod, target, blocked: bool, schedules: bool, report) -> tup
         report.layout_line = "layout: whole module NCHW (blocked build failed)"
     if packed:
         early, packed = prepack_weights(early, packed)
+    return early, packed
+
+
+def shipped_pipeline(mod, target, blocked: bool, schedules: bool, report) -> tuple:
+    """``(module, relax pipeline)`` of one shipped build: the module with its early stages applied (blocked
+    layout, prepacked integer weights) and the pass that lowers it for code generation."""
+    import tvm
+    from tvm import relax
+
+    from hanasc.targets import pipelines
+
+    early, packed = _early_stages(mod, target, blocked, report)
     stages = pipelines.backend(target)
     late = {k: tvm.runtime.tensor(v) for k, v in packed.items()}
     database = tuned_records(target)

@@ -20,9 +20,13 @@ import os
 
 PMADDWD_I16 = "hanasc_avx2_pmaddwd_8x2_i16"
 PMADDUBSW_U8 = "hanasc_avx2_pmaddubsw_8x4_u8"
+VPDPWSSD_I16 = "hanasc_avx512vnni_vpdpwssd_8x2_i16"
+VPDPBUSD_U8 = "hanasc_avx512vnni_vpdpbusd_8x4_u8"
 LANES = 8  # int32 accumulator lanes of one ymm register: output channels per intrinsic call
 _LLVM_INTRIN = "llvm.x86.avx2.pmadd.wd"
 _LLVM_UBSW = "llvm.x86.avx2.pmadd.ub.sw"
+_LLVM_DPWSSD = "llvm.x86.avx512.vpdpwssd.256"
+_LLVM_DPBUSD = "llvm.x86.avx512.vpdpbusd.256"
 _registered: set[str] = set()
 
 
@@ -36,12 +40,52 @@ def supports_pair_kernels(target) -> bool:
     return has_feature(target, "avx2")
 
 
-def register(group: int = 2) -> str:
+def supports_vnni(target) -> bool:
+    """Whether ``target`` has AVX512-VNNI on ymm registers (``avx512vnni`` + ``avx512vl``): the pair and quad
+    kernels then accumulate with one ``vpdpwssd`` / ``vpdpbusd`` instead of two or three instructions;
+    ``HANASC_INT8_VNNI=0`` keeps the AVX2 instructions."""
+    from hanasc.targets.pipelines import has_feature
+
+    if os.environ.get("HANASC_INT8_VNNI", "1") == "0" or not supports_pair_kernels(target):
+        return False
+    return has_feature(target, "avx512vnni") and has_feature(target, "avx512vl")
+
+
+def intrinsic_names(target) -> dict[int, str]:
+    """Input channels a lane (2: int16 pairs, 4: uint8 quads) -> the tensor intrinsic ``target`` uses."""
+    if supports_vnni(target):
+        return {2: VPDPWSSD_I16, 4: VPDPBUSD_U8}
+    return {2: PMADDWD_I16, 4: PMADDUBSW_U8}
+
+
+def instructions(target) -> dict[int, tuple[str, str]]:
+    """Input channels a lane -> (the LLVM intrinsic, the instruction mnemonic) of ``target``'s int8 kernels
+    (what a test or an audit looks for in the scheduled TIR and in the library's assembly)."""
+    if supports_vnni(target):
+        return {2: (_LLVM_DPWSSD, "vpdpwssd"), 4: (_LLVM_DPBUSD, "vpdpbusd")}
+    return {2: (_LLVM_INTRIN, "vpmaddwd"), 4: (_LLVM_UBSW, "vpmaddubsw")}
+
+
+def registrar(target):
+    """``register(group)`` for ``target``'s instructions (what the pair-kernel schedule tensorizes with)."""
+    import functools
+
+    return functools.partial(register, vnni=supports_vnni(target))
+
+
+def register(group: int = 2, vnni: bool = False) -> str:
     """Register the intrinsic for ``group`` input channels per lane (2: :data:`PMADDWD_I16`, 4:
-    :data:`PMADDUBSW_U8`), once per process, and return its name."""
+    :data:`PMADDUBSW_U8`; with ``vnni`` :data:`VPDPWSSD_I16`, :data:`VPDPBUSD_U8`), once per process, and
+    return its name."""
     from tvm.s_tir import TensorIntrin
 
-    name, make = (PMADDWD_I16, _pmaddwd_8x2_i16) if group == 2 else (PMADDUBSW_U8, _pmaddubsw_8x4_u8)
+    makers = {
+        (2, False): (PMADDWD_I16, _pmaddwd_8x2_i16),
+        (4, False): (PMADDUBSW_U8, _pmaddubsw_8x4_u8),
+        (2, True): (VPDPWSSD_I16, lambda: _vnni_8xg(2)),
+        (4, True): (VPDPBUSD_U8, lambda: _vnni_8xg(4)),
+    }
+    name, make = makers[(group, vnni)]
     if name not in _registered:
         TensorIntrin.register(name, *make(), override=True)
         _registered.add(name)
@@ -127,14 +171,57 @@ def _pmaddubsw_8x4_u8():
     return dot_desc(4, "uint8"), impl
 
 
+def _vnni_8xg(group: int):
+    """``C[i] = vpdp(C[i], A, B[i])`` for i < 8 (int32), one AVX512-VNNI instruction on ymm registers:
+    ``group`` 2, ``vpdpwssd`` (two int16 activations x two int8 weights widened to int16); ``group`` 4,
+    ``vpdpbusd`` (four uint8 activations x four int8 weights). Both add into the accumulator in int32
+    without an int16 intermediate, so the sums are exact for any codes."""
+    from tvm.script import tirx as T
+
+    act = "int16" if group == 2 else "uint8"
+    operand = "int16x16" if group == 2 else "int8x32"
+    intrin = _LLVM_DPWSSD if group == 2 else _LLVM_DPBUSD
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((group,), act, offset_factor=1),
+        B: T.Buffer((LANES, group), "int8", offset_factor=1),
+        C: T.Buffer((LANES,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:LANES], A[0:group], B[0:LANES, 0:group])
+            T.writes(C[0:LANES])
+            word = T.reinterpret(A.vload([0], f"{act}x{group}"), dtype="int32")
+            a_vec = T.reinterpret(T.broadcast(word, LANES), dtype=operand)
+            b_vec = (
+                T.cast(B.vload([0, 0], dtype="int8x16"), "int16x16")
+                if group == 2
+                else B.vload([0, 0], dtype="int8x32")
+            )
+            C[T.ramp(T.int32(0), 1, LANES)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(intrin),
+                C.vload([0], dtype="int32x8"),
+                a_vec,
+                b_vec,
+                dtype="int32x8",
+            )
+
+    return dot_desc(group, act), impl
+
+
 def host_kernel_paths() -> str:
     """How the host computes each precision, read from this CPU (for `hanasc targets`)."""
     from hanasc.targets import host
 
     target = host.tvm_target()
+    quad, pair, isa = (
+        ("vpdpbusd", "vpdpwssd", "AVX512-VNNI")
+        if supports_vnni(target)
+        else ("vpmaddubsw", "vpmaddwd", "AVX2")
+    )
     int8 = (
-        "int8 1x1 convolutions and classifiers (x @ W): exact vpmaddubsw kernels (4 channels a lane) where "
-        "the input is a ReLU's, exact vpmaddwd int16-pair kernels otherwise (AVX2); other int8 convs: "
+        f"int8 1x1 convolutions and classifiers (x @ W): exact {quad} kernels (4 channels a lane) where "
+        f"the input is a ReLU's, exact {pair} int16-pair kernels otherwise ({isa}); other int8 convs: "
         "int32-widened vector code"
         if supports_pair_kernels(target)
         else "int8: int32-widened vector code (no AVX2 pair kernels on this CPU)"

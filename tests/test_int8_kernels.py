@@ -24,7 +24,7 @@ from hanasc.passes.config import Config, LayerChoice
 from hanasc.passes.conv_compute import PAIR_CONV, QUAD_CONV
 from hanasc.passes.quantize import FakeQuantizeLayers, QuantizeLayers
 from hanasc.relax_params import bind_weights, is_packed, weights_of
-from hanasc.targets import host, pipelines
+from hanasc.targets import host, pipelines, x86_int8
 from hanasc.targets.cpu_schedules import Injective
 from hanasc.targets.late_binding import _unpacked_param, compile_late_bound, prepack_weights
 from hanasc.targets.x86_int8 import supports_pair_kernels
@@ -69,9 +69,10 @@ def _input(seed: int = 5) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(SHAPE).astype(np.float32)
 
 
-def _scheduled_kernels(mod, pair_kernels: bool = False) -> dict[str, tvm.tirx.PrimFunc]:
-    """The PrimFuncs of ``mod`` after hanasc's CPU pipeline up to the default schedules."""
-    target = host.tvm_target()
+def _scheduled_kernels(mod, pair_kernels: bool = False, target=None) -> dict[str, tvm.tirx.PrimFunc]:
+    """The PrimFuncs of ``mod`` after hanasc's CPU pipeline up to the default schedules (for the host, or
+    ``target``)."""
+    target = target or host.tvm_target()
     mod = convert_to_blocked(bind_weights(mod, keep_packed=True), pair_kernels=pair_kernels)
     with target:
         mod = tvm.transform.Sequential(pipelines.fused_passes(target))(mod)
@@ -264,7 +265,8 @@ def test_pair_kernel_uses_vpmaddwd(tmp_path):
     w = np.random.default_rng(3).integers(-127, 128, (16, 48, 1, 1)).astype(np.int8)
     mod = _pointwise_module(48, 16, 8, w)
     (kernel,) = _pair_kernels(mod).values()
-    assert "llvm.x86.avx2.pmadd.wd" in kernel.script()  # tensorized
+    llvm_name, mnemonic = x86_int8.instructions(host.tvm_target())[2]
+    assert llvm_name in kernel.script()  # tensorized
     packed = {k: v for k, v in weights_of(mod).items() if is_packed(v)}
     _, values = prepack_weights(
         convert_to_blocked(bind_weights(mod, keep_packed=True), pair_kernels=True), packed
@@ -277,7 +279,7 @@ def test_pair_kernel_uses_vpmaddwd(tmp_path):
         assembly = subprocess.run(
             [objdump, "-d", str(lib)], capture_output=True, text=True, check=True
         ).stdout
-        assert "vpmaddwd" in assembly
+        assert mnemonic in assembly
 
 
 def _relu_pointwise_module(cin: int, cout: int, size: int, w: np.ndarray, floor: str):
@@ -325,7 +327,7 @@ def test_quad_kernel_on_nonnegative_codes_is_exact(cin, cout, size, floor):
         and kernels
         and all(f.attrs.get("tirx.is_scheduled", False) for f in kernels.values())
     )
-    assert "llvm.x86.avx2.pmadd.ub.sw" in next(iter(kernels.values())).script()
+    assert x86_int8.instructions(host.tvm_target())[4][0] in next(iter(kernels.values())).script()
     got = host.run(compile_late_bound(mod, host.tvm_target()), [x])[0]
     relu = np.maximum(x[0].astype(np.int64), 0)
     want = np.einsum("chw,oc->ohw", relu, w[:, :, 0, 0].astype(np.int64))[None]
@@ -338,14 +340,58 @@ def test_signed_codes_stay_on_pairs(tmp_path):
     mod = _relu_pointwise_module(32, 16, 8, w, "negative")
     assert not _int8_kernels(mod, QUAD_CONV) and len(_int8_kernels(mod, PAIR_CONV)) == 1
     objdump = shutil.which("objdump")
-    if objdump:  # and the quad kernel's library really runs vpmaddubsw
+    if objdump:  # and the quad kernel's library really runs vpmaddubsw (vpdpbusd with AVX512-VNNI)
         lib = tmp_path / "quad.so"
         quad = _relu_pointwise_module(32, 16, 8, w, "zero")
         compile_late_bound(quad, host.tvm_target()).export_library(str(lib))
         assembly = subprocess.run(
             [objdump, "-d", str(lib)], capture_output=True, text=True, check=True
         ).stdout
-        assert "vpmaddubsw" in assembly
+        assert x86_int8.instructions(host.tvm_target())[4][1] in assembly
+
+
+VNNI_CPU = {"kind": "llvm", "mcpu": "icelake-server"}  # AVX512-VNNI with VL; compiled for, not run
+
+
+def test_vnni_cpus_get_vpdp_kernels(tmp_path):
+    """For an AVX512-VNNI CPU the pair and quad kernels accumulate with vpdpwssd / vpdpbusd (checked in the
+    scheduled TIR and the assembly of a library built for it, on any x86 host); without VNNI, AVX2 ones."""
+    vnni = tvm.target.Target(VNNI_CPU)
+    assert x86_int8.supports_vnni(vnni)
+    assert not x86_int8.supports_vnni(tvm.target.Target({"kind": "llvm", "mcpu": "znver3"}))
+    assert x86_int8.instructions(vnni) == {
+        2: ("llvm.x86.avx512.vpdpwssd.256", "vpdpwssd"),
+        4: ("llvm.x86.avx512.vpdpbusd.256", "vpdpbusd"),
+    }
+    w = np.random.default_rng(5).integers(-127, 128, (16, 32, 1, 1)).astype(np.int8)
+    for floor, group in (("negative", 2), ("zero", 4)):
+        mod = _relu_pointwise_module(32, 16, 8, w, floor)
+        llvm_name, mnemonic = x86_int8.instructions(vnni)[group]
+        kernels = _scheduled_kernels(mod, pair_kernels=True, target=vnni)
+        assert any(llvm_name in f.script() for f in kernels.values())
+        objdump = shutil.which("objdump")
+        if objdump:
+            lib = tmp_path / f"vnni{group}.so"
+            compile_late_bound(mod, vnni).export_library(str(lib))
+            assembly = subprocess.run([objdump, "-d", str(lib)], capture_output=True, text=True).stdout
+            assert mnemonic in assembly
+
+
+@pytest.mark.skipif(not x86_int8.supports_vnni(host.tvm_target()), reason="this CPU has no AVX512-VNNI")
+@pytest.mark.parametrize("vnni", ["1", "0"])
+@pytest.mark.parametrize("floor", ["zero", "negative"])
+def test_vnni_and_avx2_kernels_agree_exactly(monkeypatch, vnni, floor):
+    """On a VNNI CPU both instruction paths run here and give numpy's exact sums, extremes included."""
+    monkeypatch.setenv("HANASC_INT8_VNNI", vnni)
+    rng = np.random.default_rng(11)
+    x = rng.integers(-127, 128, (1, 48, 9, 9)).astype(np.int8)
+    w = rng.integers(-128, 128, (24, 48, 1, 1)).astype(np.int8)
+    x[0, :, :2, :2], w[0], w[1] = 127, 127, -128
+    mod = _relu_pointwise_module(48, 24, 9, w, floor)
+    got = host.run(compile_late_bound(mod, host.tvm_target()), [x])[0]
+    data = np.maximum(x[0].astype(np.int64), 0 if floor == "zero" else -1)
+    want = np.einsum("chw,oc->ohw", data, w[:, :, 0, 0].astype(np.int64))[None]
+    np.testing.assert_array_equal(got, want.astype(np.int32))
 
 
 def test_pair_kernels_only_on_x86_avx2():

@@ -10,8 +10,6 @@ search keeps its kernel-profile estimates.
 from __future__ import annotations
 
 import statistics
-import time
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,31 +34,13 @@ def kernel_call_times(vm, args: list, runs: int) -> tuple[list[str], list[float]
     """``(kernel names in call order, median ms of each call)`` of ``vm["main"](*args)`` over ``runs``
     instrumented runs (after one uninstrumented warm-up); None when the call sequence changes between
     runs."""
-    calls: list[str] = []
-    started: list[float] = []
-    samples: dict[int, list[float]] = defaultdict(list)
+    from hanasc.cost_models.network_profile import call_samples
 
-    def instrument(func, name, before_run, ret, *call_args):
-        if name.startswith("vm.builtin"):
-            return 0
-        if before_run:
-            calls.append(name)
-            started.append(time.perf_counter())
-        else:
-            samples[len(calls) - 1].append((time.perf_counter() - started[-1]) * 1e3)
-        return 0
-
-    vm["main"](*args)  # warm-up, uninstrumented
-    vm.set_instrument(instrument)
-    order: list[str] = []
-    for _ in range(runs):
-        calls.clear()
-        started.clear()
-        vm["main"](*args)
-        order = order or list(calls)
-        if calls != order:
-            return None
-    return order, [statistics.median(samples[i]) for i in range(len(order))]
+    timed = call_samples(vm, args, runs)
+    if timed is None:
+        return None
+    order, samples = timed
+    return order, [statistics.median(s) * 1e3 for s in samples]
 
 
 def time_layers(executable, inputs: list[np.ndarray], layer_names: list[str], runs: int = 10):
