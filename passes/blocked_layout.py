@@ -134,6 +134,7 @@ def convert_to_blocked(
     pair_kernels: bool = False,
     report: LayoutReport | None = None,
     sdot: bool = False,
+    signed_weights: dict | None = None,
 ) -> IRModule:
     """Every conv2d in ``NCHW{b}c`` for the first block ``b`` that divides its channels (else NCHW).
 
@@ -146,6 +147,8 @@ def convert_to_blocked(
     transformed to :func:`pair_kernel_layout` in the graph (prepacked once when the weights are bound).
     ``sdot`` (aarch64 with dotprod, :func:`hanasc.targets.arm_int8.supports_sdot`): every int8 x int8 conv
     (any window, ``groups=1``) is lowered the same way on its int8 codes, 4 input channels a lane.
+    ``signed_weights`` (AVX512-VNNI): int8 weight values by parameter name; with them, pair-kernel convs on
+    signed codes run as quads too (:func:`mark_pair_convs`).
 
     Never raises for a layout the rewrite cannot handle: such ops stay NCHW (:func:`_convert_round`), and
     ``report`` (when given) records what fell back.
@@ -154,7 +157,7 @@ def convert_to_blocked(
     try:
         mod = clip_as_min_max(mod)
         if pair_kernels:
-            mod = mark_pair_convs(mod)
+            mod = mark_pair_convs(mod, signed_weights=signed_weights)
         dots = pair_kernels or sdot
         if dots:
             mod = lower_dot_dense(mod, sdot=sdot)

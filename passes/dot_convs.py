@@ -16,17 +16,26 @@ from hanasc.relax_params import bound_value, rewrite_functions
 # every int8 pointwise conv: with 8-channel blocks (AVX2) the 16-input-channel expand of EfficientNet-Lite0
 # is faster as pairs too (W8A8 13.4 -> 13.0 ms; with 16-channel blocks it had been slower than fp32)
 PAIR_MIN_CHANNELS = 8
+SIGNED_OFFSET = 128  # int8 codes + 128 are uint8 codes (vpdpbusd's unsigned operand)
 
 
-def mark_pair_convs(mod: IRModule, min_channels: int = PAIR_MIN_CHANNELS) -> IRModule:
+def mark_pair_convs(
+    mod: IRModule, min_channels: int = PAIR_MIN_CHANNELS, signed_weights: dict[str, np.ndarray] | None = None
+) -> IRModule:
     """Ask for the pair kernel: every int8 x int8 -> int32 pointwise conv2d (1x1, ``groups=1``, NCHW) with at
     least ``min_channels`` input channels, channel counts multiples of 8 and its weight a parameter, gets its
     data cast to int16 (same codes), or to uint8 where the codes cannot be negative (the input is a ReLU /
     ReLU6 / sigmoid output: :func:`nonnegative`). :func:`convert_to_blocked` lowers int16 (uint8) x int8
-    blocked convs with :func:`pair_conv2d`."""
+    blocked convs with :func:`pair_conv2d`.
+
+    ``signed_weights`` (AVX512-VNNI, whose ``vpdpbusd`` sums uint8 x int8 quads in int32 without
+    saturating): the values of the int8 weight parameters. A conv whose codes can be negative then runs as
+    quads too, on ``x + 128`` (uint8), its output corrected by the constant ``128 * sum(w)`` per output
+    channel (computed here, fused into the conv's epilogue): half the instructions and half the activation
+    bytes of the int16 pairs."""
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):
-            mod[gv] = _MarkPairConvs(min_channels).visit_expr(func)
+            mod[gv] = _MarkPairConvs(min_channels, signed_weights or {}).visit_expr(func)
     return mod
 
 
@@ -49,17 +58,25 @@ def _is_pair_candidate(call: relax.Call, min_channels: int) -> bool:
 class _MarkPairConvs(relax.PyExprMutator):
     """See :func:`mark_pair_convs`."""
 
-    def __init__(self, min_channels: int) -> None:
+    def __init__(self, min_channels: int, signed_weights: dict[str, np.ndarray]) -> None:
         super().__init__()
         self.min_channels = min_channels
+        self.signed_weights = signed_weights
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
         if call.op != tvm.ir.Op.get("relax.nn.conv2d") or not _is_pair_candidate(call, self.min_channels):
             return call
-        codes = "uint8" if nonnegative(call.args[0], lambda v: bound_value(self, v)) else "int16"
-        data = relax.op.astype(call.args[0], codes)
-        return relax.Call(call.op, [data, call.args[1]], call.attrs)
+        x, weight = call.args
+        if nonnegative(x, lambda v: bound_value(self, v)):
+            return relax.Call(call.op, [relax.op.astype(x, "uint8"), weight], call.attrs)
+        w = self.signed_weights.get(str(weight.name))
+        if w is None or w.dtype != np.int8 or w.ndim != 4:
+            return relax.Call(call.op, [relax.op.astype(x, "int16"), weight], call.attrs)
+        shifted = relax.op.add(relax.op.astype(x, "int16"), relax.const(SIGNED_OFFSET, "int16"))
+        quads = relax.Call(call.op, [relax.op.astype(shifted, "uint8"), weight], call.attrs)
+        offset = SIGNED_OFFSET * w.astype(np.int64).sum(axis=(1, 2, 3)).reshape(1, -1, 1, 1)
+        return relax.op.subtract(quads, relax.const(offset.astype(np.int32)))
 
 
 _NONNEG_ALWAYS = {"relax.nn.relu", "relax.sigmoid", "relax.abs", "relax.exp", "relax.sqrt"}

@@ -401,6 +401,8 @@ class RowMatmul(_BlockRule):
         lanes, _ = vector_registers(target)
         width = int(sch.get(col).extent)
         lanes = min(lanes, width)  # a head narrower than one register (2 classes): one partial vector
+        # a width the register does not divide (1000 classes, 16 lanes) takes half or quarter vectors
+        lanes = next((v for v in (lanes, lanes // 2, lanes // 4) if v >= 4 and width % v == 0), lanes)
         if row_count > self.max_rows or width % lanes:
             return False
         per_row = max(1, self.accumulators // row_count)

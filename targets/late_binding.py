@@ -120,7 +120,7 @@ def _early_stages(mod, target, blocked: bool, report) -> tuple:
 
         layout = LayoutReport()
         # x86 with AVX2: int8 pointwise convs as exact vpmaddwd kernels, their weights prepacked below
-        early = pipelines.to_blocked_layout(early, target, report=layout)
+        early = pipelines.to_blocked_layout(early, target, report=layout, int8_weights=packed)
         report.layout, report.layout_line = layout.to_json(), layout.summary()
     elif not pipelines.is_gpu(target):
         report.layout_line = "layout: whole module NCHW (blocked build failed)"

@@ -73,15 +73,17 @@ def layout_blocks(target) -> tuple[int, ...]:
     return tuple(b for b in BLOCKS if b <= fitting[0]) if fitting else BLOCKS[-1:]
 
 
-def to_blocked_layout(mod, target, report=None):
+def to_blocked_layout(mod, target, report=None, int8_weights: dict | None = None):
     """The layout stage of every CPU build: convolutions in the target's channel blocks
     (:func:`layout_blocks`), int8 pointwise convs as ``vpmaddwd`` pair / ``vpmaddubsw`` quad kernels where
     the target has AVX2 (:func:`hanasc.targets.x86_int8.supports_pair_kernels`), int8 convs as ``sdot``
     kernels on aarch64 with dotprod (:func:`hanasc.targets.arm_int8.supports_sdot`). ``report``: a
-    :class:`hanasc.passes.blocked_layout.LayoutReport` to fill."""
+    :class:`hanasc.passes.blocked_layout.LayoutReport` to fill. ``int8_weights``: the late-bound integer
+    weights by parameter name; on AVX512-VNNI CPUs (:func:`hanasc.targets.x86_int8.supports_vnni`) they let
+    convs on signed codes run as ``vpdpbusd`` quads (:func:`hanasc.passes.dot_convs.mark_pair_convs`)."""
     from hanasc.passes.blocked_layout import convert_to_blocked
     from hanasc.targets.arm_int8 import supports_sdot
-    from hanasc.targets.x86_int8 import supports_pair_kernels
+    from hanasc.targets.x86_int8 import supports_pair_kernels, supports_vnni
 
     return convert_to_blocked(
         mod,
@@ -89,6 +91,7 @@ def to_blocked_layout(mod, target, report=None):
         pair_kernels=supports_pair_kernels(target),
         report=report,
         sdot=supports_sdot(target),
+        signed_weights=int8_weights if supports_vnni(target) else None,
     )
 
 

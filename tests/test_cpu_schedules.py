@@ -77,6 +77,16 @@ def test_row_matmul_is_scheduled_and_exact(rows, k, n, dtype):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=tolerance)
 
 
+def test_row_matmul_takes_half_vectors_for_widths_the_register_does_not_divide():
+    """1000 classes on AVX-512 (16 lanes): 8-lane vectors, not the naive loop nest (measured on
+    EfficientNet-Lite0's classifier, 1 thread, Zen 4: 1.77 -> 0.46 ms)."""
+    mod, _, _ = _row_matmul_module(1, 64, 1000, "float32")
+    target = _x86("skylake-avx512")
+    with target:
+        scheduled = RowMatmul().apply(_fused_matmul(mod, target), target, False)
+    assert scheduled is not None and "T.vectorized" in scheduled.mod.script()
+
+
 def test_row_matmul_leaves_other_forms():
     target = host.tvm_target()
     wide, _, _ = _row_matmul_module(16, 32, 24, "float32")  # 16 rows: a GEMM, not this rule's tile

@@ -69,11 +69,14 @@ def _input(seed: int = 5) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(SHAPE).astype(np.float32)
 
 
-def _scheduled_kernels(mod, pair_kernels: bool = False, target=None) -> dict[str, tvm.tirx.PrimFunc]:
+def _scheduled_kernels(
+    mod, pair_kernels: bool = False, target=None, signed_weights=None
+) -> dict[str, tvm.tirx.PrimFunc]:
     """The PrimFuncs of ``mod`` after hanasc's CPU pipeline up to the default schedules (for the host, or
-    ``target``)."""
+    ``target``; ``signed_weights``: int8 weight values, for signed quads)."""
     target = target or host.tvm_target()
-    mod = convert_to_blocked(bind_weights(mod, keep_packed=True), pair_kernels=pair_kernels)
+    mod = bind_weights(mod, keep_packed=True)
+    mod = convert_to_blocked(mod, pair_kernels=pair_kernels, signed_weights=signed_weights)
     with target:
         mod = tvm.transform.Sequential(pipelines.fused_passes(target))(mod)
         mod = tvm.transform.Sequential(pipelines.default_schedule_passes(target))(mod)
@@ -261,7 +264,8 @@ def test_pair_kernel_is_exact(cin, cout, size):
 
 
 @needs_avx2
-def test_pair_kernel_uses_vpmaddwd(tmp_path):
+def test_pair_kernel_uses_vpmaddwd(tmp_path, monkeypatch):
+    monkeypatch.setenv("HANASC_INT8_VNNI", "0")  # the AVX2 path, also on a VNNI CPU
     w = np.random.default_rng(3).integers(-127, 128, (16, 48, 1, 1)).astype(np.int8)
     mod = _pointwise_module(48, 16, 8, w)
     (kernel,) = _pair_kernels(mod).values()
@@ -335,7 +339,8 @@ def test_quad_kernel_on_nonnegative_codes_is_exact(cin, cout, size, floor):
 
 
 @needs_avx2
-def test_signed_codes_stay_on_pairs(tmp_path):
+def test_signed_codes_stay_on_pairs(tmp_path, monkeypatch):
+    monkeypatch.setenv("HANASC_INT8_VNNI", "0")  # without VNNI signed codes need int16 pairs
     w = np.random.default_rng(4).integers(-127, 128, (16, 32, 1, 1)).astype(np.int8)
     mod = _relu_pointwise_module(32, 16, 8, w, "negative")
     assert not _int8_kernels(mod, QUAD_CONV) and len(_int8_kernels(mod, PAIR_CONV)) == 1
@@ -366,22 +371,27 @@ def test_vnni_cpus_get_vpdp_kernels(tmp_path):
     w = np.random.default_rng(5).integers(-127, 128, (16, 32, 1, 1)).astype(np.int8)
     for floor, group in (("negative", 2), ("zero", 4)):
         mod = _relu_pointwise_module(32, 16, 8, w, floor)
-        llvm_name, mnemonic = x86_int8.instructions(vnni)[group]
+        llvm_name = x86_int8.instructions(vnni)[group][0]
         kernels = _scheduled_kernels(mod, pair_kernels=True, target=vnni)
         assert any(llvm_name in f.script() for f in kernels.values())
-        objdump = shutil.which("objdump")
-        if objdump:
-            lib = tmp_path / f"vnni{group}.so"
-            compile_late_bound(mod, vnni).export_library(str(lib))
-            assembly = subprocess.run([objdump, "-d", str(lib)], capture_output=True, text=True).stdout
-            assert mnemonic in assembly
+    # the build knows the int8 weights: signed codes run as quads too (vpdpbusd on codes + 128)
+    signed = _relu_pointwise_module(32, 16, 8, w, "negative")
+    kernels = _scheduled_kernels(signed, pair_kernels=True, target=vnni, signed_weights={"w": w})
+    assert [name for name in kernels if QUAD_CONV in name] and not [n for n in kernels if PAIR_CONV in n]
+    objdump = shutil.which("objdump")
+    if objdump:
+        lib = tmp_path / "vnni.so"
+        compile_late_bound(signed, vnni).export_library(str(lib))
+        assembly = subprocess.run([objdump, "-d", str(lib)], capture_output=True, text=True).stdout
+        assert "vpdpbusd" in assembly and "vpmaddwd" not in assembly
 
 
 @pytest.mark.skipif(not x86_int8.supports_vnni(host.tvm_target()), reason="this CPU has no AVX512-VNNI")
 @pytest.mark.parametrize("vnni", ["1", "0"])
 @pytest.mark.parametrize("floor", ["zero", "negative"])
 def test_vnni_and_avx2_kernels_agree_exactly(monkeypatch, vnni, floor):
-    """On a VNNI CPU both instruction paths run here and give numpy's exact sums, extremes included."""
+    """On a VNNI CPU both instruction paths run here and give numpy's exact sums, extremes included (signed
+    codes: int16 pairs without VNNI, quads on codes + 128 with it)."""
     monkeypatch.setenv("HANASC_INT8_VNNI", vnni)
     rng = np.random.default_rng(11)
     x = rng.integers(-127, 128, (1, 48, 9, 9)).astype(np.int8)
