@@ -170,8 +170,10 @@ def estimate_costs(
     cost_target = get_target(target)
     spec = load_spec(cost_target.name, ctx.cache() / "host_spec.json")
     prior = DevicePrior.for_spec(spec, threads, ctx.cache())
-    lowered = lower_to_kernels(_bound(mod), cost_target.name)
     model = _latency_model(cost_target, ctx)
+    lowering = model.meta.lowering if model is not None else "default"
+    # the shipped lowering binds the weights itself (integer ones late, as the build does)
+    lowered = lower_to_kernels(mod if lowering == "shipped" else _bound(mod), cost_target.name, lowering)
     with ctx.store() as store:
         times = kernel_times(lowered, spec, model, store, prior)
     kernel_sum = sum(t * k.calls for t, k in zip(times.seconds, lowered.kernels, strict=True))

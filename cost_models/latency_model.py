@@ -55,7 +55,7 @@ class ModelMeta:
             "n_samples": self.n_samples,
             "calibrated": self.calibration is not None,
             "calibration_models": self.calibration.n_models if self.calibration else 0,
-            "kernels": "timed inside whole networks built as shipped"
+            "kernels_from": "timed inside whole networks built as shipped"
             if self.lowering == "shipped"
             else "timed alone (TVM's default lowering)",
         }

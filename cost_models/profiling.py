@@ -31,6 +31,7 @@ class ProfileSummary:
     reused: int = 0
     failed: list[str] = field(default_factory=list)
     shipped: int = 0  # of the measured kernels, those timed inside the shipped artifact (the rest alone)
+    networks_measured: int = 0  # whole sampled architectures timed kernel by kernel (ProfilePlan.networks)
     chains_measured: int = 0
     seconds: float = 0.0
     model_version: str | None = None
@@ -45,6 +46,7 @@ class ProfileSummary:
             ("kernels reused", str(self.reused)),
             ("kernels failed", str(len(self.failed))),
             ("whole-model chains measured", str(self.chains_measured)),
+            ("networks timed in place", str(self.networks_measured)),
             ("elapsed", f"{self.seconds:.1f} s"),
             (
                 "latency model",
@@ -71,6 +73,9 @@ class ProfilePlan:
     # time host kernels inside the shipped build of each swept layer (off: measured 2026-11-29, those
     # isolated-layer times over-predicted whole shipped models 1.5x; docs/costs.md)
     shipped_kernels: bool = False
+    # instead of the sweep: this many architectures of ``model``'s space, built as shipped and timed kernel
+    # by kernel in place (network_profile); the model then predicts the shipped lowering's kernels
+    networks: int = 0
 
     def items(self) -> list[sweep.LayerShape]:
         """The layers to sweep, in order."""
@@ -111,9 +116,14 @@ def profile_target(
         )
     session = session or Session.local()
     start = time.monotonic()
-    items = plan.items()
     store = ProfileStore(db)
     summary = ProfileSummary(target=cost_target.name, device=session.device_id, db=store.path)
+    if plan.networks:
+        _profile_networks(plan, cost_target, session, store, summary, progress, model_root)
+        store.close()
+        summary.seconds = time.monotonic() - start
+        return summary
+    items = plan.items()
     done_layers = []
     for i, layer in enumerate(items):
         if time.monotonic() > start + plan.budget_minutes * 60.0:
@@ -173,6 +183,60 @@ def _profile_layer(
         summary.measured += 1
         summary.shipped += kernel.name in shipped
     return True
+
+
+def _profile_networks(plan: ProfilePlan, cost_target, session: Session, store, summary, progress, model_root):
+    """``plan.networks`` architectures of ``plan.model``'s space timed kernel by kernel inside their shipped
+    builds (stored: each kernel's in-network median, each network's whole time), then the latency model of
+    the shipped lowering trained on them."""
+    from hanasc.architecture_samples import sample_architectures
+    from hanasc.cost_models.measure import module_hash
+    from hanasc.cost_models.network_profile import network_rows, profile_network, train_on_networks
+    from hanasc.errors import HanascError
+
+    if plan.model is None:
+        raise HanascError("profiling networks needs a model whose search space they come from (--model)")
+    if session.remote is not None or not cost_target.runs_on_this_cpu:
+        raise HanascError(
+            f"networks are timed in place on this CPU only; target '{cost_target.name}' runs elsewhere "
+            "(profile its kernels instead)"
+        )
+    deadline = time.monotonic() + plan.budget_minutes * 60.0
+    profiles = []
+    for i, arch in enumerate(sample_architectures(plan.model, plan.networks, plan.seed)):
+        if progress:
+            progress(i, plan.networks, f"network {arch.label}")
+        profile = profile_network(arch.mod, cost_target.name)
+        if profile is None:
+            summary.failed.append(f"{arch.label}: kernel calls differ from the lowering")
+        else:
+            for row in network_rows(profile, cost_target.name, session.device_id):
+                store.put_kernel(row)
+            store.put_model(
+                ModelRow(
+                    module_hash(arch.mod),
+                    f"network {arch.label}",
+                    cost_target.name,
+                    session.device_id,
+                    tvm_version(),
+                    profile.whole_s * 1e3,
+                    1,
+                    "measured",
+                    profile.lowered.total_calls,
+                )
+            )
+            profiles.append(profile)
+            summary.networks_measured += 1
+            summary.measured += len(profile.lowered.kernels)
+            summary.shipped += len(profile.lowered.kernels)
+        if time.monotonic() > deadline:
+            break
+    if progress:
+        progress(plan.networks, plan.networks, "training")
+    if plan.train_model and len(profiles) >= 2:
+        model = train_on_networks(profiles, cost_target.name, session.device_id)
+        model.save(model_root)
+        summary.model_version, summary.model_samples = model.meta.version, model.meta.n_samples
 
 
 def _shipped_times(module, lowered, cost_target, session: Session, timing) -> dict[str, Timing]:

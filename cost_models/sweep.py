@@ -38,8 +38,12 @@ class LayerShape:
         )
 
 
-def layer_module(layer: LayerShape):
-    """A Relax module ``main(x) = clip(op(x, W) + b)``, constant weights of the layer's shape and dtype."""
+def layer_module(layer: LayerShape, int8_weight_param: bool = False):
+    """A Relax module ``main(x) = clip(op(x, W) + b)``, constant weights of the layer's shape and dtype.
+
+    ``int8_weight_param``: an int8 ``W`` is a weight parameter (``main(x, W)``, its value in the ``params``
+    attribute) as in a materialized model, so the shipped lowering binds it late and picks the same int8
+    kernels (pair / quad dot products) it does in the network."""
     import numpy as np
     from tvm import relax
 
@@ -56,10 +60,13 @@ def layer_module(layer: LayerShape):
         weight = rng.integers(-127, 128, size=w_shape).astype("int8")
     else:
         weight = (rng.standard_normal(w_shape) * 0.1).astype(act_dtype)
-    with bb.function("main", [x]):
+    as_param = int8_weight_param and act_dtype == "int8"
+    w_var = relax.Var("w", relax.TensorType(w_shape, "int8")) if as_param else None
+    attrs = {"num_input": 1} if as_param else None
+    with bb.function("main", [x, w_var] if as_param else [x], attrs=attrs):
         with bb.dataflow():
             out_dtype = "int32" if act_dtype == "int8" else act_dtype
-            w = relax.const(weight)
+            w = w_var if as_param else relax.const(weight)
             if layer.dense:
                 y = bb.emit(relax.op.matmul(x, relax.op.permute_dims(w), out_dtype=out_dtype))
                 b_shape: tuple[int, ...] = (1, layer.cout)
@@ -80,7 +87,12 @@ def layer_module(layer: LayerShape):
                 y = bb.emit(relax.op.astype(relax.op.round(relax.op.multiply(y, relax.const(20.0))), "int8"))
             out = bb.emit_output(y)
         bb.emit_func_output(out)
-    return bb.get()
+    mod = bb.get()
+    if as_param:
+        import tvm
+
+        mod["main"] = mod["main"].with_attr("params", [tvm.runtime.tensor(weight)])
+    return mod
 
 
 def search_space_layers(layers, dtypes: tuple[str, ...] = DTYPES) -> list[LayerShape]:

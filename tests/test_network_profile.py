@@ -116,3 +116,41 @@ def test_training_keeps_to_one_lowering(profiles):
     ]
     model = train(rows + other, "host", "d", lowering="shipped")
     assert model.meta.n_samples == len(rows)
+
+
+def test_profile_networks_trains_the_model_costs_and_search_use(test_models, tmp_path, monkeypatch):
+    """``hanasc profile --networks``: architectures of the model's space timed in place, the model of the
+    shipped lowering saved; ``estimate_costs`` and the search's costs then lower the same way."""
+    from hanasc.cost_models.estimate import CostContext, estimate_costs
+    from hanasc.cost_models.profiling import ProfilePlan, profile_target
+    from hanasc.search_costs import SearchCosts
+    from hanasc.space import build_space
+
+    monkeypatch.setenv("HANASC_CACHE", str(tmp_path))
+    path = test_models["inverted_residual"]
+    plan = ProfilePlan(model=path, networks=3, budget_minutes=5)
+    summary = profile_target(
+        "host", plan, db=tmp_path / "profiles.sqlite", model_root=tmp_path / "latency_models"
+    )
+    assert summary.networks_measured == 3 and summary.model_version and not summary.failed
+    assert "networks timed in place" in summary.table()
+
+    model = hanasc.load_model(path)
+    report = estimate_costs(model.mod, "host", CostContext(root=tmp_path), memory=False)
+    assert report.latency.detail["kernels"]  # every kernel timed, from the store or the model
+    assert report.latency.detail["model"].startswith("xgboost:")
+    assert "inside whole networks" in report.latency.detail["kernels_from"]
+    assert report.latency.value > 0
+
+    costs = SearchCosts(model, build_space(model), "host")
+    assert costs._lowering == "shipped"
+    latency, _, _ = costs(np.stack([costs.space.identity()]))
+    assert latency[0] > 0
+
+
+def test_profile_networks_needs_a_model():
+    from hanasc.cost_models.profiling import ProfilePlan, profile_target
+    from hanasc.errors import HanascError
+
+    with pytest.raises(HanascError, match="--model"):
+        profile_target("host", ProfilePlan(networks=2))

@@ -27,12 +27,22 @@ def profile(
     db: Annotated[
         Path | None, typer.Option(help="Profile store (SQLite); default in the hanasc cache.")
     ] = None,
+    networks: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Instead of the kernel sweep: time this many architectures of --model's search space kernel "
+            "by kernel inside their shipped builds (targets that run on this CPU; ~20 s each).",
+        ),
+    ] = 0,
 ) -> None:
     """Profile kernels on the target (locally, or on a device over TVM RPC) and train its latency model.
 
     Examples:
 
       hanasc profile --target host --budget-minutes 5
+
+      hanasc profile --target host --model model.onnx --networks 30
 
       hanasc profile --target cortex-a78 --rpc 192.168.1.20:9090 --model model.onnx
 
@@ -56,7 +66,9 @@ def profile(
             bar.update(task, completed=done, total=total, description=f"profiling {info.name}: {label}")
 
         plan = ProfilePlan(
-            model=str(resolve_model_arg(model)) if model else None, budget_minutes=budget_minutes
+            model=str(resolve_model_arg(model)) if model else None,
+            budget_minutes=budget_minutes,
+            networks=networks,
         )
         summary = profile_target(info.name, plan, session=session, db=db, progress=progress)
     print(summary.table())

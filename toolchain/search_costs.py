@@ -99,6 +99,8 @@ class SearchCosts:
             if self._cost_target.compiles_with_tvm
             else None
         )
+        # the kernels the latency model predicts: TVM's default lowering, or the shipped build's
+        self._lowering = self._latency_model.meta.lowering if self._latency_model is not None else "default"
         self._prior = DevicePrior.for_spec(self._spec, cache=ctx.cache())
         self._device_cal = (
             load_device_calibration(ctx, self._cost_target.name) if self._latency_model is None else None
@@ -135,7 +137,8 @@ class SearchCosts:
         from hanasc.cost_models.kernels import LoweredModel, lower_to_kernels
         from hanasc.relax_params import bind_weights
 
-        lowered = lower_to_kernels(bind_weights(self.model.mod), self._cost_target.name)
+        mod = self.model.mod if self._lowering == "shipped" else bind_weights(self.model.mod)
+        lowered = lower_to_kernels(mod, self._cost_target.name, self._lowering)
         rest = [k for k in lowered.kernels if k.features.op_kind not in LAYER_KINDS]
         sub = LoweredModel(
             lowered.target, rest, [n for n in lowered.call_order if n in {k.name for k in rest}]
@@ -163,10 +166,20 @@ class SearchCosts:
     def _shape_cost(self, shape) -> _KernelCost:
         key = ("shape", shape)
         if key not in self._cache:
-            from hanasc.cost_models.kernels import lower_to_kernels
+            from hanasc.cost_models.kernels import LoweredModel, lower_to_kernels
             from hanasc.cost_models.sweep import layer_module
 
-            self._cache[key] = self._cost_of(lower_to_kernels(layer_module(shape), self._cost_target.name))
+            shipped = self._lowering == "shipped"
+            lowered = lower_to_kernels(
+                layer_module(shape, int8_weight_param=shipped), self._cost_target.name, self._lowering
+            )
+            if shipped:  # the layer's own kernel: the layout and quantize steps around it belong to the
+                # network (its non-layer kernels), where consecutive layers share them
+                kernels = [k for k in lowered.kernels if k.features.op_kind in LAYER_KINDS]
+                names = {k.name for k in kernels}
+                calls = [n for n in lowered.call_order if n in names]
+                lowered = LoweredModel(lowered.target, kernels, calls)
+            self._cache[key] = self._cost_of(lowered)
         return self._cache[key]
 
     def layer_shapes(self, layer: LayerInfo, choice: LayerChoice, r_in: float, r_out: float) -> list:
