@@ -153,6 +153,19 @@ def test_shipped_layer_times_drive_the_estimate(test_models, tmp_path, monkeypat
     int8 = costs.config_costs(Config({producer.name: LayerChoice(w_bits=8, a_bits=8)}))
     assert int8.int8_s > 0 and int8.float_s < identity.seconds
     assert "measured in the shipped artifact (float32)" in costs.source()["model"]
+    # with the uniform int8 artifact measured too, its own non-layer kernels count for int8 configs
+    layer_int8 = {name: ms / 2 for name, ms in shipped.layer_ms.items()}
+    costs.use_shipped_times("int8", layer_int8, shipped.other_ms / 4)
+    uniform = Config({x.name: LayerChoice(w_bits=8, a_bits=8) for x in model.layers})
+    all_int8 = costs.config_costs(uniform)
+    assert all_int8.seconds * 1e3 == pytest.approx(sum(layer_int8.values()) + shipped.other_ms / 4)
+    assert costs.config_costs(space.decode(space.identity())).seconds == pytest.approx(identity.seconds)
+    # one int8 layer: the non-layer time moves from the fp32 figure toward the int8 one by its share
+    mixed = costs.config_costs(Config({producer.name: LayerChoice(w_bits=8, a_bits=8)}))
+    float_layers = sum(ms for name, ms in shipped.layer_ms.items() if name != producer.name)
+    int8_ms = mixed.int8_s * 1e3
+    other = shipped.other_ms + (shipped.other_ms / 4 - shipped.other_ms) * int8_ms / (float_layers + int8_ms)
+    assert mixed.float_s * 1e3 == pytest.approx(float_layers + other)
 
 
 def test_uniform_int8_is_a_candidate_when_it_fits(costs):

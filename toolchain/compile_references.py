@@ -34,11 +34,11 @@ class _SavedMeasurements:
 
             cache_warning(f"{self.path}: unreadable measurements; they are taken again")
 
-    def put(self, dtype: str, latency: dict, shipped=None, with_other: bool = False) -> None:
+    def put(self, dtype: str, latency: dict, shipped=None) -> None:
         self.entries[dtype] = {
             "latency": latency,
             "layer_ms": shipped.layer_ms if shipped is not None else None,
-            "other_ms": shipped.other_ms if shipped is not None and with_other else None,
+            "other_ms": shipped.other_ms if shipped is not None else None,
         }
         from hanasc.atomic import atomic_file
 
@@ -133,8 +133,7 @@ class _ReferenceMeasure:
         executable = host.build_artifact(mod)  # untuned
         shipped = time_layers(executable, run.probe, [layer.name for layer in run.model.layers])
         if shipped is not None:
-            other = shipped.other_ms if dtype == "float32" else None
-            run.costs.use_shipped_times(dtype, shipped.layer_ms, other)
+            run.costs.use_shipped_times(dtype, shipped.layer_ms, shipped.other_ms)
             run.stage.log(f"per-layer times of the shipped {dtype} artifact measured for the estimate")
         return _Reference(dtype, executable=executable, shipped=shipped)
 
@@ -151,7 +150,7 @@ class _ReferenceMeasure:
         )
         for reference, latency in zip(pending, figures, strict=True):
             reference.latency = latency
-            self.saved.put(reference.dtype, latency, reference.shipped, reference.dtype == "float32")
+            self.saved.put(reference.dtype, latency, reference.shipped)
 
 
 @contextmanager

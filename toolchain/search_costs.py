@@ -130,6 +130,7 @@ class SearchCosts:
         for block in residual_blocks(self.model.mod["main"]):
             self._blocks[block.name] = block.layers
         self._other_s, self._other_j = self._non_layer_kernels()
+        self._other_by_dtype: dict[str, float] = {}  # measured non-layer seconds of the uniform artifacts
         self._peak_activation_bytes = self.model.totals.peak_activation_bytes
 
     # --- kernels -------------------------------------------------------------------------------------------
@@ -226,10 +227,14 @@ class SearchCosts:
         """Per-layer times measured in the shipped artifact of a uniform precision (``float32`` or
         ``int8``): from now on a layer's cost is its measured time, scaled by the kernel profiles' ratio
         when a choice changes its shape (width, kernel, separable) or its precision has no measurement.
-        ``other_ms``: the measured non-layer kernels (the float32 run's replace the profiled ones)."""
+        ``other_ms``: the measured non-layer kernels of that artifact (layout transforms, quantize steps,
+        pooling); the float32 run's replace the profiled ones, and with both, a config's non-layer time is
+        interpolated by its int8 share (:meth:`_non_layer_seconds`)."""
         self.shipped[dtype] = {name: ms / 1e3 for name, ms in layer_ms.items()}
         if other_ms is not None:
-            self._other_s = other_ms / 1e3
+            self._other_by_dtype[dtype] = other_ms / 1e3
+            if dtype == "float32":
+                self._other_s = other_ms / 1e3
         self.observations = [  # their estimates change with the kernel costs
             self._observation(o.genome, o.measured_ms) for o in self.observations
         ]
@@ -247,11 +252,21 @@ class SearchCosts:
         base = sum(self._shape_cost(s).seconds for s in self.layer_shapes(layer, reference, 1.0, 1.0))
         return measured * shapes_s / base if base > 0 else measured
 
+    def _non_layer_seconds(self, float_s: float, int8_s: float) -> float:
+        """The non-layer kernels' seconds of a config whose layers take ``float_s`` / ``int8_s``: measured in
+        the float32 artifact, moved toward the uniform int8 artifact's by the config's int8 share of layer
+        time (an int8 network quantizes its input once and moves bytes, not floats, through its layout
+        transforms), where both were measured; else the float32 (or profiled) figure."""
+        fp32, int8 = self._other_by_dtype.get("float32"), self._other_by_dtype.get("int8")
+        if fp32 is None or int8 is None or float_s + int8_s <= 0:
+            return self._other_s
+        return fp32 + (int8 - fp32) * int8_s / (float_s + int8_s)
+
     def config_costs(self, config: Config) -> ConfigCost:
         """Unscaled costs of a Config (int8 layers' kernels apart: their estimate is scaled on its own)."""
         skipped = {layer for b in config.skip for layer in self._blocks.get(b, [])}
         widths = self._widths(config)
-        seconds, int8_s, energy, weight_bytes, sources = self._other_s, 0.0, self._other_j, 0.0, []
+        seconds, int8_s, energy, weight_bytes, sources = 0.0, 0.0, self._other_j, 0.0, []
         for layer in self.model.layers:
             if layer.name in skipped:
                 continue
@@ -272,6 +287,7 @@ class SearchCosts:
                 int8_s += layer_s
             else:
                 seconds += layer_s
+        seconds += self._non_layer_seconds(seconds, int8_s)
         return ConfigCost(seconds, int8_s, weight_bytes, energy, sources)
 
     @property
