@@ -5,7 +5,8 @@
     TVM_NUM_THREADS=1 taskset -c 0 python bench/bench_latency_model.py --cache DIR   # pinned, own store
 
 Steps: (1) profile kernels of EfficientNet-Lite0's search space (+ random shapes) on this CPU within the
-budget, each timed inside the shipped build (docs/costs.md), and train the XGBoost model; (2) sample N
+budget, each timed alone in TVM's default lowering (``bench_network_latency.py`` trains on kernels timed
+inside whole shipped networks instead), and train the XGBoost model; (2) sample N
 architectures from the search space (``variants()``: all choice kinds mixed), materialize each with the
 hanasc passes, build it as hanasc ships it (``compile_late_bound``) and measure its median end-to-end time
 (rows are appended to a CSV, so an interrupted run resumes);
@@ -27,53 +28,19 @@ import csv
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 
-@dataclass
-class Variant:
-    label: str
-    mod: object  # the materialized Relax module, weights as parameters
-
-
-def variants(n: int, seed: int = 0, skip: int = 0) -> Iterator[Variant]:
-    """``n`` architectures from EfficientNet-Lite0's search space, materialized by the hanasc passes.
-
-    Each genome mixes every choice kind (precision, separable, kernel, width, skip): a per-model change rate
-    ``p`` ~ U(0.05, 0.9) is drawn, then each gene leaves the original with probability ``p`` for a uniformly
-    drawn other choice, so the sample spans near-original to heavily changed models. Activation ranges for
-    int8 activations come from 8 of foolbox's ImageNet images (latency does not depend on their values).
-    """
-    import hanasc
-    from hanasc.calibration import calibrate
-    from hanasc.images import Preprocess, load_foolbox_imagenet
+def variants(n: int, seed: int = 0, skip: int = 0) -> Iterator:
+    """``n`` architectures from EfficientNet-Lite0's search space, materialized by the hanasc passes
+    (:func:`hanasc.architecture_samples.sample_architectures`: every choice kind mixed, a per-model change
+    rate drawn from U(0.05, 0.9), so the sample spans near-original to heavily changed models)."""
+    from hanasc.architecture_samples import sample_architectures
     from hanasc.model_zoo import fetch
-    from hanasc.passes.materialize import materialize
-    from hanasc.space import build_space
 
-    model = hanasc.load_model(fetch("efficientnet-lite0"))
-    space = build_space(model)
-    data, _ = load_foolbox_imagenet(Preprocess())
-    ranges = calibrate(model, [x[None] for x in data.x[:8]])
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        p = rng.uniform(0.05, 0.9)
-        genome = space.identity()
-        for g, slot in enumerate(space.slots):
-            if len(slot.choices) > 1 and rng.random() < p:
-                genome[g] = rng.integers(1, len(slot.choices))
-        if i < skip:  # already measured (resume): same random draws, no materialization
-            continue
-        config = space.decode(genome)
-        kinds: dict[str, int] = {}
-        for slot, gene in zip(space.slots, genome, strict=True):
-            if gene:
-                kinds[slot.kind] = kinds.get(slot.kind, 0) + 1
-        label = f"m{i:03d} " + " ".join(f"{k[:4]}{v}" for k, v in sorted(kinds.items()))
-        yield Variant(label, materialize(model.mod, config, ranges))
+    return sample_architectures(fetch("efficientnet-lite0"), n, seed, skip)
 
 
 def metrics(pred, meas) -> tuple[float, float, float]:

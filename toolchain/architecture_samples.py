@@ -22,8 +22,11 @@ class SampledArchitecture:
     mod: object  # the materialized Relax module, weights as parameters
 
 
-def sample_architectures(model_path: str | Path, n: int, seed: int = 0) -> Iterator[SampledArchitecture]:
-    """``n`` architectures of ``model_path``'s search space (the original's input shape, batch 1)."""
+def sample_architectures(
+    model_path: str | Path, n: int, seed: int = 0, skip: int = 0
+) -> Iterator[SampledArchitecture]:
+    """``n`` architectures of ``model_path``'s search space (the original's input shape, batch 1); the
+    first ``skip`` are drawn but not materialized (a resumed run gets the same sequence)."""
     import hanasc
     from hanasc.calibration import calibrate
     from hanasc.passes.materialize import materialize
@@ -31,18 +34,20 @@ def sample_architectures(model_path: str | Path, n: int, seed: int = 0) -> Itera
 
     model = hanasc.load_model(model_path)
     space = build_space(model)
-    rng = np.random.default_rng(seed)
+    data = np.random.default_rng(seed + 1)
     samples = [
-        {spec.name: rng.standard_normal(spec.shape).astype(spec.dtype) for spec in model.inputs}
-        for _ in range(4)
+        {s.name: data.standard_normal(s.shape).astype(s.dtype) for s in model.inputs} for _ in range(4)
     ]
     ranges = calibrate(model, samples)
+    rng = np.random.default_rng(seed)
     for i in range(n):
         p = rng.uniform(0.05, 0.9)
         genome = space.identity()
         for g, slot in enumerate(space.slots):
             if len(slot.choices) > 1 and rng.random() < p:
                 genome[g] = rng.integers(1, len(slot.choices))
+        if i < skip:
+            continue
         kinds: dict[str, int] = {}
         for slot, gene in zip(space.slots, genome, strict=True):
             if gene:
