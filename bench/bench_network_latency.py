@@ -78,7 +78,31 @@ def lookup_ms(train, profile) -> float:
     return total * 1e3
 
 
-def report(records: list[dict], n_train: int, splits: int, seed: int) -> None:
+def isolated_predictions(records: list[dict], seed: int, models_root: Path) -> np.ndarray | None:
+    """The predictions, for the same networks, of the latency model trained on kernels timed alone in TVM's
+    default lowering (``hanasc profile`` without ``--networks``, saved under ``models_root``): each network
+    re-sampled (the same seed gives the same architectures), lowered by default and summed, with that
+    model's per-call overhead fitted on its swept chains. None when no such model is there."""
+    from hanasc.cost_models.kernels import lower_to_kernels
+    from hanasc.cost_models.latency_model import load_latest
+    from hanasc.relax_params import bind_weights
+
+    model = load_latest("host", root=models_root)
+    if model is None or model.meta.lowering != "default":
+        return None
+    predicted = []
+    for record, v in zip(records, variants(len(records), seed), strict=True):  # the same order
+        if record["profile"]:
+            lowered = lower_to_kernels(bind_weights(v.mod, keep_packed=True), "host")
+            times = model.predict_kernels_s([k.features for k in lowered.kernels])
+            total = float(sum(t * k.calls for t, k in zip(times, lowered.kernels, strict=True)))
+            predicted.append(model.network_s(total, lowered.total_calls) * 1e3)
+    return np.array(predicted)
+
+
+def report(
+    records: list[dict], n_train: int, splits: int, seed: int, isolated_root: Path | None = None
+) -> None:
     from hanasc.cost_models.network_profile import NetworkProfile, predicted_sum_s, train_on_networks
     from hanasc.cost_models.profiler import Session
 
@@ -122,6 +146,26 @@ def report(records: list[dict], n_train: int, splits: int, seed: int) -> None:
         within, err, rho = np.mean(np.array(values), axis=0)
         print(f"{name:<58} {within:>5.0f}% {err:>7.1f}% {rho:>9.3f}")
     print(f"(Σ in-network kernel times / whole-model time, median: {np.median(ksum / meas):.3f})")
+    isolated = isolated_predictions(records, seed, isolated_root) if isolated_root else None
+    if isolated is not None:
+        from hanasc.cost_models.calibration import fit_calibration
+
+        print("\nThe model trained on kernels timed alone (TVM's default lowering), same networks:")
+        print(f"{'xgboost on isolated kernels + chain overhead (all ' + str(n) + ')':<58} ", end="")
+        within, err, rho = metrics(isolated, meas)
+        print(f"{within:>5.0f}% {err:>7.1f}% {rho:>9.3f}")
+        rows = []
+        for _ in range(splits):
+            order = rng.permutation(n)
+            fit, rest = order[:n_train], order[n_train:]
+            calls = np.array([p.lowered.total_calls for p in profiles], float)
+            cal = fit_calibration(
+                list(isolated[fit] / 1e3), list(calls[fit]), list(meas[fit] / 1e3), base="x"
+            )
+            rows.append(metrics(cal.apply(isolated[rest] / 1e3, calls[rest]) * 1e3, meas[rest]))
+        within, err, rho = np.mean(np.array(rows), axis=0)
+        name = f"  recalibrated on the {n_train} training networks"
+        print(f"{name:<58} {within:>5.0f}% {err:>7.1f}% {rho:>9.3f}")
 
 
 def main() -> None:
@@ -136,13 +180,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--records", type=Path, default=None, help="JSON lines of profiled networks (resume)")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument(
+        "--isolated-models",
+        type=Path,
+        default=None,
+        help="latency_models folder of a `hanasc profile` run (kernels timed alone): compared on the same "
+        "networks",
+    )
     args = parser.parse_args()
     from hanasc.paths import cache_dir
 
     path = args.records or cache_dir() / "bench" / f"network_latency_seed{args.seed}.jsonl"
     if not args.report_only:
         collect(path, args.models, args.seed, args.runs, args.repeat)
-    report(load(path), args.train, args.splits, args.seed)
+    report(load(path), args.train, args.splits, args.seed, args.isolated_models)
 
 
 if __name__ == "__main__":
