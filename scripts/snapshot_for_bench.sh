@@ -10,4 +10,5 @@ mkdir -p "$dest/hanasc"
 cp -r "$root/toolchain/." "$dest/hanasc/"
 for pkg in cost_models passes targets; do cp -r "$root/$pkg" "$dest/hanasc/$pkg"; done
 cp -r "$root/bench" "$dest/bench"
+mkdir -p "$dest/tests" && cp "$root/tests/builders.py" "$dest/tests/"  # benches build test models with it
 echo "snapshot of $(git -C "$root" rev-parse --short HEAD) in $dest"
