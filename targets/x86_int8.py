@@ -214,16 +214,18 @@ def host_kernel_paths() -> str:
     from hanasc.targets import host
 
     target = host.tvm_target()
-    quad, pair, isa = (
-        ("vpdpbusd", "vpdpwssd", "AVX512-VNNI")
-        if supports_vnni(target)
-        else ("vpmaddubsw", "vpmaddwd", "AVX2")
-    )
-    int8 = (
-        f"int8 1x1 convolutions and classifiers (x @ W): exact {quad} kernels (4 channels a lane) where "
-        f"the input is a ReLU's, exact {pair} int16-pair kernels otherwise ({isa}); other int8 convs: "
-        "int32-widened vector code"
-        if supports_pair_kernels(target)
-        else "int8: int32-widened vector code (no AVX2 pair kernels on this CPU)"
-    )
+    if supports_vnni(target):
+        int8 = (
+            "int8 1x1 convolutions and classifiers (x @ W): exact vpdpbusd kernels (AVX512-VNNI, 4 "
+            "channels a lane), on codes + 128 where the input can be negative (a per-channel constant "
+            "corrects the sum); other int8 convs: int32-widened vector code"
+        )
+    elif supports_pair_kernels(target):
+        int8 = (
+            "int8 1x1 convolutions and classifiers (x @ W): exact vpmaddubsw kernels (4 channels a lane) "
+            "where the input is a ReLU's, exact vpmaddwd int16-pair kernels otherwise (AVX2); other int8 "
+            "convs: int32-widened vector code"
+        )
+    else:
+        int8 = "int8: int32-widened vector code (no AVX2 pair kernels on this CPU)"
     return f"{int8}; 16-bit weights: stored as fp16, computed in fp32 (no native fp16 arithmetic here)"
