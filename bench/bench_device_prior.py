@@ -124,6 +124,7 @@ def base_models(cache: Path) -> dict[str, tuple[Path, dict]]:
 def variants(base: str, path: Path, shapes: dict, n: int, seed: int, skip: set[str]) -> Iterator[Variant]:
     """``n`` architectures of one base model's search space, materialized by the hanasc passes."""
     import hanasc
+    from hanasc.architecture_samples import mixed_genome
     from hanasc.calibration import calibrate
     from hanasc.passes.materialize import materialize
     from hanasc.space import build_space
@@ -134,11 +135,7 @@ def variants(base: str, path: Path, shapes: dict, n: int, seed: int, skip: set[s
     rng = np.random.default_rng(seed)
     ranges = calibrate(model, [rng.standard_normal(shape).astype("float32") for _ in range(4)])
     for i in range(n):
-        p = rng.uniform(0.05, 0.9)
-        genome = space.identity()
-        for g, slot in enumerate(space.slots):
-            if len(slot.choices) > 1 and rng.random() < p:
-                genome[g] = rng.integers(1, len(slot.choices))
+        genome = mixed_genome(space, rng)
         label = f"{base}/m{i:03d}" if seed < 2 else f"{base}/s{seed}/m{i:03d}"
         if label in skip:  # measured before (resume): same random draws, no materialization
             continue

@@ -41,11 +41,7 @@ def sample_architectures(
     ranges = calibrate(model, samples)
     rng = np.random.default_rng(seed)
     for i in range(n):
-        p = rng.uniform(0.05, 0.9)
-        genome = space.identity()
-        for g, slot in enumerate(space.slots):
-            if len(slot.choices) > 1 and rng.random() < p:
-                genome[g] = rng.integers(1, len(slot.choices))
+        genome = mixed_genome(space, rng)
         if i < skip:
             continue
         kinds: dict[str, int] = {}
@@ -54,3 +50,14 @@ def sample_architectures(
                 kinds[slot.kind] = kinds.get(slot.kind, 0) + 1
         label = f"m{i:03d} " + " ".join(f"{k[:4]}{v}" for k, v in sorted(kinds.items()))
         yield SampledArchitecture(label.strip(), materialize(model.mod, space.decode(genome), ranges))
+
+
+def mixed_genome(space, rng: np.random.Generator) -> np.ndarray:
+    """One genome of ``space``: a change rate ``p`` ~ U(0.05, 0.9), then each gene with a choice leaves the
+    original with probability ``p`` for a uniformly drawn other choice."""
+    p = rng.uniform(0.05, 0.9)
+    genome = space.identity()
+    for g, slot in enumerate(space.slots):
+        if len(slot.choices) > 1 and rng.random() < p:
+            genome[g] = rng.integers(1, len(slot.choices))
+    return genome
