@@ -150,8 +150,11 @@ def test_targets_lists_every_target():
     assert rows["cortex-a78"]["tvm_target"]["mtriple"] == "aarch64-linux-gnu"
     assert all(row["cost_model"].startswith(("prior", "predicted")) for row in rows.values())
     assert all(row["kernels"] for row in rows.values())  # how each precision is computed, per target
-    avx2 = "avx2" in Path("/proc/cpuinfo").read_text()
-    assert ("vpmaddwd" in rows["host"]["kernels"]) == (avx2 and platform.machine() == "x86_64")
+    flags = Path("/proc/cpuinfo").read_text()
+    x86 = platform.machine() == "x86_64"
+    vnni = x86 and "avx512_vnni" in flags and "avx512vl" in flags
+    assert ("vpdpbusd" in rows["host"]["kernels"]) == vnni  # the int8 instruction this CPU runs
+    assert ("vpmaddwd" in rows["host"]["kernels"]) == ("avx2" in flags and x86 and not vnni)
 
 
 def test_costs_labels_every_figure(test_models):

@@ -320,10 +320,11 @@ def test_compile_output_holds_no_runtime_chatter(compiled):
 
 def test_finetune_minutes_tunes_the_best_candidates(tmp_path, test_models, data):
     """--finetune-minutes distils into the shortlist's best candidate; the report says what it did, and a
-    kept tuning ships its weights beside config.json."""
+    kept tuning ships its weights beside config.json. The budget is one every machine meets (on a Zen 4 no
+    configuration of this 0.01 ms model is estimated under 0.9x: the budget would be refused)."""
     out = tmp_path / "out"
     result = run_cli(
-        "compile", str(test_models["dense_head"]), "--data", str(data), "--metric", "kl", "--budget", "0.9x",
+        "compile", str(test_models["dense_head"]), "--data", str(data), "--metric", "kl", "--budget", "2x",
         "--max-loss", "100", "--finetune-minutes", "0.1", "--finetune-candidates", "1", "--out", str(out),
         *SMALL, env={"HANASC_CACHE": str(tmp_path / "cache")},
     )  # fmt: skip
