@@ -273,8 +273,12 @@ def test_ctrl_c_ends_in_one_line_and_writes_nothing(compile_case, tmp_path):
     copy = tmp_path / "ctrl-c.onnx"
     copy.write_bytes(model.read_bytes())
     out = tmp_path / "out"
-    run = _hanasc(_args(copy, data, "--out", str(out)))
-    time.sleep(5)  # past the imports, into calibration and the search
+    # a search long enough that the signal lands inside it on any machine (the small one ends in ~5 s on a
+    # fast CPU), sent once the run has said it reached the search (stage lines go to stdout)
+    run = _hanasc(_args(copy, data, "--out", str(out), "--samples", "400", "--generations", "400"))
+    while "search space" not in (line := run.stdout.readline()):
+        assert line, "the compile ended before its search"
+    time.sleep(0.5)
     assert run.poll() is None
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=120)

@@ -348,16 +348,23 @@ def main() -> None:
     with one line too (exit 1), Ctrl-C with one line and exit code 130. Any other exception is a bug in
     hanasc: one line that says so (exit 1), or the full traceback with ``HANASC_DEBUG=1``.
     """
-    signal.signal(signal.SIGINT, _interrupted)
+    from hanasc.cli_common import Interrupted, InterruptWatch
+
+    watch = InterruptWatch()
+    signal.signal(signal.SIGINT, watch.handler)
+    stopped = "interrupted (Ctrl-C); outputs are renamed into place only when complete"
     try:
         app()
     except Interrupted:
-        _fail("interrupted (Ctrl-C); outputs are renamed into place only when complete", 130)
+        _fail(stopped, 130)
     except HanascError as exc:
-        _fail(f"error: {exc}", exc.exit_code)
+        # a Ctrl-C that landed inside TVM comes back as TVM's own error (and may be reported as ours)
+        _fail(stopped, 130) if watch.received else _fail(f"error: {exc}", exc.exit_code)
     except MemoryError:
         _fail("error: out of memory (try a smaller --input-shape or model)", 1)
     except Exception as exc:
+        if watch.received:
+            _fail(stopped, 130)
         if os.environ.get("HANASC_DEBUG"):
             raise
         where = traceback.extract_tb(exc.__traceback__)[-1]
@@ -367,16 +374,6 @@ def main() -> None:
             "a bug in hanasc: rerun with HANASC_DEBUG=1 for the traceback)",
             1,
         )
-
-
-class Interrupted(BaseException):
-    """Ctrl-C, raised instead of ``KeyboardInterrupt`` so that it passes click (which would print a bare
-    "Aborted!") and ends in one line from :func:`main`; ``finally`` blocks and context managers (locks,
-    temporary output folders) still run."""
-
-
-def _interrupted(_signum, _frame) -> None:
-    raise Interrupted()
 
 
 def _fail(message: str, code: int) -> None:

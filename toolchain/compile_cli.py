@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hanasc.budgets import parse_budget, parse_confidence, parse_latency_budget, parse_relative_budget
+from hanasc.cli_common import raise_if_interrupted
 from hanasc.compile_pipeline import CompileOptions, Stage, compile_model, split_data
 from hanasc.errors import HanascError
 from hanasc.frontend import LoadedModel
@@ -86,10 +87,12 @@ class _Bars:
         self.task = self.progress.add_task(name, total=total, status="")
 
     def advance(self, text: str = "") -> None:
+        raise_if_interrupted()  # a Ctrl-C a fallback swallowed inside TVM stops the run at the next tick
         if self.task is not None:
             self.progress.update(self.task, advance=1, status=text)
 
     def log(self, text: str) -> None:
+        raise_if_interrupted()
         self.console.print(f"[dim]·[/dim] {text}")  # stdout: stderr keeps bars and errors
 
 
