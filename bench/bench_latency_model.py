@@ -175,8 +175,7 @@ def main() -> None:
         else:  # every weight folded at compile time
             lowered = lower_to_kernels(bind_weights(v.mod), "host")
             timing = measure_model(bind_weights(v.mod), "host", repeat=args.repeat)
-        kpred = model.predict_kernels_s([k.features for k in lowered.kernels])
-        ksum = float(sum(t * k.calls for t, k in zip(kpred, lowered.kernels, strict=True)))
+        ksum = model.predict_sum_s(lowered)
         record = dict(
             label=v.label,
             measured=timing.median_ms,

@@ -94,16 +94,14 @@ def isolated_predictions(records: list[dict], seed: int, models_root: Path) -> n
     for record, v in zip(records, variants(len(records), seed), strict=True):  # the same order
         if record["profile"]:
             lowered = lower_to_kernels(bind_weights(v.mod, keep_packed=True), "host")
-            times = model.predict_kernels_s([k.features for k in lowered.kernels])
-            total = float(sum(t * k.calls for t, k in zip(times, lowered.kernels, strict=True)))
-            predicted.append(model.network_s(total, lowered.total_calls) * 1e3)
+            predicted.append(model.network_s(model.predict_sum_s(lowered), lowered.total_calls) * 1e3)
     return np.array(predicted)
 
 
 def report(
     records: list[dict], n_train: int, splits: int, seed: int, isolated_root: Path | None = None
 ) -> None:
-    from hanasc.cost_models.network_profile import NetworkProfile, predicted_sum_s, train_on_networks
+    from hanasc.cost_models.network_profile import NetworkProfile, train_on_networks
     from hanasc.cost_models.profiler import Session
 
     profiles = [NetworkProfile.from_json(r["profile"]) for r in records if r["profile"]]
@@ -128,7 +126,7 @@ def report(
         cal = model.meta.calibration
         test = [profiles[i] for i in test_idx]
         pred = np.array(
-            [model.network_s(predicted_sum_s(model, p.lowered), p.lowered.total_calls) for p in test]
+            [model.network_s(model.predict_sum_s(p.lowered), p.lowered.total_calls) for p in test]
         )
         look = np.array([cal.apply(lookup_ms(train, p) / 1e3, p.lowered.total_calls) for p in test])
         ratio = meas[train_idx].sum() / flops[train_idx].sum()

@@ -153,6 +153,12 @@ class LoweredModel:
     def bytes_moved(self) -> int:
         return sum(k.features.bytes_moved * k.calls for k in self.kernels)
 
+    def subset(self, keep) -> LoweredModel:
+        """The kernels for which ``keep(kernel)`` holds, with their calls."""
+        kernels = [k for k in self.kernels if keep(k)]
+        names = {k.name for k in kernels}
+        return LoweredModel(self.target, kernels, [n for n in self.call_order if n in names])
+
 
 def fusion_passes(tvm_target):
     """The target's lowering up to fused PrimFuncs (the first half of relax.get_default_pipeline)."""

@@ -73,6 +73,11 @@ class LatencyModel:
         x = np.array([feature_vector(f) for f in features], dtype=np.float32)
         return np.exp(self.booster.predict(x).astype(np.float64))
 
+    def predict_sum_s(self, lowered) -> float:
+        """Σ predicted seconds x calls of the kernels of one lowered module (``kernels.LoweredModel``)."""
+        times = self.predict_kernels_s([k.features for k in lowered.kernels])
+        return float(sum(t * k.calls for t, k in zip(times, lowered.kernels, strict=True)))
+
     def network_s(self, kernel_sum_s: float, calls: int) -> float:
         """Σ kernel time × calls, plus the fitted per-call overhead (none until calibrated)."""
         cal = self.meta.calibration

@@ -35,6 +35,22 @@ def build_for(mod, target_name: str):
     return compile_late_bound(mod, get_target(target_name).tvm_target())
 
 
+def random_inputs(mod, device=None) -> list:
+    """Arguments for ``main``'s inputs (not its weight parameters): random normal floats, zeros otherwise
+    (safe as indices), seeded, on ``device`` (default: the CPU)."""
+    import tvm
+
+    from hanasc.relax_params import input_count
+
+    rng = np.random.default_rng(0)
+    args = []
+    for param in mod["main"].params[: input_count(mod)]:
+        shape, dtype = tuple(int(d) for d in param.ty.shape), str(param.ty.dtype)
+        value = rng.standard_normal(shape).astype(dtype) if "float" in dtype else np.zeros(shape, dtype)
+        args.append(tvm.runtime.tensor(value, device=device or tvm.cpu()))
+    return args
+
+
 def measure_model(
     mod,
     target_name: str = "host",
@@ -59,24 +75,14 @@ def time_executable(
     ``mod`` is the module it was built from: its inputs (not its weight parameters) give the shapes of the
     random arguments.
     """
-    import tvm
     from tvm import relax
-
-    from hanasc.relax_params import input_count
 
     target = get_target(target_name)
     session = session or Session.local()
     lib = session.load(executable, target)
     dev = session.device(target.device_type)
     vm = relax.VirtualMachine(lib, dev)
-    rng = np.random.default_rng(0)
-    args = []
-    for param in mod["main"].params[: input_count(mod)]:
-        ty = param.ty
-        shape = tuple(int(d) for d in ty.shape)
-        dtype = str(ty.dtype)
-        value = rng.standard_normal(shape).astype(dtype) if "float" in dtype else np.zeros(shape, dtype)
-        args.append(tvm.runtime.tensor(value, device=dev))
+    args = random_inputs(mod, dev)
     vm["main"](*args)  # warm-up
     result = vm.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=int(min_repeat_ms))(*args)
     samples = [float(s) * 1e3 for s in result.results]
@@ -107,19 +113,10 @@ def cpu_time_sampler(executable, mod, min_repeat_ms: float = 20.0):
     import tvm
     from tvm import relax
 
-    from hanasc.relax_params import input_count
-
     if os.environ.get("TVM_NUM_THREADS") != "1":
         raise ValueError("thread CPU timing needs a single-threaded runner (TVM_NUM_THREADS=1)")
-    dev = tvm.cpu()
-    vm = relax.VirtualMachine(executable, dev)
-    rng = np.random.default_rng(0)
-    args = []
-    for param in mod["main"].params[: input_count(mod)]:
-        shape = tuple(int(d) for d in param.ty.shape)
-        dtype = str(param.ty.dtype)
-        value = rng.standard_normal(shape).astype(dtype) if "float" in dtype else np.zeros(shape, dtype)
-        args.append(tvm.runtime.tensor(value, device=dev))
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    args = random_inputs(mod)
     main = vm["main"]
     main(*args)  # warm-up
 

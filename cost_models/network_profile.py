@@ -18,8 +18,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from hanasc.cost_models.kernels import LoweredModel, lower_to_kernels
 
 
@@ -112,21 +110,14 @@ def profile_network(mod, target_name: str = "host", runs: int = 15, repeat: int 
     import tvm
     from tvm import relax
 
-    from hanasc.cost_models.measure import build_for, time_executable, time_executable_cpu
-    from hanasc.relax_params import input_count
+    from hanasc.cost_models.measure import build_for, random_inputs, time_executable, time_executable_cpu
 
     lowered = lower_to_kernels(mod, target_name, lowering="shipped")
     executable = build_for(mod, target_name)
     one_thread = single_thread()
     clock = time.thread_time if one_thread else time.perf_counter
     vm = relax.VirtualMachine(executable, tvm.cpu())
-    rng = np.random.default_rng(0)
-    args = []
-    for param in mod["main"].params[: input_count(mod)]:
-        shape, dtype = tuple(int(d) for d in param.ty.shape), str(param.ty.dtype)
-        value = rng.standard_normal(shape).astype(dtype) if "float" in dtype else np.zeros(shape, dtype)
-        args.append(tvm.runtime.tensor(value))
-    timed = call_samples(vm, args, runs, clock)
+    timed = call_samples(vm, random_inputs(mod), runs, clock)
     if timed is None or timed[0] != lowered.call_order:
         return None
     by_name: dict[str, list[float]] = defaultdict(list)
@@ -194,14 +185,8 @@ def train_on_networks(profiles: list[NetworkProfile], target: str, device: str, 
     from hanasc.cost_models.latency_model import train
 
     model = train(merged_rows(profiles, target, device), target, device, params, lowering="shipped")
-    sums = [predicted_sum_s(model, p.lowered) for p in profiles]
+    sums = [model.predict_sum_s(p.lowered) for p in profiles]
     calls = [p.lowered.total_calls for p in profiles]
     whole = [p.whole_s for p in profiles]
     cal = fit_calibration(sums, calls, whole, fit_scale=False, base=model.meta.version)
     return model.with_calibration(cal)
-
-
-def predicted_sum_s(model, lowered: LoweredModel) -> float:
-    """Σ predicted kernel seconds x calls of one lowered module."""
-    times = model.predict_kernels_s([k.features for k in lowered.kernels])
-    return float(sum(t * k.calls for t, k in zip(times, lowered.kernels, strict=True)))

@@ -302,7 +302,7 @@ def _train(rows, target: str, device: str, measured_chains: list):
 
     model = train(rows, target, device)
     if measured_chains:
-        sums = [_predicted_sum_s(model, lowered) for lowered, _ in measured_chains]
+        sums = [model.predict_sum_s(lowered) for lowered, _ in measured_chains]
         calls = [lowered.total_calls for lowered, _ in measured_chains]
         measured = [seconds for _, seconds in measured_chains]
         cal = fit_calibration(sums, calls, measured, fit_scale=False, base=model.meta.version)
@@ -355,9 +355,3 @@ def chain_module(layers: list[sweep.LayerShape]):
             out = bb.emit_output(y)
         bb.emit_func_output(out)
     return bb.get()
-
-
-def _predicted_sum_s(model, lowered) -> float:
-    """Σ predicted kernel seconds × calls of one lowered module."""
-    times = model.predict_kernels_s([k.features for k in lowered.kernels])
-    return float(sum(t * k.calls for t, k in zip(times, lowered.kernels, strict=True)))

@@ -51,13 +51,6 @@ def supports_vnni(target) -> bool:
     return has_feature(target, "avx512vnni") and has_feature(target, "avx512vl")
 
 
-def intrinsic_names(target) -> dict[int, str]:
-    """Input channels a lane (2: int16 pairs, 4: uint8 quads) -> the tensor intrinsic ``target`` uses."""
-    if supports_vnni(target):
-        return {2: VPDPWSSD_I16, 4: VPDPBUSD_U8}
-    return {2: PMADDWD_I16, 4: PMADDUBSW_U8}
-
-
 def instructions(target) -> dict[int, tuple[str, str]]:
     """Input channels a lane -> (the LLVM intrinsic, the instruction mnemonic) of ``target``'s int8 kernels
     (what a test or an audit looks for in the scheduled TIR and in the library's assembly)."""

@@ -13,7 +13,6 @@ from hanasc.cost_models.kernels import lower_to_kernels
 from hanasc.cost_models.network_profile import (
     NetworkProfile,
     merged_rows,
-    predicted_sum_s,
     profile_network,
     train_on_networks,
 )
@@ -101,7 +100,7 @@ def test_model_trained_on_networks_predicts_shipped_kernels(profiles):
     assert model.meta.lowering == "shipped" and model.meta.calibration is not None
     assert model.meta.n_samples == len(merged_rows(profiles, "host", "test-device"))
     for profile in profiles:
-        predicted = model.network_s(predicted_sum_s(model, profile.lowered), profile.lowered.total_calls)
+        predicted = model.network_s(model.predict_sum_s(profile.lowered), profile.lowered.total_calls)
         assert predicted > 0
 
 

@@ -359,7 +359,9 @@ def main() -> None:
         _fail(stopped, 130)
     except HanascError as exc:
         # a Ctrl-C that landed inside TVM comes back as TVM's own error (and may be reported as ours)
-        _fail(stopped, 130) if watch.received else _fail(f"error: {exc}", exc.exit_code)
+        if watch.received:
+            _fail(stopped, 130)
+        _fail(f"error: {exc}", exc.exit_code)
     except MemoryError:
         _fail("error: out of memory (try a smaller --input-shape or model)", 1)
     except Exception as exc:

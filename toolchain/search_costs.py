@@ -135,16 +135,12 @@ class SearchCosts:
 
     # --- kernels -------------------------------------------------------------------------------------------
     def _non_layer_kernels(self) -> tuple[float, float]:
-        from hanasc.cost_models.kernels import LoweredModel, lower_to_kernels
+        from hanasc.cost_models.kernels import lower_to_kernels
         from hanasc.relax_params import bind_weights
 
         mod = self.model.mod if self._lowering == "shipped" else bind_weights(self.model.mod)
         lowered = lower_to_kernels(mod, self._cost_target.name, self._lowering)
-        rest = [k for k in lowered.kernels if k.features.op_kind not in LAYER_KINDS]
-        sub = LoweredModel(
-            lowered.target, rest, [n for n in lowered.call_order if n in {k.name for k in rest}]
-        )
-        cost = self._cost_of(sub)
+        cost = self._cost_of(lowered.subset(lambda k: k.features.op_kind not in LAYER_KINDS))
         return cost.seconds, cost.energy_j
 
     def _cost_of(self, lowered) -> _KernelCost:
@@ -167,7 +163,7 @@ class SearchCosts:
     def _shape_cost(self, shape) -> _KernelCost:
         key = ("shape", shape)
         if key not in self._cache:
-            from hanasc.cost_models.kernels import LoweredModel, lower_to_kernels
+            from hanasc.cost_models.kernels import lower_to_kernels
             from hanasc.cost_models.sweep import layer_module
 
             shipped = self._lowering == "shipped"
@@ -176,10 +172,7 @@ class SearchCosts:
             )
             if shipped:  # the layer's own kernel: the layout and quantize steps around it belong to the
                 # network (its non-layer kernels), where consecutive layers share them
-                kernels = [k for k in lowered.kernels if k.features.op_kind in LAYER_KINDS]
-                names = {k.name for k in kernels}
-                calls = [n for n in lowered.call_order if n in names]
-                lowered = LoweredModel(lowered.target, kernels, calls)
+                lowered = lowered.subset(lambda k: k.features.op_kind in LAYER_KINDS)
             self._cache[key] = self._cost_of(lowered)
         return self._cache[key]
 
@@ -233,8 +226,6 @@ class SearchCosts:
         self.shipped[dtype] = {name: ms / 1e3 for name, ms in layer_ms.items()}
         if other_ms is not None:
             self._other_by_dtype[dtype] = other_ms / 1e3
-            if dtype == "float32":
-                self._other_s = other_ms / 1e3
         self.observations = [  # their estimates change with the kernel costs
             self._observation(o.genome, o.measured_ms) for o in self.observations
         ]
@@ -258,8 +249,10 @@ class SearchCosts:
         time (an int8 network quantizes its input once and moves bytes, not floats, through its layout
         transforms), where both were measured; else the float32 (or profiled) figure."""
         fp32, int8 = self._other_by_dtype.get("float32"), self._other_by_dtype.get("int8")
-        if fp32 is None or int8 is None or float_s + int8_s <= 0:
-            return self._other_s
+        if fp32 is None:
+            return self._other_s  # the profiled non-layer kernels of the original
+        if int8 is None or float_s + int8_s <= 0:
+            return fp32
         return fp32 + (int8 - fp32) * int8_s / (float_s + int8_s)
 
     def config_costs(self, config: Config) -> ConfigCost:
