@@ -70,7 +70,11 @@ def profile(
             budget_minutes=budget_minutes,
             networks=networks,
         )
-        summary = profile_target(info.name, plan, session=session, db=db, progress=progress)
+        try:
+            summary = profile_target(info.name, plan, session=session, db=db, progress=progress)
+        except HanascError:
+            bar.live.transient = True  # an error is one line on stderr: the bar is cleared
+            raise
     print(summary.table())
 
 
