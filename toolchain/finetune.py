@@ -14,11 +14,12 @@ A run never returns values worse than its start: when the loss on the whole trai
 the starting values come back (``improved`` is False).
 
 Activation scales stay the calibrated ones (``activation_ranges.json`` replays them). Training stops at
-its time budget; the state is checkpointed every ``checkpoint_every_s`` and at the end, so an interrupted
-run resumes where it stopped. The learning rate decays along a cosine over the time budget (the
-straight-through steps of low-bit weights flip roundings; the last steps settle them). The result is the
-tuned values in the original shapes: the materialized module is built from them (the Config's passes then
-transform them), and ``hanasc apply`` replays them from ``tuned_weights.npz``.
+its time budget (or after ``max_steps``, the same run on any machine); the state is checkpointed every
+``checkpoint_every_s`` and at the end, so an interrupted run resumes where it stopped. The learning rate
+decays along a cosine over the budget (the straight-through steps of low-bit weights flip roundings; the
+last steps settle them). The result is the tuned values in the original shapes: the materialized module is
+built from them (the Config's passes then transform them), and ``hanasc apply`` replays them
+from ``tuned_weights.npz``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class FinetuneSettings:
     checkpoint_every_s: float = 30.0
     seed: int = 0
     objective: str = "auto"  # "kl" for class scores, "mse" for any other output, "auto" by output rank
+    max_steps: int | None = None  # stop after this many steps too (a run that is the same on any machine)
 
 
 @dataclass
@@ -181,9 +183,11 @@ def finetune(
             "result": result,
         }
 
-    while (elapsed := spent + time.perf_counter() - began) < budget_s:
-        for group in optimizer.param_groups:  # cosine decay over the time budget: the last steps settle
-            group["lr"] = settings.learning_rate * 0.5 * (1.0 + math.cos(math.pi * elapsed / budget_s))
+    limit = settings.max_steps or math.inf
+    while (elapsed := spent + time.perf_counter() - began) < budget_s and step < limit:
+        done = max(elapsed / budget_s, step / limit)  # the budget spent: time or steps, whichever is ahead
+        for group in optimizer.param_groups:  # cosine decay over the budget: the last steps settle
+            group["lr"] = settings.learning_rate * 0.5 * (1.0 + math.cos(math.pi * done))
         rng = np.random.default_rng(settings.seed + step)
         index = rng.choice(len(x), size=min(settings.batch, len(x)), replace=False)
         out = form(torch.from_numpy(x[index]))
