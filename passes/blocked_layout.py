@@ -142,7 +142,7 @@ def convert_to_blocked(
     the element-wise ops around them), then lowers them, and every other op it left in a blocked layout
     (pooling), to ``call_tir`` so that the next, smaller block only converts the convolutions still in NCHW.
 
-    ``pair_kernels`` (x86 with AVX2, :func:`hanasc.targets.x86_int8.supports_pair_kernels`): int8 pointwise
+    ``pair_kernels`` (x86 with AVX2, :func:`hanasc.targets.x86_int8.supports_pair_kernels`): int8 standard
     convs (:func:`mark_pair_convs`) are lowered with :func:`pair_conv2d`, their weight parameter
     transformed to :func:`pair_kernel_layout` in the graph (prepacked once when the weights are bound).
     ``sdot`` (aarch64 with dotprod, :func:`hanasc.targets.arm_int8.supports_sdot`): every int8 x int8 conv

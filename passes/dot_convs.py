@@ -1,6 +1,6 @@
 """Which int8 convolutions get the dot-product kernels: :func:`mark_pair_convs` casts the data of every
-int8 pointwise conv to the codes its intrinsic takes (``uint8`` where the input cannot be negative,
-:func:`nonnegative`; ``int16`` pairs otherwise), read by
+int8 standard conv (pointwise or KxK, ``groups=1``) to the codes its intrinsic takes (``uint8`` where the
+input cannot be negative, :func:`nonnegative`; ``int16`` pairs otherwise), read by
 :func:`hanasc.passes.blocked_layout.convert_to_blocked`."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ SIGNED_OFFSET = 128  # int8 codes + 128 are uint8 codes (vpdpbusd's unsigned ope
 def mark_pair_convs(
     mod: IRModule, min_channels: int = PAIR_MIN_CHANNELS, signed_weights: dict[str, np.ndarray] | None = None
 ) -> IRModule:
-    """Ask for the pair kernel: every int8 x int8 -> int32 pointwise conv2d (1x1, ``groups=1``, NCHW) with at
+    """Ask for the pair kernel: every int8 x int8 -> int32 conv2d (any window, ``groups=1``, NCHW) with at
     least ``min_channels`` input channels, channel counts multiples of 8 and its weight a parameter, gets its
     data cast to int16 (same codes), or to uint8 where the codes cannot be negative (the input is a ReLU /
     ReLU6 / sigmoid output: :func:`nonnegative`). :func:`convert_to_blocked` lowers int16 (uint8) x int8
@@ -32,7 +32,11 @@ def mark_pair_convs(
     saturating): the values of the int8 weight parameters. A conv whose codes can be negative then runs as
     quads too, on ``x + 128`` (uint8), its output corrected by the constant ``128 * sum(w)`` per output
     channel (computed here, fused into the conv's epilogue): half the instructions and half the activation
-    bytes of the int16 pairs."""
+    bytes of the int16 pairs. Not for a padded conv: its zero border would read as -128 there (such a conv
+    keeps the int16 pairs, whose zero border is a zero).
+
+    KxK convs (ResNet-18's 3x3 on ReLU outputs, 160x160, 1 thread, AVX512-VNNI): uniform W8A8 26.3 ms with
+    int32-widened code, 7.9 ms as quads, against 19.2 ms fp32."""
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):
             mod[gv] = _MarkPairConvs(min_channels, signed_weights or {}).visit_expr(func)
@@ -48,10 +52,8 @@ def _is_pair_candidate(call: relax.Call, min_channels: int) -> bool:
         return False
     if str(data.ty.dtype) != "int8" or str(weight.ty.dtype) != "int8":
         return False
-    out_channels, in_channels, kh, kw = (int(d) for d in weight.ty.shape)
-    return (
-        (kh, kw) == (1, 1) and in_channels >= min_channels and in_channels % 8 == 0 and out_channels % 8 == 0
-    )
+    out_channels, in_channels, _, _ = (int(d) for d in weight.ty.shape)  # any window: 1x1, 3x3, 7x1...
+    return in_channels >= min_channels and in_channels % 8 == 0 and out_channels % 8 == 0
 
 
 @relax.expr_functor.mutator
@@ -71,7 +73,8 @@ class _MarkPairConvs(relax.PyExprMutator):
         if nonnegative(x, lambda v: bound_value(self, v)):
             return relax.Call(call.op, [relax.op.astype(x, "uint8"), weight], call.attrs)
         w = self.signed_weights.get(str(weight.name))
-        if w is None or w.dtype != np.int8 or w.ndim != 4:
+        padded = any(int(p) for p in call.attrs.padding)
+        if w is None or padded or w.dtype != np.int8 or w.ndim != 4:
             return relax.Call(call.op, [relax.op.astype(x, "int16"), weight], call.attrs)
         shifted = relax.op.add(relax.op.astype(x, "int16"), relax.const(SIGNED_OFFSET, "int16"))
         quads = relax.Call(call.op, [relax.op.astype(shifted, "uint8"), weight], call.attrs)

@@ -1,4 +1,5 @@
-"""Exact int8 pointwise convolutions on AVX2 CPUs without VNNI: the ``vpmaddwd`` tensor intrinsic.
+"""Exact int8 convolutions (pointwise and KxK, ``groups=1``) on AVX2 CPUs: the ``vpmaddwd`` tensor
+intrinsic (and, with AVX512-VNNI, ``vpdpwssd`` / ``vpdpbusd``).
 
 AVX2 has no 8-bit dot product that is exact for signed x signed codes, but ``vpmaddwd`` multiplies 16
 pairs of int16 values and adds adjacent products into 8 int32 lanes. With activations stored as int16
@@ -209,15 +210,16 @@ def host_kernel_paths() -> str:
     target = host.tvm_target()
     if supports_vnni(target):
         int8 = (
-            "int8 1x1 convolutions and classifiers (x @ W): exact vpdpbusd kernels (AVX512-VNNI, 4 "
-            "channels a lane), on codes + 128 where the input can be negative (a per-channel constant "
-            "corrects the sum); other int8 convs: int32-widened vector code"
+            "int8 convolutions (1x1 and KxK) and classifiers (x @ W): exact vpdpbusd kernels (AVX512-VNNI, "
+            "4 channels a lane), on codes + 128 where the input can be negative (a per-channel constant "
+            "corrects the sum; padded convs on signed codes: vpdpwssd int16 pairs); depthwise int8 convs "
+            "and convs under 8 input channels: int32-widened vector code"
         )
     elif supports_pair_kernels(target):
         int8 = (
-            "int8 1x1 convolutions and classifiers (x @ W): exact vpmaddubsw kernels (4 channels a lane) "
-            "where the input is a ReLU's, exact vpmaddwd int16-pair kernels otherwise (AVX2); other int8 "
-            "convs: int32-widened vector code"
+            "int8 convolutions (1x1 and KxK) and classifiers (x @ W): exact vpmaddubsw kernels (4 channels "
+            "a lane) where the input is a ReLU's, exact vpmaddwd int16-pair kernels otherwise (AVX2); "
+            "depthwise int8 convs and convs under 8 input channels: int32-widened vector code"
         )
     else:
         int8 = "int8: int32-widened vector code (no AVX2 pair kernels on this CPU)"

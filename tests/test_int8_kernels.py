@@ -286,10 +286,10 @@ def test_pair_kernel_uses_vpmaddwd(tmp_path, monkeypatch):
         assert mnemonic in assembly
 
 
-def _relu_pointwise_module(cin: int, cout: int, size: int, w: np.ndarray, floor: str):
-    """``conv2d(max(x, floor), w)`` on int8 codes: ``floor`` "zero" (a ReLU: the codes cannot be negative),
-    "importer" (0 through ``where(isnan(0), -inf, 0)``, as TVM's ONNX importer writes a Clip bound) or
-    "negative" (-1: they can)."""
+def _relu_pointwise_module(cin: int, cout: int, size: int, w: np.ndarray, floor: str, **conv):
+    """``conv2d(max(x, floor), w, **conv)`` on int8 codes: ``floor`` "zero" (a ReLU: the codes cannot be
+    negative), "importer" (0 through ``where(isnan(0), -inf, 0)``, as TVM's ONNX importer writes a Clip
+    bound) or "negative" (-1: they can). ``conv``: strides, padding of a KxK ``w``."""
     bb = relax.BlockBuilder()
     xv = relax.Var("x", relax.TensorType((1, cin, size, size), "int8"))
     wv = relax.Var("w", relax.TensorType(w.shape, "int8"))
@@ -304,9 +304,18 @@ def _relu_pointwise_module(cin: int, cout: int, size: int, w: np.ndarray, floor:
                 data = bb.emit(relax.op.astype(relax.op.round(xf), "int8"))
             else:
                 data = bb.emit(relax.op.maximum(xv, relax.const(0 if floor == "zero" else -1, "int8")))
-            y = bb.emit_output(relax.op.nn.conv2d(data, wv, out_dtype="int32"))
+            y = bb.emit_output(relax.op.nn.conv2d(data, wv, out_dtype="int32", **conv))
         bb.emit_func_output(y)
     return _with_params(bb.get(), {"w": w})
+
+
+def _conv_reference(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.ndarray:
+    """Exact int64 NCHW conv2d of ``x`` (C, H, W) with ``w`` (O, C, K, K): (1, O, OH, OW)."""
+    xp = np.pad(x.astype(np.int64), ((0, 0), (pad, pad), (pad, pad)))
+    k = w.shape[2]
+    out = (xp.shape[1] - k) // stride + 1, (xp.shape[2] - k) // stride + 1
+    windows = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(1, 2))[:, ::stride, ::stride]
+    return np.einsum("chwij,ocij->ohw", windows[:, : out[0], : out[1]], w.astype(np.int64))[None]
 
 
 def _int8_kernels(mod, name: str) -> dict[str, tvm.tirx.PrimFunc]:
@@ -386,22 +395,29 @@ def test_vnni_cpus_get_vpdp_kernels(tmp_path):
         assert "vpdpbusd" in assembly and "vpmaddwd" not in assembly
 
 
-@pytest.mark.skipif(not x86_int8.supports_vnni(host.tvm_target()), reason="this CPU has no AVX512-VNNI")
+@needs_avx2
 @pytest.mark.parametrize("vnni", ["1", "0"])
 @pytest.mark.parametrize("floor", ["zero", "negative"])
-def test_vnni_and_avx2_kernels_agree_exactly(monkeypatch, vnni, floor):
-    """On a VNNI CPU both instruction paths run here and give numpy's exact sums, extremes included (signed
-    codes: int16 pairs without VNNI, quads on codes + 128 with it)."""
+@pytest.mark.parametrize("window,stride,pad", [(1, 1, 0), (3, 1, 1), (3, 2, 1), (3, 1, 0)])
+def test_vnni_and_avx2_kernels_agree_exactly(monkeypatch, vnni, floor, window, stride, pad):
+    """Both instruction paths give numpy's exact sums, extremes included, for pointwise and KxK convs
+    (strided, padded or not): non-negative codes as quads; signed codes as int16 pairs without VNNI, as
+    quads on codes + 128 with it, except when padded (the shifted zero border would be wrong: pairs). On a
+    CPU without AVX512-VNNI the VNNI case runs the AVX2 path."""
     monkeypatch.setenv("HANASC_INT8_VNNI", vnni)
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(11 + window)
     x = rng.integers(-127, 128, (1, 48, 9, 9)).astype(np.int8)
-    w = rng.integers(-128, 128, (24, 48, 1, 1)).astype(np.int8)
-    x[0, :, :2, :2], w[0], w[1] = 127, 127, -128
-    mod = _relu_pointwise_module(48, 24, 9, w, floor)
+    w = rng.integers(-128, 128, (24, 48, window, window)).astype(np.int8)
+    x[0, :, :3, :3], w[0], w[1] = 127, 127, -128
+    conv = {"strides": stride, "padding": pad}
+    mod = _relu_pointwise_module(48, 24, 9, w, floor, **conv)
+    quads = x86_int8.supports_vnni(host.tvm_target())  # read with HANASC_INT8_VNNI set
+    signed = floor == "negative" and (pad or not quads)
+    kernels = _scheduled_kernels(mod, pair_kernels=True, signed_weights={"w": w} if quads else None)
+    assert [name for name in kernels if (PAIR_CONV if signed else QUAD_CONV) in name]
     got = host.run(compile_late_bound(mod, host.tvm_target()), [x])[0]
     data = np.maximum(x[0].astype(np.int64), 0 if floor == "zero" else -1)
-    want = np.einsum("chw,oc->ohw", data, w[:, :, 0, 0].astype(np.int64))[None]
-    np.testing.assert_array_equal(got, want.astype(np.int32))
+    np.testing.assert_array_equal(got, _conv_reference(data, w, stride, pad).astype(np.int32))
 
 
 def test_pair_kernels_only_on_x86_avx2():
