@@ -104,8 +104,9 @@ def ort_engines(path: Path, x: np.ndarray, calib: np.ndarray, threads: int, work
     name = fp32.get_inputs()[0].name
     int8_path = work / f"{path.stem}.ort_int8.onnx"
     if not int8_path.exists():
+        source = _opset_at_least(path, 13, work)
         quantize_static(
-            str(path), str(int8_path), Reader(name), quant_format=QuantFormat.QDQ, per_channel=True,
+            str(source), str(int8_path), Reader(name), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         )  # fmt: skip
     engines = []
@@ -113,6 +114,20 @@ def ort_engines(path: Path, x: np.ndarray, calib: np.ndarray, threads: int, work
         outs = np.concatenate([sess.run(None, {name: s[None]})[0] for s in x])
         engines.append(Engine(label, lambda s=sess: s.run(None, {name: x[:1]}), outs, "onnxruntime fp32"))
     return engines
+
+
+def _opset_at_least(path: Path, opset: int, work: Path) -> Path:
+    """``path``, or a copy converted to ``opset`` when its default-domain opset is older (per-channel QDQ
+    needs DequantizeLinear's ``axis``, opset 13)."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(path))
+    if next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset) >= opset:
+        return path
+    converted = work / f"{path.stem}.opset{opset}.onnx"
+    onnx.save(version_converter.convert_version(model, opset), str(converted))
+    return converted
 
 
 def openvino_engines(path: Path, x: np.ndarray, calib: np.ndarray, threads: int) -> list[Engine]:

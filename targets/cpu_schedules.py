@@ -286,8 +286,9 @@ def vectorize_injective(sch: s_tir.Schedule, block, parallel: bool = False) -> N
 
 class Injective(_BlockRule):
     """Element-wise / injective kernels (a standalone activation quantize, ``layout_transform``): each
-    block's innermost loop vectorized (:func:`vectorize_injective`), producers inlined into their
-    consumers where possible; on the thread pool only where :func:`runs_parallel` says so."""
+    block in the order that keeps its stores contiguous (:func:`in_output_order`), its innermost loop
+    vectorized (:func:`vectorize_injective`), producers inlined into their consumers where possible; on
+    the thread pool only where :func:`runs_parallel` says so."""
 
     def __init__(self, min_parallel_cores: int = 4) -> None:
         self.min_parallel_cores = min_parallel_cores
@@ -300,8 +301,32 @@ class Injective(_BlockRule):
             with contextlib.suppress(Exception):  # an output, or read twice: its own loop
                 sch.compute_inline(block)
         for block in sch.get_child_blocks(sch.get_sblock("root")):
+            in_output_order(sch, block)
             vectorize_injective(sch, block, parallel)
         return True
+
+
+def in_output_order(sch: s_tir.Schedule, block) -> bool:
+    """Iterate a single-store spatial ``block`` in its output buffer's order when the output's innermost
+    axis is shorter than the loop nest's innermost one; True when the block was re-laid.
+
+    TE writes a ``layout_transform`` as loops over its *input*: ``NCHW16c -> NCHW8c`` then stores each
+    16-lane vector to two places (scalarized), ``NCHW -> NCHW16c`` scatters 16 pixels to 16 places. In the
+    output's order the 8 (16) lanes are contiguous stores. ``NCHW8c -> NCHW16c`` keeps the input's order
+    (8 lanes contiguous on both sides). EfficientNet-Lite0 W8A8 (1 thread, AVX-512, 9 transforms): 0.645 ->
+    0.177 ms in all."""
+    stmt = sch.get(block)
+    store = stmt.body
+    if not isinstance(store, tirx.BufferStore) or not stmt.iter_vars:
+        return False
+    variables = [iv.var for iv in stmt.iter_vars]
+    if int(store.buffer.shape[-1]) >= int(stmt.iter_vars[-1].dom.extent):
+        return False  # the input's innermost run is the shorter one: its order keeps both sides contiguous
+    try:
+        sch.transform_block_layout(block, tirx.IndexMap(variables, list(store.indices), None))
+    except Exception:  # not a bijective affine map (padding, a reshape): keep the input order
+        return False
+    return True
 
 
 def _is_spatial(sch: s_tir.Schedule, block) -> bool:

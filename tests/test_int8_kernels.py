@@ -179,6 +179,43 @@ def test_injective_rule_vectorizes_a_quantize():
     np.testing.assert_array_equal(got, np.clip(np.round(x / np.float32(0.05)), -127, 127).astype(np.int8))
 
 
+@pytest.mark.parametrize(
+    "shape,index_map,output_order",
+    [
+        ((1, 2, 6, 5, 16), lambda n, c, h, w, b: (n, c * 2 + b // 8, h, w, b % 8), True),  # 16c -> 8c
+        ((1, 32, 6, 20), lambda n, c, h, w: (n, c // 16, h, w, c % 16), True),  # NCHW -> 16c
+        ((1, 4, 6, 5, 8), lambda n, c, h, w, b: (n, c // 2, h, w, (c % 2) * 8 + b), False),  # 8c -> 16c
+    ],
+)
+def test_layout_transforms_store_contiguous_vectors(shape, index_map, output_order):
+    """A layout_transform iterates in the order whose innermost run is shorter (the output's for 16c -> 8c
+    and NCHW -> 16c, the input's for 8c -> 16c), so the vector lanes are contiguous on the store side; the
+    values are the input's, moved."""
+    bb = relax.BlockBuilder()
+    xv = relax.Var("x", relax.TensorType(shape, "int8"))
+    with bb.function("main", [xv]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.layout_transform(xv, index_map))
+        bb.emit_func_output(out)
+    target = host.tvm_target()
+    with target:
+        mod = tvm.transform.Sequential(pipelines.fused_passes(target))(bb.get())
+    (func,) = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    with target:
+        sch = Injective().apply(func, target, False)
+    (block,) = sch.get_child_blocks(sch.get_sblock("root"))
+    innermost = sch.get(sch.get_loops(block)[-1])
+    assert innermost.kind == tvm.tirx.ForKind.VECTORIZED
+    moved = int(out.ty.shape[-1]) if output_order else shape[-1]
+    assert int(innermost.extent) == moved  # the output's last axis in its order, else the input's
+    x = np.random.default_rng(1).integers(-127, 128, shape).astype(np.int8)
+    got = host.run(host.build_artifact(bb.get()), [x])[0]
+    want = np.empty(got.shape, np.int8)
+    for index in np.ndindex(*shape):
+        want[tuple(int(i) for i in index_map(*index))] = x[index]
+    np.testing.assert_array_equal(got, want)
+
+
 def test_prepacked_weights_leave_no_layout_op_on_parameters(stem_net):
     _, loaded, config, ranges = stem_net
     mod = QuantizeLayers(config, ranges)(loaded.mod)
