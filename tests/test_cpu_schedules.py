@@ -94,3 +94,33 @@ def test_row_matmul_leaves_other_forms():
     with target:
         assert RowMatmul().apply(_fused_matmul(wide, target), target, False) is None
         assert RowMatmul().apply(_fused_matmul(odd, target), target, False) is None
+
+
+def test_prime_widths_take_full_tiles_with_a_cut_short_last_one():
+    from hanasc.targets.cpu_schedules import float_conv_tile, x_tile
+
+    assert (x_tile(13), float_conv_tile(13)) == (1, 8)  # SqueezeNet's 13x13 stage: 8 pixels a tile
+    assert (x_tile(26), float_conv_tile(26)) == (2, 8)
+    assert float_conv_tile(56) == 8 and float_conv_tile(14) == 7 and float_conv_tile(5) == 5  # divisors kept
+
+
+@pytest.mark.parametrize("width", [11, 13])
+def test_convs_at_prime_widths_match_onnxruntime(tmp_path, width):
+    """fp32 3x3, 1x1 and depthwise convs whose output width no tile divides (the predicated last tile)."""
+    import onnxruntime as ort
+    import torch
+    from builders import export_module
+
+    import hanasc
+
+    stack = torch.nn.Sequential(
+        torch.nn.Conv2d(16, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 16, 1),
+        torch.nn.Conv2d(16, 16, 3, padding=1, groups=16),
+    )
+    path = export_module(stack.eval(), (1, 16, width, width), tmp_path / "stack.onnx")
+    x = np.random.default_rng(width).standard_normal((1, 16, width, width)).astype(np.float32)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    got = host.run(host.build_artifact(hanasc.load_model(path).mod), [x])[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
