@@ -100,7 +100,8 @@ def nonnegative(expr: relax.Expr, binding, depth: int = 24) -> bool:
     """Whether ``expr`` (followed through ``binding(var)``: its bound value, or None) can never be negative,
     proven from its ops: ReLU / sigmoid outputs, ``maximum`` with a non-negative side, ``minimum`` and
     ``clip`` of non-negative values or with a lower bound >= 0, and ops that keep the sign (round, casts,
-    pooling, layout changes, ``divide`` / ``multiply`` by positive constants). Unknown ops: False."""
+    pooling, layout changes, ``divide`` / ``multiply`` by positive constants, ``concat`` of non-negative
+    parts). Unknown ops: False."""
     if depth == 0:
         return False
     constant = _constant(expr, binding)
@@ -130,6 +131,8 @@ def nonnegative(expr: relax.Expr, binding, depth: int = 24) -> bool:
         value = getattr(value, "value", value)  # a PrimValue wraps its PrimExpr
         bound = isinstance(value, (int, float)) and value >= 0
         return bound or nonneg(args[0])
+    if name == "relax.concat" and isinstance(args[0], relax.Tuple):  # SqueezeNet's fire outputs
+        return all(nonneg(field) for field in args[0].fields)
     if name in ("relax.multiply", "relax.divide"):
         return nonneg(args[0]) and _positive_constant(args[1], binding)
     if name == "relax.add":

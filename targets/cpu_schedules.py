@@ -21,16 +21,18 @@ from tvm import DataType, s_tir, tirx
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target
 
-from hanasc.passes.conv_compute import PAIR_CONV, QUAD_CONV, SDOT_CONV
+from hanasc.passes.conv_compute import (
+    DOT_CROP,
+    PAIR_CONV,
+    QUAD_CONV,
+    SDOT_CONV,
+    divisors_fall_short,
+    x_tile,
+)
 
 CONV_BLOCKS = ("conv2d_nchwc", "depthwise_conv2d_nchwc")
 OUT_BLOCKED = "conv2d_nchw_oblocked"  # an NCHW conv computed in output-channel blocks (blocked_layout)
 X_TILE = 8  # output pixels per register tile of BlockedConv (pipelines.layout_blocks sizes blocks by it)
-
-
-def x_tile(width: int, limit: int = 8) -> int:
-    """The widest tile of output pixels (at most ``limit``) that divides the output width."""
-    return next(t for t in range(min(limit, width), 0, -1) if width % t == 0)
 
 
 def float_conv_tile(width: int, limit: int = 8) -> int:
@@ -38,10 +40,10 @@ def float_conv_tile(width: int, limit: int = 8) -> int:
     of the width reaches ``limit // 2`` (prime widths such as 11, 13; 26): then ``limit`` pixels, the last
     tile cut short by a predicate. 1 thread, Zen 4, fp32 3x3 + 1x1 + depthwise stack, 64-128 channels:
     width 11 0.63 -> 0.21 ms, 13 0.88 -> 0.27, 26 1.91 -> 1.15, 9 0.17 -> 0.16 (onnxruntime 0.19, 0.25,
-    1.02, 0.13); SqueezeNet 1.1 fp32 (its 13x13 stage) 21.4 -> 9.9 ms. The int8 dot-product kernels keep
-    whole tiles: tensorized under a predicate, SqueezeNet W8A8 went 7.6 -> 39 ms."""
-    tile = x_tile(width, limit)
-    return limit if tile < limit // 2 and width > limit else tile
+    1.02, 0.13); SqueezeNet 1.1 fp32 (its 13x13 stage) 21.4 -> 9.9 ms. The int8 dot-product kernels do
+    not take a predicate (tensorized under one, SqueezeNet W8A8 went 7.6 -> 39 ms): they compute whole
+    tiles past the edge instead (:func:`hanasc.passes.conv_compute.dot_conv_width`)."""
+    return limit if divisors_fall_short(width, limit) else x_tile(width, limit)
 
 
 def runs_parallel(target: Target, min_parallel_cores: int) -> bool:
@@ -230,10 +232,15 @@ def _writeback(sch: s_tir.Schedule, conv, consumers: list):
     tile as it is written back when it reads the conv output once, else (hardswish) it stays a loop of
     its own per tile: returns (writeback block, that loop's block or None)."""
     *middle, last = consumers or [None]
+    # a conv computed wider than its output (conv_compute.dot_conv_width): the epilogue keeps its own loop,
+    # which compute-at clips to the output's columns (inlined, it would write the extra ones past the row)
+    cropped = any(sch.get(block).name_hint == DOT_CROP for block in consumers)
     for block in middle:
         sch.compute_inline(block)
     # counted before cache_write: afterwards the conv writes the local stage, which ``last`` does not read
-    reads_once = last is not None and _loads_of(sch, last, sch.get(conv).writes[0].source) == 1
+    reads_once = (
+        last is not None and not cropped and _loads_of(sch, last, sch.get(conv).writes[0].source) == 1
+    )
     writeback = sch.cache_write(conv, 0, "local")
     if reads_once:
         sch.reverse_compute_inline(last)

@@ -21,7 +21,7 @@ import hanasc
 from hanasc.calibration import calibrate
 from hanasc.passes.blocked_layout import convert_to_blocked
 from hanasc.passes.config import Config, LayerChoice
-from hanasc.passes.conv_compute import PAIR_CONV, QUAD_CONV
+from hanasc.passes.conv_compute import DOT_CROP, PAIR_CONV, QUAD_CONV, dot_conv_width
 from hanasc.passes.quantize import FakeQuantizeLayers, QuantizeLayers
 from hanasc.relax_params import bind_weights, is_packed, weights_of
 from hanasc.targets import host, pipelines, x86_int8
@@ -455,6 +455,24 @@ def test_vnni_and_avx2_kernels_agree_exactly(monkeypatch, vnni, floor, window, s
     got = host.run(compile_late_bound(mod, host.tvm_target()), [x])[0]
     data = np.maximum(x[0].astype(np.int64), 0 if floor == "zero" else -1)
     np.testing.assert_array_equal(got, _conv_reference(data, w, stride, pad).astype(np.int32))
+
+
+@needs_avx2
+@pytest.mark.parametrize("window,stride,pad", [(1, 1, 0), (3, 1, 1), (3, 2, 1)])
+def test_dot_convs_at_prime_widths_compute_whole_tiles(window, stride, pad):
+    """Output width 13 (or 7 strided): no divisor makes a 4-pixel tile, so the kernel computes 16 columns
+    (two 8-pixel tiles, the extra ones reading extra right padding) and cuts them off before the epilogue;
+    the values stay numpy's exact sums and nothing is written past the row."""
+    rng = np.random.default_rng(13 + window)
+    x = rng.integers(-127, 128, (1, 32, 13, 13)).astype(np.int8)
+    w = rng.integers(-128, 128, (16, 32, window, window)).astype(np.int8)
+    mod = _relu_pointwise_module(32, 16, 13, w, "zero", strides=stride, padding=pad)
+    (kernel,) = _int8_kernels(mod, QUAD_CONV).values()
+    width = (13 + 2 * pad - window) // stride + 1
+    assert (DOT_CROP in kernel.script()) == (dot_conv_width(width) != width)
+    got = host.run(compile_late_bound(mod, host.tvm_target()), [x])[0]
+    want = _conv_reference(np.maximum(x[0], 0), w, stride, pad)
+    np.testing.assert_array_equal(got, want.astype(np.int32))
 
 
 def test_pair_kernels_only_on_x86_avx2():
