@@ -74,7 +74,8 @@ def layout_blocks(target) -> tuple[int, ...]:
 
 
 def to_blocked_layout(mod, target, report=None, int8_weights: dict | None = None):
-    """The layout stage of every CPU build: convolutions in the target's channel blocks
+    """The layout stage of every CPU build: non-overlapping transposed convs as 1x1 convs
+    (:func:`hanasc.passes.transposed_conv.transposed_convs_as_convs`), convolutions in the target's blocks
     (:func:`layout_blocks`), int8 pointwise convs as ``vpmaddwd`` pair / ``vpmaddubsw`` quad kernels where
     the target has AVX2 (:func:`hanasc.targets.x86_int8.supports_pair_kernels`), int8 convs as ``sdot``
     kernels on aarch64 with dotprod (:func:`hanasc.targets.arm_int8.supports_sdot`). ``report``: a
@@ -82,11 +83,12 @@ def to_blocked_layout(mod, target, report=None, int8_weights: dict | None = None
     weights by parameter name; on AVX512-VNNI CPUs (:func:`hanasc.targets.x86_int8.supports_vnni`) they let
     convs on signed codes run as ``vpdpbusd`` quads (:func:`hanasc.passes.dot_convs.mark_pair_convs`)."""
     from hanasc.passes.blocked_layout import convert_to_blocked
+    from hanasc.passes.transposed_conv import transposed_convs_as_convs
     from hanasc.targets.arm_int8 import supports_sdot
     from hanasc.targets.x86_int8 import supports_pair_kernels, supports_vnni
 
     return convert_to_blocked(
-        mod,
+        transposed_convs_as_convs(mod),
         blocks=layout_blocks(target),
         pair_kernels=supports_pair_kernels(target),
         report=report,
