@@ -230,22 +230,34 @@ def _writeback(sch: s_tir.Schedule, conv, consumers: list):
     """The conv's register tile written back through a local stage, with its element-wise consumers (bias,
     clip, hardswish, residual add, requantization) folded into the last one. That one is applied to the
     tile as it is written back when it reads the conv output once, else (hardswish) it stays a loop of
-    its own per tile: returns (writeback block, that loop's block or None)."""
+    its own per tile; one that spreads the conv's output over a larger tensor (squeeze-excite's scale,
+    before: an unscheduled kernel, 0.23 ms instead of 0.01 on MobileNetV3-Small) runs after the conv, as
+    a vectorized loop. Returns (writeback block, the per-tile loop's block or None)."""
     *middle, last = consumers or [None]
     # a conv computed wider than its output (conv_compute.dot_conv_width): the epilogue keeps its own loop,
     # which compute-at clips to the output's columns (inlined, it would write the extra ones past the row)
     cropped = any(sch.get(block).name_hint == DOT_CROP for block in consumers)
     for block in middle:
         sch.compute_inline(block)
+    # a broadcasting epilogue (squeeze-excite: a conv on the pooled 1x1 vector, its scale applied to the
+    # whole map) covers more than the conv's tile: a vectorized loop of its own after the conv
+    spread = last is not None and not cropped and _written_shape(sch, last) != _written_shape(sch, conv)
     # counted before cache_write: afterwards the conv writes the local stage, which ``last`` does not read
     reads_once = (
         last is not None and not cropped and _loads_of(sch, last, sch.get(conv).writes[0].source) == 1
     )
     writeback = sch.cache_write(conv, 0, "local")
+    if spread:
+        vectorize_injective(sch, last)
+        return writeback, None
     if reads_once:
         sch.reverse_compute_inline(last)
         return writeback, None
     return writeback, last
+
+
+def _written_shape(sch: s_tir.Schedule, block) -> list[int]:
+    return [int(d) for d in sch.get(block).writes[0].source.shape]
 
 
 def _loads_of(sch: s_tir.Schedule, block, buffer) -> int:
