@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import tvm
-from builders import export_module
+from builders import SqueezeExciteHardswish, export_module
 from torch import nn
 from tvm import relax
 
@@ -563,6 +563,31 @@ def test_every_conv_and_matmul_kernel_gets_a_schedule(tmp_path, bits):
     assert len(depthwise) == 2
     if not bits:  # fp32 depthwise reads its input in place: no padded copy
         assert all('sblock("pad' not in script for script in depthwise)
+
+
+@pytest.mark.parametrize("bits", [None, 8])
+def test_squeeze_excite_scale_is_scheduled_and_exact(tmp_path, bits):
+    """Squeeze-excite fuses its expand conv (on the pooled 1x1 vector) with the scale over the whole map:
+    that kernel must come out scheduled (it was a naive loop nest, 20x slower), and compute what the
+    reference computes (onnxruntime for fp32, the fake-quantized graph for W8A8)."""
+    torch.manual_seed(0)
+    path = export_module(SqueezeExciteHardswish(channels=64).eval(), SHAPE, tmp_path / "se.onnx")
+    loaded, ranges, _ = _load_calibrated(path, SHAPE)
+    mod, reference = loaded.mod, None
+    if bits:
+        config = Config(layers={layer.name: LayerChoice(w_bits=bits, a_bits=8) for layer in loaded.layers})
+        mod = QuantizeLayers(config, ranges)(loaded.mod)
+        reference = bind_weights(FakeQuantizeLayers(config, ranges)(loaded.mod))
+    convs = {k: f for k, f in _scheduled_kernels(mod, pair_kernels=True).items() if "conv2d" in k}
+    assert len(convs) == 4
+    assert [name for name, f in convs.items() if not f.attrs.get("tirx.is_scheduled", False)] == []
+    x = _input()
+    got = host.run(host.build_artifact(mod), [x])[0]
+    if reference is None:
+        want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    else:
+        want = host.run(host.build(reference), [x])[0]
+    assert np.abs(got - want).max() <= 2e-3 * np.abs(want).max()
 
 
 def _dense_module(rows: int, k: int, w: np.ndarray, relu: bool, transposed: bool = False):
