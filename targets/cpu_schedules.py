@@ -366,13 +366,26 @@ def _is_spatial(sch: s_tir.Schedule, block) -> bool:
     return own and all(int(v.iter_type) == tirx.IterVar.DataPar for v in stmt.iter_vars)
 
 
+def _reduction_lanes(sch: s_tir.Schedule, stmt, last_loop, n_spatial: int) -> int | None:
+    """The vector of a :class:`ChannelBlockReduction`: the whole channel block when it is the last axis
+    of input and output (at most 64 lanes); else (an NCHW pool, its reads strided along the row) the
+    widest divisor of the last output axis up to 16, at least 4; None: not this rule's kernel."""
+    extent = int(sch.get(last_loop).extent)
+    lane_var = stmt.iter_vars[n_spatial - 1].var
+    if all(_is_var(region[-1].min, lane_var) for region in (stmt.writes[0].region, stmt.reads[0].region)):
+        return extent if extent <= 64 else None
+    lanes = x_tile(extent, 16)
+    return lanes if lanes >= 4 else None
+
+
 class ChannelBlockReduction(_BlockRule):
     """A reduction over spatial axes of a channel-blocked tensor (the global average pool of a
     squeeze-excite block or a classifier head: ``mean`` over H, W of ``NCHW8c``; a max pool, its padding
     read in place), with its element-wise epilogue (divide, requantize): the channel block is the vector,
     accumulated in registers while the reduction loops run outside it, and the epilogue applied as it is
     written back. TVM's naive loop nest reduces innermost and stays scalar (MobileNetV3-Small: 10 such
-    kernels)."""
+    kernels). An NCHW pool (the max pool after an RGB stem, which stays NCHW) vectorizes along the output
+    row the same way (:func:`_reduction_lanes`)."""
 
     def schedule(self, sch: s_tir.Schedule, blocks: list, target: Target) -> bool:
         reductions = [i for i, b in enumerate(blocks) if not _is_spatial(sch, b)]
@@ -391,13 +404,8 @@ class ChannelBlockReduction(_BlockRule):
         if len(loops) != len(kinds) or kinds != expected or not 2 <= n_spatial < len(kinds):
             return False  # spatial loops, then reduction loops
         spatial, reduce = loops[:n_spatial], loops[n_spatial:]
-        lane_var = stmt.iter_vars[n_spatial - 1].var
-        if not all(
-            _is_var(region[-1].min, lane_var) for region in (stmt.writes[0].region, stmt.reads[0].region)
-        ):
-            return False  # the channel block must be the last (contiguous) axis of input and output
-        lanes = int(sch.get(spatial[-1]).extent)
-        if lanes > 64:
+        lanes = _reduction_lanes(sch, stmt, spatial[-1], n_spatial)
+        if lanes is None:
             return False
         for block in producers:  # the padding of a pool: read in place, the border by a select
             sch.compute_inline(block)
@@ -407,6 +415,8 @@ class ChannelBlockReduction(_BlockRule):
         writeback = sch.cache_write(reduction, 0, "local")
         if last is not None:
             sch.reverse_compute_inline(last)
+        if lanes < int(sch.get(spatial[-1]).extent):
+            spatial = [*spatial[:-1], *sch.split(spatial[-1], [None, lanes])]
         sch.reorder(*spatial[:-1], *reduce, spatial[-1])
         outer = sch.fuse(*spatial[:-1])
         sch.reverse_compute_at(writeback, outer)

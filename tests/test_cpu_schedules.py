@@ -124,3 +124,28 @@ def test_convs_at_prime_widths_match_onnxruntime(tmp_path, width):
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     got = host.run(host.build_artifact(hanasc.load_model(path).mod), [x])[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_nchw_max_pool_after_an_rgb_stem_is_scheduled(tmp_path):
+    """The RGB stem stays NCHW, so the max pool after it does too: it vectorizes along the output row
+    (ResNet's, ShuffleNet's and SqueezeNet's were naive loop nests) and matches onnxruntime."""
+    import onnxruntime as ort
+    import torch
+    from builders import export_module
+
+    import hanasc
+    from hanasc.targets.late_binding import fused_as_shipped
+
+    stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2, 1))
+    path = export_module(stem.eval(), (1, 3, 64, 64), tmp_path / "stem.onnx")
+    mod = hanasc.load_model(path).mod
+    target = host.tvm_target()
+    schedules = tvm.transform.Sequential(pipelines.default_schedule_passes(target))
+    with target:
+        fused = schedules(fused_as_shipped(mod, target))
+    pools = [f for gv, f in fused.functions.items() if "max_pool" in gv.name_hint]
+    assert pools and all(f.attrs.get("tirx.is_scheduled", False) for f in pools)
+    assert all("T.vectorized" in f.script() for f in pools)
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(host.run(host.build_artifact(mod), [x])[0], want, rtol=1e-5, atol=1e-5)
