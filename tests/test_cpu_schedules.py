@@ -55,7 +55,15 @@ def _fused_matmul(mod, target):
 
 @pytest.mark.parametrize(
     ("rows", "k", "n", "dtype"),
-    [(1, 96, 40, "float32"), (2, 64, 24, "int8"), (1, 33, 48, "int8"), (1, 200, 2, "float32")],
+    [
+        (1, 96, 40, "float32"),
+        (2, 64, 24, "int8"),
+        (1, 33, 48, "int8"),
+        (1, 200, 2, "float32"),
+        (40, 24, 125, "float32"),  # a sequence head: tiles of 4 rows, 5-lane vectors (125 = 5^3)
+        (16, 32, 24, "int8"),
+        (1, 32, 30, "float32"),  # 30 classes: 5-lane vectors on AVX-512 (6 with AVX2's 8 lanes)
+    ],
 )
 def test_row_matmul_is_scheduled_and_exact(rows, k, n, dtype):
     mod, w, bias = _row_matmul_module(rows, k, n, dtype)
@@ -89,11 +97,9 @@ def test_row_matmul_takes_half_vectors_for_widths_the_register_does_not_divide()
 
 def test_row_matmul_leaves_other_forms():
     target = host.tvm_target()
-    wide, _, _ = _row_matmul_module(16, 32, 24, "float32")  # 16 rows: a GEMM, not this rule's tile
-    odd, _, _ = _row_matmul_module(1, 32, 30, "float32")  # N not a multiple of the vector lanes
+    prime, _, _ = _row_matmul_module(1, 32, 31, "float32")  # no vector of 4 or more lanes divides 31
     with target:
-        assert RowMatmul().apply(_fused_matmul(wide, target), target, False) is None
-        assert RowMatmul().apply(_fused_matmul(odd, target), target, False) is None
+        assert RowMatmul().apply(_fused_matmul(prime, target), target, False) is None
 
 
 def test_prime_widths_take_full_tiles_with_a_cut_short_last_one():
