@@ -34,6 +34,7 @@ from hanasc.passes.blocked_lowering import (
     legalize_call,
     window_attrs,
 )
+from hanasc.passes.broadcast_constants import full_rank_constants
 from hanasc.passes.conv_compute import (
     dot_conv_name,
     pair_conv2d,
@@ -155,7 +156,7 @@ def convert_to_blocked(
     """
     report = report if report is not None else LayoutReport()
     try:
-        mod = clip_as_min_max(mod)
+        mod = full_rank_constants(clip_as_min_max(mod))
         if pair_kernels:
             mod = mark_pair_convs(mod, signed_weights=signed_weights)
         dots = pair_kernels or sdot
