@@ -87,11 +87,19 @@ class DenseHead(nn.Module):
         return self.fc2(torch.relu(self.fc1(y.flatten(1))))
 
 
+class DenseHeadSoftmax(DenseHead):
+    """:class:`DenseHead` ending in a softmax: a kernel no default schedule covers (what tuning tunes)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(super().forward(x), dim=1)
+
+
 TORCH_MODELS: dict[str, tuple[type[nn.Module], tuple[int, ...]]] = {
     "plain_conv": (PlainConvStack, (1, 3, 32, 32)),
     "inverted_residual": (InvertedResidual, (1, 3, 32, 32)),
     "se_hardswish": (SqueezeExciteHardswish, (1, 3, 32, 32)),
     "dense_head": (DenseHead, (1, 1, 28, 28)),
+    "dense_softmax": (DenseHeadSoftmax, (1, 1, 28, 28)),
 }
 
 

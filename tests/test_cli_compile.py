@@ -252,9 +252,11 @@ def test_compile_unreachable_rpc(tmp_path, test_models, data):
 
 @pytest.mark.slow
 def test_tune_minutes_fills_the_target_database(tmp_path, test_models, data):
-    """The chosen model's kernels are tuned into the host's database (its reuse: tests/test_tuning.py)."""
+    """The chosen model's kernels without a default schedule (its softmax) are tuned into the host's
+    database (its reuse: tests/test_tuning.py)."""
     env = {"HANASC_CACHE": str(tmp_path / "cache")}
-    args = ["compile", str(test_models["dense_head"]), "--data", str(data), "--metric", "agreement", *SMALL]
+    model = str(test_models["dense_softmax"])
+    args = ["compile", model, "--data", str(data), "--metric", "agreement", *SMALL]
     result = run_cli(*args, "--tune-minutes", "0.1", "--out", str(tmp_path / "a"), env=env)
     assert result.returncode == 0, result.stderr
     records = list((tmp_path / "cache" / "tuning").glob("*/database_tuning_record.json"))

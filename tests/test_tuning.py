@@ -71,14 +71,14 @@ def test_rpc_address_parsing_and_aarch64_needs_a_device(tiny, tmp_path):
 def test_default_scheduled_kernels_are_not_tuned_and_builds_apply_the_database(
     test_models, tmp_path, monkeypatch
 ):
-    """Convs and element-wise kernels have default schedules (not tuned); the dense head's matmuls do not
-    all; the host artifact applies the target's records."""
+    """Convs, matmuls and element-wise kernels have default schedules (not tuned); the softmax has none
+    (tuned); the host artifact applies the target's records."""
     import hanasc
     from hanasc.relax_params import bind_weights
     from hanasc.targets import host, late_binding, tuning
 
     monkeypatch.setenv("HANASC_CACHE", str(tmp_path))
-    loaded = hanasc.load_model(test_models["dense_head"])
+    loaded = hanasc.load_model(test_models["dense_softmax"])
     mod, x = bind_weights(loaded.mod), loaded.example_inputs()["input"]
     assert late_binding.tuned_records(host.tvm_target()) is None  # an empty cache: nothing to apply
     options = TuningOptions(trials_per_task=2, trials_per_iter=2, population=16)
