@@ -49,3 +49,15 @@ def test_inspect_efficientnet_lite0(effnet_path):
     assert data["totals"]["macs"] == pytest.approx(385e6, rel=0.02)
     assert data["totals"]["params"] == pytest.approx(4.63e6, rel=0.02)
     assert sum(layer["macs"] for layer in data["layers"]) == data["totals"]["macs"]
+
+
+def test_demo_budget_follows_the_cpu_int8_kernels():
+    """0.6 of the original where int8 runs on AVX512-VNNI (met there at 0.58x), 0.8 on AVX2 only."""
+    import tvm
+
+    from hanasc.compile_cli import demo_budget_fraction
+
+    vnni = tvm.target.Target({"kind": "llvm", "mcpu": "icelake-server"})
+    avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})
+    assert demo_budget_fraction(vnni)[0] == 0.6 and demo_budget_fraction(avx2)[0] == 0.8
+    assert "AVX512-VNNI" in demo_budget_fraction(vnni)[1]
