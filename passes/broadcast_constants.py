@@ -14,6 +14,8 @@ import tvm
 from tvm import relax
 from tvm.ir import IRModule
 
+from hanasc.relax_params import rewrite_functions
+
 _ELEMENTWISE = {
     "relax.add",
     "relax.subtract",
@@ -29,11 +31,7 @@ def full_rank_constants(mod: IRModule) -> IRModule:
     """``mod`` with every constant operand of a binary element-wise op that holds one value as a scalar,
     and every other constant of lower rank than the other operand at that rank; everything else
     unchanged."""
-    out = IRModule(dict(mod.functions_items()), attrs=mod.attrs)  # the caller's module stays as it was
-    for gv, func in list(out.functions.items()):
-        if isinstance(func, relax.Function):
-            out[gv] = _FullRank().visit_expr(func)
-    return out
+    return rewrite_functions(_FullRank(mod), mod)
 
 
 def _rank(expr: relax.Expr) -> int | None:

@@ -10,6 +10,11 @@ import tvm
 from tvm import te
 
 
+def window_extent(size: int, padding: int, kernel: int, stride: int, dilation: int) -> int:
+    """Output positions of a ``kernel`` window (``dilation``, ``stride``) over ``size`` + ``padding``."""
+    return (size + padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
 def sliding_window(data: te.Tensor, kh: int, kw: int, strides, padding, dilation):
     """``(padded data, out_h, out_w, (sh, sw), (dh, dw))`` of a KhxKw window over axes 2 and 3 of ``data``
     (NCHW or NCHWc); ``padding`` is (top, left, bottom, right)."""
@@ -17,8 +22,8 @@ def sliding_window(data: te.Tensor, kh: int, kw: int, strides, padding, dilation
     sh, sw = (int(s) for s in strides)
     dh, dw = (int(d) for d in dilation)
     top, left, bottom, right = (int(p) for p in padding)
-    out_h = (height + top + bottom - dh * (kh - 1) - 1) // sh + 1
-    out_w = (width + left + right - dw * (kw - 1) - 1) // sw + 1
+    out_h = window_extent(height, top + bottom, kh, sh, dh)
+    out_w = window_extent(width, left + right, kw, sw, dw)
     inner = (0,) * (len(data.shape) - 4)
     padded = (
         tvm.topi.nn.pad(data, (0, 0, top, left, *inner), (0, 0, bottom, right, *inner), name="pad")
@@ -140,9 +145,10 @@ def pair_conv2d(data: te.Tensor, kernel: te.Tensor, strides, padding, dilation, 
     """
     n, c_chunks, _, _, block = (int(d) for d in data.shape)
     o_chunks, kh, kw, _, o_block, group = (int(d) for d in kernel.shape)
-    _, _, out_w, (_, sw), _ = sliding_window(data, kh, kw, strides, padding, dilation)
-    wide = dot_conv_width(out_w)
     top, left, bottom, right = (int(p) for p in padding)
+    sw, dw = int(strides[1]), int(dilation[1])
+    out_w = window_extent(int(data.shape[3]), left + right, kw, sw, dw)
+    wide = dot_conv_width(out_w)
     padding = (top, left, bottom, right + (wide - out_w) * sw)  # columns the cut-off tile reads
     padded, out_h, _, (sh, sw), (dh, dw) = sliding_window(data, kh, kw, strides, padding, dilation)
     per_block = block // group

@@ -20,16 +20,15 @@ import tvm
 from tvm import relax
 from tvm.ir import IRModule
 
+from hanasc.relax_params import rewrite_functions
+
 _TRANSPOSE = "relax.nn.conv2d_transpose"
 
 
 def transposed_convs_as_convs(mod: IRModule) -> IRModule:
     """Every non-overlapping ``conv2d_transpose`` of ``mod`` (see the module docstring) rewritten as
     ``conv2d`` (1x1) + depth-to-space; the others, and every other op, unchanged."""
-    for gv, func in list(mod.functions.items()):
-        if isinstance(func, relax.Function):
-            mod[gv] = _AsConv().visit_expr(func)
-    return mod
+    return rewrite_functions(_AsConv(mod), mod)
 
 
 def is_patch_transpose(call: relax.Call) -> bool:
