@@ -170,6 +170,7 @@ def measure(variant: Variant, repeat: int, reference: Reference) -> dict:
     from hanasc.targets import host
 
     lowered = lower_to_kernels(bind_weights(variant.mod, keep_packed=True), "host")
+    shipped = lower_to_kernels(variant.mod, "host", "shipped")  # binds the weights as the build does
     executable = host.build_artifact(variant.mod)
     record = {"label": variant.label, "base": variant.base, "runs": repeat}
     if os.environ["TVM_NUM_THREADS"] == "1":  # CPU time of the runner thread: other tenants do not count
@@ -195,6 +196,8 @@ def measure(variant: Variant, repeat: int, reference: Reference) -> dict:
         "calls": lowered.total_calls,
         "flops": lowered.flops,
         "kernels": [{"calls": k.calls, "features": k.features.to_json()} for k in lowered.kernels],
+        "calls_shipped": shipped.total_calls,
+        "kernels_shipped": [{"calls": k.calls, "features": k.features.to_json()} for k in shipped.kernels],
     }
 
 
@@ -258,8 +261,9 @@ def metrics(pred, meas) -> dict[str, float]:
     }
 
 
-def predictors(records: list[dict], cache: Path):
-    """Per model: efficiency-aware prior terms, the plain roofline sum, FLOPs, calls (no kernel profile)."""
+def predictors(records: list[dict], cache: Path, lowering: str = "shipped"):
+    """Per model: efficiency-aware prior terms, the plain roofline sum, FLOPs, calls (no kernel profile);
+    the kernels of the ``lowering`` the record kept (``shipped``: what the prior reads since 2026-11-29)."""
     from hanasc.cost_models.device_prior import DevicePrior, terms_from_records
     from hanasc.cost_models.kernels import KernelFeatures
     from hanasc.cost_models.prior import roofline
@@ -268,24 +272,27 @@ def predictors(records: list[dict], cache: Path):
     spec = load_spec("host", cache / "host_spec.json")
     terms, plain = [], []
     for r in records:
-        kernels = [(KernelFeatures.from_json(k["features"]), k["calls"]) for k in r["kernels"]]
+        suffix = "_shipped" if lowering == "shipped" else ""
+        kernels = [(KernelFeatures.from_json(k["features"]), k["calls"]) for k in r[f"kernels{suffix}"]]
         prior = DevicePrior.for_spec(spec, threads=r["threads"], cache=cache)
-        terms.append(terms_from_records(kernels, r["calls"], prior))
+        terms.append(terms_from_records(kernels, r[f"calls{suffix}"], prior))
         plain.append(sum(roofline(f, spec).seconds * n for f, n in kernels))
     return prior, terms, np.array(plain)
 
 
-def report(records: list[dict], splits: int, seed: int, cache: Path) -> None:
+def report(records: list[dict], splits: int, seed: int, cache: Path, lowering: str = "shipped") -> None:
     """The done-when table: prior alone, calibrated with 10 and 30 timings, old one-scale, MACs."""
     from hanasc.cost_models.calibration import fit_calibration, fit_device
 
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_precision import isa_line
 
+    if lowering == "shipped":
+        records = [r for r in records if "kernels_shipped" in r]  # records of earlier runs lack them
     meas = measured_ms(records) / 1e3
     calls = np.array([r["calls"] for r in records])
     flops = np.array([r["flops"] for r in records])
-    prior, terms, plain = predictors(records, cache)
+    prior, terms, plain = predictors(records, cache, lowering)
     total = np.array([t.total_s for t in terms])
     bases = sorted({r["base"] for r in records})
     print(isa_line())
@@ -298,7 +305,10 @@ def report(records: list[dict], splits: int, seed: int, cache: Path) -> None:
         f"the reference x the reference's median over the run; median spread of the raw samples "
         f"{np.median([r['spread'] for r in records]):.0%}); {meas.min() * 1e3:.2f}-{meas.max() * 1e3:.2f} ms."
     )
-    print(f"prior: {prior.name}; no kernel profile of this machine is used (profiles disabled)")
+    print(
+        f"prior: {prior.name}; kernels of the {lowering} lowering; no kernel profile of this machine is used "
+        "(profiles disabled)"
+    )
     rows: list[tuple[str, str, dict]] = []
     rows.append(("prior (efficiency-aware), uncalibrated", f"all {len(meas)}", metrics(total, meas)))
     rows.append(("plain roofline prior (before), uncalibrated", f"all {len(meas)}", metrics(plain, meas)))
@@ -376,6 +386,12 @@ def main() -> None:
     )
     parser.add_argument("--only", default=None, help="measure only this base model (parallel runs)")
     parser.add_argument("--report-only", action="store_true", help="print the table from --records only")
+    parser.add_argument(
+        "--lowering",
+        choices=("shipped", "default"),
+        default="shipped",
+        help="the kernels the predictors read: the shipped build's (what the prior uses) or TVM's default",
+    )
     args = parser.parse_args()
     if args.quick:
         args.per_base, args.splits = "8,16", 5
@@ -389,7 +405,7 @@ def main() -> None:
         records = list({r["label"]: r for p in reversed(paths) for r in load_records(p)}.values())
     else:
         records = collect(args, paths[0], cache)
-    report(records, args.splits, args.seed, cache)
+    report(records, args.splits, args.seed, cache, args.lowering)
 
 
 if __name__ == "__main__":

@@ -73,8 +73,11 @@ def calibrate(
     prior = DevicePrior.for_spec(spec, None, ctx.cache())
     with ctx.store() as store:
         for row in rows:
-            mod = bind_weights(load_model(row.model, input_shapes).mod)
-            lowered = lower_to_kernels(mod, cost_target.name)
+            loaded = load_model(row.model, input_shapes).mod
+            mod = bind_weights(loaded)
+            lowering = model.meta.lowering if use_model else cost_target.prior_lowering
+            # the shipped lowering binds the weights itself (integer ones late, as the build does)
+            lowered = lower_to_kernels(loaded if lowering == "shipped" else mod, cost_target.name, lowering)
             if use_model:
                 times = kernel_times(lowered, spec, model, store)
                 sums.append(sum(t * k.calls for t, k in zip(times.seconds, lowered.kernels, strict=True)))

@@ -6,8 +6,9 @@
 Probes are small Relax modules of one layer (``cost_models.sweep.layer_module``: conv / pointwise /
 depthwise / dense, fp32 / int8 / fp16) or one activation op (add, pooling, mean). Each is built by
 ``hanasc.targets.host.build_artifact`` (what ``hanasc compile`` ships) and run under the VM's instrument
-hook; each kernel the cost model sees (``kernels.lower_to_kernels``) is paired, in order, with the shipped
-call of the same op (layout transforms, which the cost model's lowering does not have, are left out).
+hook; each call is paired with the features of the same kernel as the prior sees it
+(``kernels.lower_to_kernels(..., lowering="shipped")``: blocked layouts, int8 dot-product kernels, layout
+transforms).
 Runs with ``TVM_NUM_THREADS`` threads (the reference roof is one core x that many threads).
 """
 
@@ -158,9 +159,8 @@ def activation_probes(n: int, seed: int = 0) -> list[tuple[str, int, int]]:
     ]
 
 
-def shipped_kernel_samples(mod, runs: int = 15) -> list[list[float]]:
-    """Seconds of each non-layout kernel call of ``mod`` built by the shipped pipeline, in call order: one
-    sample per run."""
+def shipped_calls(mod, runs: int = 15) -> tuple[list[str], list[list[float]]]:
+    """Every kernel call of ``mod`` built by the shipped pipeline, in call order: (names, seconds per run)."""
     import tvm
     from tvm import relax
 
@@ -175,25 +175,67 @@ def shipped_kernel_samples(mod, runs: int = 15) -> list[list[float]]:
     timed = call_samples(vm, [x], runs, clock)
     if timed is None:
         raise RuntimeError("the kernel call sequence changed between runs")
-    order, samples = timed
+    return timed
+
+
+def shipped_kernel_samples(mod, runs: int = 15) -> list[list[float]]:
+    """Seconds of each non-layout kernel call of ``mod`` built by the shipped pipeline, in call order: one
+    sample per run."""
+    order, samples = shipped_calls(mod, runs)
     return [s for name, s in zip(order, samples, strict=True) if not name.startswith(LAYOUT_PREFIXES)]
 
 
-def shipped_kernel_times(mod, runs: int = 15) -> list[float]:
-    """Median seconds of each non-layout kernel call of ``mod`` built by the shipped pipeline, in order."""
-    return [statistics.median(s) for s in shipped_kernel_samples(mod, runs)]
-
-
 def probe(mod) -> list[tuple[KernelFeatures, float]]:
-    """(features, seconds) of each kernel of one probe module, or [] when the two lowerings do not pair."""
+    """(features, median seconds) of each kernel call of one probe module as the shipped build runs it
+    (layout transforms included: the prior reads the same lowering), or [] when the calls do not match."""
     from hanasc.cost_models.kernels import lower_to_kernels
 
-    lowered = lower_to_kernels(mod, "host")
-    times = shipped_kernel_times(mod)
-    if len(lowered.call_order) != len(times):
+    lowered = lower_to_kernels(mod, "host", "shipped")
+    order, samples = shipped_calls(mod)
+    if list(order) != list(lowered.call_order):
         return []
     by_name = {k.name: k for k in lowered.kernels}
-    return [(by_name[name].features, t) for name, t in zip(lowered.call_order, times, strict=True)]
+    return [(by_name[name].features, statistics.median(s)) for name, s in zip(order, samples, strict=True)]
+
+
+NETWORK_MODELS = ("mobilenetv3-small", "squeezenet1.1", "resnet18", "unet-tiny")
+NETWORK_SIZE = 96  # input height and width of the network probes
+
+
+def network_probes(per_model: int, seed: int = 0, models: tuple[str, ...] = NETWORK_MODELS):
+    """``(label, module)`` of architectures sampled from zoo models' search spaces
+    (:func:`hanasc.architecture_samples.mixed_genome`; the first of each model is the original, the second
+    uniform W8A8): every kernel in its network context (int8 inputs from an int8 producer, blocked
+    neighbours), which single-layer probes do not have (their int8 layer quantizes a float input)."""
+    import hanasc
+    from hanasc.architecture_samples import mixed_genome
+    from hanasc.calibration import calibrate
+    from hanasc.model_zoo import fetch
+    from hanasc.passes.config import Config, LayerChoice
+    from hanasc.passes.materialize import materialize
+    from hanasc.space import build_space
+
+    rng = np.random.default_rng(seed + 3)
+    for name in models:
+        model = hanasc.load_model(
+            fetch(name),
+            {model_input: (1, 3, NETWORK_SIZE, NETWORK_SIZE) for model_input in _input_names(fetch(name))},
+        )
+        space = build_space(model)
+        shape = model.inputs[0].shape
+        ranges = calibrate(model, [rng.standard_normal(shape).astype("float32") for _ in range(4)])
+        uniform = Config(layers={layer.name: LayerChoice(w_bits=8, a_bits=8) for layer in model.layers})
+        for i in range(per_model):
+            config = Config() if i == 0 else uniform if i == 1 else space.decode(mixed_genome(space, rng))
+            yield f"{name}@{NETWORK_SIZE}/n{i}", materialize(model.mod, config, ranges)
+
+
+def _input_names(path: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    return [i.name for i in graph.input if i.name not in weights]
 
 
 def measure_and_fit(
@@ -203,6 +245,7 @@ def measure_and_fit(
     progress=print,
     n_unpack: int = 20,
     add_to: tuple[list[tuple[KernelFeatures, float]], dict] | None = None,
+    networks_per_model: int = 0,
 ) -> EfficiencyModel:
     """Probe this machine and fit the efficiency model (reference: one core's sgemm peak x threads).
 
@@ -240,6 +283,9 @@ def measure_and_fit(
         (f"unpack{bits} {shape}", lambda bits=bits, shape=shape: unpack_probe(bits, shape))
         for bits, shape in unpack_probes(n_unpack, seed)
     ]
+    if networks_per_model:
+        sampled = network_probes(networks_per_model, seed)
+        modules += [(label, lambda mod=mod: mod) for label, mod in sampled]
     for i, (label, make) in enumerate(modules):
         try:
             pairs = probe(make())
@@ -247,7 +293,8 @@ def measure_and_fit(
             progress(f"{i + 1:>4}/{len(modules)} {label}: skipped ({type(exc).__name__})")
             continue
         samples.extend(pairs)
-        shown = ", ".join(f"{t * 1e6:.1f} us" for _, t in pairs) or "unpaired"
+        shown = ", ".join(f"{t * 1e6:.1f} us" for _, t in pairs[:8]) or "unpaired"
+        shown += f" ... ({len(pairs)} kernels)" if len(pairs) > 8 else ""
         progress(f"{i + 1:>4}/{len(modules)} {label}: {shown}")
     model = fit(samples, {k: v for k, v in reference.items() if k != "samples"})
     _save_samples(samples, model)
@@ -297,6 +344,9 @@ def main() -> None:
     parser.add_argument("--refit", type=Path, default=None, help="fit from kept samples (reference: --out's)")
     parser.add_argument("--unpack", type=int, default=20, help="probes unpacking 4/2-bit weights")
     parser.add_argument("--add-to", type=Path, default=None, help="kept samples to add the new ones to")
+    parser.add_argument(
+        "--networks", type=int, default=0, help="architectures per zoo model timed kernel by kernel"
+    )
     args = parser.parse_args()
     if args.refit is not None:
         import json
@@ -315,7 +365,14 @@ def main() -> None:
 
             source = args.out if args.out and args.out.is_file() else SHIPPED
             added = (load_samples(args.add_to), json.loads(source.read_text())["reference"])
-        model = measure_and_fit(args.layers, args.activations, args.seed, n_unpack=args.unpack, add_to=added)
+        model = measure_and_fit(
+            args.layers,
+            args.activations,
+            args.seed,
+            n_unpack=args.unpack,
+            add_to=added,
+            networks_per_model=args.networks,
+        )
     out = args.out or cache_path()
     model.save(out)
     print(f"wrote {out}: {model.name}")

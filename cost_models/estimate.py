@@ -70,18 +70,28 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or DEFAULT_DEVICE
 
 
-def load_device_calibration(ctx: CostContext, target: str, device: str | None = None):
+def load_device_calibration(
+    ctx: CostContext, target: str, device: str | None = None, prior_name: str | None = None
+):
     """The device's calibration of ``target``'s prior, or None; a legacy one-scale calibration of the
-    default device is migrated once (with a one-line warning on stderr)."""
+    default device is migrated once (with a one-line warning on stderr). ``prior_name``: the prior it is
+    to bend; a calibration fitted on another efficiency-aware prior (another efficiency fit or lowering)
+    is not applied (one-line warning): its per-kind factors corrected other numbers."""
     import json
     import sys
 
     path = ctx.device_calibration_path(target, device)
     if path.is_file():
         try:
-            return DeviceCalibration.from_json(json.loads(path.read_text()))
+            cal = DeviceCalibration.from_json(json.loads(path.read_text()))
         except (ValueError, KeyError, TypeError) as exc:
             raise CalibrationInputError(f"{path}: not a device calibration ({exc})") from None
+        stale = prior_name and cal.prior.startswith("efficiency-aware") and cal.prior != prior_name
+        if stale:
+            print(f"hanasc: {path} was fitted on another prior ({cal.prior}); not applied: run hanasc "
+                  "calibrate again with the same timings", file=sys.stderr)  # fmt: skip
+            return None
+        return cal
     legacy = ctx.calibration_path(target, "prior")
     if (device or ctx.device or DEFAULT_DEVICE) == DEFAULT_DEVICE and legacy.is_file():
         cal = migrate_legacy(json.loads(legacy.read_text()), DEFAULT_DEVICE, target)
@@ -171,7 +181,7 @@ def estimate_costs(
     spec = load_spec(cost_target.name, ctx.cache() / "host_spec.json")
     prior = DevicePrior.for_spec(spec, threads, ctx.cache())
     model = _latency_model(cost_target, ctx)
-    lowering = model.meta.lowering if model is not None else "default"
+    lowering = model.meta.lowering if model is not None else cost_target.prior_lowering
     # the shipped lowering binds the weights itself (integer ones late, as the build does)
     lowered = lower_to_kernels(mod if lowering == "shipped" else _bound(mod), cost_target.name, lowering)
     with ctx.store() as store:
@@ -189,7 +199,7 @@ def estimate_costs(
         if model.meta.calibration is None:
             notes.append("no whole-model measurements yet: runtime overhead between kernels not included")
     else:
-        device_cal = load_device_calibration(ctx, cost_target.name)
+        device_cal = load_device_calibration(ctx, cost_target.name, prior_name=prior.name)
         if device_cal is not None:
             total_s = device_cal.predict_s(prior.terms(lowered))
             source = "predicted"

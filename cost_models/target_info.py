@@ -37,6 +37,14 @@ class CostTarget:
         """Its kernels are compiled for and run on this machine's CPU (no cross compiler, no GPU)."""
         return self.compiles_with_tvm and self.device_type == "cpu" and self.cross_cc is None
 
+    @property
+    def prior_lowering(self) -> str:
+        """The kernels the device prior and its calibration read when no latency model is trained: the
+        shipped build's (``"shipped"``: blocked layouts, int8 dot-product kernels, layout transforms) on the
+        LLVM CPU targets, whose lowering hanasc defines (:func:`hanasc.targets.pipelines.to_blocked_layout`);
+        TVM's default fusion (``"default"``) on the others."""
+        return "shipped" if self.compiler == "tvm-llvm" else "default"
+
     def tvm_target(self):
         """The TVM target kernels are compiled for: the registry's (what ships); the host CPU for OpenVINO
         targets (features only)."""

@@ -114,3 +114,35 @@ def test_unusable_cached_efficiency_model_falls_back_to_the_shipped_fit(tmp_path
     assert model is not None
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "efficiency.json" in err[0] and "shipped fit" in err[0]
+
+
+def test_the_prior_reads_the_kernels_that_ship_on_cpu_targets(test_models, tmp_path):
+    """CPU targets' priors read the shipped lowering (blocked convs, layout transforms); others TVM's."""
+    import hanasc
+    from hanasc.cost_models.estimate import CostContext, estimate_costs
+    from hanasc.cost_models.target_info import get_target
+
+    assert get_target("host").prior_lowering == "shipped"
+    assert get_target("cortex-a78").prior_lowering == "shipped"
+    assert get_target("jetson-orin").prior_lowering == "default"
+    assert get_target("npu3720").prior_lowering == "default"
+    mod = hanasc.load_model(test_models["plain_conv"]).mod
+    report = estimate_costs(mod, "cortex-a78", CostContext(root=tmp_path), memory=False)
+    names = [k.name for k in report.kernels]
+    assert any("nchwc" in n for n in names), names  # the blocked kernels of the shipped build
+    assert report.latency.value == pytest.approx(sum(k.latency.value * k.calls for k in report.kernels))
+
+
+def test_efficiency_probe_pairs_every_shipped_call_with_its_features():
+    """Each call the shipped build runs (layout transforms too) is one sample, with that kernel's features."""
+    from hanasc.cost_models import efficiency_probe
+    from hanasc.cost_models.kernels import lower_to_kernels
+    from hanasc.cost_models.sweep import LayerShape, layer_module
+
+    mod = layer_module(LayerShape(16, 32, 8, 8, 3, 1, dtype="int8"))
+    pairs = efficiency_probe.probe(mod)
+    lowered = lower_to_kernels(mod, "host", "shipped")
+    assert len(pairs) == lowered.total_calls and len(pairs) >= 2
+    kinds = [f.op_kind for f, _ in pairs]
+    assert "conv2d" in kinds and "copy" in kinds, kinds  # the conv and its layout transforms
+    assert all(0 < seconds < 0.1 for _, seconds in pairs)

@@ -208,8 +208,9 @@ def test_se_hardswish_prune(models):
     config = _config({"conv": 0.5, "se_expand": 0.5, "se_reduce": 0.5})
     pruned, _ = _pruned_equals_simulation(model, config)
     shapes = _shapes(pruned)
-    assert shapes["conv.weight"] == (12, 3, 3, 3) and shapes["se_expand.weight"] == (12, 3, 1, 1)
-    assert shapes["se_reduce.weight"] == (3, 12, 1, 1) and shapes["project.weight"] == (24, 12, 1, 1)
+    # half of 24 channels is 12, kept as 16: a multiple of the 8-channel vector block
+    assert shapes["conv.weight"] == (16, 3, 3, 3) and shapes["se_expand.weight"] == (16, 3, 1, 1)
+    assert shapes["se_reduce.weight"] == (3, 16, 1, 1) and shapes["project.weight"] == (24, 16, 1, 1)
     with pytest.raises(ConfigError, match=r"'conv'.*'se_expand'"):
         PruneChannels(_config({"conv": 0.5}))(model.mod)
 
@@ -310,3 +311,13 @@ def test_efficientnet_lite0(effnet_path):
     removed += 40 * (241 + 481 + 481) + 3 * 480 * 40  # 80-channel stage: 3 producers, 3 consumers
     removed += 640 * (320 + 1) + 1000 * 640  # head
     assert _param_count(model.mod) - _param_count(pruned) == removed
+
+
+def test_widths_keep_whole_vector_blocks():
+    """Multiples of 8 channels stay multiples of 8 (no 2-channel blocks); other counts round as before."""
+    from hanasc.passes.width import kept_count
+
+    assert [kept_count(24, w) for w in (0.25, 0.5, 0.75, 1.0)] == [6, 16, 16, 24]
+    assert [kept_count(96, w) for w in (0.25, 0.5, 0.75)] == [24, 48, 72]
+    assert kept_count(8, 0.5) == 4 and kept_count(16, 0.25) == 4  # under one block: as computed
+    assert [kept_count(6, w) for w in (0.25, 0.5, 0.75)] == [2, 3, 5]

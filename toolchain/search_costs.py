@@ -100,10 +100,16 @@ class SearchCosts:
             else None
         )
         # the kernels the latency model predicts: TVM's default lowering, or the shipped build's
-        self._lowering = self._latency_model.meta.lowering if self._latency_model is not None else "default"
+        self._lowering = (
+            self._latency_model.meta.lowering
+            if self._latency_model is not None
+            else self._cost_target.prior_lowering
+        )
         self._prior = DevicePrior.for_spec(self._spec, cache=ctx.cache())
         self._device_cal = (
-            load_device_calibration(ctx, self._cost_target.name) if self._latency_model is None else None
+            load_device_calibration(ctx, self._cost_target.name, prior_name=self._prior.name)
+            if self._latency_model is None
+            else None
         )
         self._upper = (
             self._device_cal.upper(1.0, self.budget_confidence)
