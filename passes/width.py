@@ -21,16 +21,15 @@ from hanasc.passes.channel_groups import ChannelGroup, ParamSlice, channel_group
 from hanasc.passes.config import Config, ConfigError
 from hanasc.passes.weights import WeightEditor, weight_values
 
-
 CHANNEL_MULTIPLE = 8  # the smallest channel block the CPU targets' vector kernels run at full width
 
 
 def kept_count(channels: int, width: float) -> int:
     """How many of ``channels`` a width keeps: ``channels x width`` rounded half up, to a multiple of
-    :data:`CHANNEL_MULTIPLE` when ``channels`` is one and keeps at least that many. Otherwise the blocked layout falls
-    back to 2-channel blocks: a 0.75 width of 24 channels (18) ran its 1x1 convs 7-12x slower than their
-    prior (a MobileNetV2-style net at 64x64, int8 and fp32, one Zen 4 core), where 16 or 24 run at full
-    vector width."""
+    :data:`CHANNEL_MULTIPLE` when ``channels`` is one and keeps at least that many. Otherwise the blocked
+    layout falls back to 2-channel blocks: a 0.75 width of 24 channels (18) ran its 1x1 convs 7-12x slower
+    than their prior (a MobileNetV2-style net at 64x64, int8 and fp32, one Zen 4 core), where 16 or 24
+    run at full vector width."""
     if channels % CHANNEL_MULTIPLE == 0 and CHANNEL_MULTIPLE <= channels * width < channels:
         return math.floor(channels * width / CHANNEL_MULTIPLE + 0.5) * CHANNEL_MULTIPLE
     return math.floor(channels * width + 0.5)
