@@ -287,9 +287,11 @@ def _schedule_out_blocked(
         sch.parallel(outer)
     for block in producers:  # padding and the weight repacking: separate passes over small buffers
         vectorize_injective(sch, block)
-    sch.reverse_compute_at(last, xo)
+    # the copy back to NCHW per output row, along the row: per tile it stored each channel's few pixels
+    # to its own plane (byte scatters 4 KiB apart, 18x slower on a 1x1 3 -> 16 conv at 64x64)
+    sch.reverse_compute_at(last, outer)
     sch.set_scope(conv, 0, "local")
-    sch.vectorize(sch.get_loops(last)[-1])
+    vectorize_injective(sch, last)
     sch.unroll(xi)
     sch.vectorize(ob)
     init = sch.decompose_reduction(conv, reduce[0])
