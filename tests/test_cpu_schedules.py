@@ -184,3 +184,28 @@ def test_rgb_stem_writes_back_along_whole_rows(tmp_path):
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     np.testing.assert_allclose(host.run(host.build_artifact(mod), [x])[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_nchw_depthwise_conv_is_not_taken_for_a_pool(tmp_path):
+    """A depthwise conv over RGB channels stays NCHW (no channel block): the pool rule's row vector, with
+    its border select per lane, is not for it (LLVM's own loop was 10x faster); still exact."""
+    import onnxruntime as ort
+    import torch
+    from builders import export_module
+
+    import hanasc
+    from hanasc.targets.cpu_schedules import ChannelBlockReduction
+    from hanasc.targets.late_binding import fused_as_shipped
+
+    conv = torch.nn.Conv2d(3, 3, 3, padding=1, groups=3)
+    path = export_module(conv.eval(), (1, 3, 64, 64), tmp_path / "rgb_dw.onnx")
+    mod = hanasc.load_model(path).mod
+    target = host.tvm_target()
+    fused = fused_as_shipped(mod, target)
+    convs = [f for gv, f in fused.functions.items() if "conv2d" in gv.name_hint]
+    assert convs
+    with target:
+        assert all(ChannelBlockReduction().apply(f, target, False) is None for f in convs)
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(host.run(host.build_artifact(mod), [x])[0], want, rtol=1e-5, atol=1e-5)
