@@ -137,75 +137,69 @@ def test_convs_at_prime_widths_match_onnxruntime(tmp_path, width):
 def test_nchw_max_pool_after_an_rgb_stem_is_scheduled(tmp_path):
     """The RGB stem stays NCHW, so the max pool after it does too: it vectorizes along the output row
     (ResNet's, ShuffleNet's and SqueezeNet's were naive loop nests) and matches onnxruntime."""
-    import onnxruntime as ort
     import torch
-    from builders import export_module
-
-    import hanasc
-    from hanasc.targets.late_binding import fused_as_shipped
 
     stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2, 1))
-    path = export_module(stem.eval(), (1, 3, 64, 64), tmp_path / "stem.onnx")
-    mod = hanasc.load_model(path).mod
-    target = host.tvm_target()
-    schedules = tvm.transform.Sequential(pipelines.default_schedule_passes(target))
-    with target:
-        fused = schedules(fused_as_shipped(mod, target))
+    path, mod, fused = _rgb_net(stem, tmp_path, "stem.onnx")
     pools = [f for gv, f in fused.functions.items() if "max_pool" in gv.name_hint]
     assert pools and all(f.attrs.get("tirx.is_scheduled", False) for f in pools)
     assert all("T.vectorized" in f.script() for f in pools)
-    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
-    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    np.testing.assert_allclose(host.run(host.build_artifact(mod), [x])[0], want, rtol=1e-5, atol=1e-5)
+    _matches_onnxruntime(path, mod)
 
 
 def test_rgb_stem_writes_back_along_whole_rows(tmp_path):
     """An NCHW conv computed in output-channel blocks (3 input channels) copies its row back to NCHW with
     contiguous vector stores: per 4-pixel tile it had stored one byte or float per channel plane (a 1x1
     3 -> 16 conv at 64x64: 200 us instead of 30). Exact against onnxruntime."""
-    import onnxruntime as ort
     import torch
-    from builders import export_module
-
-    import hanasc
-    from hanasc.targets.late_binding import fused_as_shipped
 
     stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 1), torch.nn.ReLU6())
-    path = export_module(stem.eval(), (1, 3, 64, 64), tmp_path / "stem1x1.onnx")
-    mod = hanasc.load_model(path).mod
-    target = host.tvm_target()
-    schedules = tvm.transform.Sequential(pipelines.default_schedule_passes(target))
-    with target:
-        fused = schedules(fused_as_shipped(mod, target))
+    path, mod, fused = _rgb_net(stem, tmp_path, "stem1x1.onnx")
     (stem_func,) = [f for gv, f in fused.functions.items() if "oblocked" in gv.name_hint]
     script = stem_func.script()
     # the write-back's pixel index runs along the whole 64-pixel row, 16 lanes a vector (per tile: x*4+i)
     assert re.search(r"T\.axis\.spatial\(T\.int64\(64\), \w+ \* T\.int64\(16\) \+ \w+\)", script), script
-    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
-    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    np.testing.assert_allclose(host.run(host.build_artifact(mod), [x])[0], want, rtol=1e-5, atol=1e-5)
+    _matches_onnxruntime(path, mod)
 
 
 def test_nchw_depthwise_conv_is_not_taken_for_a_pool(tmp_path):
     """A depthwise conv over RGB channels stays NCHW (no channel block): the pool rule's row vector, with
     its border select per lane, is not for it (LLVM's own loop was 10x faster); still exact."""
-    import onnxruntime as ort
     import torch
-    from builders import export_module
 
-    import hanasc
     from hanasc.targets.cpu_schedules import ChannelBlockReduction
-    from hanasc.targets.late_binding import fused_as_shipped
 
     conv = torch.nn.Conv2d(3, 3, 3, padding=1, groups=3)
-    path = export_module(conv.eval(), (1, 3, 64, 64), tmp_path / "rgb_dw.onnx")
-    mod = hanasc.load_model(path).mod
-    target = host.tvm_target()
-    fused = fused_as_shipped(mod, target)
+    path, mod, fused = _rgb_net(conv, tmp_path, "rgb_dw.onnx", schedule=False)
     convs = [f for gv, f in fused.functions.items() if "conv2d" in gv.name_hint]
+    target = host.tvm_target()
     assert convs
     with target:
         assert all(ChannelBlockReduction().apply(f, target, False) is None for f in convs)
+    _matches_onnxruntime(path, mod)
+
+
+def _rgb_net(net, tmp_path, name: str, schedule: bool = True):
+    """``(path, module, fused kernels)`` of a torch net on a 1x3x64x64 input, lowered as shipped (and given
+    the default schedules)."""
+    from builders import export_module
+
+    import hanasc
+    from hanasc.targets.late_binding import fused_as_shipped
+
+    path = export_module(net.eval(), (1, 3, 64, 64), tmp_path / name)
+    mod = hanasc.load_model(path).mod
+    target = host.tvm_target()
+    fused = fused_as_shipped(mod, target)
+    if schedule:
+        with target:
+            fused = tvm.transform.Sequential(pipelines.default_schedule_passes(target))(fused)
+    return path, mod, fused
+
+
+def _matches_onnxruntime(path, mod) -> None:
+    import onnxruntime as ort
+
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     np.testing.assert_allclose(host.run(host.build_artifact(mod), [x])[0], want, rtol=1e-5, atol=1e-5)
