@@ -128,7 +128,8 @@ def cpu_default_rules() -> list:
     """Schedule rules that make a CPU kernel fast without tuning (tried in order)."""
     from tvm.s_tir import dlight
 
-    from hanasc.targets.cpu_schedules import BlockedConv, ChannelBlockReduction, Injective, RowMatmul
+    from hanasc.targets.cpu_nonconv_schedules import ChannelBlockReduction, Injective, RowMatmul
+    from hanasc.targets.cpu_schedules import BlockedConv
 
     return [BlockedConv(), RowMatmul(), SafeRule(dlight.cpu.GEMV()), ChannelBlockReduction(), Injective()]
 

@@ -11,7 +11,7 @@ import tvm
 from tvm import relax
 
 from hanasc.targets import cortex_a78, host, pipelines
-from hanasc.targets.cpu_schedules import RowMatmul
+from hanasc.targets.cpu_nonconv_schedules import RowMatmul
 
 
 def _x86(mcpu: str):
@@ -167,7 +167,7 @@ def test_nchw_depthwise_conv_is_not_taken_for_a_pool(tmp_path):
     its border select per lane, is not for it (LLVM's own loop was 10x faster); still exact."""
     import torch
 
-    from hanasc.targets.cpu_schedules import ChannelBlockReduction
+    from hanasc.targets.cpu_nonconv_schedules import ChannelBlockReduction
 
     conv = torch.nn.Conv2d(3, 3, 3, padding=1, groups=3)
     path, mod, fused = _rgb_net(conv, tmp_path, "rgb_dw.onnx", schedule=False)

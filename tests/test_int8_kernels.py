@@ -25,7 +25,7 @@ from hanasc.passes.conv_compute import DOT_CROP, PAIR_CONV, QUAD_CONV, dot_conv_
 from hanasc.passes.quantize import FakeQuantizeLayers, QuantizeLayers
 from hanasc.relax_params import bind_weights, is_packed, weights_of
 from hanasc.targets import host, pipelines, x86_int8
-from hanasc.targets.cpu_schedules import Injective
+from hanasc.targets.cpu_nonconv_schedules import Injective
 from hanasc.targets.late_binding import _unpacked_param, compile_late_bound, prepack_weights
 from hanasc.targets.x86_int8 import supports_pair_kernels
 
