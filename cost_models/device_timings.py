@@ -22,11 +22,12 @@ from hanasc.cost_models.estimate import (
     CalibrationInputError,
     CostContext,
     _latency_model,
+    costed_lowering,
     kernel_times,
     load_device_calibration,
     save_device_calibration,
 )
-from hanasc.cost_models.kernels import lower_to_kernels
+from hanasc.cost_models.kernels import lower_for_costs
 from hanasc.cost_models.spec import load_spec
 from hanasc.cost_models.store import ModelRow, tvm_version
 from hanasc.cost_models.target_info import get_target
@@ -71,13 +72,11 @@ def calibrate(
         raise CalibrationInputError(f"no latency model trained for '{cost_target.name}' (run hanasc profile)")
     sums, calls, measured, terms = [], [], [], []
     prior = DevicePrior.for_spec(spec, None, ctx.cache())
+    lowering = costed_lowering(cost_target, model if use_model else None)
     with ctx.store() as store:
         for row in rows:
             loaded = load_model(row.model, input_shapes).mod
-            mod = bind_weights(loaded)
-            lowering = model.meta.lowering if use_model else cost_target.prior_lowering
-            # the shipped lowering binds the weights itself (integer ones late, as the build does)
-            lowered = lower_to_kernels(loaded if lowering == "shipped" else mod, cost_target.name, lowering)
+            lowered = lower_for_costs(loaded, cost_target.name, lowering)
             if use_model:
                 times = kernel_times(lowered, spec, model, store)
                 sums.append(sum(t * k.calls for t, k in zip(times.seconds, lowered.kernels, strict=True)))
@@ -87,7 +86,7 @@ def calibrate(
             measured.append(row.ms / 1e3)
             store.put_model(
                 ModelRow(
-                    module_hash(mod),
+                    module_hash(bind_weights(loaded)),
                     row.model.name,
                     cost_target.name,
                     ctx.device or "user",

@@ -211,16 +211,16 @@ def network_probes(per_model: int, seed: int = 0, models: tuple[str, ...] = NETW
     from hanasc.architecture_samples import mixed_genome
     from hanasc.calibration import calibrate
     from hanasc.model_zoo import fetch
+    from hanasc.onnx_loader import graph_inputs, read_onnx
     from hanasc.passes.config import Config, LayerChoice
     from hanasc.passes.materialize import materialize
     from hanasc.space import build_space
 
     rng = np.random.default_rng(seed + 3)
     for name in models:
-        model = hanasc.load_model(
-            fetch(name),
-            {model_input: (1, 3, NETWORK_SIZE, NETWORK_SIZE) for model_input in _input_names(fetch(name))},
-        )
+        path = fetch(name)
+        inputs = graph_inputs(read_onnx(path))
+        model = hanasc.load_model(path, {i.name: (1, 3, NETWORK_SIZE, NETWORK_SIZE) for i in inputs})
         space = build_space(model)
         shape = model.inputs[0].shape
         ranges = calibrate(model, [rng.standard_normal(shape).astype("float32") for _ in range(4)])
@@ -228,14 +228,6 @@ def network_probes(per_model: int, seed: int = 0, models: tuple[str, ...] = NETW
         for i in range(per_model):
             config = Config() if i == 0 else uniform if i == 1 else space.decode(mixed_genome(space, rng))
             yield f"{name}@{NETWORK_SIZE}/n{i}", materialize(model.mod, config, ranges)
-
-
-def _input_names(path: Path) -> list[str]:
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    weights = {t.name for t in graph.initializer}
-    return [i.name for i in graph.input if i.name not in weights]
 
 
 def measure_and_fit(

@@ -18,7 +18,7 @@ from hanasc.cost_models.calibration import (
     migrate_legacy,
 )
 from hanasc.cost_models.device_prior import DevicePrior
-from hanasc.cost_models.kernels import LoweredModel, lower_to_kernels
+from hanasc.cost_models.kernels import LoweredModel, lower_for_costs
 from hanasc.cost_models.provenance import Figure, combine_sources
 from hanasc.cost_models.report import CostReport, KernelCost
 from hanasc.cost_models.spec import HardwareSpec, load_spec
@@ -163,6 +163,12 @@ def _latency_model(cost_target, ctx: CostContext):
     return load_latest(cost_target.name, root=ctx.models_root())
 
 
+def costed_lowering(cost_target, model) -> str:
+    """The kernels a cost figure reads: those the target's latency model was trained on (``model``), else
+    the prior's (:attr:`hanasc.cost_models.target_info.CostTarget.prior_lowering`)."""
+    return model.meta.lowering if model is not None else cost_target.prior_lowering
+
+
 def estimate_costs(
     mod,
     target: str,
@@ -175,15 +181,12 @@ def estimate_costs(
     """Latency (with an interval once calibrated), memory (``memory=True``) and energy of a Relax module
     (weights bound or as parameters) on a target, each figure with its provenance."""
     from hanasc.cost_models.energy import estimate_energy
-    from hanasc.cost_models.memory import _bound
 
     cost_target = get_target(target)
     spec = load_spec(cost_target.name, ctx.cache() / "host_spec.json")
     prior = DevicePrior.for_spec(spec, threads, ctx.cache())
     model = _latency_model(cost_target, ctx)
-    lowering = model.meta.lowering if model is not None else cost_target.prior_lowering
-    # the shipped lowering binds the weights itself (integer ones late, as the build does)
-    lowered = lower_to_kernels(mod if lowering == "shipped" else _bound(mod), cost_target.name, lowering)
+    lowered = lower_for_costs(mod, cost_target.name, costed_lowering(cost_target, model))
     with ctx.store() as store:
         times = kernel_times(lowered, spec, model, store, prior)
     kernel_sum = sum(t * k.calls for t, k in zip(times.seconds, lowered.kernels, strict=True))

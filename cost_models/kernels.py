@@ -178,6 +178,24 @@ def fusion_passes(tvm_target):
 LOWERINGS = ("default", "shipped")  # TVM's default NCHW fusion, or the shipped build's (targets/pipelines.py)
 
 
+def with_bound_weights(mod):
+    """``mod`` with its weights bound as constants if they are still parameters (``main`` has
+    ``num_input``); a module already bound as it is."""
+    main = mod["main"]
+    if main.attrs and "num_input" in main.attrs:
+        from hanasc.relax_params import bind_weights
+
+        return bind_weights(mod)
+    return mod
+
+
+def lower_for_costs(mod, target_name: str, lowering: str) -> LoweredModel:
+    """:func:`lower_to_kernels` of ``mod`` (weights as parameters or bound) with its weights as
+    ``lowering`` takes them: the shipped lowering binds them itself (integer ones late, as the build does),
+    TVM's default one reads them bound."""
+    return lower_to_kernels(mod if lowering == "shipped" else with_bound_weights(mod), target_name, lowering)
+
+
 def lower_to_kernels(mod, target_name: str = "host", lowering: str = "default") -> LoweredModel:
     """Lower a Relax module (weights bound, or as inputs) and list its fused kernels with features.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hanasc.cost_models.kernels import LoweredModel
+from hanasc.cost_models.kernels import LoweredModel, with_bound_weights
 from hanasc.targets.quiet import export_library
 
 
@@ -119,19 +119,9 @@ def estimate_memory(mod, lowered: LoweredModel, target_name: str) -> MemoryEstim
     from hanasc.cost_models.target_info import get_target
 
     by_dtype = weight_bytes(mod)
-    peak, planned = activation_bytes(_bound(mod), get_target(target_name).tvm_target())
+    peak, planned = activation_bytes(with_bound_weights(mod), get_target(target_name).tvm_target())
     workspace = max((k.features.scratch_bytes for k in lowered.kernels), default=0)
     return MemoryEstimate(sum(by_dtype.values()), by_dtype, peak, planned, workspace)
-
-
-def _bound(mod):
-    """Weights bound as constants if they are still parameters (the plan then sees the real graph)."""
-    main = mod["main"]
-    if main.attrs and "num_input" in main.attrs:
-        from hanasc.relax_params import bind_weights
-
-        return bind_weights(mod)
-    return mod
 
 
 @dataclass(frozen=True)
@@ -178,7 +168,7 @@ def check_artifact(mod, workdir: Path | None = None) -> ArtifactCheck:
     run it in a fresh process: file size and peak RSS over baseline."""
     from hanasc.targets import host
 
-    mod = _bound(mod)
+    mod = with_bound_weights(mod)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = Path(tmp) / "model.so"
         export_library(host.build_artifact(mod), path)

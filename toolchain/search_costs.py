@@ -83,7 +83,7 @@ class SearchCosts:
 
     def __post_init__(self) -> None:
         from hanasc.cost_models.device_prior import DevicePrior
-        from hanasc.cost_models.estimate import CostContext, load_device_calibration
+        from hanasc.cost_models.estimate import CostContext, costed_lowering, load_device_calibration
         from hanasc.cost_models.latency_model import load_latest
         from hanasc.cost_models.spec import load_spec
         from hanasc.cost_models.target_info import get_target
@@ -100,11 +100,7 @@ class SearchCosts:
             else None
         )
         # the kernels the latency model predicts: TVM's default lowering, or the shipped build's
-        self._lowering = (
-            self._latency_model.meta.lowering
-            if self._latency_model is not None
-            else self._cost_target.prior_lowering
-        )
+        self._lowering = costed_lowering(self._cost_target, self._latency_model)
         self._prior = DevicePrior.for_spec(self._spec, cache=ctx.cache())
         self._device_cal = (
             load_device_calibration(ctx, self._cost_target.name, prior_name=self._prior.name)
@@ -141,11 +137,9 @@ class SearchCosts:
 
     # --- kernels -------------------------------------------------------------------------------------------
     def _non_layer_kernels(self) -> tuple[float, float]:
-        from hanasc.cost_models.kernels import lower_to_kernels
-        from hanasc.relax_params import bind_weights
+        from hanasc.cost_models.kernels import lower_for_costs
 
-        mod = self.model.mod if self._lowering == "shipped" else bind_weights(self.model.mod)
-        lowered = lower_to_kernels(mod, self._cost_target.name, self._lowering)
+        lowered = lower_for_costs(self.model.mod, self._cost_target.name, self._lowering)
         cost = self._cost_of(lowered.subset(lambda k: k.features.op_kind not in LAYER_KINDS))
         return cost.seconds, cost.energy_j
 
