@@ -271,8 +271,8 @@ def predictors(records: list[dict], cache: Path, lowering: str = "shipped"):
 
     spec = load_spec("host", cache / "host_spec.json")
     terms, plain = [], []
+    suffix = "_shipped" if lowering == "shipped" else ""
     for r in records:
-        suffix = "_shipped" if lowering == "shipped" else ""
         kernels = [(KernelFeatures.from_json(k["features"]), k["calls"]) for k in r[f"kernels{suffix}"]]
         prior = DevicePrior.for_spec(spec, threads=r["threads"], cache=cache)
         terms.append(terms_from_records(kernels, r[f"calls{suffix}"], prior))
