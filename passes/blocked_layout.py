@@ -41,8 +41,9 @@ from hanasc.passes.conv_compute import (
     pair_group,
     pair_index_map,
 )
-from hanasc.passes.dot_convs import lower_dot_dense, mark_pair_convs
-from hanasc.relax_params import rewrite_functions
+from hanasc.passes.dot_convs import emit_dot_weight, lower_dot_dense, mark_pair_convs, param_names
+from hanasc.passes.packing import unpacked_param
+from hanasc.relax_params import bound_value, rewrite_functions
 
 
 def clip_as_min_max(mod: IRModule) -> IRModule:
@@ -331,6 +332,7 @@ class _LowerBlockedConvs(relax.PyExprMutator):
         super().__init__(mod)
         self.mod_ = mod
         self.pairs, self.pairs_only, self.sdot = pairs, pairs_only, sdot
+        self.params = param_names(mod)
 
     def run(self) -> IRModule:
         return rewrite_functions(self, self.mod_)
@@ -347,13 +349,19 @@ class _LowerBlockedConvs(relax.PyExprMutator):
         if weight is not None:
             attrs = call.attrs
             group = pair_group(call.args[0].ty.dtype)
-            packed = relax.op.layout_transform(weight, pair_index_map(int(call.ty.shape[-1]), group))
+            packed, bits = emit_dot_weight(
+                self.builder_,
+                weight,
+                pair_index_map(int(call.ty.shape[-1]), group),
+                lambda v: unpacked_param(v, lambda u: bound_value(self, u), self.params),
+            )
             return self.builder_.call_te(
                 pair_conv2d,
                 call.args[0],
-                self.builder_.emit(packed),
+                packed,
                 *window_attrs(attrs),
                 "int32",
+                bits,
                 primfunc_name_hint=dot_conv_name(call.args[0].ty.dtype),
             )
         return call if self.pairs_only else legalize_blocked_conv2d(self.builder_, call)

@@ -135,14 +135,70 @@ def pair_kernel_layout(out_block: int, group: int = 2) -> str:
     return f"OHWI{out_block}o{group}i"
 
 
-def pair_conv2d(data: te.Tensor, kernel: te.Tensor, strides, padding, dilation, out_dtype: str = "int32"):
+WEIGHT_TILES = "dot_weight_tiles"  # 4/2-bit weights packed as whole tiles (computed once, when bound)
+WEIGHT_UNPACK = "dot_weight_unpack"  # a tile unpacked in the kernel, next to the dot products reading it
+DOT_UNSCALE = "dot_conv_unscale"  # the sums of unpacked (scaled) weights divided back
+
+
+def weight_tiles(weight: te.Tensor, bits: int) -> te.Tensor:
+    """int8 ``(O/ob, Kh, Kw, T, ob, g)`` with values in the signed ``bits`` range -> uint8
+    ``(O/ob, Kh, Kw, T/k, ob, g)``, ``k = 8 // bits`` consecutive tiles sharing bytes
+    (:func:`hanasc.passes.packing.pack_tiles`). A graph op on a late-bound weight: evaluated once, in numpy,
+    by :func:`hanasc.targets.late_binding.prepack_weights`."""
+    o, kh, kw, rows, ob, g = (int(d) for d in weight.shape)
+    slots, mask = 8 // bits, tvm.tirx.const(2**bits - 1, "uint8")
+
+    def byte(a, y, x, t, j, k):
+        fields = [
+            (weight[a, y, x, t * slots + s, j, k].astype("uint8") & mask) << tvm.tirx.const(s * bits, "uint8")
+            for s in range(slots)
+        ]
+        out = fields[0]
+        for field in fields[1:]:
+            out = out | field
+        return out
+
+    return te.compute((o, kh, kw, rows // slots, ob, g), byte, name=WEIGHT_TILES)
+
+
+def unpack_tiles(tiles: te.Tensor, bits: int) -> te.Tensor:
+    """:func:`weight_tiles` unpacked: int8 ``(O/ob, Kh, Kw, T, ob, g)``, each value times ``2 ** (8 - bits)``
+    (its field shifted to the top of the byte, the bits below cleared: a shift and a mask on whole
+    registers, no sign extension)."""
+    o, kh, kw, rows, ob, g = (int(d) for d in tiles.shape)
+    slots = 8 // bits
+    top = tvm.tirx.const((0xFF << (8 - bits)) & 0xFF, "uint8")
+
+    def value(a, y, x, t, j, k):
+        shift = (8 - bits * (t % slots + 1)).astype("uint8")
+        return ((tiles[a, y, x, t // slots, j, k] << shift) & top).astype("int8")
+
+    return te.compute((o, kh, kw, rows * slots, ob, g), value, name=WEIGHT_UNPACK)
+
+
+def pair_conv2d(
+    data: te.Tensor,
+    kernel: te.Tensor,
+    strides,
+    padding,
+    dilation,
+    out_dtype: str = "int32",
+    weight_bits: int = 8,
+):
     """``(N, C/b, H, W, b)`` int16 (uint8) x ``(O/ob, Kh, Kw, C/g, ob, g)`` int8 -> ``(N, O/ob, OH, OW, ob)``
     int32, ``g`` = :func:`pair_group` (2 for int16 data, 4 for uint8).
 
     The convolution the ``vpmaddwd`` (``vpmaddubsw``) intrinsic computes (:mod:`hanasc.targets.x86_int8`):
     the reduction is split as (C/b, Kh, Kw, b/g, g) so that the innermost ``g`` input channels are adjacent
     in both the activation and the weight (no division in the index expressions). ``g`` must divide ``b``.
+
+    ``weight_bits`` 4 or 2: ``kernel`` is :func:`weight_tiles`' uint8 bytes, unpacked inside the kernel
+    (:func:`unpack_tiles`, scheduled next to the dot products that read it) and the int32 sums divided by
+    ``2 ** (8 - bits)`` (exact: every product is a multiple of it). The scaled weights stay in -128..112,
+    so every instruction path stays exact (``vpmaddubsw``'s int16 pair sums at most 2 * 127 * 128).
     """
+    if weight_bits < 8:
+        kernel = unpack_tiles(kernel, weight_bits)
     n, c_chunks, _, _, block = (int(d) for d in data.shape)
     o_chunks, kh, kw, _, o_block, group = (int(d) for d in kernel.shape)
     top, left, bottom, right = (int(p) for p in padding)
@@ -167,6 +223,9 @@ def pair_conv2d(data: te.Tensor, kernel: te.Tensor, strides, padding, dilation, 
         ),
         name=dot_conv_name(data.dtype),
     )
+    if weight_bits < 8:
+        shift = tvm.tirx.const(8 - weight_bits, out_dtype)
+        conv = te.compute(conv.shape, lambda *i: conv(*i) >> shift, name=DOT_UNSCALE)
     if wide == out_w:
         return conv
     return te.compute((n, o_chunks, out_h, out_w, o_block), lambda *i: conv(*i), name=DOT_CROP)

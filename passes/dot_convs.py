@@ -5,12 +5,15 @@ input cannot be negative, :func:`nonnegative`; ``int16`` pairs otherwise), read 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tvm
 from tvm import relax
 from tvm.ir import IRModule
 
-from hanasc.passes.conv_compute import dot_conv_name, pair_conv2d, pair_group
+from hanasc.passes.conv_compute import WEIGHT_TILES, dot_conv_name, pair_conv2d, pair_group, weight_tiles
+from hanasc.passes.packing import PACKED_BITS, tiles_pack, unpack_bits, unpacked_param
 from hanasc.relax_params import bound_value, rewrite_functions
 
 # every int8 pointwise conv: with 8-channel blocks (AVX2) the 16-input-channel expand of EfficientNet-Lite0
@@ -72,7 +75,7 @@ class _MarkPairConvs(relax.PyExprMutator):
         x, weight = call.args
         if nonnegative(x, lambda v: bound_value(self, v)):
             return relax.Call(call.op, [relax.op.astype(x, "uint8"), weight], call.attrs)
-        w = self.signed_weights.get(str(weight.name))
+        w = self._weight_values(weight)
         padded = any(int(p) for p in call.attrs.padding)
         if w is None or padded or w.dtype != np.int8 or w.ndim != 4:
             return relax.Call(call.op, [relax.op.astype(x, "int16"), weight], call.attrs)
@@ -80,6 +83,39 @@ class _MarkPairConvs(relax.PyExprMutator):
         quads = relax.Call(call.op, [relax.op.astype(shifted, "uint8"), weight], call.attrs)
         offset = SIGNED_OFFSET * w.astype(np.int64).sum(axis=(1, 2, 3)).reshape(1, -1, 1, 1)
         return relax.op.subtract(quads, relax.const(offset.astype(np.int32)))
+
+    def _weight_values(self, weight: relax.Var) -> np.ndarray | None:
+        """The int8 values of a weight parameter, or of 4/2-bit codes unpacked from one in the graph."""
+        if str(weight.name) in self.signed_weights:
+            return self.signed_weights[str(weight.name)]
+        found = unpacked_param(weight, lambda v: bound_value(self, v), self.signed_weights)
+        if found is None:
+            return None
+        source, bits, shape = found
+        return unpack_bits(self.signed_weights[source], bits, shape)
+
+
+def emit_dot_weight(builder, weight: relax.Expr, index_map, unpacked) -> tuple[relax.Expr, int]:
+    """The weight operand of a dot-product conv and its bits: ``weight`` (int8) transformed to the kernel's
+    layout by ``index_map``; when ``weight`` is a 4/2-bit parameter unpacked in the graph
+    (``unpacked(weight)``: :func:`hanasc.passes.packing.unpacked_param`'s answer) and its tiles fill whole
+    bytes, those tiles packed (:func:`hanasc.passes.conv_compute.weight_tiles`, computed once when the
+    weights are bound) for the kernel to unpack in its registers. ``HANASC_PACKED_TILES=0``: always int8
+    (the unpacking then runs as a kernel of its own every inference)."""
+    packed = builder.emit(relax.op.layout_transform(weight, index_map))
+    found = unpacked(weight) if isinstance(weight, relax.Var) else None
+    if found is None or os.environ.get("HANASC_PACKED_TILES", "1") == "0":
+        return packed, 8
+    bits = found[1]
+    if bits not in PACKED_BITS or not tiles_pack(int(packed.ty.shape[3]), bits):
+        return packed, 8
+    return builder.emit(builder.call_te(weight_tiles, packed, bits, primfunc_name_hint=WEIGHT_TILES)), bits
+
+
+def param_names(mod: IRModule) -> set[str]:
+    """The names of every Relax function's parameters in ``mod``."""
+    functions = [f for f in mod.functions.values() if isinstance(f, relax.Function)]
+    return {str(p.name) for func in functions for p in func.params}
 
 
 _NONNEG_ALWAYS = {"relax.nn.relu", "relax.sigmoid", "relax.abs", "relax.exp", "relax.sqrt"}
@@ -206,6 +242,10 @@ class _LowerDotDense(relax.PyExprMutator):
     def __init__(self, mod: IRModule, sdot: bool) -> None:
         super().__init__(mod)
         self.mod_, self.sdot = mod, sdot
+        self.params = param_names(mod)
+
+    def _bound(self, var: relax.Var):
+        return bound_value(self, var)
 
     def run(self) -> IRModule:
         return rewrite_functions(self, self.mod_)
@@ -247,14 +287,24 @@ class _LowerDotDense(relax.PyExprMutator):
         index_map = tvm.tirx.IndexMap.from_func(
             (lambda o, i: pack(i, o)) if transposed else pack, ndim=2, index_dtype="int64"
         )
-        packed = self.builder_.emit(relax.op.layout_transform(weight, index_map))
+        packed, bits = emit_dot_weight(
+            self.builder_, weight, index_map, lambda v: unpacked_param(v, self._bound, self.params)
+        )
         blocked = self.builder_.emit(
             relax.op.reshape(relax.op.astype(data, codes), (rows, k // block, 1, 1, block))
         )
         name = dot_conv_name(codes)
         out = self.builder_.emit(
             self.builder_.call_te(
-                pair_conv2d, blocked, packed, (1, 1), (0, 0, 0, 0), (1, 1), "int32", primfunc_name_hint=name
+                pair_conv2d,
+                blocked,
+                packed,
+                (1, 1),
+                (0, 0, 0, 0),
+                (1, 1),
+                "int32",
+                bits,
+                primfunc_name_hint=name,
             )
         )
         return relax.op.reshape(out, (rows, n))

@@ -25,6 +25,7 @@ from hanasc.passes.conv_compute import (
     PAIR_CONV,
     QUAD_CONV,
     SDOT_CONV,
+    WEIGHT_UNPACK,
     divisors_fall_short,
     x_tile,
 )
@@ -190,8 +191,11 @@ def _schedule_pairs(
     outer = sch.fuse(n, first, second)
     if parallel:
         sch.parallel(outer)
-    for block in producers:  # padding (KxK convs only)
-        sch.vectorize(sch.get_loops(block)[-1])
+    for block in producers:  # padding (KxK convs only), 4/2-bit weights unpacked (conv_compute.unpack_tiles)
+        if sch.get(block).name_hint.startswith(WEIGHT_UNPACK):
+            _unpack_at(sch, block, conv, rci)
+        else:
+            sch.vectorize(sch.get_loops(block)[-1])
     sch.reverse_compute_at(writeback, xo)
     if epilogue is not None:
         sch.reverse_compute_at(epilogue, xo)
@@ -203,6 +207,15 @@ def _schedule_pairs(
     if not oc_outer:
         sch.unroll(oo)
     sch.vectorize(sch.get_loops(writeback)[-1])
+
+
+def _unpack_at(sch: s_tir.Schedule, unpack, conv, loop) -> None:
+    """Unpack each weight tile where the dot products read it: the tile's ``ob x g`` values, one vector
+    shift and mask, inside the reduction ``loop``, reused by the register tile's pixels."""
+    depth = [sch.get_sref(outer).same_as(sch.get_sref(loop)) for outer in sch.get_loops(conv)].index(True) + 1
+    sch.compute_at(unpack, loop)
+    inner = sch.get_loops(unpack)[depth:]
+    sch.vectorize(sch.fuse(*inner) if len(inner) > 1 else inner[0])
 
 
 ROWS_OUTER_WEIGHT_BYTES = 256 * 1024  # half the L2 of a Zen 3 or Cortex-A78 core

@@ -192,7 +192,8 @@ def prepack_weights(mod, values: dict[str, np.ndarray]) -> tuple:
     # the unpacking of a repacked weight in its old order is left unused: drop it (and its parameter)
     body = relax.analysis.remove_all_unused(body)
     used = {v.name for v in relax.analysis.free_vars(body)}
-    params = [p for p in func.params if p.name in used or p.name not in values] + mutator.new_params
+    params = [p for p in func.params if p.name in used or p.name not in values]
+    params += [p for p in mutator.new_params if p.name in used]  # a repacking a later one replaced: dropped
     out = {k: v for k, v in {**values, **mutator.new_values}.items() if k in used}
     new = relax.Function(params, body, func.ret_ty, func.is_pure, func.attrs, func.span)
     mod = mod.clone() if hasattr(mod, "clone") else mod
@@ -242,6 +243,8 @@ def _prepack_mutator(values: dict[str, np.ndarray]):
 
         def visit_call_(self, call):
             call = super().visit_call_(call)
+            if _tile_pack(call):
+                return self._tiles(call)
             if not call.args or not isinstance(call.args[0], relax.Var):
                 return call
             if call.args[0].name not in self.values:
@@ -262,10 +265,10 @@ def _prepack_mutator(values: dict[str, np.ndarray]):
             """A layout op on 4/2-bit weights unpacked in the graph: the weights packed again in the
             layout the op produces, so only the unpacking runs per inference (no transform, no
             transpose)."""
-            from hanasc.passes.packing import pack_bits, unpack_bits, unpack_expr
+            from hanasc.passes.packing import pack_bits, unpack_bits, unpack_expr, unpacked_param
             from hanasc.relax_params import bound_value
 
-            found = _unpacked_param(call.args[0], lambda v: bound_value(self, v), self.values)
+            found = unpacked_param(call.args[0], lambda v: bound_value(self, v), self.values)
             if found is None:
                 return call
             source, bits, shape = found
@@ -274,54 +277,33 @@ def _prepack_mutator(values: dict[str, np.ndarray]):
                 return call
             return unpack_expr(self._new_param(source, pack_bits(result, bits)), bits, result.shape)
 
+        def _tiles(self, call):
+            """The sub-byte tiles a dot-product kernel unpacks in its registers
+            (:func:`hanasc.passes.conv_compute.weight_tiles`), computed once from the 4/2-bit weights."""
+            from hanasc.passes.packing import pack_tiles, unpack_bits, unpacked_param
+            from hanasc.relax_params import bound_value
+
+            known = {**self.values, **self.new_values}
+            found = unpacked_param(call.args[1].fields[0], lambda v: bound_value(self, v), known)
+            if found is None:
+                return call
+            source, bits, shape = found
+            tiles = pack_tiles(unpack_bits(known[source], bits, shape), bits)
+            if tiles.shape != tuple(int(d) for d in call.ty.shape):
+                return call
+            return self._new_param(source, tiles)
+
     return Prepack(values)
 
 
-_UNPACK_OPS = {
-    "relax.reshape",
-    "relax.strided_slice",
-    "relax.concat",
-    "relax.expand_dims",
-    "relax.right_shift",
-    "relax.astype",
-    "relax.left_shift",
-}
-
-
-def _unpacked_param(var, lookup, values: dict) -> tuple[str, int, tuple[int, ...]] | None:
-    """``(parameter, bits, shape)`` when ``var`` is :func:`hanasc.passes.packing.unpack_expr` of one packed
-    late-bound parameter (the ops it emits, constants and that parameter only), else None."""
+def _tile_pack(call) -> bool:
+    """Whether ``call`` is a ``call_tir`` of :func:`hanasc.passes.conv_compute.weight_tiles`."""
     import tvm
-    from tvm import relax
 
-    value = lookup(var)
-    if not isinstance(value, relax.Call) or value.op != tvm.ir.Op.get("relax.reshape"):
-        return None
-    params: set[str] = set()
-    fields = 0
-    stack, seen = [value], 0
-    while stack and seen < 64:
-        expr, seen = stack.pop(), seen + 1
-        if isinstance(expr, relax.Var):
-            if expr.name in values:
-                params.add(expr.name)
-                continue
-            bound = lookup(expr)
-            if bound is None:
-                return None
-            stack.append(bound)
-        elif isinstance(expr, relax.Tuple):
-            stack.extend(expr.fields)
-        elif isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-            if expr.op.name not in _UNPACK_OPS:
-                return None
-            if expr.op.name == "relax.concat":
-                fields = len(expr.args[0].fields) if isinstance(expr.args[0], relax.Tuple) else 0
-            stack.extend(a for a in expr.args if isinstance(a, (relax.Var, relax.Tuple, relax.Call)))
-        elif not isinstance(expr, (tvm.ir.expr.Constant, relax.ShapeExpr)):
-            return None
-    if stack or len(params) != 1 or fields not in (2, 4):
-        return None
-    (source,) = params
-    shape = tuple(int(d) for d in value.ty.shape)
-    return source, 8 // fields, shape
+    from hanasc.passes.conv_compute import WEIGHT_TILES
+
+    return (
+        call.op == tvm.ir.Op.get("relax.call_tir")
+        and call.args[0].name_hint.startswith(WEIGHT_TILES)
+        and len(call.args[1].fields) == 1
+    )

@@ -26,7 +26,8 @@ from hanasc.passes.quantize import FakeQuantizeLayers, QuantizeLayers
 from hanasc.relax_params import bind_weights, is_packed, weights_of
 from hanasc.targets import host, pipelines, x86_int8
 from hanasc.targets.cpu_nonconv_schedules import Injective
-from hanasc.targets.late_binding import _unpacked_param, compile_late_bound, prepack_weights
+from hanasc.passes.packing import unpacked_param
+from hanasc.targets.late_binding import compile_late_bound, prepack_weights
 from hanasc.targets.x86_int8 import supports_pair_kernels
 
 SHAPE = (1, 3, 32, 32)
@@ -254,7 +255,7 @@ def test_packed_weights_are_repacked_in_the_layout_their_op_reads(stem_net, bits
     layout_ops = ("relax.layout_transform", "relax.permute_dims")
     for value in bindings.values():
         if isinstance(value, relax.Call) and value.op.name in layout_ops:  # none on unpacked weights
-            assert _unpacked_param(value.args[0], bindings.get, values) is None
+            assert unpacked_param(value.args[0], bindings.get, values) is None
     x = _input()
     got = host.run(compile_late_bound(mod, host.tvm_target()), [x])[0]
     plain = host.run(host.build(bind_weights(mod)), [x])[0]  # weights folded as int8 constants
