@@ -223,4 +223,6 @@ def host_kernel_paths() -> str:
         )
     else:
         int8 = "int8: int32-widened vector code (no AVX2 pair kernels on this CPU)"
+    if supports_pair_kernels(target):
+        int8 += "; 4/2-bit weights of those kernels stay packed and are unpacked in registers inside them"
     return f"{int8}; 16-bit weights: stored as fp16, computed in fp32 (no native fp16 arithmetic here)"

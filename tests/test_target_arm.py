@@ -134,9 +134,11 @@ def test_a78_int8_conv_uses_sdot_and_fp16_is_native():
     assert simd["fp16_scalar"] + simd["fp16_vector"] >= 1, simd
 
 
-def test_a78_w8a8_bundle_runs_sdot_kernels_and_matches_host_under_qemu(test_models, tmp_path):
-    """The shipped W8A8 build: every int8 pointwise conv is an sdot kernel (audited per function in the
-    library), and the bundle under qemu-aarch64 matches the host build (x86 pair kernels)."""
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a78_w8a8_bundle_runs_sdot_kernels_and_matches_host_under_qemu(test_models, tmp_path, bits):
+    """The shipped W8A8 (W4A8) build: every int8 pointwise conv is an sdot kernel (audited per function in
+    the library; 4-bit weights unpacked inside it), and the bundle under qemu-aarch64 matches the host build
+    (x86 pair kernels)."""
     import hanasc
     from hanasc.calibration import calibrate
     from hanasc.recovery import materialize_recovered
@@ -144,8 +146,8 @@ def test_a78_w8a8_bundle_runs_sdot_kernels_and_matches_host_under_qemu(test_mode
     model = hanasc.load_model(test_models["inverted_residual"])
     rng = np.random.default_rng(0)
     ranges = calibrate(model, rng.standard_normal((8, *model.inputs[0].shape[1:])).astype("float32"))
-    config = Config(layers={layer.name: LayerChoice(w_bits=8, a_bits=8) for layer in model.layers})
-    out = tmp_path / "w8a8"
+    config = Config(layers={layer.name: LayerChoice(w_bits=bits, a_bits=8) for layer in model.layers})
+    out = tmp_path / f"w{bits}a8"
     cortex_a78.build_bundle(materialize_recovered(model, config, ranges), out, model.example_inputs())
     kernels = cortex_a78.kernel_simd_counts(aarch64_tools.disassemble(out / "model.so"))
     sdot = {name: c["sdot"] for name, c in kernels.items() if "int_sdot" in name and "compute" in name}
