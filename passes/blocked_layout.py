@@ -61,6 +61,7 @@ def clip_as_min_max(mod: IRModule) -> IRModule:
         high = relax.const(float(matches[hi].value), dtype)
         return relax.op.minimum(relax.op.maximum(matches[x], low), high)
 
+    mod = mod.clone()  # the caller's module stays as it was
     mutator = _ScalarMinMaxToOps(mod)
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):

@@ -40,6 +40,7 @@ def mark_pair_convs(
 
     KxK convs (ResNet-18's 3x3 on ReLU outputs, 160x160, 1 thread, AVX512-VNNI): uniform W8A8 26.3 ms with
     int32-widened code, 7.9 ms as quads, against 19.2 ms fp32."""
+    mod = mod.clone()  # the caller's module stays as it was
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):
             mod[gv] = _MarkPairConvs(min_channels, signed_weights or {}).visit_expr(func)
