@@ -43,3 +43,35 @@ def test_costs_cli_takes_several_models_without_memory(test_models, tmp_path):
     assert all("efficiency" in r["latency_ms"]["model"] for r in reports)
     bad = run_cli("costs", a, "--confidence", "1.5", env=env)
     assert bad.returncode == 2 and "--confidence" in bad.stderr
+
+
+def test_costs_cli_reads_the_kernels_an_int8_config_ships(test_models, tmp_path):
+    """``hanasc costs --config`` (uniform W8A8) estimates the int8 dot-product kernels the build runs (weights
+    bound as the build binds them), not int32-widened convs on constant weights."""
+    import numpy as np
+
+    import hanasc
+
+    path = test_models["inverted_residual"]
+    loaded = hanasc.load_model(path)
+    layers = loaded.layers
+    config = tmp_path / "w8a8.json"
+    config.write_text(json.dumps({"layers": {layer.name: {"w_bits": 8, "a_bits": 8} for layer in layers}}))
+    data = tmp_path / "calib.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32))
+    env = {"HANASC_CACHE": str(tmp_path / "cache")}
+    done = run_cli(
+        "costs",
+        str(path),
+        "--target",
+        "host",
+        "--config",
+        str(config),
+        "--data",
+        str(data),
+        "--json",
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    names = [kernel["name"] for kernel in json.loads(done.stdout)["kernels"]]
+    assert sum("conv2d_nchwc_int_" in name for name in names) == 2, names  # the expand and project 1x1s

@@ -146,12 +146,12 @@ def _import_tvm_without_torch() -> None:
 
 
 def _costs_module(model: str, input_shape: list[str] | None, policy, data: Path | None, target: str):
-    """The module ``hanasc costs`` estimates: the model as is, or with ``policy`` materialized."""
-    from hanasc.relax_params import bind_weights
-
+    """The module ``hanasc costs`` estimates: the model as is, or with ``policy`` materialized; weights stay
+    parameters, so that the cost model's lowering binds them as the build does (integer weights late: the
+    dot-product kernels and their prepacked weights exist only then)."""
     loaded = _load(model, input_shape)
     if policy is None:
-        return bind_weights(loaded.mod)
+        return loaded.mod
     from hanasc.apply_pipeline import calibrate_for
     from hanasc.datasets import load_npz
     from hanasc.recovery import materialize_recovered
@@ -159,7 +159,7 @@ def _costs_module(model: str, input_shape: list[str] | None, policy, data: Path 
 
     check_choices(get_target(target), policy, loaded.layers)
     samples = load_npz(data, loaded.inputs[0]).x if data is not None else None
-    return bind_weights(materialize_recovered(loaded, policy, calibrate_for(loaded, policy, samples)))
+    return materialize_recovered(loaded, policy, calibrate_for(loaded, policy, samples))
 
 
 def calibrate(
