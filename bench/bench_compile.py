@@ -57,9 +57,9 @@ class Workload:
 
 def imagenet_workload() -> Workload:
     import hanasc
-    from hanasc.compile_cli import preprocess_for
-    from hanasc.images import load_foolbox_imagenet
-    from hanasc.model_zoo import fetch
+    from hanasc.cli.compile import preprocess_for
+    from hanasc.frontend.images import load_foolbox_imagenet
+    from hanasc.frontend.model_zoo import fetch
 
     path = fetch("efficientnet-lite0")
     model = hanasc.load_model(path, import_tvm=False)
@@ -126,10 +126,10 @@ def _ort_rows(w: Workload, split, threads: int, work: Path, score) -> list[Row]:
 def _compiled_row(label: str, result, model, w: Workload, split, budget: float, score) -> Row:
     """A row from a compile result: its verified figures, test top-1 from the simulator with the run's own
     activation ranges and (when fine-tuned) its tuned weights."""
-    from hanasc.calibration import ActivationRanges
-    from hanasc.finetune import TUNED_WEIGHTS_FILE, load_tuned
+    from hanasc.compile.finetune import TUNED_WEIGHTS_FILE, load_tuned
+    from hanasc.frontend.calibration import ActivationRanges
     from hanasc.passes.config import Config
-    from hanasc.simulator import Simulator
+    from hanasc.search.simulator import Simulator
 
     r = result.report["result"]
     config = Config.from_json(r["config"])
@@ -157,13 +157,13 @@ def _compiled_row(label: str, result, model, w: Workload, split, budget: float, 
 
 def _uniform_int8_row(model, w: Workload, split, repeat: int, score) -> Row:
     """Every layer W8A8 with the compile job's calibration and recovery, built and measured here."""
-    from hanasc.compile_pipeline import _calibrate
-    from hanasc.compile_report import _costs_figures
-    from hanasc.compile_verify import run_host
+    from hanasc.compile.pipeline import _calibrate
+    from hanasc.compile.recovery import materialize_recovered
+    from hanasc.compile.report import _costs_figures
+    from hanasc.compile.verify import run_host
     from hanasc.host_timing import measure_host
     from hanasc.passes.config import Config, LayerChoice
-    from hanasc.recovery import materialize_recovered
-    from hanasc.simulator import Simulator
+    from hanasc.search.simulator import Simulator
     from hanasc.targets import host
     from hanasc.targets.registry import get_target
 
@@ -181,15 +181,15 @@ def _uniform_int8_row(model, w: Workload, split, repeat: int, score) -> Row:
 
 def run_workload(w: Workload, args) -> dict:
     import hanasc
-    from hanasc.compile_pipeline import CompileOptions, compile_model, split_data
-    from hanasc.compile_report import _costs_figures
-    from hanasc.compile_verify import run_host
+    from hanasc.compile.pipeline import CompileOptions, compile_model, split_data
+    from hanasc.compile.report import _costs_figures
+    from hanasc.compile.verify import run_host
     from hanasc.errors import HanascError
     from hanasc.host_timing import measure_host
     from hanasc.metrics import choose_metric
     from hanasc.passes.config import Config
-    from hanasc.search import Budgets
-    from hanasc.simulator import Simulator
+    from hanasc.search.nsga2 import Budgets
+    from hanasc.search.simulator import Simulator
     from hanasc.targets import host
     from hanasc.targets.registry import get_target
 

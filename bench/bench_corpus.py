@@ -86,7 +86,7 @@ def fallback_of(summary: Path) -> str:
 
 def bench_model(name: str, steps, targets, work: Path, timeout: float) -> dict:
     import hanasc
-    from hanasc.model_zoo import fetch, get_zoo_model
+    from hanasc.frontend.model_zoo import fetch, get_zoo_model
 
     spec = get_zoo_model(name)
     path = fetch(name)
@@ -147,7 +147,7 @@ def table(rows: list[dict], targets) -> str:
 
 
 def main() -> None:
-    from hanasc.model_zoo import CORPUS
+    from hanasc.frontend.model_zoo import CORPUS
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

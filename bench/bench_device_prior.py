@@ -110,7 +110,7 @@ def mobilenet_v2_style(path: Path) -> Path:
 
 def base_models(cache: Path) -> dict[str, tuple[Path, dict]]:
     """name -> (ONNX path, input shapes)."""
-    from hanasc.model_zoo import fetch
+    from hanasc.frontend.model_zoo import fetch
 
     mbv2 = cache / "bench" / "mbv2_style.onnx"
     if not mbv2.exists():
@@ -124,10 +124,10 @@ def base_models(cache: Path) -> dict[str, tuple[Path, dict]]:
 def variants(base: str, path: Path, shapes: dict, n: int, seed: int, skip: set[str]) -> Iterator[Variant]:
     """``n`` architectures of one base model's search space, materialized by the hanasc passes."""
     import hanasc
-    from hanasc.architecture_samples import mixed_genome
-    from hanasc.calibration import calibrate
+    from hanasc.frontend.calibration import calibrate
     from hanasc.passes.materialize import materialize
-    from hanasc.space import build_space
+    from hanasc.search.architecture_samples import mixed_genome
+    from hanasc.search.space import build_space
 
     model = hanasc.load_model(path, shapes)
     space = build_space(model)

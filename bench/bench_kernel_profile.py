@@ -70,8 +70,8 @@ def hanasc_profile(model, config, ranges, x: np.ndarray, runs: int) -> tuple[dic
     import tvm
     from tvm import relax
 
+    from hanasc.compile.recovery import materialize_recovered
     from hanasc.layer_timing import kernel_call_times
-    from hanasc.recovery import materialize_recovered
     from hanasc.targets import host, pipelines
 
     captured = {}
@@ -146,8 +146,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import hanasc
-    from hanasc.calibration import calibrate
-    from hanasc.model_zoo import fetch
+    from hanasc.frontend.calibration import calibrate
+    from hanasc.frontend.model_zoo import fetch
     from hanasc.passes.config import Config, LayerChoice
 
     print(isa_line())

@@ -35,10 +35,10 @@ import numpy as np
 
 def variants(n: int, seed: int = 0, skip: int = 0) -> Iterator:
     """``n`` architectures from EfficientNet-Lite0's search space, materialized by the hanasc passes
-    (:func:`hanasc.architecture_samples.sample_architectures`: every choice kind mixed, a per-model change
-    rate drawn from U(0.05, 0.9), so the sample spans near-original to heavily changed models)."""
-    from hanasc.architecture_samples import sample_architectures
-    from hanasc.model_zoo import fetch
+    (:func:`hanasc.search.architecture_samples.sample_architectures`: every choice kind mixed, a per-model
+    change rate drawn from U(0.05, 0.9), so the sample spans near-original to heavily changed models)."""
+    from hanasc.frontend.model_zoo import fetch
+    from hanasc.search.architecture_samples import sample_architectures
 
     return sample_architectures(fetch("efficientnet-lite0"), n, seed, skip)
 
@@ -138,7 +138,7 @@ def main() -> None:
     from hanasc.cost_models.profiler import Session
     from hanasc.cost_models.profiling import ProfilePlan, profile_target
     from hanasc.cost_models.spec import load_spec
-    from hanasc.model_zoo import fetch
+    from hanasc.frontend.model_zoo import fetch
     from hanasc.relax_params import bind_weights
     from hanasc.targets import host
     from hanasc.targets.late_binding import compile_late_bound

@@ -75,8 +75,8 @@ class Engine:
 
 def foolbox_images(model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(all 20 images, their labels, the 10 calibration images), preprocessed as the demo does."""
-    from hanasc.compile_cli import preprocess_for
-    from hanasc.images import load_foolbox_imagenet
+    from hanasc.cli.compile import preprocess_for
+    from hanasc.frontend.images import load_foolbox_imagenet
 
     ds, _ = load_foolbox_imagenet(preprocess_for(model, None, None, None, None, "RGB", 1))
     x = ds.x.astype(np.float32)
@@ -167,9 +167,9 @@ def hanasc_engines(model, x: np.ndarray, calib: np.ndarray) -> list[Engine]:
     import tvm
     from tvm import relax
 
-    from hanasc.calibration import calibrate
+    from hanasc.compile.recovery import materialize_recovered
+    from hanasc.frontend.calibration import calibrate
     from hanasc.passes.config import Config, LayerChoice
-    from hanasc.recovery import materialize_recovered
     from hanasc.targets import host
 
     ranges = calibrate(model, calib, method="percentile", percentile=99.99)
@@ -255,9 +255,9 @@ def monotonicity(model, calib: np.ndarray, args) -> None:
     import tvm
     from tvm import relax
 
-    from hanasc.calibration import calibrate
+    from hanasc.compile.recovery import materialize_recovered
+    from hanasc.frontend.calibration import calibrate
     from hanasc.passes.config import Config, LayerChoice
-    from hanasc.recovery import materialize_recovered
     from hanasc.targets import host
 
     ranges = calibrate(model, calib, method="percentile", percentile=99.99)
@@ -300,7 +300,7 @@ def main() -> None:
 
     from bench_tuned import export_mobilenet_v2
 
-    from hanasc.model_zoo import fetch
+    from hanasc.frontend.model_zoo import fetch
 
     print(isa_line())
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,12 +16,12 @@ import time
 import numpy as np
 
 import hanasc
-from hanasc.model_zoo import fetch
+from hanasc.frontend.model_zoo import fetch
 from hanasc.passes.materialize import materialize
 from hanasc.relax_params import bind_weights
-from hanasc.simulated_weights import simulated_weights
-from hanasc.simulator import Simulator
-from hanasc.space import build_space
+from hanasc.search.simulated_weights import simulated_weights
+from hanasc.search.simulator import Simulator
+from hanasc.search.space import build_space
 from hanasc.targets import host
 
 
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16)
     args = parser.parse_args()
 
-    from hanasc.calibration import calibrate
+    from hanasc.frontend.calibration import calibrate
 
     model = hanasc.load_model(fetch("efficientnet-lite0"))
     rng = np.random.default_rng(0)

@@ -272,7 +272,7 @@ def main() -> None:
     parser.add_argument("--db-dir", type=Path, default=None, help="default: cache_dir()/tuning/<target>")
     args = parser.parse_args()
     from hanasc.cost_models.spec import load_spec
-    from hanasc.model_zoo import fetch
+    from hanasc.frontend.model_zoo import fetch
 
     with tempfile.TemporaryDirectory() as scratch:
         models = [

@@ -57,7 +57,7 @@ def calibrate(
     model; "auto" picks the model if one was trained.
     """
     from hanasc.cost_models.measure import module_hash
-    from hanasc.frontend import load_model
+    from hanasc.frontend.loading import load_model
     from hanasc.relax_params import bind_weights
 
     ctx = ctx or CostContext()

@@ -204,17 +204,17 @@ NETWORK_SIZE = 96  # input height and width of the network probes
 
 def network_probes(per_model: int, seed: int = 0, models: tuple[str, ...] = NETWORK_MODELS):
     """``(label, module)`` of architectures sampled from zoo models' search spaces
-    (:func:`hanasc.architecture_samples.mixed_genome`; the first of each model is the original, the second
-    uniform W8A8): every kernel in its network context (int8 inputs from an int8 producer, blocked
+    (:func:`hanasc.search.architecture_samples.mixed_genome`; the first of each model is the original, the
+    second uniform W8A8): every kernel in its network context (int8 inputs from an int8 producer, blocked
     neighbours), which single-layer probes do not have (their int8 layer quantizes a float input)."""
     import hanasc
-    from hanasc.architecture_samples import mixed_genome
-    from hanasc.calibration import calibrate
-    from hanasc.model_zoo import fetch
-    from hanasc.onnx_loader import graph_inputs, read_onnx
+    from hanasc.frontend.calibration import calibrate
+    from hanasc.frontend.model_zoo import fetch
+    from hanasc.frontend.onnx_loader import graph_inputs, read_onnx
     from hanasc.passes.config import Config, LayerChoice
     from hanasc.passes.materialize import materialize
-    from hanasc.space import build_space
+    from hanasc.search.architecture_samples import mixed_genome
+    from hanasc.search.space import build_space
 
     rng = np.random.default_rng(seed + 3)
     for name in models:

@@ -83,7 +83,7 @@ class ProfilePlan:
             return list(self.layers)
         space: list[sweep.LayerShape] = []
         if self.model is not None:
-            from hanasc.frontend import load_model
+            from hanasc.frontend.loading import load_model
 
             space = sweep.search_space_layers(load_model(self.model, import_tvm=False).layers)
         random_layers = sweep.random_layers(self.random_kernels, seed=self.seed)
@@ -189,10 +189,10 @@ def _profile_networks(plan: ProfilePlan, cost_target, session: Session, store, s
     """``plan.networks`` architectures of ``plan.model``'s space timed kernel by kernel inside their shipped
     builds (stored: each kernel's in-network median, each network's whole time), then the latency model of
     the shipped lowering trained on them."""
-    from hanasc.architecture_samples import sample_architectures
     from hanasc.cost_models.measure import module_hash
     from hanasc.cost_models.network_profile import network_rows, profile_network, train_on_networks
     from hanasc.errors import HanascError
+    from hanasc.search.architecture_samples import sample_architectures
 
     if plan.model is None:
         raise HanascError("profiling networks needs a model whose search space they come from (--model)")

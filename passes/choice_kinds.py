@@ -2,11 +2,12 @@
 
 A choice kind names its forms: the Relax pass that applies it to the module that ships
 (:class:`hanasc.passes.materialize.MaterializeConfig` composes them in this order), its simulation (the
-weight step :func:`hanasc.simulated_weights.simulated_weights` applies, in this order, to the original
-graph's weights, or the graph gate the simulator builds for it) and its ONNX rewrite (for runtimes that read
-ONNX: :mod:`hanasc.onnx_rewrite`), and how its trainable torch form (:mod:`hanasc.torch_form`, what
-fine-tuning trains) computes it. Adding a kind means adding an entry here with all of them, and tests that
-they agree (``tests/test_choice_kinds.py``, ``tests/test_torch_form.py``).
+weight step :func:`hanasc.search.simulated_weights.simulated_weights` applies, in this order, to the
+original graph's weights, or the graph gate the simulator builds for it) and its ONNX rewrite (for runtimes
+that read ONNX: :mod:`hanasc.compile.onnx_rewrite`), and how its trainable torch form
+(:mod:`hanasc.compile.torch_form`, what fine-tuning trains) computes it. Adding a kind means adding an
+entry here with all of them, and tests that they agree (``tests/test_choice_kinds.py``,
+``tests/test_torch_form.py``).
 
 Order: prune channels -> skip residual blocks -> shrink kernels -> separable substitution -> quantize.
 Pruning runs on the whole graph so that its channel groups and importances are those the simulator
@@ -37,8 +38,9 @@ class ChoiceKind:
     whole_config: bool  # the pass sees every layer (True) or only those outside skipped blocks
     simulate: WeightStep | None  # the simulator's weight step; None: a gate in the simulation graph
     simulation: str  # how the simulator reproduces it (for docs and reports)
-    onnx_rewrite: str | None  # the hanasc.onnx_rewrite function that writes it into ONNX (None: not there)
-    torch_form: str  # how the trainable torch form (hanasc.torch_form, for fine-tuning) computes it
+    # the hanasc.compile.onnx_rewrite function that writes it into ONNX (None: not there)
+    onnx_rewrite: str | None
+    torch_form: str  # how the trainable torch form (hanasc.compile.torch_form, for fine-tuning) computes it
 
 
 def _prune(config: Config, ranges):

@@ -4,8 +4,8 @@
     python scripts/fetch_corpus.py ppocr-cls resnet18 --force
 
 Torch models are exported from definitions in installed packages (EfficientNet-Lite0 with the weights its
-package ships; the architectures of ``hanasc.corpus_nets`` with random weights). The PP-OCR models are the
-ONNX files inside the ``rapidocr-onnxruntime`` wheel: read from the installed package when
+package ships; the architectures of ``hanasc.frontend.corpus_nets`` with random weights). The PP-OCR models
+are the ONNX files inside the ``rapidocr-onnxruntime`` wheel: read from the installed package when
 ``scripts/install.sh`` installed it, else the wheel is downloaded once (``pip download --no-deps``) into
 ``~/.cache/hanasc/wheels``. Nothing is downloaded when the models are used.
 """
@@ -19,7 +19,7 @@ import sys
 
 def ensure_rapidocr_wheel() -> None:
     """The rapidocr-onnxruntime wheel in the cache, unless the package is installed."""
-    from hanasc.model_zoo import RAPIDOCR, _packaged_file, wheel_dir
+    from hanasc.frontend.model_zoo import RAPIDOCR, _packaged_file, wheel_dir
 
     if _packaged_file("rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx") is not None:
         return
@@ -30,7 +30,7 @@ def ensure_rapidocr_wheel() -> None:
 
 def main() -> int:
     from hanasc.errors import HanascError
-    from hanasc.model_zoo import CORPUS, RAPIDOCR, fetch, get_zoo_model
+    from hanasc.frontend.model_zoo import CORPUS, RAPIDOCR, fetch, get_zoo_model
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

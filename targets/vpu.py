@@ -170,7 +170,7 @@ def get_target(name: str) -> VpuTarget:
 
 
 def _layers(model: onnx.ModelProto):
-    from hanasc.layers import layer_table
+    from hanasc.frontend.layers import layer_table
 
     return layer_table(onnx.shape_inference.infer_shapes(model))
 

@@ -31,7 +31,7 @@ def test_models(model_dir) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def effnet_path() -> Path:
     """EfficientNet-Lite0 with ImageNet weights, exported from installed packages into the user cache."""
-    from hanasc.model_zoo import fetch
+    from hanasc.frontend.model_zoo import fetch
 
     return fetch("efficientnet-lite0")
 

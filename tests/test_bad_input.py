@@ -115,7 +115,7 @@ def _no_cleaning(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the graph was cleaned (constants folded) before the size check")
 
-    monkeypatch.setattr("hanasc.frontend.clean", fail)
+    monkeypatch.setattr("hanasc.frontend.loading.clean", fail)
 
 
 @pytest.mark.parametrize("dim", [2**31, 2**40, 2**62])
@@ -162,7 +162,7 @@ def test_initializer_data_not_matching_its_shape(tmp_path):
 
 
 def test_huge_input_shape_option_refused(tmp_path):
-    from hanasc.onnx_loader import parse_input_shape
+    from hanasc.frontend.onnx_loader import parse_input_shape
 
     with pytest.raises(hanasc_error()) as info:
         parse_input_shape("input=99999999999999999999x3x16x16")
@@ -334,7 +334,7 @@ def test_unexpected_error_is_one_line_exit_1(monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr("hanasc.frontend.load_model", broken)
+    monkeypatch.setattr("hanasc.frontend.loading.load_model", broken)
     monkeypatch.setattr(sys, "argv", ["hanasc", "inspect", "model.onnx"])
     monkeypatch.delenv("HANASC_DEBUG", raising=False)
     with pytest.raises(SystemExit) as info:

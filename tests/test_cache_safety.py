@@ -125,7 +125,7 @@ def test_killed_holder_releases_the_lock(tmp_path):
 
 
 def test_search_resumed_from_any_generation_equals_the_uninterrupted_search(tmp_path):
-    from hanasc.search import Budgets, NsgaSettings, run_search
+    from hanasc.search.nsga2 import Budgets, NsgaSettings, run_search
 
     class Space:
         upper_bounds = np.array([3, 3, 3, 3, 3, 3])

@@ -12,10 +12,10 @@ import pytest
 from test_simulator import assert_agree, block_names, calibration, materialized_outputs
 
 import hanasc
-from hanasc import onnx_rewrite
+from hanasc.compile import onnx_rewrite
 from hanasc.passes.choice_kinds import CHOICE_KINDS
 from hanasc.passes.config import Config, LayerChoice
-from hanasc.simulator import Simulator
+from hanasc.search.simulator import Simulator
 
 
 def _one_kind_config(kind: str, model) -> tuple[Config, bool]:

@@ -170,10 +170,10 @@ def test_apply_replays_tuned_weights_beside_the_config(tmp_path, test_models):
     import tvm
 
     import hanasc
-    from hanasc.calibration import calibrate
-    from hanasc.finetune import save_tuned
+    from hanasc.compile.finetune import save_tuned
+    from hanasc.frontend.calibration import calibrate
     from hanasc.passes.config import Config, LayerChoice
-    from hanasc.simulator import Simulator
+    from hanasc.search.simulator import Simulator
     from hanasc.targets import host
 
     model = hanasc.load_model(test_models["plain_conv"])

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import hanasc
-from hanasc.compile_pipeline import _space_options
-from hanasc.compile_seeds import population_seeds, uniform_genome
-from hanasc.search_costs import SearchCosts
-from hanasc.space import build_space
+from hanasc.compile.pipeline import _space_options
+from hanasc.search.costs import SearchCosts
+from hanasc.search.seeds import population_seeds, uniform_genome
+from hanasc.search.space import build_space
 from hanasc.targets.registry import get_target
 
 
@@ -60,9 +60,9 @@ def test_population_seeds_start_from_uniform_precisions(costs):
 
 def test_descent_seeds_start_inside_an_aggressive_budget(costs):
     """A budget that no uniform precision meets gets seeds that meet it, found by the cheapest changes."""
-    from hanasc.compile_pipeline import _fastest_genome
-    from hanasc.compile_seeds import descent_seeds, uniform_genomes
-    from hanasc.search import Budgets
+    from hanasc.compile.pipeline import _fastest_genome
+    from hanasc.search.nsga2 import Budgets
+    from hanasc.search.seeds import descent_seeds, uniform_genomes
 
     space = costs.space
 
@@ -82,7 +82,7 @@ def test_descent_seeds_start_inside_an_aggressive_budget(costs):
 
 
 def test_accuracy_collapse_is_warned():
-    from hanasc.compile_report import accuracy_warnings
+    from hanasc.compile.report import accuracy_warnings
     from hanasc.metrics import choose_metric
 
     metric = choose_metric("agreement", False)
@@ -93,7 +93,7 @@ def test_accuracy_collapse_is_warned():
 
 def test_original_at_chance_is_warned():
     """An original that scores chance against the labels means mismatched preprocessing or labels."""
-    from hanasc.compile_report import chance_warnings
+    from hanasc.compile.report import chance_warnings
     from hanasc.metrics import choose_metric
 
     top1, reference = choose_metric("top1", True), np.zeros((8, 10))
@@ -104,7 +104,7 @@ def test_original_at_chance_is_warned():
 
 
 def test_predictor_samples_include_int8_with_one_float_layer(costs):
-    from hanasc.compile_seeds import seed_genomes
+    from hanasc.search.seeds import seed_genomes
 
     space = costs.space
     int8 = uniform_genome(space, (8, 8))
@@ -117,7 +117,7 @@ def test_a_failing_build_of_the_original_is_one_line(tmp_path):
     """TVM's multi-line errors become one line naming the model, the target and the check that failed."""
     from types import SimpleNamespace
 
-    from hanasc.compile_references import fails_as_one_line
+    from hanasc.compile.references import fails_as_one_line
     from hanasc.errors import HanascError
 
     model = SimpleNamespace(path=tmp_path / "m.onnx")
@@ -176,8 +176,8 @@ def test_shipped_layer_times_drive_the_estimate(test_models, tmp_path, monkeypat
 def test_uniform_int8_is_a_candidate_when_it_fits(costs):
     """The searched front may hold only changes the simulator scores lower; uniform W8A8 is verified too
     when its estimate fits the budget, and not added twice or over the budget."""
-    from hanasc.compile_verify import _uniform_int8_candidate
-    from hanasc.search import Budgets, Candidate
+    from hanasc.compile.verify import _uniform_int8_candidate
+    from hanasc.search.nsga2 import Budgets, Candidate
 
     class Flat:
         def predict(self, genomes):
@@ -195,7 +195,7 @@ def test_uniform_int8_is_a_candidate_when_it_fits(costs):
 
 
 def test_pareto_plot_keeps_predicted_and_held_out_on_separate_axes(tmp_path):
-    from hanasc.plots import HeldOutPanel, SearchPanel, pareto_plot
+    from hanasc.compile.plots import HeldOutPanel, SearchPanel, pareto_plot
 
     panel = HeldOutPanel(
         "agreement", "latency ms (measured)", (10.0, 1.0), [(7.0, 0.95), (6.0, 0.4)], (7.0, 0.95)
@@ -209,8 +209,8 @@ def test_pareto_plot_keeps_predicted_and_held_out_on_separate_axes(tmp_path):
 def test_predictor_samples_are_held_apart_from_the_data_that_fits_ranges_and_refits():
     """The calibration split is divided by source image: views of one image stay on one side, both sides
     are used, and too few images leave the split as it was (None)."""
-    from hanasc.compile_context import split_data
-    from hanasc.compile_pipeline import _held_apart
+    from hanasc.compile.context import split_data
+    from hanasc.compile.pipeline import _held_apart
 
     x = np.zeros((40, 1, 2, 2), np.float32)
     groups = np.repeat(np.arange(8), 5)  # 8 images, 5 views each
@@ -225,8 +225,8 @@ def test_predictor_samples_are_held_apart_from_the_data_that_fits_ranges_and_ref
 
 
 def test_simulator_keeps_refitters_for_two_ranges(test_models):
-    from hanasc.calibration import calibrate
-    from hanasc.simulator import Simulator
+    from hanasc.frontend.calibration import calibrate
+    from hanasc.search.simulator import Simulator
 
     model = hanasc.load_model(test_models["inverted_residual"])
     x = np.random.default_rng(0).standard_normal((8, *model.inputs[0].shape[1:])).astype(np.float32)
@@ -242,8 +242,8 @@ def test_a_search_that_missed_a_reachable_budget_says_so():
     says to search longer instead of calling the budget unreachable."""
     from types import SimpleNamespace
 
-    from hanasc.compile_pipeline import _nothing_found
-    from hanasc.search import Budgets, Candidate
+    from hanasc.compile.pipeline import _nothing_found
+    from hanasc.search.nsga2 import Budgets, Candidate
 
     run = SimpleNamespace(
         options=SimpleNamespace(budgets=Budgets(latency_ms=1.0)), info=SimpleNamespace(name="host")

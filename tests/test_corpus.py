@@ -26,7 +26,7 @@ def _hanasc(*args: str) -> subprocess.CompletedProcess:
 
 
 def _model(name: str):
-    from hanasc.model_zoo import fetch, get_zoo_model
+    from hanasc.frontend.model_zoo import fetch, get_zoo_model
 
     spec = get_zoo_model(name)
     shape = ["--input-shape", spec.shape_arg()] if spec.dynamic else []

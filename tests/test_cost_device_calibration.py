@@ -134,8 +134,8 @@ def test_export_import_per_device(tmp_path):
 def test_search_sees_the_upper_bound_of_a_calibrated_device(test_models, tmp_path, monkeypatch):
     import hanasc
     from hanasc.cost_models.estimate import CostContext, save_device_calibration
-    from hanasc.search_costs import SearchCosts
-    from hanasc.space import build_space
+    from hanasc.search.costs import SearchCosts
+    from hanasc.search.space import build_space
 
     monkeypatch.setenv("HANASC_CACHE", str(tmp_path))
     model = hanasc.load_model(test_models["plain_conv"])

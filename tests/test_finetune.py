@@ -9,11 +9,11 @@ import torch
 from test_simulator import calibration
 
 import hanasc
-from hanasc.finetune import FinetuneSettings, distillation_loss, finetune
+from hanasc.compile.finetune import FinetuneSettings, distillation_loss, finetune
+from hanasc.compile.recovery import recovered_weights
+from hanasc.compile.torch_form import TorchForm
 from hanasc.passes.config import Config, LayerChoice
-from hanasc.recovery import recovered_weights
-from hanasc.simulator import Simulator
-from hanasc.torch_form import TorchForm
+from hanasc.search.simulator import Simulator
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_finetuning_reduces_the_error_on_unseen_samples(damaged, tmp_path):
 
 
 def materialized_outputs_from(model, config, ranges, values, x):
-    from hanasc.recovery import materialize_recovered
+    from hanasc.compile.recovery import materialize_recovered
     from hanasc.relax_params import bind_weights
     from hanasc.targets import host
 

@@ -9,8 +9,8 @@ from builders import single_op_model
 from onnx import TensorProto, helper
 
 import hanasc
-from hanasc.layers import peak_activation_bytes
-from hanasc.onnx_loader import parse_input_shape
+from hanasc.frontend.layers import peak_activation_bytes
+from hanasc.frontend.onnx_loader import parse_input_shape
 from hanasc.relax_params import weights_of
 
 

@@ -65,7 +65,7 @@ def test_candidate_is_reported_relative_to_the_original_timed_beside_it(executab
 
 
 def test_report_line_of_a_latency_timed_beside_the_original():
-    from hanasc.report_markdown import fmt_figure as _fmt
+    from hanasc.compile.report_markdown import fmt_figure as _fmt
 
     timed = {"value": 13.6, "source": "measured", "runs": 15, "ratio_to_original": 0.65}
     timed |= {"raw_median_ms": 10.4, "original_in_loop_ms": 16.0}
@@ -80,9 +80,9 @@ def test_returning_the_original_reuses_the_reference_artifact():
     returned (no second build), unless tuning has since changed what a build gives."""
     from types import SimpleNamespace
 
-    from hanasc.compile_verify import VerifiedModel, _materialize_original
-    from hanasc.search import Budgets
-    from hanasc.selection import Verified
+    from hanasc.compile.verify import VerifiedModel, _materialize_original
+    from hanasc.search.nsga2 import Budgets
+    from hanasc.search.selection import Verified
 
     built = object()
     ctx = SimpleNamespace(

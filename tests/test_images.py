@@ -7,8 +7,8 @@ from builders import single_op_model
 from PIL import Image
 
 import hanasc
-from hanasc.compile_cli import preprocess_for
-from hanasc.images import FIVE_VIEWS, Preprocess
+from hanasc.cli.compile import preprocess_for
+from hanasc.frontend.images import FIVE_VIEWS, Preprocess
 
 
 def _gradient(width: int, height: int) -> Image.Image:

@@ -18,7 +18,7 @@ from torch import nn
 from tvm import relax
 
 import hanasc
-from hanasc.calibration import calibrate
+from hanasc.frontend.calibration import calibrate
 from hanasc.passes.blocked_layout import convert_to_blocked
 from hanasc.passes.config import Config, LayerChoice
 from hanasc.passes.conv_compute import DOT_CROP, PAIR_CONV, QUAD_CONV, dot_conv_width

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import hanasc
-from hanasc.calibration import calibrate
 from hanasc.cost_models.kernels import lower_to_kernels
 from hanasc.cost_models.network_profile import (
     NetworkProfile,
@@ -16,6 +15,7 @@ from hanasc.cost_models.network_profile import (
     profile_network,
     train_on_networks,
 )
+from hanasc.frontend.calibration import calibrate
 from hanasc.passes.config import Config, LayerChoice
 from hanasc.passes.materialize import materialize
 
@@ -122,8 +122,8 @@ def test_profile_networks_trains_the_model_costs_and_search_use(test_models, tmp
     shipped lowering saved; ``estimate_costs`` and the search's costs then lower the same way."""
     from hanasc.cost_models.estimate import CostContext, estimate_costs
     from hanasc.cost_models.profiling import ProfilePlan, profile_target
-    from hanasc.search_costs import SearchCosts
-    from hanasc.space import build_space
+    from hanasc.search.costs import SearchCosts
+    from hanasc.search.space import build_space
 
     monkeypatch.setenv("HANASC_CACHE", str(tmp_path))
     path = test_models["inverted_residual"]

@@ -9,11 +9,11 @@ import tvm
 from tvm import relax
 
 import hanasc
-from hanasc.onnx_rewrite import architecture_only, export_architecture
+from hanasc.compile.onnx_rewrite import architecture_only, export_architecture
 from hanasc.passes.config import Config, LayerChoice
 from hanasc.passes.materialize import materialize
 from hanasc.relax_params import bind_weights
-from hanasc.space import build_space
+from hanasc.search.space import build_space
 
 
 def _outputs(model, config: Config, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, object]:

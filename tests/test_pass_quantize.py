@@ -13,7 +13,7 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 import hanasc
-from hanasc.calibration import ActivationRanges, CalibrationError, calibrate
+from hanasc.frontend.calibration import ActivationRanges, CalibrationError, calibrate
 from hanasc.passes.config import Config, ConfigError, LayerChoice
 from hanasc.passes.packing import pack_bits, packed_size, unpack_bits
 from hanasc.passes.quant_reference import (

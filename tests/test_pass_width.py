@@ -77,7 +77,7 @@ def _export(module: nn.Module, name: str, folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def models(test_models, tmp_path_factory) -> dict[str, hanasc.frontend.LoadedModel]:
+def models(test_models, tmp_path_factory) -> dict[str, hanasc.frontend.loading.LoadedModel]:
     folder = tmp_path_factory.mktemp("width_models")
     loaded = {name: hanasc.load_model(path) for name, path in test_models.items()}
     loaded["concat_shuffle"] = hanasc.load_model(_export(ConcatShuffle(), "concat_shuffle", folder))

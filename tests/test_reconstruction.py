@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 import hanasc
-from hanasc.calibration import ActivationRanges, calibrate
-from hanasc.layer_statistics import PatchGeometry, conv_patches
+from hanasc.compile.reconstruction import output_error, refit_depthwise, refit_matrix
+from hanasc.compile.recovery import recovered_weights
+from hanasc.frontend.calibration import ActivationRanges, calibrate
+from hanasc.frontend.layer_statistics import PatchGeometry, conv_patches
 from hanasc.passes.config import Config, LayerChoice
-from hanasc.reconstruction import output_error, refit_depthwise, refit_matrix
-from hanasc.recovery import recovered_weights
-from hanasc.simulator import Simulator
+from hanasc.search.simulator import Simulator
 
 
 def _halves(p: np.ndarray) -> np.ndarray:
@@ -148,7 +148,7 @@ def test_saved_statistics_replay_the_same_refit(plain_conv, tmp_path):
 
 
 def test_corrupt_statistics_file_is_one_line_error(plain_conv, tmp_path):
-    from hanasc.calibration import CalibrationError
+    from hanasc.frontend.calibration import CalibrationError
 
     _, ranges, _ = plain_conv
     ranges.save(tmp_path / "r.json")
@@ -160,7 +160,7 @@ def test_corrupt_statistics_file_is_one_line_error(plain_conv, tmp_path):
 def test_refit_survives_a_covariance_that_is_not_positive_definite():
     """Dead channels make the covariance singular; rounding can make it indefinite at a small ridge (a
     Fashion-MNIST model's 672-channel input did): the solve falls back to the minimum-norm solution."""
-    from hanasc.reconstruction import _solve_spd
+    from hanasc.compile.reconstruction import _solve_spd
 
     rng = np.random.default_rng(0)
     basis = rng.standard_normal((100, 90))

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import hanasc
-from hanasc.calibration import ActivationRanges, calibrate
+from hanasc.compile.recovery import output_shift, recovered_weights
+from hanasc.frontend.calibration import ActivationRanges, calibrate
 from hanasc.passes.config import Config, LayerChoice
-from hanasc.recovery import output_shift, recovered_weights
-from hanasc.simulator import Simulator
+from hanasc.search.simulator import Simulator
 
 
 def _conv_valid(x: np.ndarray, w: np.ndarray, groups: int) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from hanasc.search import Budgets
-from hanasc.selection import AccuracyFloor, NoAcceptableResultError, Verified, dominated_by, select
+from hanasc.search.nsga2 import Budgets
+from hanasc.search.selection import AccuracyFloor, NoAcceptableResultError, Verified, dominated_by, select
 
 ORIGINAL = Verified("original", latency_ms=10.0, accuracy=0.90, memory_mb=5.0)
 FLOOR = AccuracyFloor(original=0.90, max_loss=1.0, point=0.01, metric="top1")

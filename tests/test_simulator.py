@@ -7,10 +7,10 @@ import onnxruntime as ort
 import pytest
 
 import hanasc
+from hanasc.compile.recovery import materialize_recovered
 from hanasc.passes.config import Config, LayerChoice
-from hanasc.recovery import materialize_recovered
 from hanasc.relax_params import bind_weights
-from hanasc.simulator import Simulator
+from hanasc.search.simulator import Simulator
 from hanasc.targets import host
 
 FLOAT_TOL = 1e-4  # relative to the output's scale
@@ -23,7 +23,7 @@ def materialized_outputs(model, config, ranges, x: np.ndarray) -> np.ndarray:
 
 
 def calibration(model, x):
-    from hanasc.calibration import calibrate
+    from hanasc.frontend.calibration import calibrate
 
     return calibrate(model, x, method="minmax")
 
@@ -168,7 +168,7 @@ def test_shared_batch_one_reshape_target_is_rebatched(tmp_path):
     import torch
     from builders import shared_flatten_model
 
-    from hanasc.torch_form import TorchForm
+    from hanasc.compile.torch_form import TorchForm
 
     rng = np.random.default_rng(0)
     path = shared_flatten_model(tmp_path / "shared_flat.onnx")

@@ -140,8 +140,8 @@ def test_a78_w8a8_bundle_runs_sdot_kernels_and_matches_host_under_qemu(test_mode
     the library; 4-bit weights unpacked inside it), and the bundle under qemu-aarch64 matches the host build
     (x86 pair kernels)."""
     import hanasc
-    from hanasc.calibration import calibrate
-    from hanasc.recovery import materialize_recovered
+    from hanasc.compile.recovery import materialize_recovered
+    from hanasc.frontend.calibration import calibrate
 
     model = hanasc.load_model(test_models["inverted_residual"])
     rng = np.random.default_rng(0)

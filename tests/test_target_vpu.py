@@ -222,8 +222,8 @@ def test_efficientnet_lite0_mixed(effnet_path, tmp_path):
 @pytest.mark.slow
 def test_efficientnet_lite0_architecture_changes(effnet_path, tmp_path):
     """Separable, kernel, width and skip choices reach the IR; int8 layers keep their precision."""
-    from hanasc.apply_pipeline import build_target_bundle
-    from hanasc.space import build_space
+    from hanasc.compile.apply_pipeline import build_target_bundle
+    from hanasc.search.space import build_space
     from hanasc.targets.registry import get_target
 
     model = hanasc.load_model(effnet_path)

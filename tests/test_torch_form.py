@@ -9,10 +9,10 @@ import torch
 from test_simulator import CASES, INTEGER_CASES, assert_agree, calibration, materialized_outputs
 
 import hanasc
+from hanasc.compile.recovery import recovered_weights
+from hanasc.compile.torch_form import TorchForm
 from hanasc.passes.config import Config, LayerChoice
-from hanasc.recovery import recovered_weights
-from hanasc.simulator import Simulator
-from hanasc.torch_form import TorchForm
+from hanasc.search.simulator import Simulator
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +75,10 @@ def test_an_operator_without_torch_form_is_refused_in_one_line(test_models):
     import onnx
     from onnx import TensorProto, helper
 
-    from hanasc.compile_finetune import check_finetune
+    from hanasc.compile.finetune_stage import check_finetune
+    from hanasc.compile.torch_ops import unsupported_nodes
     from hanasc.errors import HanascError
     from hanasc.targets.registry import get_target
-    from hanasc.torch_ops import unsupported_nodes
 
     model = hanasc.load_model(test_models["plain_conv"])
     assert unsupported_nodes(model.onnx_model.graph) == []

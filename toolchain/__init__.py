@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hanasc.errors import HanascError
-from hanasc.frontend import LoadedModel, load_model
+from hanasc.frontend.loading import LoadedModel, load_model
 
 __all__ = ["HanascError", "LoadedModel", "load_model"]
 __version__ = "0.1.0"

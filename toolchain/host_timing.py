@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hanasc.compile_report import fig
+from hanasc.compile.report import fig
 
 _TOOL = "TVM VirtualMachine.time_evaluator"
 

@@ -1,0 +1,10 @@
+"""The ``hanasc`` command line: the Typer app and its entry point :func:`main` (:mod:`~hanasc.cli.app`),
+the options and model loading the commands share (:mod:`~hanasc.cli.common`), the cost-model commands
+(:mod:`~hanasc.cli.costs`), ``compile`` and ``demo`` (:mod:`~hanasc.cli.compile`), and the views of
+``inspect`` and ``targets``."""
+
+from __future__ import annotations
+
+from hanasc.cli.app import app, main
+
+__all__ = ["app", "main"]

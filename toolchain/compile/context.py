@@ -1,0 +1,125 @@
+"""The compile job's inputs and run state: options, the data split, progress hooks and the run context
+that every stage (references, search rounds, verification, report) reads instead of argument bags."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hanasc.errors import HanascError
+from hanasc.frontend.loading import LoadedModel
+from hanasc.metrics import Metric
+from hanasc.search.nsga2 import Budgets
+from hanasc.search.space import SearchSpace
+
+
+@dataclass
+class CompileOptions:
+    target: str = "host"
+    budgets: Budgets = field(default_factory=Budgets)
+    space: str = "joint"
+    seed: int = 0
+    metric: str | None = None
+    predictor_samples: int = 240
+    predictor_images: int | None = None  # None: by model cost (predictor_image_count)
+    population: int = 40
+    generations: int = 25
+    verify_candidates: int = 8
+    rounds: int = 3
+    refine_per_round: int = 12
+    max_attempts: int = 4
+    measure_repeats: int = 15  # rounds of interleaved timing (host) or runs (RPC)
+    resume: bool = False
+    tune_minutes: float = 0.0
+    rpc: str | None = None  # HOST:PORT of a TVM RPC server on the target device: latencies measured there
+    max_loss: float = 1.0  # accuracy floor: points of the metric below the original's held-out score
+    device: str | None = None  # whose latency calibration applies (hanasc calibrate --device)
+    budget_confidence: float = 0.9  # a latency budget is met when the calibrated upper bound is under it
+    finetune_minutes: float = 0.0  # distillation fine-tuning, shared by the best finetune_candidates
+    finetune_candidates: int = 2
+
+
+@dataclass
+class Split:
+    """Calibration part (ranges, predictor samples) and held-out part (reported accuracy)."""
+
+    calib_x: np.ndarray
+    calib_y: np.ndarray | None
+    eval_x: np.ndarray
+    eval_y: np.ndarray | None
+    description: dict
+    calib_groups: np.ndarray | None = None  # source image of each calibration sample (views stay together)
+
+
+def split_data(
+    x: np.ndarray, y: np.ndarray | None, groups: np.ndarray | None, seed: int, source: str
+) -> Split:
+    """Half the source images for calibration, half held out (views of one image stay together)."""
+    groups = np.arange(len(x)) if groups is None else groups
+    unique = np.unique(groups)
+    if len(unique) < 2:
+        raise HanascError(f"{source}: need at least 2 samples to split into calibration and held-out parts")
+    rng = np.random.default_rng(seed)
+    held = set(rng.permutation(unique)[: len(unique) // 2].tolist())
+    mask = np.array([g in held for g in groups])
+    return Split(
+        calib_x=x[~mask],
+        calib_y=None if y is None else y[~mask],
+        eval_x=x[mask],
+        eval_y=None if y is None else y[mask],
+        description={
+            "source": source,
+            "samples": len(x),
+            "source_images": len(unique),
+            "calibration": {
+                "samples": int((~mask).sum()),
+                "used_for": "activation ranges, predictor samples",
+            },
+            "held_out": {"samples": int(mask.sum()), "used_for": "reported accuracy of original and result"},
+        },
+        calib_groups=groups[~mask],
+    )
+
+
+@dataclass
+class Stage:
+    """Progress reporting hooks (the CLI shows rich bars)."""
+
+    start: Callable[[str, int | None], None] = lambda name, total: None
+    advance: Callable[[str], None] = lambda text="": None
+    log: Callable[[str], None] = lambda text: None
+
+
+@dataclass
+class RunContext:
+    """What the stages of one compile run share, built once by :mod:`hanasc.compile.pipeline`: the model and
+    its data, the target, the activation ranges and simulator, the references on the held-out split, the
+    search space and its cost model, the RPC session (if any) and the run's work folder."""
+
+    model: LoadedModel
+    info: object  # hanasc.targets.registry.TargetInfo
+    ranges: object  # hanasc.frontend.calibration.ActivationRanges
+    split: Split
+    ref_eval: np.ndarray
+    metric: Metric
+    probe: list
+    options: CompileOptions
+    costs: object  # hanasc.search.costs.SearchCosts
+    stage: Stage
+    simulator: object  # hanasc.search.simulator.Simulator
+    session: object | None = None
+    space: SearchSpace | None = None
+    work: Path | None = None
+    rng: np.random.Generator | None = None
+    reference: object | None = None  # hanasc.host_timing.HostReference: the original, timed beside candidates
+    search_ranges: object | None = None  # ranges fitted apart from the predictor samples (None: ``ranges``)
+    # genome tuple -> hanasc.compile.finetune.TunedWeights (kept ones)
+    tuned: dict = field(default_factory=dict)
+
+    @property
+    def scoring_ranges(self):
+        """The ranges the search's predictor samples are simulated with."""
+        return self.ranges if self.search_ranges is None else self.search_ranges

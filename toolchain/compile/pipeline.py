@@ -1,0 +1,370 @@
+"""``hanasc compile``: accuracy predictor, joint NSGA-II search under budgets, verification, the output.
+
+Data flow: data split (calibration / held-out) -> activation ranges -> search space -> simulator-evaluated
+sample Configs -> accuracy predictor -> NSGA-II on (predicted accuracy, estimated latency, memory[, energy])
+-> best candidates re-evaluated on held-out data -> the best feasible one materialized, compiled, measured
+(host) -> if it misses the budget the estimate learns from the miss and the next candidate is taken ->
+report and artifacts written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hanasc.compile.context import CompileOptions, RunContext, Split, Stage, split_data
+from hanasc.compile.finetune_stage import check_finetune, finetune_shortlist
+from hanasc.compile.recovery import refitted_layers
+from hanasc.compile.references import measure_references
+from hanasc.compile.report import Outcome, _original_figures, _report, _write_outputs, fig
+from hanasc.compile.verify import (
+    _check_tuning,
+    _materialize_original,
+    _original_verified,
+    _verify_ranked,
+)
+from hanasc.errors import HanascError
+from hanasc.frontend.loading import LoadedModel
+from hanasc.metrics import Metric
+from hanasc.search.nsga2 import Candidate
+from hanasc.search.rounds import PredictorSamples, fit_predictor, held_out_scores, search_rounds, shortlist
+from hanasc.search.seeds import predictor_image_count
+from hanasc.search.selection import AccuracyFloor, select
+from hanasc.search.space import SearchSpace, SpaceOptions, build_space
+
+__all__ = [
+    "CompileOptions",
+    "CompileResult",
+    "InfeasibleBudgetError",
+    "Split",
+    "Stage",
+    "compile_model",
+    "split_data",
+]
+
+
+class InfeasibleBudgetError(HanascError):
+    """Even the fastest configuration misses the budget."""
+
+
+def _space_options(info, mode: str) -> SpaceOptions:
+    """Precision pairs (weight bits, activation bits) the target runs."""
+    c = info.choices
+    pairs = [(32, 32)]
+    if 16 in c.act_bits and 16 in c.compute_weight_bits:
+        pairs.append((16, 16))
+    if 8 in c.act_bits:
+        pairs += [(w, 8) for w in (8, 4, 2) if w in c.weight_bits]
+    pairs += [(w, 32) for w in (8, 4, 2) if w in c.weight_bits]
+    return SpaceOptions(precisions=tuple(pairs), mode=mode)
+
+
+def run_key(model: LoadedModel, options: CompileOptions, data_source: str) -> str:
+    text = json.dumps(
+        [
+            str(model.path.resolve()),
+            model.path.stat().st_size,
+            options.target,
+            options.space,
+            options.seed,
+            options.budgets.__dict__,
+            options.metric,
+            data_source,
+            options.predictor_samples,
+            options.finetune_minutes,
+            options.finetune_candidates,
+        ],
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class CompileResult:
+    report: dict
+    out: Path
+
+
+def compile_model(
+    model: LoadedModel,
+    split: Split,
+    options: CompileOptions,
+    out: Path,
+    metric: Metric,
+    stage: Stage | None = None,
+) -> CompileResult:
+    """The main job; raises InfeasibleBudgetError (exit 2) when no configuration can meet the budgets.
+
+    The run's work folder (predictor samples, search checkpoints: what ``--resume`` reads) is locked for
+    the run, so two identical compiles at once take turns instead of overwriting each other's state.
+    """
+    from hanasc.cache_safety import file_lock
+    from hanasc.paths import cache_dir
+
+    work = cache_dir() / "runs" / run_key(model, options, split.description["source"])
+    with file_lock(work / ".lock", "this run's work folder (the same model, data and options)"):
+        return _compile_in(work, model, split, options, out, metric, stage)
+
+
+def _compile_in(
+    work: Path,
+    model: LoadedModel,
+    split: Split,
+    options: CompileOptions,
+    out: Path,
+    metric: Metric,
+    stage: Stage | None = None,
+) -> CompileResult:
+    """The stages in order: references, budgets, predictor, search rounds, held-out shortlist, verification
+    and selection, report and outputs."""
+    started = time.perf_counter()
+    work.mkdir(parents=True, exist_ok=True)
+    run, samples = _prepare(work, model, split, options, metric, stage or Stage())
+    original_measure = measure_references(run)
+    fastest_ms = _resolve_budgets(run, original_measure)
+
+    fit_predictor(run, samples)
+    result, pred_report = search_rounds(run, samples)
+    budgets = options.budgets
+    feasible = sorted((c for c in result.evaluated if c.feasible(budgets)), key=lambda c: -c.accuracy)
+    if not feasible:
+        raise InfeasibleBudgetError(_nothing_found(run, result.evaluated, fastest_ms))
+    unique = shortlist(run, feasible, samples)
+    held_out = held_out_scores(run, unique)
+
+    original_verified = _original_verified(run, run.space, samples.predictor, original_measure)
+    floor = AccuracyFloor(original_verified.summary.accuracy, options.max_loss, metric.point, metric.name)
+    run.stage.log(f"accuracy floor: {floor.describe()}")
+    ranked = sorted(unique, key=lambda c: (-held_out[tuple(c.genome)], c.latency_ms))
+    finetuned = finetune_shortlist(run, ranked, held_out)
+    if finetuned:  # tuned scores may reorder the shortlist
+        ranked = sorted(unique, key=lambda c: (-held_out[tuple(c.genome)], c.latency_ms))
+    attempts, verified_list = _verify_ranked(run, run.space, ranked, held_out, floor)
+    selection = select(original_verified.summary, [v.summary for v in verified_list], budgets, floor)
+    chosen = next(v for v in [original_verified, *verified_list] if v.summary.label == selection.chosen.label)
+    if chosen is original_verified:
+        run.stage.log(f"returning the original model: {selection.reason}")
+        chosen = _materialize_original(run, original_verified)
+
+    outcome = Outcome(
+        original=_original_figures(run, original_measure),
+        verified=chosen.figures,
+        candidate=chosen.candidate,
+        result=result,
+        pred_report=pred_report,
+        attempts=attempts,
+        held_out=held_out,
+        wall_s=time.perf_counter() - started,
+    )
+    report = _report(run, outcome)
+    report["selection"] = selection.to_json(floor)
+    report["original"]["predicted_score"] = fig(
+        round(original_verified.candidate.accuracy, 4),
+        "predicted",
+        model="accuracy predictor (on Config encodings)",
+        score=metric.smooth_description,
+    )
+    report["recovery"] = _recovery_section(run, chosen.figures["config"])
+    report["recovery"]["fine_tuning"] = _finetune_section(run, finetuned, chosen.candidate)
+    if chosen.summary.is_original:
+        report["warnings"].append(
+            f"the original model is returned unchanged: {selection.reason} "
+            f"({floor.describe()}); a looser budget or a larger --max-loss allows changes"
+        )
+    from hanasc.atomic import atomic_dir
+
+    with atomic_dir(Path(out)) as tmp:
+        _write_outputs(tmp, run, outcome, report)
+    return CompileResult(report, Path(out))
+
+
+def _prepare(
+    work: Path, model: LoadedModel, split: Split, options: CompileOptions, metric: Metric, stage: Stage
+) -> tuple[RunContext, PredictorSamples]:
+    """Activation ranges, simulator, references, search space, cost model and RPC session: the run
+    context, and the predictor's samples on a subset of the calibration split."""
+    from hanasc.passes.config import Config
+    from hanasc.search.costs import SearchCosts
+    from hanasc.search.simulator import Simulator
+    from hanasc.targets.registry import get_target
+
+    info = get_target(options.target)
+    _check_tuning(info, options)
+    check_finetune(info, model, options.finetune_minutes)
+    rng = np.random.default_rng(options.seed)
+    stage.log("calibrating activation ranges on the calibration split")
+    ranges = _calibrate(model, split.calib_x, info)
+    simulator = Simulator(model, batch=8)
+    ref_calib = simulator.run(Config(), split.calib_x)
+    ref_eval = simulator.run(Config(), split.eval_x)
+    n_images = options.predictor_images or predictor_image_count(model.totals.macs)
+    apart = _held_apart(split, rng)
+    search_ranges = None
+    if apart is None:
+        pick = rng.permutation(len(split.calib_x))[:n_images]
+        stage.log(f"accuracy predictor samples are scored on {len(pick)} calibration samples")
+    else:
+        fit, score = apart
+        search_ranges = _calibrate(model, split.calib_x[fit], info)
+        pick = score[rng.permutation(len(score))[:n_images]]
+        stage.log(
+            f"accuracy predictor samples are scored on {len(pick)} calibration samples held apart from the "
+            f"{len(fit)} that fit the search's ranges and refits"
+        )
+
+    space = build_space(model, _space_options(info, options.space))
+    stage.log(
+        f"search space: {len(space)} genes, 10^{space.log10_size():.1f} configurations ({options.space})"
+    )
+    costs = SearchCosts(
+        model, space, info.name, device=options.device, budget_confidence=options.budget_confidence
+    )
+    session = None
+    if options.rpc:
+        from hanasc.cost_models.profiler import Session
+
+        stage.log(f"connecting to the TVM RPC server at {options.rpc}")
+        session = Session.from_address(rpc_addr=options.rpc)
+    run = RunContext(
+        model=model,
+        info=info,
+        ranges=ranges,
+        split=split,
+        ref_eval=ref_eval,
+        metric=metric,
+        probe=[model.example_inputs(seed=1)[s.name] for s in model.inputs],
+        options=options,
+        costs=costs,
+        stage=stage,
+        simulator=simulator,
+        session=session,
+        space=space,
+        work=work,
+        rng=rng,
+        search_ranges=search_ranges,
+    )
+    pred_y = None if split.calib_y is None else split.calib_y[pick]
+    return run, PredictorSamples(run, split.calib_x[pick], pred_y, ref_calib[pick])
+
+
+def _calibrate(model: LoadedModel, x: np.ndarray, info):
+    """Activation ranges (99.99th percentile) with the statistics recovery uses, where it applies."""
+    from hanasc.frontend.calibration import calibrate
+
+    ranges = calibrate(model, x, method="percentile", percentile=99.99)
+    if info.tvm_target() is None:  # OpenVINO quantizes this target's bundle: hanasc's bias correction
+        ranges.channel_means = {}  # would make the simulator judge a model that does not ship
+        ranges.covariances = {}
+    return ranges
+
+
+MIN_GROUPS_APART = 4
+
+
+def _held_apart(split: Split, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+    """(fit, score) indices of the calibration samples, split by source image: the search scores its
+    predictor samples on data its ranges and least-squares refits were not fitted on. A refit judged on
+    its own fitting data looks lossless where it generalizes worst (a classifier refitted on as many
+    samples as it has inputs: agreement 1.0 on them, 0.0 on new images). None with fewer than
+    :data:`MIN_GROUPS_APART` source images (then the search scores on the fitting data, as before)."""
+    groups = split.calib_groups if split.calib_groups is not None else np.arange(len(split.calib_x))
+    unique = np.unique(groups)
+    if len(unique) < MIN_GROUPS_APART:
+        return None
+    fit_groups = rng.permutation(unique)[: len(unique) // 2]
+    in_fit = np.isin(groups, fit_groups)
+    return np.flatnonzero(in_fit), np.flatnonzero(~in_fit)
+
+
+def _resolve_budgets(run: RunContext, original_measure: dict | None) -> float:
+    """Budgets given as shares of the original made absolute; raises InfeasibleBudgetError when even the
+    fastest configuration misses the latency budget. Returns that configuration's estimate."""
+    budgets, costs, space, stage = run.options.budgets, run.costs, run.space, run.stage
+    if budgets.latency_fraction is not None:  # --budget 0.5x: a share of the original's latency
+        base = original_measure or fig(round(float(costs(space.identity()[None])[0][0]), 4), **costs.source())
+        budgets.latency_ms = round(budgets.latency_fraction * base["value"], 4)
+        stage.log(
+            f"budget {budgets.latency_fraction:g}x of the original's {base['value']} ms ({base['source']}): "
+            f"{budgets.latency_ms:g} ms"
+        )
+    if budgets.memory_fraction is not None:  # --memory 0.5x: a share of the original's predicted memory
+        original_mb = float(costs(space.identity()[None])[1][0])
+        budgets.memory_mb = round(budgets.memory_fraction * original_mb, 4)
+        stage.log(
+            f"memory budget {budgets.memory_fraction:g}x of the original's {original_mb:.3f} MB "
+            f"(predicted: weights + peak activations): {budgets.memory_mb:g} MB"
+        )
+    fastest_ms = float(costs(_fastest_genome(space)[None])[0][0])
+    if budgets.latency_ms is not None and fastest_ms > budgets.latency_ms:
+        raise InfeasibleBudgetError(
+            f"--budget {budgets.latency_ms:g}ms is infeasible on {run.info.name}: the fastest configuration "
+            f"reachable is estimated at {fastest_ms:.2f} ms ({costs.source()['source']})"
+        )
+    return fastest_ms
+
+
+def _recovery_section(run: RunContext, config) -> dict:
+    """How the report's scores were recovered, and which layers of the result were refitted."""
+    return {
+        "method": "least-squares refit of structurally changed layers (hanasc.compile.reconstruction, "
+        "cross-validated on calibration-split input covariances), then bias correction of every changed "
+        "layer (hanasc.compile.recovery, on calibration-split input means)"
+        if run.ranges.channel_means
+        else "none (the target's own toolchain quantizes the bundle)",
+        "refitted_layers": refitted_layers(run.model, config, run.ranges),
+        "scores": "every simulated and verified score in this report is after recovery",
+    }
+
+
+def _nothing_found(run: RunContext, evaluated: list[Candidate], fastest_ms: float) -> str:
+    """Why the search returned nothing within the budgets: the budget is below what the space reaches,
+    or the search did not reach the part of the space that fits."""
+    best_ms = min(c.latency_ms for c in evaluated)
+    budget = run.options.budgets.latency_ms
+    if budget is not None and fastest_ms <= budget < best_ms:
+        return (
+            f"the search evaluated {len(evaluated)} configurations and none was estimated within the "
+            f"budgets on {run.info.name} (its fastest: {best_ms:.2f} ms), although the space's fastest "
+            f"corner is estimated at {fastest_ms:.2f} ms: search longer (--generations, --population) "
+            "or loosen --budget"
+        )
+    return (
+        f"no configuration found within the budgets on {run.info.name}; fastest reachable latency "
+        f"{min(best_ms, fastest_ms):.2f} ms (estimated)"
+    )
+
+
+def _finetune_section(run: RunContext, records: list[dict], chosen: Candidate) -> dict:
+    """What fine-tuning did: every tuned candidate, and whether the result carries tuned weights."""
+    if run.options.finetune_minutes <= 0:
+        return {"method": "none (--finetune-minutes 0)"}
+    shipped = tuple(chosen.genome) in run.tuned
+    return {
+        "method": "knowledge distillation from the original (KL on softened outputs, cross-entropy with "
+        "labels when the metric uses them; MSE for non-class outputs) into the Config's torch form "
+        "(straight-through weight and activation quantization, masks and factorizations; "
+        "hanasc.compile.finetune), on the calibration split, from the data-light recovery's values",
+        "minutes": run.options.finetune_minutes,
+        "candidates": records,
+        "result_fine_tuned": shipped,
+        "scores": "the result's verified score is after fine-tuning"
+        if shipped
+        else "the result was not fine-tuned (not among the tuned candidates, or tuning did not help)",
+    }
+
+
+def _fastest_genome(space: SearchSpace) -> np.ndarray:
+    """A genome of the cheapest-looking choices: lowest precision, separable, 3x3, narrowest, all skipped."""
+    genome = space.identity()
+    for i, slot in enumerate(space.slots):
+        if slot.kind == "precision":
+            ints = [j for j, (w, a) in enumerate(slot.choices) if a == 8]
+            genome[i] = ints[0] if ints else 0
+        else:
+            genome[i] = len(slot.choices) - 1
+    return genome
