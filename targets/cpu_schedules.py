@@ -107,7 +107,12 @@ class BlockedConv(BlockRule):
             if not x86_int8.supports_pair_kernels(target):
                 return False
             register = x86_int8.registrar(target)
-            schedule = functools.partial(_schedule_pairs, lanes=x86_int8.LANES, register=register)
+            schedule = functools.partial(
+                _schedule_pairs,
+                lanes=x86_int8.LANES,
+                register=register,
+                accumulators=x86_int8.accumulators(target),
+            )
         elif names[convs[0]].startswith(SDOT_CONV):
             from hanasc.targets import arm_int8
 
@@ -162,22 +167,25 @@ def _schedule_pairs(
     parallel: bool,
     lanes: int,
     register: Callable[[int], str],
+    accumulators: int = 8,
 ) -> None:
     """A ``conv2d_nchwc_int_pairs`` kernel (:func:`hanasc.passes.conv_compute.pair_conv2d`): a register
-    tile of 8 ymm accumulators (8 pixels of an 8-channel block, 4 of a 16-channel one), the reduction
+    tile of ``accumulators`` ymm accumulators (with 8: 8 pixels of an 8-channel block, 4 of a 16-channel
+    one; with 16, twice the pixels), the reduction
     outside it, every 8 output channels x 2 input channels one ``vpmaddwd``
     (:data:`hanasc.targets.x86_int8.PMADDWD_I16`), the fused requantization applied as the tile is written
     back. Output widths the limit does not divide (7, 14 with 16 channels) use a tile of up to 8 pixels,
     one group of 8 output channels at a time. Measured on EfficientNet-Lite0 W8A8 (AVX2, 8-channel blocks,
     1 thread): 4-pixel tiles 14.2 ms, 8-pixel tiles 13.4 ms. The same schedule serves the quad kernels
     and, with ``lanes=4`` and :data:`hanasc.targets.arm_int8.SDOT_I8`, the aarch64 ``sdot`` kernels:
-    ``register(group)`` registers the intrinsic for ``group`` input channels a lane."""
+    ``register(group)`` registers the intrinsic for ``group`` input channels a lane; ``accumulators``: the
+    vector registers the tile accumulates in (:func:`hanasc.targets.x86_int8.accumulators`)."""
     conv = blocks[conv_index]
     producers = blocks[:conv_index]
     writeback, epilogue = _writeback(sch, conv, blocks[conv_index + 1 :])
     n, oc, y, x, ob, rco, ry, rx, rci, k = sch.get_loops(conv)
     width = int(sch.get(x).extent)
-    limit = max(1, 8 * lanes // int(sch.get(ob).extent))  # 8 vector accumulators
+    limit = max(1, accumulators * lanes // int(sch.get(ob).extent))  # pixels a register tile holds
     tile, oc_outer = x_tile(width, limit), False
     if tile < min(limit, width):
         tile, oc_outer = x_tile(width, 8), True

@@ -433,6 +433,18 @@ def test_vnni_cpus_get_vpdp_kernels(tmp_path):
         assert "vpdpbusd" in assembly and "vpmaddwd" not in assembly
 
 
+def test_avx512_cpus_tile_twice_the_pixels():
+    """With AVX-512's 32 vector registers the dot-product tile holds 16 accumulators (8 pixels of a
+    16-channel block), with AVX2's 16 registers 8 (4 pixels)."""
+    w = np.random.default_rng(6).integers(-127, 128, (32, 32, 1, 1)).astype(np.int8)
+    mod = _relu_pointwise_module(32, 32, 16, w, "zero")
+    for mcpu, pixels in (("icelake-server", 8), ("znver3", 4)):
+        target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+        assert x86_int8.accumulators(target) == {8: 16, 4: 8}[pixels]
+        (kernel,) = [f for n, f in _scheduled_kernels(mod, True, target).items() if QUAD_CONV in n]
+        assert f"T.unroll(T.int64({pixels}))" in kernel.script()
+
+
 @needs_avx2
 @pytest.mark.parametrize("vnni", ["1", "0"])
 @pytest.mark.parametrize("floor", ["zero", "negative"])
