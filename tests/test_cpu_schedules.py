@@ -112,6 +112,17 @@ def test_prime_widths_take_full_tiles_with_a_cut_short_last_one():
     assert float_conv_tile(56) == 8 and float_conv_tile(14) == 7 and float_conv_tile(5) == 5  # divisors kept
 
 
+def test_prime_widths_take_whole_rows_where_the_registers_hold_them():
+    """AVX-512 (16 lanes, 32 registers): a 13-pixel row of a 16-channel block is one tile (13 accumulators);
+    AVX2 (8 lanes, 16 registers) cannot hold it; widths with good divisors, or wider than half the register
+    file, keep their tiles. (Outputs at widths 11 and 13: the onnxruntime test below.)"""
+    from hanasc.targets.cpu_schedules import _row_tile
+
+    assert _row_tile(13, 16, 8, (16, 32)) == 13 and _row_tile(11, 8, 8, (16, 32)) == 11
+    assert _row_tile(13, 16, 8, (8, 16)) is None  # 26 ymm accumulators
+    assert _row_tile(27, 16, 8, (16, 32)) is None and _row_tile(14, 16, 8, (16, 32)) is None
+
+
 @pytest.mark.parametrize("width", [11, 13])
 def test_convs_at_prime_widths_match_onnxruntime(tmp_path, width):
     """fp32 3x3, 1x1 and depthwise convs whose output width no tile divides (the predicated last tile)."""
