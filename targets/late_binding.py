@@ -211,19 +211,9 @@ def _layout_op(call) -> bool:
 def _prepacked_value(call, value: np.ndarray) -> np.ndarray | None:
     """``call`` (a layout_transform or permute_dims of one weight) evaluated on ``value``; None when it is
     another op, or a layout_transform that pads."""
-    import tvm
+    from hanasc.passes.constant_layouts import folded_value
 
-    name = call.op.name if isinstance(call.op, tvm.ir.Op) else ""
-    if name == "relax.permute_dims":
-        axes = call.attrs.axes
-        result = np.transpose(value, None if axes is None else [int(a) for a in axes])
-    elif name == "relax.layout_transform":
-        result = call.attrs.index_map.map_tensor(tvm.runtime.tensor(value)).numpy()
-    else:
-        return None
-    if tuple(result.shape) != tuple(int(d) for d in call.ty.shape):
-        return None
-    return np.ascontiguousarray(result)
+    return folded_value(call, value) if _layout_op(call) else None
 
 
 def _prepack_mutator(values: dict[str, np.ndarray]):

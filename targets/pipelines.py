@@ -102,13 +102,16 @@ def fused_passes(target) -> list:
     from tvm import relax
 
     from hanasc.passes.blocked_lowering import legalize_map
+    from hanasc.passes.constant_layouts import FoldConstantLayouts
 
     stages = backend(target)
     legalize = stages.legalize_passes(target)
     assert isinstance(legalize[0], type(relax.transform.LegalizeOps()))
-    # Blocked (NCHW16c) convolutions need their own lowering; every other op is legalized as usual.
+    # Blocked (NCHW16c) convolutions need their own lowering; every other op is legalized as usual. Layout
+    # ops on constants (bound weights, biases, scales) are computed first, in numpy, not compiled one by one.
     passes = [
         *stages.library_dispatch_passes(target),
+        FoldConstantLayouts,
         relax.transform.LegalizeOps(legalize_map(not is_gpu(target))),
     ]
     return passes + legalize[1:-1] if is_gpu(target) else passes + legalize[1:]
