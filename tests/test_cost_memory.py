@@ -54,3 +54,28 @@ def test_memory_estimate_matches_artifact():
     needed = est.activation_peak_bytes + est.weight_bytes
     # the process really holds what the model says; RSS adds code pages and allocator slack, no more
     assert 0.8 * needed <= art.rss_delta_bytes <= 3 * (needed + est.workspace_bytes) + (16 << 20)
+
+
+def test_int8_workspace_is_what_the_scheduled_kernels_allocate(test_models):
+    """The workspace counts the buffers a kernel keeps once scheduled (pads), not every fused stage of the
+    unscheduled kernel (an int8 conv's int32 sums, casts and requantization, each full size): a W8A8 model
+    then needs less memory than its fp32 original, as its artifact does."""
+    import hanasc
+    from hanasc.compile.recovery import materialize_recovered
+    from hanasc.cost_models.kernels import lower_for_costs
+    from hanasc.cost_models.memory import estimate_memory
+    from hanasc.frontend.calibration import calibrate
+    from hanasc.passes.config import Config, LayerChoice
+
+    model = hanasc.load_model(test_models["inverted_residual"])
+    rng = np.random.default_rng(0)
+    ranges = calibrate(model, rng.standard_normal((4, *model.inputs[0].shape[1:])).astype("float32"))
+    w8a8 = Config(layers={layer.name: LayerChoice(w_bits=8, a_bits=8) for layer in model.layers})
+    estimates = {}
+    for name, config in (("fp32", Config()), ("w8a8", w8a8)):
+        mod = materialize_recovered(model, config, ranges)
+        lowered = lower_for_costs(mod, "host", "shipped")
+        estimates[name] = estimate_memory(mod, lowered, "host")
+        unscheduled = max(k.features.scratch_bytes for k in lowered.kernels)
+        assert estimates[name].workspace_bytes < unscheduled
+    assert estimates["w8a8"].total_bytes < estimates["fp32"].total_bytes
