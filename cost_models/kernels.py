@@ -277,6 +277,12 @@ def _dtype_bytes(dtype: str) -> int:
     return max(DTYPE_BITS.get(str(dtype), 32) // 8, 1)
 
 
+def allocated_bytes(root) -> int:
+    """Bytes of the buffers a PrimFunc's root block allocates outside registers (scope ``local``: a
+    scheduled kernel's register tiles; an unscheduled one has none)."""
+    return sum(_tensor(b).bytes for b in root.alloc_buffers if b.scope() != "local")
+
+
 def _tensor(buffer) -> TensorInfo:
     """A buffer's shape and dtype; a channel-blocked activation ``(N, C/c, H, W, c)`` reads as its NCHW
     shape ``(N, C, H, W)``, so blocked and NCHW kernels share features."""
@@ -311,7 +317,7 @@ def extract_features(prim, lowering: str = "default") -> KernelFeatures:
     params = [_tensor(p) for p in prim.params]
     param_names = [str(p.name) for p in prim.params]
     inputs, output = tuple(params[:-1]), params[-1]
-    scratch = sum(_tensor(b).bytes for b in root.alloc_buffers)
+    scratch = allocated_bytes(root)
 
     anchor, anchor_iters = _anchor(blocks)
     ops = tuple(str(b.name_hint) for b in blocks)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hanasc.cost_models.kernels import LoweredModel, with_bound_weights
+from hanasc.cost_models.kernels import LoweredModel, allocated_bytes, with_bound_weights
 from hanasc.targets.quiet import export_library
 
 
@@ -142,14 +142,10 @@ def scheduled_scratch_bytes(kernel, tvm_target) -> int:
                 tvm.IRModule({"main": kernel.prim_func})
             )
         sch = s_tir.Schedule(scheduled)
-        buffers = sch.get(sch.get_sblock("root")).alloc_buffers
+        root = sch.get(sch.get_sblock("root"))
     except Exception:  # no TVM schedule for this target, or a kernel without a root block
         return kernel.features.scratch_bytes
-    return sum(
-        int(np.prod([int(d) for d in b.shape], dtype=np.int64)) * tvm.DataType(b.dtype).bits // 8
-        for b in buffers
-        if b.scope() != "local"
-    )
+    return allocated_bytes(root)
 
 
 @dataclass(frozen=True)

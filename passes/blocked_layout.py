@@ -42,8 +42,7 @@ from hanasc.passes.conv_compute import (
     pair_index_map,
 )
 from hanasc.passes.dot_convs import emit_dot_weight, lower_dot_dense, mark_pair_convs, param_names
-from hanasc.passes.packing import unpacked_param
-from hanasc.relax_params import bound_value, rewrite_functions
+from hanasc.relax_params import rewrite_functions
 
 
 def clip_as_min_max(mod: IRModule) -> IRModule:
@@ -350,12 +349,8 @@ class _LowerBlockedConvs(relax.PyExprMutator):
         if weight is not None:
             attrs = call.attrs
             group = pair_group(call.args[0].ty.dtype)
-            packed, bits = emit_dot_weight(
-                self.builder_,
-                weight,
-                pair_index_map(int(call.ty.shape[-1]), group),
-                lambda v: unpacked_param(v, lambda u: bound_value(self, u), self.params),
-            )
+            index_map = pair_index_map(int(call.ty.shape[-1]), group)
+            packed, bits = emit_dot_weight(self, weight, index_map, self.params)
             return self.builder_.call_te(
                 pair_conv2d,
                 call.args[0],

@@ -13,7 +13,7 @@ from tvm import relax
 from tvm.ir import IRModule
 
 from hanasc.passes.conv_compute import WEIGHT_TILES, dot_conv_name, pair_conv2d, pair_group, weight_tiles
-from hanasc.passes.packing import PACKED_BITS, tiles_pack, unpack_bits, unpacked_param
+from hanasc.passes.packing import tiles_pack, unpack_bits, unpacked_param
 from hanasc.relax_params import bound_value, rewrite_functions
 
 # every int8 pointwise conv: with 8-channel blocks (AVX2) the 16-input-channel expand of EfficientNet-Lite0
@@ -96,20 +96,22 @@ class _MarkPairConvs(relax.PyExprMutator):
         return unpack_bits(self.signed_weights[source], bits, shape)
 
 
-def emit_dot_weight(builder, weight: relax.Expr, index_map, unpacked) -> tuple[relax.Expr, int]:
-    """The weight operand of a dot-product conv and its bits: ``weight`` (int8) transformed to the kernel's
-    layout by ``index_map``; when ``weight`` is a 4/2-bit parameter unpacked in the graph
-    (``unpacked(weight)``: :func:`hanasc.passes.packing.unpacked_param`'s answer) and its tiles fill whole
-    bytes, those tiles packed (:func:`hanasc.passes.conv_compute.weight_tiles`, computed once when the
-    weights are bound) for the kernel to unpack in its registers. ``HANASC_PACKED_TILES=0``: always int8
-    (the unpacking then runs as a kernel of its own every inference)."""
+def emit_dot_weight(mutator, weight: relax.Expr, index_map, params: set[str]) -> tuple[relax.Expr, int]:
+    """The weight operand of a dot-product conv and its bits, emitted by ``mutator`` (a
+    ``relax.PyExprMutator``): ``weight`` (int8) transformed to the kernel's layout by ``index_map``; when
+    ``weight`` is :func:`hanasc.passes.packing.unpack_expr` of a 4/2-bit parameter (one of ``params``) and
+    its tiles fill whole bytes, those tiles packed (:func:`hanasc.passes.conv_compute.weight_tiles`,
+    computed once when the weights are bound) for the kernel to unpack in its registers.
+    ``HANASC_PACKED_TILES=0``: always int8 (the unpacking then runs as a kernel of its own every
+    inference)."""
+    builder = mutator.builder_
     packed = builder.emit(relax.op.layout_transform(weight, index_map))
-    found = unpacked(weight) if isinstance(weight, relax.Var) else None
-    if found is None or os.environ.get("HANASC_PACKED_TILES", "1") == "0":
+    if not isinstance(weight, relax.Var) or os.environ.get("HANASC_PACKED_TILES", "1") == "0":
+        return packed, 8
+    found = unpacked_param(weight, lambda v: bound_value(mutator, v), params)
+    if found is None or not tiles_pack(int(packed.ty.shape[3]), found[1]):
         return packed, 8
     bits = found[1]
-    if bits not in PACKED_BITS or not tiles_pack(int(packed.ty.shape[3]), bits):
-        return packed, 8
     return builder.emit(builder.call_te(weight_tiles, packed, bits, primfunc_name_hint=WEIGHT_TILES)), bits
 
 
@@ -245,9 +247,6 @@ class _LowerDotDense(relax.PyExprMutator):
         self.mod_, self.sdot = mod, sdot
         self.params = param_names(mod)
 
-    def _bound(self, var: relax.Var):
-        return bound_value(self, var)
-
     def run(self) -> IRModule:
         return rewrite_functions(self, self.mod_)
 
@@ -288,9 +287,7 @@ class _LowerDotDense(relax.PyExprMutator):
         index_map = tvm.tirx.IndexMap.from_func(
             (lambda o, i: pack(i, o)) if transposed else pack, ndim=2, index_dtype="int64"
         )
-        packed, bits = emit_dot_weight(
-            self.builder_, weight, index_map, lambda v: unpacked_param(v, self._bound, self.params)
-        )
+        packed, bits = emit_dot_weight(self, weight, index_map, self.params)
         blocked = self.builder_.emit(
             relax.op.reshape(relax.op.astype(data, codes), (rows, k // block, 1, 1, block))
         )
