@@ -386,7 +386,8 @@ def _blocked_conv_attrs(name: str, anchor, data: TensorInfo, out: TensorInfo):
         return "conv2d", (1, 1), 1, 1
     reduce = {str(iv.var.name): int(iv.dom.extent) for iv in anchor.iter_vars if int(iv.iter_type) == 2}
     kh = next((v for k, v in reduce.items() if k.endswith("ry")), 1)
-    kw = next((v for k, v in reduce.items() if k.endswith("rx")), 1)
+    # a row's taps: ``rx``, or ``rxo`` x ``rxi`` (groups of four taps, passes.quad_depthwise)
+    kw = int(np.prod([v for k, v in reduce.items() if k.endswith(("rx", "rxo", "rxi"))], dtype=np.int64))
     per_group = max(int(np.prod(list(reduce.values()), dtype=np.int64)) // max(kh * kw, 1), 1)
     groups = max(data.shape[1] // per_group, 1)
     stride = max(round(data.shape[2] / max(out.shape[2], 1)), 1)

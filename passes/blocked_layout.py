@@ -42,6 +42,15 @@ from hanasc.passes.conv_compute import (
     pair_index_map,
 )
 from hanasc.passes.dot_convs import emit_dot_weight, lower_dot_dense, mark_pair_convs, param_names
+from hanasc.passes.quad_depthwise import (
+    QUAD_BLOCK,
+    QUAD_DEPTHWISE,
+    QUAD_OFFSET,
+    QUAD_WEIGHT,
+    quad_depthwise_conv2d,
+    quad_offset,
+    quad_weight,
+)
 from hanasc.relax_params import rewrite_functions
 
 
@@ -137,6 +146,7 @@ def convert_to_blocked(
     report: LayoutReport | None = None,
     sdot: bool = False,
     signed_weights: dict | None = None,
+    quad_depthwise: bool = False,
 ) -> IRModule:
     """Every conv2d in ``NCHW{b}c`` for the first block ``b`` that divides its channels (else NCHW).
 
@@ -150,7 +160,9 @@ def convert_to_blocked(
     ``sdot`` (aarch64 with dotprod, :func:`hanasc.targets.arm_int8.supports_sdot`): every int8 x int8 conv
     (any window, ``groups=1``) is lowered the same way on its int8 codes, 4 input channels a lane.
     ``signed_weights`` (AVX512-VNNI): int8 weight values by parameter name; with them, pair-kernel convs on
-    signed codes run as quads too (:func:`mark_pair_convs`).
+    signed codes run as quads too (:func:`mark_pair_convs`). ``quad_depthwise`` (x86 with AVX512-VNNI and
+    VBMI, :func:`hanasc.targets.x86_int8.supports_quad_depthwise`): int8 depthwise convs in 16-channel
+    blocks are lowered with :func:`hanasc.passes.quad_depthwise.quad_depthwise_conv2d`.
 
     Never raises for a layout the rewrite cannot handle: such ops stay NCHW (:func:`_convert_round`), and
     ``report`` (when given) records what fell back.
@@ -159,7 +171,7 @@ def convert_to_blocked(
     try:
         mod = full_rank_constants(clip_as_min_max(mod))
         if pair_kernels:
-            mod = mark_pair_convs(mod, signed_weights=signed_weights)
+            mod = mark_pair_convs(mod, signed_weights=signed_weights, quad_depthwise=quad_depthwise)
         dots = pair_kernels or sdot
         if dots:
             mod = lower_dot_dense(mod, sdot=sdot)
@@ -167,9 +179,9 @@ def convert_to_blocked(
         for index, block in enumerate(blocks):
             mod = _convert_round(mod, block, report)
             if index < len(blocks) - 1:
-                mod = _LowerBlockedConvs(mod, dots, sdot=sdot).run()
+                mod = _LowerBlockedConvs(mod, dots, sdot=sdot, quad_depthwise=quad_depthwise).run()
             elif dots:
-                mod = _LowerBlockedConvs(mod, dots, pairs_only=True, sdot=sdot).run()
+                mod = _LowerBlockedConvs(mod, dots, True, sdot, quad_depthwise).run()
         return fold_layout_transform_pairs(mod)
     except Exception as exc:  # any failure of the rewrite itself: the module as it came, in NCHW
         report.whole_module = first_line(exc)
@@ -328,10 +340,18 @@ class _LowerBlockedConvs(relax.PyExprMutator):
     """Blocked ``nn.conv2d`` calls, and other ops in a blocked layout, -> ``call_tir`` (leaves every other
     op, and NCHW convs, alone)."""
 
-    def __init__(self, mod: IRModule, pairs: bool = False, pairs_only: bool = False, sdot: bool = False):
+    def __init__(
+        self,
+        mod: IRModule,
+        pairs: bool = False,
+        pairs_only: bool = False,
+        sdot: bool = False,
+        quad_depthwise: bool = False,
+    ):
         super().__init__(mod)
         self.mod_ = mod
         self.pairs, self.pairs_only, self.sdot = pairs, pairs_only, sdot
+        self.quad_depthwise = quad_depthwise
         self.params = param_names(mod)
 
     def run(self) -> IRModule:
@@ -345,6 +365,9 @@ class _LowerBlockedConvs(relax.PyExprMutator):
             # pooling (or any op) left in a blocked layout: its layout rule checks for 4-D inputs, so the
             # next round's ConvertLayout would fail on it; TVM's own lowering handles NCHW[x]c
             return call if self.pairs_only else legalize_call(self.builder_, call)
+        depthwise = self._quad_depthwise(call) if self.quad_depthwise else None
+        if depthwise is not None:
+            return depthwise
         weight = self._pair_weight(call) if self.pairs else None
         if weight is not None:
             attrs = call.attrs
@@ -373,10 +396,47 @@ class _LowerBlockedConvs(relax.PyExprMutator):
             return None
         if str(call.attrs.out_dtype) != "int32" or int(call.ty.shape[-1]) % (4 if self.sdot else 8):
             return None
+        weight = self._oihw_weight(kernel)
+        if weight is None or len(weight.ty.shape) != 4 or int(weight.ty.shape[1]) % pair_group(data.ty.dtype):
+            return None
+        return weight
+
+    def _oihw_weight(self, kernel: relax.Expr) -> relax.Var | None:
+        """The OIHW variable a blocked conv's kernel was transformed from (None: another expression)."""
         source = self.lookup_binding(kernel) if isinstance(kernel, relax.Var) else kernel
         if not _is_unpadded_transform(source) or not isinstance(source.args[0], relax.Var):
             return None
-        weight = source.args[0]
-        if len(weight.ty.shape) != 4 or int(weight.ty.shape[1]) % pair_group(data.ty.dtype):
+        return source.args[0]
+
+    def _quad_depthwise(self, call: relax.Call) -> relax.Expr | None:
+        """An int8 depthwise conv in 16-channel blocks as :func:`quad_depthwise_conv2d` (its weight, and
+        for signed codes the offset, computed from the OIHW weight by graph ops), else None."""
+        data, kernel = call.args
+        attrs = call.attrs
+        if str(data.ty.dtype) not in ("uint8", "int8") or str(kernel.ty.dtype) != "int8":
             return None
-        return weight
+        channels = int(data.ty.shape[1]) * int(data.ty.shape[-1])
+        if int(data.ty.shape[-1]) != QUAD_BLOCK or int(attrs.groups) != channels:
+            return None
+        if str(attrs.out_dtype) != "int32" or any(int(d) != 1 for d in attrs.dilation):
+            return None
+        weight = self._oihw_weight(kernel)
+        if weight is None or [int(d) for d in weight.ty.shape][:2] != [channels, 1]:
+            return None
+        bb = self.builder_
+        tiles = bb.emit(bb.call_te(quad_weight, weight, primfunc_name_hint=QUAD_WEIGHT))
+        offset = None
+        if str(data.ty.dtype) == "int8":
+            offset = bb.emit(bb.call_te(quad_offset, weight, primfunc_name_hint=QUAD_OFFSET))
+        strides, padding, _ = window_attrs(attrs)
+        kernel_width = int(weight.ty.shape[3])
+        return bb.call_te(
+            quad_depthwise_conv2d,
+            data,
+            tiles,
+            strides,
+            padding,
+            kernel_width,
+            offset,
+            primfunc_name_hint=QUAD_DEPTHWISE,
+        )

@@ -14,6 +14,7 @@ from tvm.ir import IRModule
 
 from hanasc.passes.conv_compute import WEIGHT_TILES, dot_conv_name, pair_conv2d, pair_group, weight_tiles
 from hanasc.passes.packing import tiles_pack, unpack_bits, unpacked_param
+from hanasc.passes.quad_depthwise import QUAD_BLOCK
 from hanasc.relax_params import bound_value, rewrite_functions
 
 # every int8 pointwise conv: with 8-channel blocks (AVX2) the 16-input-channel expand of EfficientNet-Lite0
@@ -23,7 +24,10 @@ SIGNED_OFFSET = 128  # int8 codes + 128 are uint8 codes (vpdpbusd's unsigned ope
 
 
 def mark_pair_convs(
-    mod: IRModule, min_channels: int = PAIR_MIN_CHANNELS, signed_weights: dict[str, np.ndarray] | None = None
+    mod: IRModule,
+    min_channels: int = PAIR_MIN_CHANNELS,
+    signed_weights: dict[str, np.ndarray] | None = None,
+    quad_depthwise: bool = False,
 ) -> IRModule:
     """Ask for the pair kernel: every int8 x int8 -> int32 conv2d (any window, ``groups=1``, NCHW) with at
     least ``min_channels`` input channels, channel counts multiples of 8 and its weight a parameter, gets its
@@ -39,12 +43,34 @@ def mark_pair_convs(
     keeps the int16 pairs, whose zero border is a zero).
 
     KxK convs (ResNet-18's 3x3 on ReLU outputs, 160x160, 1 thread, AVX512-VNNI): uniform W8A8 26.3 ms with
-    int32-widened code, 7.9 ms as quads, against 19.2 ms fp32."""
+    int32-widened code, 7.9 ms as quads, against 19.2 ms fp32.
+
+    ``quad_depthwise`` (:func:`hanasc.targets.x86_int8.supports_quad_depthwise`): an int8 depthwise conv
+    (:func:`is_quad_depthwise`) on codes that cannot be negative gets its data cast to uint8, which
+    :mod:`hanasc.passes.quad_depthwise` reads as they are (signed codes stay int8: that kernel shifts
+    them)."""
     mod = mod.clone()  # the caller's module stays as it was
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):
-            mod[gv] = _MarkPairConvs(min_channels, signed_weights or {}).visit_expr(func)
+            mod[gv] = _MarkPairConvs(min_channels, signed_weights or {}, quad_depthwise).visit_expr(func)
     return mod
+
+
+def is_quad_depthwise(call: relax.Call, block: int = QUAD_BLOCK) -> bool:
+    """Whether an NCHW ``conv2d`` is an int8 x int8 -> int32 depthwise conv (one channel per group, no
+    dilation, its weight a variable) whose channels fill whole ``block``-channel blocks."""
+    attrs = call.attrs
+    data, weight = call.args
+    if (str(attrs.data_layout), str(attrs.kernel_layout), str(attrs.out_layout)) != ("NCHW", "OIHW", "NCHW"):
+        return False
+    if str(attrs.out_dtype) != "int32" or not isinstance(weight, relax.Var):
+        return False
+    if str(data.ty.dtype) != "int8" or str(weight.ty.dtype) != "int8" or len(weight.ty.shape) != 4:
+        return False
+    channels = int(data.ty.shape[1])
+    dilated = any(int(d) != 1 for d in attrs.dilation)
+    depthwise = int(attrs.groups) == channels == int(weight.ty.shape[0]) and int(weight.ty.shape[1]) == 1
+    return depthwise and not dilated and channels % block == 0
 
 
 def _is_pair_candidate(call: relax.Call, min_channels: int) -> bool:
@@ -64,14 +90,23 @@ def _is_pair_candidate(call: relax.Call, min_channels: int) -> bool:
 class _MarkPairConvs(relax.PyExprMutator):
     """See :func:`mark_pair_convs`."""
 
-    def __init__(self, min_channels: int, signed_weights: dict[str, np.ndarray]) -> None:
+    def __init__(
+        self, min_channels: int, signed_weights: dict[str, np.ndarray], quad_depthwise: bool
+    ) -> None:
         super().__init__()
         self.min_channels = min_channels
         self.signed_weights = signed_weights
+        self.quad_depthwise = quad_depthwise
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if call.op != tvm.ir.Op.get("relax.nn.conv2d") or not _is_pair_candidate(call, self.min_channels):
+        if call.op != tvm.ir.Op.get("relax.nn.conv2d"):
+            return call
+        if self.quad_depthwise and is_quad_depthwise(call):
+            if nonnegative(call.args[0], lambda v: bound_value(self, v)):
+                return relax.Call(call.op, [relax.op.astype(call.args[0], "uint8"), call.args[1]], call.attrs)
+            return call
+        if not _is_pair_candidate(call, self.min_channels):
             return call
         x, weight = call.args
         if nonnegative(x, lambda v: bound_value(self, v)):

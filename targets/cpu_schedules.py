@@ -29,6 +29,7 @@ from hanasc.passes.conv_compute import (
     divisors_fall_short,
     x_tile,
 )
+from hanasc.passes.quad_depthwise import QUAD_DEPTHWISE
 
 CONV_BLOCKS = ("conv2d_nchwc", "depthwise_conv2d_nchwc")
 OUT_BLOCKED = "conv2d_nchw_oblocked"  # an NCHW conv computed in output-channel blocks (blocked_layout)
@@ -101,7 +102,13 @@ class BlockedConv(BlockRule):
         if len(convs) != 1:
             return False
         schedule = _schedule_out_blocked if names[convs[0]].startswith(OUT_BLOCKED) else _schedule
-        if names[convs[0]].startswith((PAIR_CONV, QUAD_CONV)):
+        if names[convs[0]].startswith(QUAD_DEPTHWISE):
+            from hanasc.targets import x86_int8
+
+            if not x86_int8.supports_quad_depthwise(target):
+                return False
+            schedule = functools.partial(_schedule_quad_depthwise, intrinsic=x86_int8.register_depthwise())
+        elif names[convs[0]].startswith((PAIR_CONV, QUAD_CONV)):
             from hanasc.targets import x86_int8
 
             if not x86_int8.supports_pair_kernels(target):
@@ -240,6 +247,41 @@ def _schedule_pairs(
     sch.unroll(xi)
     if not oc_outer:
         sch.unroll(oo)
+    sch.vectorize(sch.get_loops(writeback)[-1])
+
+
+def _schedule_quad_depthwise(
+    sch: s_tir.Schedule,
+    blocks: list,
+    conv_index: int,
+    x_tile_limit: int,
+    parallel: bool,
+    intrinsic: str,
+) -> None:
+    """A :func:`hanasc.passes.quad_depthwise.quad_depthwise_conv2d` kernel: a register tile of up to
+    ``x_tile_limit`` output pixels of one 16-channel block (one 512-bit accumulator each), the kernel rows
+    and tap groups outside it, each pixel's four taps one ``intrinsic`` call (``vpermb`` + ``vpdpbusd``),
+    the padding (and shift) a vectorized pass of its own, the offset and the fused requantization applied
+    as the tile is written back."""
+    conv = blocks[conv_index]
+    producers = blocks[:conv_index]
+    writeback, epilogue = _writeback(sch, conv, blocks[conv_index + 1 :])
+    n, oc, y, x, ob, ry, rxo, rxi = sch.get_loops(conv)
+    xo, xi = sch.split(x, [None, x_tile(int(sch.get(x).extent), x_tile_limit)])
+    sch.reorder(n, oc, y, xo, ry, rxo, xi, ob, rxi)
+    outer = sch.fuse(n, oc, y)
+    if parallel:
+        sch.parallel(outer)
+    for block in producers:
+        sch.vectorize(sch.get_loops(block)[-1])
+    sch.reverse_compute_at(writeback, xo)
+    if epilogue is not None:
+        sch.reverse_compute_at(epilogue, xo)
+        sch.vectorize(sch.get_loops(epilogue)[-1])
+    init = sch.decompose_reduction(conv, ry)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(ob, intrinsic)
+    sch.unroll(xi)
     sch.vectorize(sch.get_loops(writeback)[-1])
 
 

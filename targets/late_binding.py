@@ -233,8 +233,9 @@ def _prepack_mutator(values: dict[str, np.ndarray]):
 
         def visit_call_(self, call):
             call = super().visit_call_(call)
-            if _tile_pack(call):
-                return self._tiles(call)
+            evaluate = _weight_op(call)
+            if evaluate is not None:
+                return self._evaluated(call, evaluate)
             if not call.args or not isinstance(call.args[0], relax.Var):
                 return call
             if call.args[0].name not in self.values:
@@ -267,33 +268,48 @@ def _prepack_mutator(values: dict[str, np.ndarray]):
                 return call
             return unpack_expr(self._new_param(source, pack_bits(result, bits)), bits, result.shape)
 
-        def _tiles(self, call):
-            """The sub-byte tiles a dot-product kernel unpacks in its registers
-            (:func:`hanasc.passes.conv_compute.weight_tiles`), computed once from the 4/2-bit weights."""
-            from hanasc.passes.packing import pack_tiles, unpack_bits, unpacked_param
+        def _evaluated(self, call, evaluate):
+            """A graph op on one int8 weight (:func:`_weight_op`) evaluated once, in numpy: on a
+            late-bound parameter, or on 4/2-bit weights unpacked in the graph (``evaluate(values, bits)``
+            returns None where it needs the other)."""
+            from hanasc.passes.packing import unpack_bits, unpacked_param
             from hanasc.relax_params import bound_value
 
             known = {**self.values, **self.new_values}
-            found = unpacked_param(call.args[1].fields[0], lambda v: bound_value(self, v), known)
-            if found is None:
+            weight = call.args[1].fields[0]
+            if isinstance(weight, relax.Var) and weight.name in known:
+                source, bits, value = weight.name, 8, known[weight.name]
+            else:
+                found = unpacked_param(weight, lambda v: bound_value(self, v), known)
+                if found is None:
+                    return call
+                source, bits, shape = found
+                value = unpack_bits(known[source], bits, shape)
+            result = evaluate(value, bits)
+            if result is None or result.shape != tuple(int(d) for d in call.ty.shape):
                 return call
-            source, bits, shape = found
-            tiles = pack_tiles(unpack_bits(known[source], bits, shape), bits)
-            if tiles.shape != tuple(int(d) for d in call.ty.shape):
-                return call
-            return self._new_param(source, tiles)
+            return self._new_param(source, result)
 
     return Prepack(values)
 
 
-def _tile_pack(call) -> bool:
-    """Whether ``call`` is a ``call_tir`` of :func:`hanasc.passes.conv_compute.weight_tiles`."""
+def _weight_op(call):
+    """``evaluate(values, bits)``, the numpy form of ``call``, when it is a ``call_tir`` of a graph op on one
+    weight that prepacking computes once: the sub-byte tiles a dot-product kernel unpacks in its registers
+    (:func:`hanasc.passes.conv_compute.weight_tiles`, from 4/2-bit weights), the int8 depthwise kernels'
+    weight layout and offset (:mod:`hanasc.passes.quad_depthwise`); else None."""
     import tvm
 
     from hanasc.passes.conv_compute import WEIGHT_TILES
+    from hanasc.passes.packing import pack_tiles
+    from hanasc.passes.quad_depthwise import QUAD_OFFSET, QUAD_WEIGHT, quad_offset_values, quad_weight_values
 
-    return (
-        call.op == tvm.ir.Op.get("relax.call_tir")
-        and call.args[0].name_hint.startswith(WEIGHT_TILES)
-        and len(call.args[1].fields) == 1
-    )
+    if call.op != tvm.ir.Op.get("relax.call_tir") or len(call.args[1].fields) != 1:
+        return None
+    ops = {
+        WEIGHT_TILES: lambda values, bits: pack_tiles(values, bits) if bits < 8 else None,
+        QUAD_WEIGHT: lambda values, _bits: quad_weight_values(values),
+        QUAD_OFFSET: lambda values, _bits: quad_offset_values(values),
+    }
+    name = call.args[0].name_hint
+    return next((fn for prefix, fn in ops.items() if name.startswith(prefix)), None)

@@ -81,11 +81,12 @@ def to_blocked_layout(mod, target, report=None, int8_weights: dict | None = None
     kernels on aarch64 with dotprod (:func:`hanasc.targets.arm_int8.supports_sdot`). ``report``: a
     :class:`hanasc.passes.blocked_layout.LayoutReport` to fill. ``int8_weights``: the late-bound integer
     weights by parameter name; on AVX512-VNNI CPUs (:func:`hanasc.targets.x86_int8.supports_vnni`) they let
-    convs on signed codes run as ``vpdpbusd`` quads (:func:`hanasc.passes.dot_convs.mark_pair_convs`)."""
+    convs on signed codes run as ``vpdpbusd`` quads (:func:`hanasc.passes.dot_convs.mark_pair_convs`); with
+    AVX512-VBMI too, int8 depthwise convs sum four taps a lane (:mod:`hanasc.passes.quad_depthwise`)."""
     from hanasc.passes.blocked_layout import convert_to_blocked
     from hanasc.passes.transposed_conv import transposed_convs_as_convs
     from hanasc.targets.arm_int8 import supports_sdot
-    from hanasc.targets.x86_int8 import supports_pair_kernels, supports_vnni
+    from hanasc.targets.x86_int8 import supports_pair_kernels, supports_quad_depthwise, supports_vnni
 
     return convert_to_blocked(
         transposed_convs_as_convs(mod),
@@ -94,6 +95,7 @@ def to_blocked_layout(mod, target, report=None, int8_weights: dict | None = None
         report=report,
         sdot=supports_sdot(target),
         signed_weights=int8_weights if supports_vnni(target) else None,
+        quad_depthwise=supports_quad_depthwise(target),
     )
 
 

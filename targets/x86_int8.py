@@ -23,11 +23,14 @@ PMADDWD_I16 = "hanasc_avx2_pmaddwd_8x2_i16"
 PMADDUBSW_U8 = "hanasc_avx2_pmaddubsw_8x4_u8"
 VPDPWSSD_I16 = "hanasc_avx512vnni_vpdpwssd_8x2_i16"
 VPDPBUSD_U8 = "hanasc_avx512vnni_vpdpbusd_8x4_u8"
+VPERMB_DPBUSD_DW = "hanasc_avx512vbmi_vpermb_vpdpbusd_16x4_dw"
 LANES = 8  # int32 accumulator lanes of one ymm register: output channels per intrinsic call
 _LLVM_INTRIN = "llvm.x86.avx2.pmadd.wd"
 _LLVM_UBSW = "llvm.x86.avx2.pmadd.ub.sw"
 _LLVM_DPWSSD = "llvm.x86.avx512.vpdpwssd.256"
 _LLVM_DPBUSD = "llvm.x86.avx512.vpdpbusd.256"
+_LLVM_DPBUSD_512 = "llvm.x86.avx512.vpdpbusd.512"
+_LLVM_VPERMB_512 = "llvm.x86.avx512.permvar.qi.512"
 _registered: set[str] = set()
 
 
@@ -50,6 +53,17 @@ def supports_vnni(target) -> bool:
     if os.environ.get("HANASC_INT8_VNNI", "1") == "0" or not supports_pair_kernels(target):
         return False
     return has_feature(target, "avx512vnni") and has_feature(target, "avx512vl")
+
+
+def supports_quad_depthwise(target) -> bool:
+    """Whether ``target`` runs int8 depthwise convs as four-tap byte dot products
+    (:mod:`hanasc.passes.quad_depthwise`): AVX512-VNNI with 512-bit ``vpdpbusd`` and AVX512-VBMI's
+    ``vpermb``; ``HANASC_QUAD_DEPTHWISE=0`` keeps the int32-widened depthwise code."""
+    from hanasc.targets.pipelines import has_feature
+
+    if os.environ.get("HANASC_QUAD_DEPTHWISE", "1") == "0" or not supports_vnni(target):
+        return False
+    return all(has_feature(target, f) for f in ("avx512f", "avx512bw", "avx512vbmi"))
 
 
 def accumulators(target) -> int:
@@ -213,6 +227,64 @@ def _vnni_8xg(group: int):
     return dot_desc(group, act), impl
 
 
+def register_depthwise() -> str:
+    """Register :data:`VPERMB_DPBUSD_DW` once per process and return its name: ``C[j] += sum_t A[t, j] *
+    B[j, t]`` for 16 channels ``j`` and 4 taps ``t`` (int32), A four adjacent pixels of a 16-channel block
+    (64 bytes, unsigned codes), B the weights' 16 x 4 bytes. One ``vpermb`` turns the pixels into 16
+    groups of a channel's four taps, one 512-bit ``vpdpbusd`` sums them into the accumulator."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    if VPERMB_DPBUSD_DW in _registered:
+        return VPERMB_DPBUSD_DW
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4, 16), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4, 0:16], B[0:16, 0:4])
+            T.writes(C[0:16])
+            for j in T.serial(0, 16):
+                for t in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vj, vt = T.axis.remap("SR", [j, t])
+                        C[vj] = C[vj] + T.cast(A[vt, vj], "int32") * T.cast(B[vj, vt], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4, 16), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4, 0:16], B[0:16, 0:4])
+            T.writes(C[0:16])
+            # byte 4 * j + t of the result is byte 16 * t + j of the pixels: index (i & 3) << 4 | i >> 2
+            lane = T.Ramp(T.int8(0), T.int8(1), 64)
+            index = T.bitwise_or(
+                T.shift_left(T.bitwise_and(lane, T.Broadcast(T.int8(3), 64)), T.Broadcast(T.int8(4), 64)),
+                T.shift_right(lane, T.Broadcast(T.int8(2), 64)),
+            )
+            pixels = T.reinterpret(A.vload([0, 0], "uint8x64"), dtype="int8x64")
+            taps = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(_LLVM_VPERMB_512), pixels, index, dtype="int8x64"
+            )
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(_LLVM_DPBUSD_512),
+                C.vload([0], dtype="int32x16"),
+                taps,
+                B.vload([0, 0], dtype="int8x64"),
+                dtype="int32x16",
+            )
+
+    TensorIntrin.register(VPERMB_DPBUSD_DW, desc, impl, override=True)
+    _registered.add(VPERMB_DPBUSD_DW)
+    return VPERMB_DPBUSD_DW
+
+
 def host_kernel_paths() -> str:
     """How the host computes each precision, read from this CPU (for `hanasc targets`)."""
     from hanasc.targets import host
@@ -222,8 +294,14 @@ def host_kernel_paths() -> str:
         int8 = (
             "int8 convolutions (1x1 and KxK) and classifiers (x @ W): exact vpdpbusd kernels (AVX512-VNNI, "
             "4 channels a lane), on codes + 128 where the input can be negative (a per-channel constant "
-            "corrects the sum; padded convs on signed codes: vpdpwssd int16 pairs); depthwise int8 convs "
-            "and convs under 8 input channels: int32-widened vector code"
+            "corrects the sum; padded convs on signed codes: vpdpwssd int16 pairs); "
+            + (
+                "depthwise int8 convs in 16-channel blocks: vpermb + 512-bit vpdpbusd, four taps of a kernel "
+                "row a lane (AVX512-VBMI); other depthwise int8 convs and convs under 8 input channels: "
+                "int32-widened vector code"
+                if supports_quad_depthwise(target)
+                else "depthwise int8 convs and convs under 8 input channels: int32-widened vector code"
+            )
         )
     elif supports_pair_kernels(target):
         int8 = (
