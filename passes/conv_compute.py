@@ -71,6 +71,9 @@ def blocked_conv2d(
     )
 
 
+DATA_CONVERT = "conv_data_convert"  # an NCHW conv's int8 input as the float codes it is computed in
+
+
 def out_blocked_conv2d(
     data: te.Tensor, kernel: te.Tensor, strides, padding, dilation, block: int, out_dtype: str = ""
 ) -> te.Tensor:
@@ -84,14 +87,17 @@ def out_blocked_conv2d(
     """
     n = int(data.shape[0])
     out_channels, in_channels, kh, kw = (int(d) for d in kernel.shape)
+    dtype = out_dtype or data.dtype
+    compute = exact_float_dtype(data.dtype, kernel.dtype, dtype, in_channels * kh * kw)
+    if compute != data.dtype:  # int8 codes converted once, as they are padded, not at every tap
+        source = data
+        data = te.compute(data.shape, lambda *i: source(*i).astype(compute), name=DATA_CONVERT)
     padded, out_h, out_w, (sh, sw), (dh, dw) = sliding_window(data, kh, kw, strides, padding, dilation)
     packed = te.compute(
         (out_channels // block, in_channels, kh, kw, block),
-        lambda oc, c, y, x, ob: kernel[oc * block + ob, c, y, x],
+        lambda oc, c, y, x, ob: kernel[oc * block + ob, c, y, x].astype(compute),
         name="weight_pack",
     )
-    dtype = out_dtype or data.dtype
-    compute = exact_float_dtype(data.dtype, kernel.dtype, dtype, in_channels * kh * kw)
     rc, ry, rx = (
         te.reduce_axis((0, in_channels), "rc"),
         te.reduce_axis((0, kh), "ry"),

@@ -21,6 +21,7 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target
 
 from hanasc.passes.conv_compute import (
+    DATA_CONVERT,
     DOT_CROP,
     PAIR_CONV,
     QUAD_CONV,
@@ -374,7 +375,10 @@ def _schedule_out_blocked(
     if parallel:
         sch.parallel(outer)
     for block in producers:  # padding and the weight repacking: separate passes over small buffers
-        vectorize_injective(sch, block)
+        if sch.get(block).name_hint == DATA_CONVERT:  # int8 codes made float as they are padded
+            sch.compute_inline(block)
+        else:
+            vectorize_injective(sch, block)
     # the copy back to NCHW per output row, along the row: per tile it stored each channel's few pixels
     # to its own plane (byte scatters 4 KiB apart, 18x slower on a 1x1 3 -> 16 conv at 64x64)
     sch.reverse_compute_at(last, outer)
