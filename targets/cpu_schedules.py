@@ -171,10 +171,7 @@ def _schedule(
             sch.compute_inline(block)
         else:  # a separate, vectorized pass (per-row padding measured slower)
             sch.vectorize(sch.get_loops(block)[-1])
-    sch.reverse_compute_at(writeback, xo)
-    if epilogue is not None:
-        sch.reverse_compute_at(epilogue, xo)
-        sch.vectorize(sch.get_loops(epilogue)[-1])
+    _write_back_at(sch, writeback, epilogue, xo)
     sch.unroll(xi)
     sch.vectorize(ob)
     sch.vectorize(sch.get_loops(writeback)[-1])
@@ -238,10 +235,7 @@ def _schedule_pairs(
             _unpack_at(sch, block, conv, rci)
         else:
             sch.vectorize(sch.get_loops(block)[-1])
-    sch.reverse_compute_at(writeback, xo)
-    if epilogue is not None:
-        sch.reverse_compute_at(epilogue, xo)
-        sch.vectorize(sch.get_loops(epilogue)[-1])
+    _write_back_at(sch, writeback, epilogue, xo)
     init = sch.decompose_reduction(conv, rco)
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(oi, register(int(sch.get(k).extent)))
@@ -275,15 +269,21 @@ def _schedule_quad_depthwise(
         sch.parallel(outer)
     for block in producers:
         sch.vectorize(sch.get_loops(block)[-1])
-    sch.reverse_compute_at(writeback, xo)
-    if epilogue is not None:
-        sch.reverse_compute_at(epilogue, xo)
-        sch.vectorize(sch.get_loops(epilogue)[-1])
+    _write_back_at(sch, writeback, epilogue, xo)
     init = sch.decompose_reduction(conv, ry)
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(ob, intrinsic)
     sch.unroll(xi)
     sch.vectorize(sch.get_loops(writeback)[-1])
+
+
+def _write_back_at(sch: s_tir.Schedule, writeback, epilogue, loop) -> None:
+    """The register tile's write-back (and the epilogue loop :func:`_writeback` left, vectorized) under
+    ``loop``, the tile loop."""
+    sch.reverse_compute_at(writeback, loop)
+    if epilogue is not None:
+        sch.reverse_compute_at(epilogue, loop)
+        sch.vectorize(sch.get_loops(epilogue)[-1])
 
 
 def _unpack_at(sch: s_tir.Schedule, unpack, conv, loop) -> None:
