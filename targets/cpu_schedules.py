@@ -108,7 +108,8 @@ class BlockedConv(BlockRule):
 
             if not x86_int8.supports_quad_depthwise(target):
                 return False
-            schedule = functools.partial(_schedule_quad_depthwise, intrinsic=x86_int8.register_depthwise())
+            intrinsic = x86_int8.register_depthwise(x86_int8.depthwise_vpermb(target))
+            schedule = functools.partial(_schedule_quad_depthwise, intrinsic=intrinsic)
         elif names[convs[0]].startswith((PAIR_CONV, QUAD_CONV)):
             from hanasc.targets import x86_int8
 
@@ -255,7 +256,7 @@ def _schedule_quad_depthwise(
 ) -> None:
     """A :func:`hanasc.passes.quad_depthwise.quad_depthwise_conv2d` kernel: a register tile of up to
     ``x_tile_limit`` output pixels of one 16-channel block (one 512-bit accumulator each), the kernel rows
-    and tap groups outside it, each pixel's four taps one ``intrinsic`` call (``vpermb`` + ``vpdpbusd``),
+    and tap groups outside it, each pixel's four taps one ``intrinsic`` call (a transpose + ``vpdpbusd``),
     the padding (and shift) a vectorized pass of its own, the offset and the fused requantization applied
     as the tile is written back."""
     conv = blocks[conv_index]

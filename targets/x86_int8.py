@@ -24,6 +24,7 @@ PMADDUBSW_U8 = "hanasc_avx2_pmaddubsw_8x4_u8"
 VPDPWSSD_I16 = "hanasc_avx512vnni_vpdpwssd_8x2_i16"
 VPDPBUSD_U8 = "hanasc_avx512vnni_vpdpbusd_8x4_u8"
 VPERMB_DPBUSD_DW = "hanasc_avx512vbmi_vpermb_vpdpbusd_16x4_dw"
+VPERMD_DPBUSD_DW = "hanasc_avx512bw_vpermd_vpshufb_vpdpbusd_16x4_dw"
 LANES = 8  # int32 accumulator lanes of one ymm register: output channels per intrinsic call
 _LLVM_INTRIN = "llvm.x86.avx2.pmadd.wd"
 _LLVM_UBSW = "llvm.x86.avx2.pmadd.ub.sw"
@@ -31,6 +32,8 @@ _LLVM_DPWSSD = "llvm.x86.avx512.vpdpwssd.256"
 _LLVM_DPBUSD = "llvm.x86.avx512.vpdpbusd.256"
 _LLVM_DPBUSD_512 = "llvm.x86.avx512.vpdpbusd.512"
 _LLVM_VPERMB_512 = "llvm.x86.avx512.permvar.qi.512"
+_LLVM_VPERMD_512 = "llvm.x86.avx512.permvar.si.512"
+_LLVM_PSHUFB_512 = "llvm.x86.avx512.pshuf.b.512"
 _registered: set[str] = set()
 
 
@@ -57,13 +60,14 @@ def supports_vnni(target) -> bool:
 
 def supports_quad_depthwise(target) -> bool:
     """Whether ``target`` runs int8 depthwise convs as four-tap byte dot products
-    (:mod:`hanasc.passes.quad_depthwise`): AVX512-VNNI with 512-bit ``vpdpbusd`` and AVX512-VBMI's
-    ``vpermb``; ``HANASC_QUAD_DEPTHWISE=0`` keeps the int32-widened depthwise code."""
+    (:mod:`hanasc.passes.quad_depthwise`): AVX512-VNNI with 512-bit ``vpdpbusd`` and AVX512-BW's byte
+    shuffles (:func:`depthwise_vpermb` picks the transpose); ``HANASC_QUAD_DEPTHWISE=0`` keeps the
+    int32-widened depthwise code."""
     from hanasc.targets.pipelines import has_feature
 
     if os.environ.get("HANASC_QUAD_DEPTHWISE", "1") == "0" or not supports_vnni(target):
         return False
-    return all(has_feature(target, f) for f in ("avx512f", "avx512bw", "avx512vbmi"))
+    return has_feature(target, "avx512f") and has_feature(target, "avx512bw")
 
 
 def accumulators(target) -> int:
@@ -227,16 +231,28 @@ def _vnni_8xg(group: int):
     return dot_desc(group, act), impl
 
 
-def register_depthwise() -> str:
-    """Register :data:`VPERMB_DPBUSD_DW` once per process and return its name: ``C[j] += sum_t A[t, j] *
-    B[j, t]`` for 16 channels ``j`` and 4 taps ``t`` (int32), A four adjacent pixels of a 16-channel block
-    (64 bytes, unsigned codes), B the weights' 16 x 4 bytes. One ``vpermb`` turns the pixels into 16
-    groups of a channel's four taps, one 512-bit ``vpdpbusd`` sums them into the accumulator."""
+def depthwise_vpermb(target) -> bool:
+    """Whether ``target``'s four-tap depthwise kernel transposes with one ``vpermb`` (AVX512-VBMI), else
+    with ``vpermd`` + ``vpshufb`` (AVX512-BW); ``HANASC_DEPTHWISE_VPERMB=0`` forces the latter."""
+    from hanasc.targets.pipelines import has_feature
+
+    return os.environ.get("HANASC_DEPTHWISE_VPERMB", "1") != "0" and has_feature(target, "avx512vbmi")
+
+
+def register_depthwise(vpermb: bool = True) -> str:
+    """Register the four-tap depthwise intrinsic once per process and return its name: ``C[j] += sum_t
+    A[t, j] * B[j, t]`` for 16 channels ``j`` and 4 taps ``t`` (int32), A four adjacent pixels of a
+    16-channel block (64 bytes, unsigned codes), B the weights' 16 x 4 bytes. The pixels are turned into
+    16 groups of a channel's four taps by one ``vpermb`` (``vpermb``: :data:`VPERMB_DPBUSD_DW`, AVX512-VBMI)
+    or by ``vpermd`` (each 128-bit lane gathers four channels of the four pixels) and an in-lane
+    ``vpshufb`` (:data:`VPERMD_DPBUSD_DW`, AVX512-BW); one 512-bit ``vpdpbusd`` sums them into the
+    accumulator."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
-    if VPERMB_DPBUSD_DW in _registered:
-        return VPERMB_DPBUSD_DW
+    name = VPERMB_DPBUSD_DW if vpermb else VPERMD_DPBUSD_DW
+    if name in _registered:
+        return name
 
     @T.prim_func(s_tir=True)
     def desc(
@@ -262,27 +278,51 @@ def register_depthwise() -> str:
         with T.sblock("root"):
             T.reads(C[0:16], A[0:4, 0:16], B[0:16, 0:4])
             T.writes(C[0:16])
-            # byte 4 * j + t of the result is byte 16 * t + j of the pixels: index (i & 3) << 4 | i >> 2
-            lane = T.Ramp(T.int8(0), T.int8(1), 64)
-            index = T.bitwise_or(
-                T.shift_left(T.bitwise_and(lane, T.Broadcast(T.int8(3), 64)), T.Broadcast(T.int8(4), 64)),
-                T.shift_right(lane, T.Broadcast(T.int8(2), 64)),
-            )
-            pixels = T.reinterpret(A.vload([0, 0], "uint8x64"), dtype="int8x64")
-            taps = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(_LLVM_VPERMB_512), pixels, index, dtype="int8x64"
-            )
             C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id(_LLVM_DPBUSD_512),
                 C.vload([0], dtype="int32x16"),
-                taps,
+                _taps(A.vload([0, 0], "uint8x64"), vpermb),
                 B.vload([0, 0], dtype="int8x64"),
                 dtype="int32x16",
             )
 
-    TensorIntrin.register(VPERMB_DPBUSD_DW, desc, impl, override=True)
-    _registered.add(VPERMB_DPBUSD_DW)
-    return VPERMB_DPBUSD_DW
+    TensorIntrin.register(name, desc, impl, override=True)
+    _registered.add(name)
+    return name
+
+
+def _transpose_index(dtype: str, lanes: int, shift: int, mask: int):
+    """The constant vector ``i -> (i & 3) << shift | (i & mask) >> 2`` for ``i < lanes``: read by a
+    permutation, a transpose of groups of four (``shift`` 4: 4 x 16 bytes; 2: 4 x 4 within each group of 16
+    when ``mask`` is 15)."""
+    from tvm import tirx
+
+    def splat(value: int):
+        return tirx.Broadcast(tirx.const(value, dtype), lanes)
+
+    lane = tirx.Ramp(tirx.const(0, dtype), tirx.const(1, dtype), lanes)
+    low = tirx.shift_left(tirx.bitwise_and(lane, splat(3)), splat(shift))
+    return tirx.bitwise_or(low, tirx.shift_right(tirx.bitwise_and(lane, splat(mask)), splat(2)))
+
+
+def _taps(pixels, vpermb: bool):
+    """Four pixels of 16 channels (``uint8x64``, pixel-major) as 16 channels of 4 taps (``int8x64``)."""
+    from tvm import tirx
+
+    if vpermb:  # byte 4 * j + t <- byte 16 * t + j
+        data = tirx.reinterpret("int8x64", pixels)
+        return tirx.call_llvm_pure_intrin(
+            "int8x64", _LLVM_VPERMB_512, data, _transpose_index("int8", 64, 4, 63)
+        )
+    # lane L gathers dword L of each pixel (channels 4L..4L+3), then each lane's 4 x 4 bytes are transposed
+    words = tirx.reinterpret("int32x16", pixels)
+    gathered = tirx.call_llvm_pure_intrin(
+        "int32x16", _LLVM_VPERMD_512, words, _transpose_index("int32", 16, 2, 15)
+    )
+    gathered = tirx.reinterpret("int8x64", gathered)
+    return tirx.call_llvm_pure_intrin(
+        "int8x64", _LLVM_PSHUFB_512, gathered, _transpose_index("int8", 64, 2, 15)
+    )
 
 
 def host_kernel_paths() -> str:
@@ -296,9 +336,13 @@ def host_kernel_paths() -> str:
             "4 channels a lane), on codes + 128 where the input can be negative (a per-channel constant "
             "corrects the sum; padded convs on signed codes: vpdpwssd int16 pairs); "
             + (
-                "depthwise int8 convs in 16-channel blocks: vpermb + 512-bit vpdpbusd, four taps of a kernel "
-                "row a lane (AVX512-VBMI); other depthwise int8 convs and convs under 8 input channels: "
-                "int32-widened vector code"
+                "depthwise int8 convs in 16-channel blocks: 512-bit vpdpbusd on four taps of a kernel row a "
+                + (
+                    "lane, transposed by vpermb (AVX512-VBMI)"
+                    if depthwise_vpermb(target)
+                    else "lane, transposed by vpermd + vpshufb"
+                )
+                + "; other depthwise int8 convs and convs under 8 input channels: int32-widened vector code"
                 if supports_quad_depthwise(target)
                 else "depthwise int8 convs and convs under 8 input channels: int32-widened vector code"
             )

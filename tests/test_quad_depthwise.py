@@ -1,6 +1,7 @@
 """int8 depthwise convs as four-tap byte dot products (passes.quad_depthwise, x86_int8.register_depthwise):
 exact against numpy on every window, stride, width and sign of the codes, their weights prepacked once,
-and the vpermb + vpdpbusd code in the assembly of a library built for a CPU that has them."""
+and the transpose (vpermb, or vpermd + vpshufb) and vpdpbusd in the assembly of a library built for a CPU
+that has them."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ VBMI_CPU = {"kind": "llvm", "mcpu": "icelake-server"}  # AVX512-VNNI and VBMI; c
 
 needs_quads = pytest.mark.skipif(
     not x86_int8.supports_quad_depthwise(host.tvm_target()),
-    reason="the four-tap depthwise kernel runs on x86 CPUs with AVX512-VNNI and AVX512-VBMI",
+    reason="the four-tap depthwise kernel runs on x86 CPUs with AVX512-VNNI and AVX512-BW",
 )
 
 
@@ -143,25 +144,58 @@ def test_depthwise_weights_are_prepacked_once():
     np.testing.assert_array_equal(by_shape[(2, 16)], quad_offset_values(w))
 
 
-def test_vbmi_cpus_get_the_four_tap_kernel(tmp_path):
-    """A CPU with AVX512-VNNI and VBMI gets the kernel (vpermb + 512-bit vpdpbusd in its scheduled TIR and
-    in the assembly of a library built for it, on any x86 host); one without VBMI (Cascade Lake) or
-    without VNNI (Zen 3) keeps the int32-widened depthwise code."""
-    vbmi = tvm.target.Target(VBMI_CPU)
-    assert x86_int8.supports_quad_depthwise(vbmi)
-    for mcpu in ("cascadelake", "znver3"):
-        assert not x86_int8.supports_quad_depthwise(tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
+CASCADE_LAKE = {"kind": "llvm", "mcpu": "cascadelake"}  # AVX512-VNNI and BW, no VBMI
+
+
+def _scheduled_depthwise(mod, target) -> str:
+    """The scheduled four-tap depthwise kernel of ``mod`` built for ``target``, as TVMScript."""
+    blocked = convert_to_blocked(bind_weights(mod, keep_packed=True), pair_kernels=True, quad_depthwise=True)
+    with target:
+        fused = tvm.transform.Sequential(pipelines.fused_passes(target))(blocked)
+        scheduled = tvm.transform.Sequential(pipelines.default_schedule_passes(target))(fused)
+    (kernel,) = [f.script() for gv, f in scheduled.functions.items() if QUAD_DEPTHWISE in gv.name_hint]
+    return kernel
+
+
+@pytest.mark.parametrize(
+    "cpu,transpose",
+    [
+        (VBMI_CPU, ["llvm.x86.avx512.permvar.qi.512"]),
+        (CASCADE_LAKE, ["llvm.x86.avx512.permvar.si.512", "llvm.x86.avx512.pshuf.b.512"]),
+    ],
+)
+def test_avx512_vnni_cpus_get_the_four_tap_kernel(tmp_path, cpu, transpose):
+    """A CPU with AVX512-VNNI gets the kernel: its four pixels transposed by ``vpermb`` with VBMI (Ice Lake),
+    by ``vpermd`` + ``vpshufb`` without (Cascade Lake), summed by a 512-bit ``vpdpbusd`` (in the scheduled
+    TIR, and in the assembly of a library built for that CPU, on any x86 host). Zen 3 (AVX2, no VNNI)
+    keeps the int32-widened depthwise code."""
+    target = tvm.target.Target(cpu)
+    assert x86_int8.supports_quad_depthwise(target)
+    assert x86_int8.depthwise_vpermb(target) == (cpu is VBMI_CPU)
+    assert not x86_int8.supports_quad_depthwise(tvm.target.Target({"kind": "llvm", "mcpu": "znver3"}))
     w = np.random.default_rng(5).integers(-128, 128, (32, 1, 3, 3)).astype(np.int8)
     mod = _depthwise_module(32, 16, w, -128, 1)
-    blocked = convert_to_blocked(bind_weights(mod, keep_packed=True), pair_kernels=True, quad_depthwise=True)
-    with vbmi:
-        fused = tvm.transform.Sequential(pipelines.fused_passes(vbmi))(blocked)
-        scheduled = tvm.transform.Sequential(pipelines.default_schedule_passes(vbmi))(fused)
-    (kernel,) = [f.script() for gv, f in scheduled.functions.items() if QUAD_DEPTHWISE in gv.name_hint]
-    assert "llvm.x86.avx512.permvar.qi.512" in kernel and "llvm.x86.avx512.vpdpbusd.512" in kernel
+    kernel = _scheduled_depthwise(mod, target)
+    assert all(name in kernel for name in transpose) and "llvm.x86.avx512.vpdpbusd.512" in kernel
     objdump = shutil.which("objdump")
     if objdump:
         lib = tmp_path / "dw.so"
-        compile_late_bound(mod, vbmi).export_library(str(lib))
+        compile_late_bound(mod, target).export_library(str(lib))
         assembly = subprocess.run([objdump, "-d", str(lib)], capture_output=True, text=True).stdout
-        assert "vpermb" in assembly and "vpdpbusd" in assembly
+        mnemonics = ["vpermb"] if cpu is VBMI_CPU else ["vpermd", "vpshufb"]
+        assert all(m in assembly for m in mnemonics) and "vpdpbusd" in assembly
+
+
+@needs_quads
+@pytest.mark.parametrize("floor", [0, -128])
+def test_transpose_without_vbmi_is_exact(monkeypatch, floor):
+    """The ``vpermd`` + ``vpshufb`` transpose (CPUs without VBMI; forced here) gives numpy's exact sums."""
+    monkeypatch.setenv("HANASC_DEPTHWISE_VPERMB", "0")
+    rng = np.random.default_rng(21)
+    x = rng.integers(-128, 128, (1, 48, 13, 13)).astype(np.int8)
+    w = rng.integers(-128, 128, (48, 1, 5, 5)).astype(np.int8)
+    mod = _depthwise_module(48, 13, w, floor, 1)
+    kernel = _scheduled_depthwise(mod, host.tvm_target())
+    assert "llvm.x86.avx512.pshuf.b.512" in kernel and "permvar.qi" not in kernel
+    got = host.run(compile_late_bound(mod, host.tvm_target()), [x])[0]
+    np.testing.assert_array_equal(got, _reference(np.maximum(x[0], floor), w, 1).astype(np.int32))
