@@ -4,10 +4,11 @@ An int8 depthwise conv has one input channel per output channel, so the dot-prod
 sum four input channels (``vpdpbusd``) have nothing to sum along channels; widened to int32, each tap is a
 load, a widening and a multiply-add per 16 outputs, slower than the same conv in fp32. Here the four bytes
 an int32 lane sums are four *taps* of one kernel row instead: in the blocked layout (``NCHW16c``) the
-pixels ``x .. x+3`` of a row are 64 consecutive bytes, which one byte permutation (``vpermb``, AVX512-VBMI)
-turns into 16 channels x 4 taps, the layout of a weight row stored as ``(C/16, Kh, G, 16, 4)`` (taps padded
-with zero weights to ``4 * G``). A 3x3 conv is then three loads, three permutations and three ``vpdpbusd``
-per 16 outputs (:func:`hanasc.targets.x86_int8.register_depthwise`), against nine multiply-adds in fp32.
+pixels ``x .. x+3`` of a row are 64 consecutive bytes, which one byte permutation (``vpermb``,
+AVX512-VBMI; ``vpermd`` + ``vpshufb`` without it) turns into 16 channels x 4 taps, the layout of a weight
+row stored as ``(C/16, Kh, G, 16, 4)`` (taps padded with zero weights to ``4 * G``). A 3x3 conv is then
+three loads, three permutations and three ``vpdpbusd`` per 16 outputs
+(:func:`hanasc.targets.x86_int8.register_depthwise`), against nine multiply-adds in fp32.
 
 The unsigned operand is the activation: codes that cannot be negative (a ReLU's output,
 :func:`hanasc.passes.dot_convs.nonnegative`) are read as they are (``uint8``); signed codes are shifted by
