@@ -115,12 +115,13 @@ class BlockedConv(BlockRule):
 
             if not x86_int8.supports_pair_kernels(target):
                 return False
-            register = x86_int8.registrar(target)
+            out_block = int(sch.get(sch.get_loops(blocks[convs[0]])[4]).extent)
+            lanes = x86_int8.dot_lanes(target, out_block)
             schedule = functools.partial(
                 _schedule_pairs,
-                lanes=x86_int8.LANES,
-                register=register,
-                accumulators=x86_int8.accumulators(target),
+                lanes=lanes,
+                register=x86_int8.registrar(target, lanes),
+                accumulators=x86_int8.accumulators(target, lanes),
             )
         elif names[convs[0]].startswith(SDOT_CONV):
             from hanasc.targets import arm_int8
@@ -202,9 +203,9 @@ def _schedule_pairs(
     accumulators: int = 8,
 ) -> None:
     """A ``conv2d_nchwc_int_pairs`` kernel (:func:`hanasc.passes.conv_compute.pair_conv2d`): a register
-    tile of ``accumulators`` ymm accumulators (with 8: 8 pixels of an 8-channel block, 4 of a 16-channel
-    one; with 16, twice the pixels), the reduction
-    outside it, every 8 output channels x 2 input channels one ``vpmaddwd``
+    tile of ``accumulators`` registers of ``lanes`` output channels (8 ymm: 8 pixels of an 8-channel
+    block, 4 of a 16-channel one; 16 ymm, twice the pixels; 8 zmm: 8 pixels of a 16-channel block), the
+    reduction outside it, every 8 output channels x 2 input channels one ``vpmaddwd``
     (:data:`hanasc.targets.x86_int8.PMADDWD_I16`), the fused requantization applied as the tile is written
     back. Output widths the limit does not divide (7, 14 with 16 channels) use a tile of up to 8 pixels,
     one group of 8 output channels at a time. Measured on EfficientNet-Lite0 W8A8 (AVX2, 8-channel blocks,

@@ -23,13 +23,13 @@ PMADDWD_I16 = "hanasc_avx2_pmaddwd_8x2_i16"
 PMADDUBSW_U8 = "hanasc_avx2_pmaddubsw_8x4_u8"
 VPDPWSSD_I16 = "hanasc_avx512vnni_vpdpwssd_8x2_i16"
 VPDPBUSD_U8 = "hanasc_avx512vnni_vpdpbusd_8x4_u8"
+VPDPWSSD_I16_ZMM = "hanasc_avx512vnni_vpdpwssd_16x2_i16"
+VPDPBUSD_U8_ZMM = "hanasc_avx512vnni_vpdpbusd_16x4_u8"
 VPERMB_DPBUSD_DW = "hanasc_avx512vbmi_vpermb_vpdpbusd_16x4_dw"
 VPERMD_DPBUSD_DW = "hanasc_avx512bw_vpermd_vpshufb_vpdpbusd_16x4_dw"
 LANES = 8  # int32 accumulator lanes of one ymm register: output channels per intrinsic call
 _LLVM_INTRIN = "llvm.x86.avx2.pmadd.wd"
 _LLVM_UBSW = "llvm.x86.avx2.pmadd.ub.sw"
-_LLVM_DPWSSD = "llvm.x86.avx512.vpdpwssd.256"
-_LLVM_DPBUSD = "llvm.x86.avx512.vpdpbusd.256"
 _LLVM_DPBUSD_512 = "llvm.x86.avx512.vpdpbusd.512"
 _LLVM_VPERMB_512 = "llvm.x86.avx512.permvar.qi.512"
 _LLVM_VPERMD_512 = "llvm.x86.avx512.permvar.si.512"
@@ -70,44 +70,65 @@ def supports_quad_depthwise(target) -> bool:
     return has_feature(target, "avx512f") and has_feature(target, "avx512bw")
 
 
-def accumulators(target) -> int:
-    """The ymm accumulators of a dot-product kernel's register tile: 16 where AVX-512 gives 32 vector
-    registers (AVX512-VL: ymm16-31), 8 with AVX2's 16. One process each, 30 interleaved runs, W8A8, 1
-    thread, Zen 4: 16 instead of 8 accumulators, EfficientNet-Lite0 0.968x, MobileNetV3-Small 0.961x,
-    SqueezeNet 1.1 0.971x, ResNet-18 1.001x; 24 was 1.178x on SqueezeNet (its prime widths)."""
+def dot_lanes(target, out_block: int) -> int:
+    """Output channels (int32 lanes) one dot-product instruction accumulates: 16 (a 512-bit ``vpdpbusd`` /
+    ``vpdpwssd``) on AVX512-VNNI where the output block holds 16 channels, else 8 (ymm).
+    ``HANASC_INT8_ZMM=0`` keeps ymm. 1 thread, Zen 4, W8A8, one process, 40 interleaved runs, outputs
+    identical: MobileNetV2 4.04 -> 3.55 ms, EfficientNet-Lite0 4.32 -> 3.92; 20 runs: ResNet-18 8.04 ->
+    6.65, SqueezeNet 1.1 4.34 -> 4.11 (the same tile: half the instructions)."""
+    zmm = os.environ.get("HANASC_INT8_ZMM", "1") != "0" and supports_vnni(target) and out_block % 16 == 0
+    return 16 if zmm else LANES
+
+
+def accumulators(target, lanes: int = LANES) -> int:
+    """The accumulator registers of a dot-product kernel's register tile. ymm (``lanes`` 8): 16 where
+    AVX-512 gives 32 vector registers (AVX512-VL: ymm16-31), 8 with AVX2's 16 (one process each, 30
+    interleaved runs, W8A8, 1 thread, Zen 4: 16 instead of 8, EfficientNet-Lite0 0.968x, MobileNetV3-Small
+    0.961x, SqueezeNet 1.1 0.971x, ResNet-18 1.001x; 24 was 1.178x on SqueezeNet, its prime widths). zmm
+    (``lanes`` 16): 8, the same tile of 8 pixels x 16 channels (12: Lite0 1.00x, ResNet-18 1.01x)."""
     from hanasc.targets.pipelines import has_feature
 
+    if lanes == 16:
+        return 8
     return 16 if has_feature(target, "avx512f") and has_feature(target, "avx512vl") else 8
 
 
-def instructions(target) -> dict[int, tuple[str, str]]:
+def instructions(target, lanes: int = LANES) -> dict[int, tuple[str, str]]:
     """Input channels a lane -> (the LLVM intrinsic, the instruction mnemonic) of ``target``'s int8 kernels
-    (what a test or an audit looks for in the scheduled TIR and in the library's assembly)."""
+    on ``lanes`` output channels (what a test or an audit looks for in the scheduled TIR and in the
+    library's assembly)."""
     if supports_vnni(target):
-        return {2: (_LLVM_DPWSSD, "vpdpwssd"), 4: (_LLVM_DPBUSD, "vpdpbusd")}
+        width = 32 * lanes
+        return {
+            2: (f"llvm.x86.avx512.vpdpwssd.{width}", "vpdpwssd"),
+            4: (f"llvm.x86.avx512.vpdpbusd.{width}", "vpdpbusd"),
+        }
     return {2: (_LLVM_INTRIN, "vpmaddwd"), 4: (_LLVM_UBSW, "vpmaddubsw")}
 
 
-def registrar(target):
-    """``register(group)`` for ``target``'s instructions (what the pair-kernel schedule tensorizes with)."""
+def registrar(target, lanes: int = LANES):
+    """``register(group)`` for ``target``'s instructions on ``lanes`` output channels (what the pair-kernel
+    schedule tensorizes with)."""
     import functools
 
-    return functools.partial(register, vnni=supports_vnni(target))
+    return functools.partial(register, vnni=supports_vnni(target), lanes=lanes)
 
 
-def register(group: int = 2, vnni: bool = False) -> str:
+def register(group: int = 2, vnni: bool = False, lanes: int = LANES) -> str:
     """Register the intrinsic for ``group`` input channels per lane (2: :data:`PMADDWD_I16`, 4:
-    :data:`PMADDUBSW_U8`; with ``vnni`` :data:`VPDPWSSD_I16`, :data:`VPDPBUSD_U8`), once per process, and
-    return its name."""
+    :data:`PMADDUBSW_U8`; with ``vnni`` :data:`VPDPWSSD_I16`, :data:`VPDPBUSD_U8`, on 16 ``lanes``
+    :data:`VPDPWSSD_I16_ZMM`, :data:`VPDPBUSD_U8_ZMM`), once per process, and return its name."""
     from tvm.s_tir import TensorIntrin
 
     makers = {
-        (2, False): (PMADDWD_I16, _pmaddwd_8x2_i16),
-        (4, False): (PMADDUBSW_U8, _pmaddubsw_8x4_u8),
-        (2, True): (VPDPWSSD_I16, lambda: _vnni_8xg(2)),
-        (4, True): (VPDPBUSD_U8, lambda: _vnni_8xg(4)),
+        (2, False, LANES): (PMADDWD_I16, _pmaddwd_8x2_i16),
+        (4, False, LANES): (PMADDUBSW_U8, _pmaddubsw_8x4_u8),
+        (2, True, LANES): (VPDPWSSD_I16, lambda: _vnni(2)),
+        (4, True, LANES): (VPDPBUSD_U8, lambda: _vnni(4)),
+        (2, True, 16): (VPDPWSSD_I16_ZMM, lambda: _vnni(2, 16)),
+        (4, True, 16): (VPDPBUSD_U8_ZMM, lambda: _vnni(4, 16)),
     }
-    name, make = makers[(group, vnni)]
+    name, make = makers[(group, vnni, lanes)]
     if name not in _registered:
         TensorIntrin.register(name, *make(), override=True)
         _registered.add(name)
@@ -193,42 +214,44 @@ def _pmaddubsw_8x4_u8():
     return dot_desc(4, "uint8"), impl
 
 
-def _vnni_8xg(group: int):
-    """``C[i] = vpdp(C[i], A, B[i])`` for i < 8 (int32), one AVX512-VNNI instruction on ymm registers:
-    ``group`` 2, ``vpdpwssd`` (two int16 activations x two int8 weights widened to int16); ``group`` 4,
-    ``vpdpbusd`` (four uint8 activations x four int8 weights). Both add into the accumulator in int32
-    without an int16 intermediate, so the sums are exact for any codes."""
+def _vnni(group: int, lanes: int = LANES):
+    """``C[i] = vpdp(C[i], A, B[i])`` for i < ``lanes`` (int32; 8: ymm, 16: zmm), one AVX512-VNNI
+    instruction: ``group`` 2, ``vpdpwssd`` (two int16 activations x two int8 weights widened to int16);
+    ``group`` 4, ``vpdpbusd`` (four uint8 activations x four int8 weights). Both add into the accumulator in
+    int32 without an int16 intermediate, so the sums are exact for any codes."""
     from tvm.script import tirx as T
 
     act = "int16" if group == 2 else "uint8"
-    operand = "int16x16" if group == 2 else "int8x32"
-    intrin = _LLVM_DPWSSD if group == 2 else _LLVM_DPBUSD
+    operand = f"int16x{2 * lanes}" if group == 2 else f"int8x{4 * lanes}"
+    width = 32 * lanes
+    intrin = f"llvm.x86.avx512.{'vpdpwssd' if group == 2 else 'vpdpbusd'}.{width}"
+    weights = group * lanes
 
     @T.prim_func(s_tir=True)
     def impl(
         A: T.Buffer((group,), act, offset_factor=1),
-        B: T.Buffer((LANES, group), "int8", offset_factor=1),
-        C: T.Buffer((LANES,), "int32", offset_factor=1, scope="local"),
+        B: T.Buffer((lanes, group), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:LANES], A[0:group], B[0:LANES, 0:group])
-            T.writes(C[0:LANES])
+            T.reads(C[0:lanes], A[0:group], B[0:lanes, 0:group])
+            T.writes(C[0:lanes])
             word = T.reinterpret(A.vload([0], f"{act}x{group}"), dtype="int32")
-            a_vec = T.reinterpret(T.broadcast(word, LANES), dtype=operand)
+            a_vec = T.reinterpret(T.broadcast(word, lanes), dtype=operand)
             b_vec = (
-                T.cast(B.vload([0, 0], dtype="int8x16"), "int16x16")
+                T.cast(B.vload([0, 0], dtype=f"int8x{weights}"), operand)
                 if group == 2
-                else B.vload([0, 0], dtype="int8x32")
+                else B.vload([0, 0], dtype=f"int8x{weights}")
             )
-            C[T.ramp(T.int32(0), 1, LANES)] = T.call_llvm_pure_intrin(
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id(intrin),
-                C.vload([0], dtype="int32x8"),
+                C.vload([0], dtype=f"int32x{lanes}"),
                 a_vec,
                 b_vec,
-                dtype="int32x8",
+                dtype=f"int32x{lanes}",
             )
 
-    return dot_desc(group, act), impl
+    return dot_desc(group, act, lanes), impl
 
 
 def depthwise_vpermb(target) -> bool:

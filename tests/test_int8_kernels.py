@@ -416,9 +416,10 @@ def test_vnni_cpus_get_vpdp_kernels(tmp_path):
         4: ("llvm.x86.avx512.vpdpbusd.256", "vpdpbusd"),
     }
     w = np.random.default_rng(5).integers(-127, 128, (16, 32, 1, 1)).astype(np.int8)
+    assert x86_int8.dot_lanes(vnni, 16) == 16 and x86_int8.dot_lanes(vnni, 8) == 8  # zmm: 16-channel blocks
     for floor, group in (("negative", 2), ("zero", 4)):
         mod = _relu_pointwise_module(32, 16, 8, w, floor)
-        llvm_name = x86_int8.instructions(vnni)[group][0]
+        llvm_name = x86_int8.instructions(vnni, 16)[group][0]
         kernels = _scheduled_kernels(mod, pair_kernels=True, target=vnni)
         assert any(llvm_name in f.script() for f in kernels.values())
     # the build knows the int8 weights: signed codes run as quads too (vpdpbusd on codes + 128)
