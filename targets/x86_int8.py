@@ -9,7 +9,9 @@ most 2 * 127 * 128. The fp32 kernel does 8 per FMA, the plain int8 kernel 8 per 
 
 :func:`hanasc.passes.blocked_layout.convert_to_blocked` (``pair_kernels=True``) lowers such convolutions to
 ``conv2d_nchwc_int_pairs``, and :class:`hanasc.targets.cpu_schedules.BlockedConv` tensorizes them with
-:data:`PMADDWD_I16`. Where the activation codes cannot be negative (the output of a ReLU / ReLU6:
+:data:`PMADDWD_I16` (with AVX512-VNNI: ``vpdpwssd`` / ``vpdpbusd``, on zmm registers of 16 output
+channels where the output block holds 16, :func:`dot_lanes`). Where the activation codes cannot be
+negative (the output of a ReLU / ReLU6:
 :func:`hanasc.passes.dot_convs.nonnegative`) they stay bytes (``uint8``) and :data:`PMADDUBSW_U8`
 does 32 multiply-adds (8 output x 4 input channels) in two instructions, exactly: ``vpmaddubsw``'s int16
 pair sums stay below 2 * 127 * 128. Registered here (importing ``tvm.s_tir.tensor_intrin`` takes minutes).
