@@ -117,11 +117,13 @@ def test_stem_and_quantize_kernels_are_vectorized(stem_net):
 
 
 @pytest.mark.parametrize("dtype", ["int8", "float32"])
-def test_nchw_conv_is_exact(dtype):
-    """An NCHW conv (3 input channels) with extreme int8 values, late-bound weight: equals numpy."""
+@pytest.mark.parametrize("size", [17, 149])
+def test_nchw_conv_is_exact(dtype, size):
+    """An NCHW conv (3 input channels) with extreme int8 values, late-bound weight: equals numpy. Size 149:
+    output rows of 75, copied back to NCHW as 64 vectorized columns and a tail of 11."""
     rng = np.random.default_rng(1)
     lo, hi = (-128, 128) if dtype == "int8" else (-3, 4)
-    x = rng.integers(lo, hi, (1, 3, 17, 17)).astype(dtype)
+    x = rng.integers(lo, hi, (1, 3, size, size)).astype(dtype)
     w = rng.integers(lo, hi, (24, 3, 3, 3)).astype(dtype)
     x[0, :, :4, :4], w[:4] = lo, lo  # all-(-128) products: the largest sums
     out_dtype = "int32" if dtype == "int8" else "float32"
@@ -141,7 +143,7 @@ def test_nchw_conv_is_exact(dtype):
     xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (1, 1), (1, 1)))
     want = sum(
         np.einsum(
-            "chw,oc->ohw", xp[0, :, ry : ry + 17 : 2, rx : rx + 17 : 2], w[:, :, ry, rx].astype(np.int64)
+            "chw,oc->ohw", xp[0, :, ry : ry + size : 2, rx : rx + size : 2], w[:, :, ry, rx].astype(np.int64)
         )
         for ry in range(3)
         for rx in range(3)
