@@ -102,15 +102,14 @@ class _MarkPairConvs(relax.PyExprMutator):
         call = super().visit_call_(call)
         if call.op != tvm.ir.Op.get("relax.nn.conv2d"):
             return call
-        if self.quad_depthwise and is_quad_depthwise(call):
-            if nonnegative(call.args[0], lambda v: bound_value(self, v)):
-                return relax.Call(call.op, [relax.op.astype(call.args[0], "uint8"), call.args[1]], call.attrs)
-            return call
-        if not _is_pair_candidate(call, self.min_channels):
+        depthwise = self.quad_depthwise and is_quad_depthwise(call)
+        if not depthwise and not _is_pair_candidate(call, self.min_channels):
             return call
         x, weight = call.args
         if nonnegative(x, lambda v: bound_value(self, v)):
             return relax.Call(call.op, [relax.op.astype(x, "uint8"), weight], call.attrs)
+        if depthwise:  # signed codes stay int8: the depthwise kernel shifts them as it pads
+            return call
         w = self._weight_values(weight)
         padded = any(int(p) for p in call.attrs.padding)
         if w is None or padded or w.dtype != np.int8 or w.ndim != 4:

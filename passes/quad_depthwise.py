@@ -126,8 +126,9 @@ def quad_depthwise_conv2d(
         name=QUAD_DEPTHWISE,
     )
     if signed:
+        sums = conv
         conv = te.compute(
-            conv.shape, lambda i, c, y, x, j: conv[i, c, y, x, j] - offset[c, j], name=QUAD_UNSHIFT
+            sums.shape, lambda i, c, y, x, j: sums[i, c, y, x, j] - offset[c, j], name=QUAD_UNSHIFT
         )
     if wide == out_w:
         return conv

@@ -393,43 +393,40 @@ def _schedule_out_blocked(
     # to its own plane (byte scatters 4 KiB apart, 18x slower on a 1x1 3 -> 16 conv at 64x64)
     sch.reverse_compute_at(last, outer)
     sch.set_scope(conv, 0, "local")
-    _vectorize_row(sch, last)
+    vectorize_injective(sch, last, tail=True)
     sch.unroll(xi)
     sch.vectorize(ob)
     init = sch.decompose_reduction(conv, reduce[0])
     sch.vectorize(sch.get_loops(init)[-1])
 
 
-def _vectorize_row(sch: s_tir.Schedule, block, lanes: int = 16) -> None:
-    """A row loop vectorized by ``lanes``, its tail (a width no vector divides and too long to vectorize
-    whole: 111, 109) a short scalar loop of its own (``loop_partition``); other rows as
-    :func:`vectorize_injective`. The NCHW copy-back of SqueezeNet 1.1's stem (64 x 111 x 111), Zen 4:
-    876 -> 684 us int8, 760 -> 570 us fp32, outputs identical (it was scalar)."""
-    inner = sch.get_loops(block)[-1]
-    extent = int(sch.get(inner).extent)
-    if extent % 16 == 0 or extent % 8 == 0 or extent <= 64:
-        vectorize_injective(sch, block)
-        return
-    try:
-        body, _tail = sch.loop_partition(inner, [extent // lanes * lanes, None])
-    except Exception:  # a loop the partition does not take: the old scalar row
-        vectorize_injective(sch, block)
-        return
-    sch.vectorize(sch.split(body, [None, lanes])[1])
-
-
-def vectorize_injective(sch: s_tir.Schedule, block, parallel: bool = False) -> None:
+def vectorize_injective(sch: s_tir.Schedule, block, parallel: bool = False, tail: bool = False) -> None:
     """The innermost loop of a spatial ``block`` vectorized: split by 16 or 8 lanes when one divides it,
-    whole when it is short (<= 64); a longer loop neither divides stays scalar. ``parallel``: the
-    outermost loop on the thread pool."""
+    whole when it is short (<= 64); a longer loop neither divides stays scalar, or with ``tail`` is
+    vectorized by 16 up to a short scalar tail of its own (``loop_partition``: the NCHW copy-back of
+    SqueezeNet 1.1's stem, 64 x 111 x 111, Zen 4: 876 -> 684 us int8, 760 -> 570 us fp32, outputs
+    identical). ``parallel``: the outermost loop on the thread pool."""
     loops = sch.get_loops(block)
     inner = loops[-1]
     extent = int(sch.get(inner).extent)
     width = next((w for w in (16, 8) if extent % w == 0), extent if extent <= 64 else None)
     if parallel and len(loops) > 1:
         sch.parallel(loops[0])
+    if width is None and tail:
+        _vectorize_with_tail(sch, inner, extent)
+        return
     if width is None or width == 1:
         return
     if extent > width:
         inner = sch.split(inner, [None, width])[1]
     sch.vectorize(inner)
+
+
+def _vectorize_with_tail(sch: s_tir.Schedule, loop, extent: int, lanes: int = 16) -> None:
+    """``loop`` vectorized by ``lanes`` over its first ``extent // lanes * lanes`` iterations, the rest a
+    scalar loop of its own; left scalar where the partition does not apply."""
+    try:
+        body, _tail = sch.loop_partition(loop, [extent // lanes * lanes, None])
+    except Exception:  # a loop the partition does not take: it stays scalar
+        return
+    sch.vectorize(sch.split(body, [None, lanes])[1])
