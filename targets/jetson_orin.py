@@ -1,4 +1,8 @@
-"""The jetson-orin target: CUDA sm_87 kernels (dlight GPU schedules) with an aarch64 Cortex-A78 host side.
+"""The jetson-orin target: CUDA sm_87 kernels with an aarch64 Cortex-A78 host side.
+
+Kernels are scheduled by :func:`hanasc.targets.pipelines.gpu_default_rules`: int8 GEMMs and convolutions as
+``dp4a`` (:mod:`hanasc.targets.cuda_int8`), fp16 GEMMs whose sizes all exceed 64 on tensor cores (dlight's
+``wmma`` tensorization), the rest by dlight's other rules.
 
 Built and checked offline here (no GPU needed); ``build_for_local_gpu`` / ``run_on_local_gpu`` run the same
 model on a GPU of this machine, when there is one.
@@ -30,15 +34,6 @@ def tvm_target():
     import tvm
 
     return tvm.target.Target(TARGET_JSON)
-
-
-def build(mod, target=None):
-    """Compile with the default CUDA pipeline (FuseOps/FuseTIR + dlight GPU rules); needs no GPU."""
-    import tvm
-    from tvm import relax
-
-    target = target or tvm_target()
-    return tvm.compile(mod, target=target, relax_pipeline=relax.get_default_pipeline(target))
 
 
 def build_bundle(mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict) -> bundle.BundleReport:
@@ -189,11 +184,14 @@ def kernel_compiler() -> Iterator[None]:
 
 
 def build_for_local_gpu(mod):
-    """Build ``mod`` with the same pipeline as the Orin bundle, for the GPU of this machine."""
+    """Build ``mod`` with the pipeline of the Orin bundle (:func:`compile_late_bound`: dp4a int8 GEMMs,
+    dlight schedules), for the GPU of this machine."""
+    from hanasc.targets.late_binding import compile_late_bound
+
     if not local_gpu_available():
         raise HanascError("no CUDA GPU on this machine")
     with kernel_compiler():
-        return build(mod, local_gpu_target())
+        return compile_late_bound(mod, local_gpu_target())
 
 
 def run_on_local_gpu(

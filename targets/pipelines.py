@@ -122,11 +122,32 @@ def fused_passes(target) -> list:
 def default_schedule_passes(target) -> list:
     """What schedules the kernels the database has no record for: dlight on GPUs, the blocked-conv rule
     (:mod:`hanasc.targets.cpu_schedules`) on CPUs."""
-    if is_gpu(target):
-        return backend(target).legalize_passes(target)[-1:]
     from tvm.s_tir import dlight
 
-    return [dlight.ApplyDefaultSchedule(*cpu_default_rules())]
+    return [dlight.ApplyDefaultSchedule(*(gpu_default_rules() if is_gpu(target) else cpu_default_rules()))]
+
+
+def gpu_default_rules() -> list:
+    """Schedule rules of GPU kernels (tried in order): int8 GEMMs and convs as ``dp4a``
+    (:class:`hanasc.targets.cuda_int8.Dp4aMatmul`), then TVM's dlight defaults for CUDA (tensor-core
+    ``wmma`` for fp16 GEMMs whose sizes all exceed 64), with depthwise convs and other reductions over a
+    few elements one thread per output (:class:`hanasc.targets.cuda_schedules.SmallReduction`) before
+    dlight's ``GeneralReduction``."""
+    from tvm.s_tir import dlight
+
+    from hanasc.targets.cuda_int8 import Dp4aMatmul
+    from hanasc.targets.cuda_schedules import SmallReduction
+
+    gpu = dlight.gpu
+    return [
+        Dp4aMatmul(),
+        gpu.Matmul(),
+        gpu.GEMV(),
+        gpu.Reduction(),
+        SmallReduction(),
+        gpu.GeneralReduction(),
+        gpu.Fallback(),
+    ]
 
 
 def cpu_default_rules() -> list:

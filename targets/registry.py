@@ -131,7 +131,7 @@ def _builtin_targets() -> list[TargetInfo]:
         TargetInfo(
             name="jetson-orin",
             aliases=("orin",),
-            description="NVIDIA Jetson Orin: CUDA sm_87 kernels (dlight schedules) with an aarch64 A78 host",
+            description="NVIDIA Jetson Orin: CUDA sm_87 kernels with an aarch64 A78 host",
             tvm_target_json=jetson_orin.TARGET_JSON,
             choices=Choices(
                 compute_weight_bits=(32, 16, 8), storage_weight_bits=(4, 2), act_bits=(32, 16, 8)
@@ -140,8 +140,9 @@ def _builtin_targets() -> list[TargetInfo]:
             checked_here="build; sm_87 PTX/cubin; launch bounds, shared memory, registers within limits",
             checked_on_device="numerics and latency (or on a lent GPU as plain cuda)",
             kernels=lambda: (
-                "CUDA kernels from dlight's default schedules; int8 and fp16 run as plain "
-                "CUDA C (no dp4a or tensor-core MMA tensorization yet)"
+                "int8 GEMMs and convs: dp4a (4 byte products per instruction, int32 sums); fp16 GEMMs "
+                "with every size > 64: tensor cores (wmma); int8 depthwise, int8 tensor cores: not yet "
+                "(plain CUDA); the rest: dlight's default schedules"
             ),
         ),
     ]

@@ -112,21 +112,110 @@ def test_missing_nvcc_is_a_hanasc_error(tmp_path, monkeypatch):
         cuda_kernels.compile_ptx('extern "C" __global__ void k() {}', "sm_87")
 
 
+def _uniform(model, bits: int):
+    """``model`` with every layer at W``bits``A``bits``, calibrated on random inputs."""
+    from hanasc.compile.recovery import materialize_recovered
+    from hanasc.frontend.calibration import calibrate
+    from hanasc.passes.config import Config, LayerChoice
+
+    shape = model.inputs[0].shape
+    x = np.random.default_rng(0).standard_normal((4, *shape[1:])).astype("float32")
+    layers = {layer.name: LayerChoice(w_bits=bits, a_bits=bits) for layer in model.layers}
+    return materialize_recovered(model, Config(layers=layers), calibrate(model, x))
+
+
+def _kernels(source: str) -> dict[str, str]:
+    """Kernel name -> body of every kernel defined in a CUDA source."""
+    parts = re.split(r'(?=extern "C" __global__)', source)[1:]
+    named = (re.search(r"void (?:__launch_bounds__\(\d+\) )?(\w+)\(", p) for p in parts)
+    return {m.group(1): p for m, p in zip(named, parts, strict=True) if re.search(r"\)\s*\{", p[:4000])}
+
+
+@pytest.fixture(scope="module")
+def int8_orin_source(test_models) -> str:
+    """The CUDA source of the Orin build of an inverted-residual block at W8A8 (stem with 27 taps,
+    expand 1x1, 3x3 depthwise, project 1x1)."""
+    import hanasc
+    from hanasc.targets.late_binding import compile_late_bound
+
+    mod = _uniform(hanasc.load_model(test_models["inverted_residual"]), 8)
+    executable = compile_late_bound(mod, jetson_orin.tvm_target())
+    return cuda_kernels.find_cuda_module(executable).inspect_source()
+
+
+def test_orin_int8_convs_run_dp4a(int8_orin_source, tmp_path):
+    kernels = _kernels(int8_orin_source)
+    convs = {n: b for n, b in kernels.items() if n.startswith("fused_conv2d") and "group_conv2d" not in b}
+    depthwise = {n: b for n, b in kernels.items() if "group_conv2d" in b}
+    assert len(convs) >= 3 and depthwise
+    for name, body in convs.items():  # every int8 GEMM-like conv: byte quads, accumulator as third operand
+        assert re.search(r"= __dp4a\((\*\(int\*\)\()?\w+_shared_ptr", body), name
+        assert "+ __dp4a(" not in body, name
+    for name, body in depthwise.items():  # one thread per output: no cross-thread reduction
+        assert "__shfl_down_sync" not in body and "__syncthreads" not in body, name
+    with jetson_orin.tvm_target():
+        ptx = cuda_kernels.compile_ptx(int8_orin_source, jetson_orin.ARCH)
+    assert ptx.count("dp4a.s32.s32") >= 16 * len(convs)
+    (tmp_path / "k.ptx").write_text(ptx)
+    report = cuda_kernels.assemble_cubin(tmp_path / "k.ptx", tmp_path / "k.cubin", jetson_orin.ARCH)
+    assert cuda_kernels.check_kernels(int8_orin_source, ptx, report, jetson_orin.ARCH).problems == []
+
+
+def test_orin_int8_global_loads_stay_aligned(int8_orin_source):
+    """Word loads from global memory only where a row holds a multiple of 4 bytes: the stem's 27 taps a
+    filter are copied byte by byte (a 4-byte load there would fault on the GPU)."""
+    stem = [b for b in _kernels(int8_orin_source).values() if "stem" in b or "* 27)" in b]
+    assert stem
+    for body in stem:
+        assert not re.search(r"\*\(int\*\)\(\w+_weight_ptr", body)
+
+
+def test_dp4a_needs_sm61(test_models):
+    import tvm
+
+    import hanasc
+    from hanasc.targets.late_binding import compile_late_bound
+
+    mod = _uniform(hanasc.load_model(test_models["plain_conv"]), 8)
+    old = tvm.target.Target({"kind": "cuda", "arch": "sm_60"}, host=jetson_orin.tvm_target().host)
+    source = cuda_kernels.find_cuda_module(compile_late_bound(mod, old)).inspect_source()
+    assert "= __dp4a(" not in source and "fused_conv2d" in source
+
+
+def test_dp4a_intrinsic_registers_once():
+    from hanasc.targets.cuda_int8 import intrinsic_name
+
+    assert intrinsic_name("uint8", "int8") == intrinsic_name("uint8", "int8") == "hanasc_dp4a_uint8_int8_acc"
+
+
 @pytest.mark.slow
-def test_orin_efficientnet_offline(effnet_path, tmp_path):
-    model, mod = _bound(effnet_path)
+@pytest.mark.parametrize("bits", [32, 8])
+def test_orin_efficientnet_offline(effnet_path, tmp_path, bits):
+    """fp32 and W8A8 (which crashed in dlight's int8 tensor-core rule before the dp4a rule took it)."""
+    import hanasc
+
+    model = hanasc.load_model(effnet_path)
+    mod = _uniform(model, bits) if bits < 32 else _bound(effnet_path)[1]
     report = jetson_orin.build_bundle(mod, tmp_path / "effnet", model.example_inputs())
     _assert_kernels_within_limits(report.checks)
     assert len(report.checks["kernels"]["kernels"]) > 20
+    source = (tmp_path / "effnet" / "kernels.cu").read_text()
+    assert (source.count("= __dp4a(") > 0) == (bits == 8)
 
 
 @pytest.mark.skipif(not jetson_orin.local_gpu_available(), reason="needs a CUDA GPU")
-def test_local_gpu_matches_host(test_models):
+@pytest.mark.parametrize("bits", [32, 8])
+def test_local_gpu_matches_host(test_models, bits):
+    """The shipped pipeline on a real GPU (dp4a int8 convs, one-thread depthwise) against the host build."""
+    import hanasc
     from hanasc.targets import host
 
-    model, mod = _bound(test_models["se_hardswish"])
+    model = hanasc.load_model(test_models["inverted_residual"])
+    mod = _uniform(model, bits) if bits < 32 else _bound(test_models["inverted_residual"])[1]
     inputs = list(model.example_inputs().values())
-    reference = host.run(host.build(mod), inputs)
+    reference = host.run(host.build_artifact(mod), inputs)
     outputs, median_ms = jetson_orin.run_on_local_gpu(jetson_orin.build_for_local_gpu(mod), inputs, runs=5)
-    assert bundle.max_abs_diff(outputs, reference) <= 1e-4 * max(1.0, float(np.abs(reference[0]).max()))
+    # int8: the same integer sums; the float epilogue may round one code differently (one output step)
+    tolerance = 1e-4 if bits == 32 else 0.05
+    assert bundle.max_abs_diff(outputs, reference) <= tolerance * max(1.0, float(np.abs(reference[0]).max()))
     assert median_ms > 0
