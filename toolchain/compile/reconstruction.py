@@ -198,9 +198,14 @@ class Reconstruction:
         if not self.covariances or config.is_identity():
             return {}
         with threadpool_limits(1, user_api="blas"):  # small solves: BLAS threads only contend
-            return self._settled_refit(original, config)
+            settled = self._settled_refit(original, config)
+            if settled is None:
+                return {}
+            values, kept = settled
+            return {**values, **self._rounded({**original, **values}, config, kept)}
 
-    def _settled_refit(self, original: dict[str, np.ndarray], config) -> dict[str, np.ndarray]:
+    def _settled_refit(self, original: dict[str, np.ndarray], config) -> tuple[dict, dict] | None:
+        """``(refitted values, kept channels)``, or None when the kept channels do not settle."""
         from hanasc.passes.width import kept_channels
 
         narrowed = any(config.choice(layer.name).width < 1.0 for layer in self.layers)
@@ -210,10 +215,43 @@ class Reconstruction:
             current = {**original, **values}
             kept = kept_channels(self.groups(), current, config) if narrowed else {}
             if assumed is not None and _same(kept, assumed):
-                return values
+                return values, kept
             assumed = kept
             values = self._refit_with(original, config, kept)
-        return {}  # the kept channels did not settle: no refit rather than a mismatched one
+        return None  # the kept channels did not settle: no refit rather than a mismatched one
+
+    def _rounded(self, current: dict[str, np.ndarray], config, kept: dict) -> dict[str, np.ndarray]:
+        """8-bit weights of standard convs and dense layers rounded by output error
+        (:mod:`hanasc.compile.rounding`) on the patch entries they keep; memoized per weight value."""
+        input_keep = self._input_keep(kept)
+        values = {}
+        for layer in self.layers:
+            choice = config.choice(layer.name)
+            halves = self.covariances.get(layer.name)
+            if choice.w_bits != 8 or halves is None or layer.op not in ("conv", "dense") or choice.separable:
+                continue
+            keep = self._patch_keep(layer, choice, input_keep.get(layer.weight))
+            w = current[layer.weight]
+            key = ("rounded", layer.name, None if keep is None else keep.tobytes(), _fingerprint(w))
+            if key not in self._memo:
+                self._memo[key] = self._round_layer(layer, w, halves, keep)
+            if self._memo[key] is not None:
+                values[layer.weight] = self._memo[key]
+        return values
+
+    def _round_layer(self, layer: LayerInfo, w: np.ndarray, halves, keep) -> np.ndarray | None:
+        """``w`` with its kept entries rounded by output error (its shape and dtype), or None."""
+        from hanasc.compile.rounding import rounded_by_output_error
+
+        dense_kn = layer.op == "dense" and self.axes.get(layer.weight, 0) != 0  # (K, N)
+        matrix = (w.T if dense_kn else w.reshape(w.shape[0], -1)).astype(np.float64)
+        kept = np.arange(matrix.shape[1]) if keep is None else np.flatnonzero(keep)
+        fit = rounded_by_output_error(matrix[:, kept], halves[:, kept][:, :, kept])
+        if fit is None:
+            return None
+        matrix[:, kept] = fit
+        out = matrix.T if dense_kn else matrix.reshape(w.shape)
+        return np.ascontiguousarray(out, dtype=w.dtype)
 
     def _refit_with(self, original, config, kept: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         input_keep = self._input_keep(kept)
@@ -284,6 +322,12 @@ class Reconstruction:
 
 def _patch_size(layer: LayerInfo) -> int:
     return int(np.prod(layer.weight_shape[1:]))
+
+
+def _fingerprint(w: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.blake2b(np.ascontiguousarray(w).tobytes(), digest_size=16).hexdigest()
 
 
 def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
