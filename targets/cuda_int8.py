@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from tvm import s_tir, tirx
 from tvm.s_tir import TensorIntrin
-from tvm.s_tir.dlight.analysis import get_root_block
 from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
 from tvm.s_tir.dlight.gpu.matmul import (
     auto_inline_consumer_chain,
@@ -24,9 +23,10 @@ from tvm.s_tir.dlight.gpu.matmul import (
     check_sm_version,
     get_in_out_dtypes,
     get_index_map,
-    get_reduction_blocks,
 )
 from tvm.target import Target
+
+from hanasc.targets.cuda_schedules import single_reduction
 
 MIN_SM = 61  # dp4a exists from compute capability 6.1
 _SIGNED_PAIRS = (("int8", "int8"), ("uint8", "int8"), ("int8", "uint8"))
@@ -106,15 +106,12 @@ class Dp4aMatmul(GPUScheduleRule):
         self.tile = tile or Dp4aTile()
 
     def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
-            return None
         if target.kind.name != "cuda" or check_sm_version(str(target.attrs.get("arch", ""))) < MIN_SM:
             return None
-        sch = s_tir.Schedule(func)
-        reductions = get_reduction_blocks(sch, sch.get_child_blocks(get_root_block(sch)))
-        if reductions is None or len(reductions) != 1:
+        found = single_reduction(self, func, target)
+        if found is None:
             return None
-        main = reductions[0]
+        sch, main = found
         stmt = sch.get(main)
         dtypes = operand_dtypes(stmt)
         if dtypes is None or get_in_out_dtypes(stmt)[1] != "int32" or get_index_map(stmt) is None:

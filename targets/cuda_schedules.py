@@ -25,18 +25,27 @@ MAX_TAPS = 64  # largest reduction a thread sums alone (7x7 depthwise: 49)
 THREADS = 128
 
 
+def single_reduction(rule: GPUScheduleRule, func, target: Target) -> tuple[s_tir.Schedule, object] | None:
+    """``(schedule, block)`` of the one reduction block of ``func`` when ``rule`` may schedule it for
+    ``target`` (a PrimFunc, a GPU target, exactly one reduction block), else None."""
+    if not isinstance(func, tirx.PrimFunc) or not rule.is_target_available(target):
+        return None
+    sch = s_tir.Schedule(func)
+    reductions = get_reduction_blocks(sch, sch.get_child_blocks(get_root_block(sch)))
+    if reductions is None or len(reductions) != 1:
+        return None
+    return sch, reductions[0]
+
+
 class SmallReduction(GPUScheduleRule):
     """dlight rule: a reduction of at most :data:`MAX_TAPS` elements per output, with at least a block of
     outputs, as one thread per output element."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
-        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+        found = single_reduction(self, func, target)
+        if found is None:
             return None
-        sch = s_tir.Schedule(func)
-        reductions = get_reduction_blocks(sch, sch.get_child_blocks(get_root_block(sch)))
-        if reductions is None or len(reductions) != 1:
-            return None
-        main = reductions[0]
+        sch, main = found
         if len(sch.get_loops(main)) != len(sch.get(main).iter_vars):
             return None
         iters = get_sblock_info(sch, main).iters  # loops and iter vars one to one, as TE builds them
