@@ -13,10 +13,10 @@ from torch import nn
 import hanasc
 from hanasc.compile.reconstruction import output_error
 from hanasc.compile.recovery import materialize_recovered, recovered_weights
-from hanasc.compile.rounding import gptq, max_abs_scale, nearest, rounded_by_output_error
+from hanasc.compile.rounding import gptq, nearest, pass_scale, rounded_by_output_error
 from hanasc.frontend.calibration import calibrate
 from hanasc.passes.config import Config, LayerChoice
-from hanasc.passes.quant_reference import dequantize_weight, quantize_weight
+from hanasc.passes.quant_reference import dequantize_weight, quantize_weight, weight_qmax
 from hanasc.search.simulator import Simulator
 from hanasc.targets import host
 
@@ -37,28 +37,31 @@ def _correlated(rng, n: int, d: int) -> np.ndarray:
     return rng.standard_normal((n, 8)) @ rng.standard_normal((8, d)) + 0.5 * rng.standard_normal((n, d))
 
 
-def test_gptq_beats_nearest_rounding_on_held_out_data():
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_gptq_beats_nearest_rounding_on_held_out_data(bits):
     rng = np.random.default_rng(0)
     d, o = 96, 10
-    w = _heavy_tailed(rng, o, d)
+    w = _heavy_tailed(rng, o, d) if bits == 8 else rng.standard_normal((o, d))
     data = _correlated(rng, 6000, d)
     train, held = data[:3000], data[3000:]
-    rounded = rounded_by_output_error(w, _halves(train))
+    rounded = rounded_by_output_error(w, _halves(train), bits)
     assert rounded is not None
     held_cov = np.cov(held.T, bias=True)[None]
-    plain = nearest(w, max_abs_scale(w))
-    assert output_error(w[None], rounded[None], held_cov) < 0.5 * output_error(w[None], plain[None], held_cov)
+    plain = nearest(w, pass_scale(w, bits), weight_qmax(bits))
+    assert output_error(w[None], rounded[None], held_cov) < 0.6 * output_error(w[None], plain[None], held_cov)
 
 
-def test_gptq_stays_on_the_grid_the_pass_computes():
-    """The quantization pass finds the same step (each row's maximum pinned at 127) and the same codes."""
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_gptq_stays_on_the_grid_the_pass_computes(bits):
+    """The quantization pass finds the same step (each row's maximum pinned at the largest code; at 4/2
+    bits its clipping search picks ratio 1) and the same codes."""
     rng = np.random.default_rng(1)
     w = _heavy_tailed(rng, 12, 64)
-    rounded = gptq(w, np.cov(_correlated(rng, 2000, 64).T, bias=True)).astype(np.float32)
-    q, scale = quantize_weight(rounded, 8)
-    np.testing.assert_allclose(scale, max_abs_scale(w), rtol=1e-6)
+    rounded = gptq(w, np.cov(_correlated(rng, 2000, 64).T, bias=True), bits).astype(np.float32)
+    q, scale = quantize_weight(rounded, bits)
+    np.testing.assert_allclose(scale, pass_scale(w, bits), rtol=1e-6)
     np.testing.assert_allclose(dequantize_weight(q, scale), rounded, rtol=1e-6, atol=1e-7)
-    assert (np.abs(q).max(axis=1) == 127).all()
+    assert (np.abs(q).max(axis=1) == weight_qmax(bits)).all()
 
 
 def test_no_rounding_change_for_white_inputs():

@@ -221,32 +221,38 @@ class Reconstruction:
         return None  # the kept channels did not settle: no refit rather than a mismatched one
 
     def _rounded(self, current: dict[str, np.ndarray], config, kept: dict) -> dict[str, np.ndarray]:
-        """8-bit weights of standard convs and dense layers rounded by output error
+        """8/4/2-bit weights of standard convs and dense layers rounded by output error
         (:mod:`hanasc.compile.rounding`) on the patch entries they keep; memoized per weight value."""
         input_keep = self._input_keep(kept)
         values = {}
         for layer in self.layers:
             choice = config.choice(layer.name)
             halves = self.covariances.get(layer.name)
-            if choice.w_bits != 8 or halves is None or layer.op not in ("conv", "dense") or choice.separable:
+            bits = choice.w_bits
+            if (
+                bits not in (8, 4, 2)
+                or halves is None
+                or layer.op not in ("conv", "dense")
+                or choice.separable
+            ):
                 continue
             keep = self._patch_keep(layer, choice, input_keep.get(layer.weight))
             w = current[layer.weight]
-            key = ("rounded", layer.name, None if keep is None else keep.tobytes(), _fingerprint(w))
+            key = ("rounded", layer.name, bits, None if keep is None else keep.tobytes(), _fingerprint(w))
             if key not in self._memo:
-                self._memo[key] = self._round_layer(layer, w, halves, keep)
+                self._memo[key] = self._round_layer(layer, w, halves, keep, bits)
             if self._memo[key] is not None:
                 values[layer.weight] = self._memo[key]
         return values
 
-    def _round_layer(self, layer: LayerInfo, w: np.ndarray, halves, keep) -> np.ndarray | None:
+    def _round_layer(self, layer: LayerInfo, w: np.ndarray, halves, keep, bits: int) -> np.ndarray | None:
         """``w`` with its kept entries rounded by output error (its shape and dtype), or None."""
         from hanasc.compile.rounding import rounded_by_output_error
 
         dense_kn = layer.op == "dense" and self.axes.get(layer.weight, 0) != 0  # (K, N)
         matrix = (w.T if dense_kn else w.reshape(w.shape[0], -1)).astype(np.float64)
         kept = np.arange(matrix.shape[1]) if keep is None else np.flatnonzero(keep)
-        fit = rounded_by_output_error(matrix[:, kept], halves[:, kept][:, :, kept])
+        fit = rounded_by_output_error(matrix[:, kept], halves[:, kept][:, :, kept], bits)
         if fit is None:
             return None
         matrix[:, kept] = fit
