@@ -33,6 +33,12 @@ class Figure:
         return f"{self.value:.4g} {self.unit} ({self.source})"
 
 
+def figure(value, unit: str, source: str, **detail) -> dict:
+    """The JSON form of a :class:`Figure` (reports): its value, unit, provenance and detail; ``source`` is
+    checked like the Figure's."""
+    return Figure(value, unit, source, detail).to_json()  # type: ignore[arg-type]
+
+
 def combine_sources(sources: list[str]) -> Source:
     """The weakest provenance of a sum: any prior term makes it prior, else any model makes it predicted."""
     if "prior" in sources:

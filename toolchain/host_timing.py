@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hanasc.compile.report import fig
+from hanasc.cost_models.provenance import figure
 
 _TOOL = "TVM VirtualMachine.time_evaluator"
 
@@ -34,8 +34,9 @@ def measure_host(executable, inputs: list[np.ndarray], repeat: int) -> dict:
 
 
 def _median_figure(samples: list[float], **detail) -> dict:
-    return fig(
+    return figure(
         round(statistics.median(samples), 3),
+        "ms",
         "measured",
         where=_where(),
         statistic="median",
@@ -115,8 +116,9 @@ class HostReference:
         median in the same loop are kept in the figure."""
         candidate, original = interleaved_samples([executable, self.built()], inputs, rounds)
         ratio = median_ratio(candidate, original)
-        return fig(
+        return figure(
             round(ratio * self.median_ms, 3),
+            "ms",
             "measured",
             where=_where(),
             runs=rounds,

@@ -21,13 +21,14 @@ from hanasc.compile.context import CompileOptions, RunContext, Split, Stage, spl
 from hanasc.compile.finetune_stage import check_finetune, finetune_shortlist
 from hanasc.compile.recovery import refitted_layers
 from hanasc.compile.references import measure_references
-from hanasc.compile.report import Outcome, _original_figures, _report, _write_outputs, fig
+from hanasc.compile.report import SCORE_UNIT, Outcome, _original_figures, _report, _write_outputs
 from hanasc.compile.verify import (
     _check_tuning,
     _materialize_original,
     _original_verified,
     _verify_ranked,
 )
+from hanasc.cost_models.provenance import figure
 from hanasc.errors import HanascError
 from hanasc.frontend.loading import LoadedModel
 from hanasc.metrics import Metric
@@ -163,8 +164,9 @@ def _compile_in(
     )
     report = _report(run, outcome)
     report["selection"] = selection.to_json(floor)
-    report["original"]["predicted_score"] = fig(
+    report["original"]["predicted_score"] = figure(
         round(original_verified.candidate.accuracy, 4),
+        SCORE_UNIT,
         "predicted",
         model="accuracy predictor (on Config encodings)",
         score=metric.smooth_description,
@@ -286,7 +288,9 @@ def _resolve_budgets(run: RunContext, original_measure: dict | None) -> float:
     fastest configuration misses the latency budget. Returns that configuration's estimate."""
     budgets, costs, space, stage = run.options.budgets, run.costs, run.space, run.stage
     if budgets.latency_fraction is not None:  # --budget 0.5x: a share of the original's latency
-        base = original_measure or fig(round(float(costs(space.identity()[None])[0][0]), 4), **costs.source())
+        base = original_measure or figure(
+            round(float(costs(space.identity()[None])[0][0]), 4), "ms", **costs.source()
+        )
         budgets.latency_ms = round(budgets.latency_fraction * base["value"], 4)
         stage.log(
             f"budget {budgets.latency_fraction:g}x of the original's {base['value']} ms ({base['source']}): "

@@ -12,16 +12,14 @@ import numpy as np
 
 from hanasc.compile.recovery import ranges_for_replay
 from hanasc.compile.report_markdown import report_markdown
+from hanasc.cost_models.provenance import figure
 from hanasc.targets.quiet import export_library
+
+SCORE_UNIT = "score (metric's units, higher is better)"
 
 if TYPE_CHECKING:
     from hanasc.compile.context import RunContext
     from hanasc.search.nsga2 import Candidate, SearchResult
-
-
-def fig(value, source: str, **detail) -> dict:
-    """A figure with its provenance."""
-    return {"value": value, "source": source, **detail}
 
 
 def _costs_figures(mod, info, scale: float, n_measured: int) -> tuple[dict, dict, dict]:
@@ -30,15 +28,15 @@ def _costs_figures(mod, info, scale: float, n_measured: int) -> tuple[dict, dict
 
     report = estimate_costs(mod, info.name)  # weights as parameters: the cost lowering binds them as shipped
     mem = report.memory["total"]
-    memory = fig(
+    memory = figure(
         round(mem.value / 1e6, 3),
+        "MB",
         mem.source,
-        unit="MB",
         **mem.detail,
         weights_mb=round(report.memory["weights"].value / 1e6, 3),
         activations_mb=round(report.memory["activations"].value / 1e6, 3),
     )
-    energy = fig(round(report.energy.value, 4), report.energy.source, unit="mJ", **report.energy.detail)
+    energy = figure(round(report.energy.value, 4), "mJ", report.energy.source, **report.energy.detail)
     by_kind: dict[str, float] = {}
     for k in report.kernels:
         by_kind[k.op_kind] = by_kind.get(k.op_kind, 0.0) + k.latency.value * k.calls * scale
@@ -56,8 +54,9 @@ def _params(mod) -> dict:
     from hanasc.relax_params import weights_of
 
     weights = weights_of(mod)
-    return fig(
+    return figure(
         int(sum(v.size for k, v in weights.items() if not k.endswith(".scale"))),
+        "parameters",
         "measured",
         how="counted from the module's weight parameters",
         weight_bytes=int(sum(v.nbytes for v in weights.values())),
@@ -93,14 +92,15 @@ def _original_figures(run: RunContext, measured: dict | None) -> dict:
     if measured is not None:
         latency = measured
     else:
-        latency = fig(round(float(costs(run.space.identity()[None])[0][0]), 3), **costs.source())
+        latency = figure(round(float(costs(run.space.identity()[None])[0][0]), 3), "ms", **costs.source())
     memory, energy, breakdown = _costs_figures(model.mod, info, costs.scale, len(costs.observations))
     return {
         "latency_ms": latency,
         "memory_mb": memory,
         "energy_mj": energy,
-        "accuracy": fig(
+        "accuracy": figure(
             round(metric(ref_eval, split.eval_y, ref_eval), 4),
+            SCORE_UNIT,
             "measured",
             metric=metric.name,
             on=f"held-out split ({len(split.eval_x)} samples)",
@@ -184,13 +184,14 @@ def _report(run: RunContext, outcome: Outcome) -> dict:
             "accuracy": verified["accuracy"],
             "params": _params(verified["mod"]),
             "breakdown": breakdown,
-            "predicted_score": fig(
+            "predicted_score": figure(
                 round(candidate.accuracy, 4),
+                SCORE_UNIT,
                 "predicted",
                 model=f"accuracy predictor ({pred_report.model} on Config encodings)",
                 score=metric.smooth_description,
             ),
-            "estimated_latency_ms": fig(round(candidate.latency_ms, 3), **costs.source()),
+            "estimated_latency_ms": figure(round(candidate.latency_ms, 3), "ms", **costs.source()),
             "config": verified["config"].to_json(),
             "layers": _layers_table(model, verified["config"], space),
         },

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hanasc.compile.finetune_stage import held_out_with
-from hanasc.compile.report import fig
+from hanasc.compile.report import SCORE_UNIT
+from hanasc.cost_models.provenance import figure
 from hanasc.errors import HanascError
 from hanasc.search.nsga2 import Candidate
 from hanasc.search.seeds import uniform_genome
@@ -29,8 +30,9 @@ def measure_remote(mod, info, session, repeat: int) -> tuple[object, dict]:
 
     executable = compile_late_bound(mod, info.tvm_target())
     timing = time_executable(executable, mod, info.name, session, repeat)
-    return executable, fig(
+    return executable, figure(
         round(timing.median_ms, 3),
+        "ms",
         "measured",
         where=f"{session.device_id} (TVM RPC)",
         runs=repeat,
@@ -112,8 +114,9 @@ def _verify_ranked(
 def _held_out_accuracy(ctx: RunContext, outputs: np.ndarray, engine: str) -> tuple[float, dict]:
     """The metric of ``outputs`` on the held-out split: the unrounded score and its figure."""
     score = ctx.metric(outputs, ctx.split.eval_y, ctx.ref_eval)
-    return score, fig(
+    return score, figure(
         round(score, 4),
+        SCORE_UNIT,
         "measured",
         metric=ctx.metric.name,
         description=ctx.metric.description,
@@ -126,7 +129,7 @@ def _original_verified(ctx: RunContext, space: SearchSpace, predictor, measured:
     """The original as a verified candidate: measured latency where reachable, its held-out accuracy."""
     identity = space.identity()
     lat, mem, energy = (float(v[0]) for v in ctx.costs(identity[None]))
-    latency = measured if measured is not None else fig(round(lat, 3), **ctx.costs.source())
+    latency = measured if measured is not None else figure(round(lat, 3), "ms", **ctx.costs.source())
     score, accuracy = _held_out_accuracy(ctx, ctx.ref_eval, "the original model")
     candidate = Candidate(identity.tolist(), float(predictor.predict(identity[None])[0]), lat, mem, energy)
     figures = {"latency": latency, "accuracy": accuracy, "score": score, "config": space.decode(identity)}
@@ -178,7 +181,7 @@ def _verify(ctx: RunContext, config, candidate: Candidate, estimate_ms: float) -
         engine = "the compiled host artifact"
     else:
         est = float(ctx.costs(np.array(candidate.genome)[None])[0][0])
-        latency = fig(round(est, 3), **ctx.costs.source())
+        latency = figure(round(est, 3), "ms", **ctx.costs.source())
         outputs = held_out_with(ctx, config, values)
         engine = "the simulator (checked equal to the materialized model in tests)"
     score, accuracy = _held_out_accuracy(ctx, outputs, engine)
