@@ -71,6 +71,24 @@ def test_no_rounding_change_for_white_inputs():
     assert rounded_by_output_error(w, _halves(rng.standard_normal((4000, 32)))) is None
 
 
+def test_rounding_survives_a_covariance_that_is_not_positive_definite():
+    """Dead inputs and a slightly negative eigenvalue (rounding of a rank-deficient estimate): rounded
+    anyway, on the pass's grid, no error."""
+    rng = np.random.default_rng(5)
+    p = _correlated(rng, 400, 32)
+    p[:, :4] = 0.0  # dead channels
+    cov = np.cov(p.T, bias=True)
+    values, vectors = np.linalg.eigh(cov)
+    values[0] = -0.05 * values[-1]  # below minus the damping (1 % of the mean variance)
+    broken = (vectors * values) @ vectors.T
+    w = _heavy_tailed(rng, 6, 32)
+    rounded = gptq(w, broken)
+    q, scale = quantize_weight(rounded.astype(np.float32), 8)
+    np.testing.assert_allclose(dequantize_weight(q, scale), rounded, rtol=1e-6, atol=1e-6)
+    halves = np.stack([broken, broken])
+    assert rounded_by_output_error(w, halves) is None or np.isfinite(rounded_by_output_error(w, halves)).all()
+
+
 class _Head(nn.Module):
     """Conv features and a heavy-tailed classifier."""
 

@@ -37,13 +37,21 @@ def pass_scale(w: np.ndarray, bits: int) -> np.ndarray:
 
 
 def _inverse_factor(cov: np.ndarray) -> np.ndarray:
-    """Upper Cholesky factor ``U`` of the damped inverse covariance (``H^-1 = U^T U``)."""
-    from scipy.linalg import cho_factor, cho_solve
+    """Upper Cholesky factor ``U`` of the damped inverse covariance (``H^-1 = U^T U``). A covariance that is
+    not positive definite in floating point (dead or constant channels, rounding of a rank-deficient
+    estimate) has its eigenvalues raised to the damping first."""
+    from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
     d = cov.shape[0]
-    damped = cov + DAMPING * max(float(np.mean(np.diag(cov))), 1e-12) * np.eye(d)
-    inverse = cho_solve(cho_factor(damped, check_finite=False), np.eye(d), check_finite=False)
-    return np.linalg.cholesky(inverse).T
+    cov = (cov + cov.T) / 2
+    damping = DAMPING * max(float(np.mean(np.diag(cov))), 1e-12)
+    try:
+        factor = cho_factor(cov + damping * np.eye(d), check_finite=False)
+        return np.linalg.cholesky(cho_solve(factor, np.eye(d), check_finite=False)).T
+    except (LinAlgError, np.linalg.LinAlgError):
+        values, vectors = np.linalg.eigh(cov)
+        inverse = (vectors / np.maximum(values + damping, damping)) @ vectors.T
+        return np.linalg.cholesky((inverse + inverse.T) / 2).T
 
 
 def gptq(w: np.ndarray, cov: np.ndarray, bits: int = 8) -> np.ndarray:
@@ -81,10 +89,13 @@ def rounded_by_output_error(w: np.ndarray, halves: np.ndarray, bits: int = 8) ->
     w = w.astype(np.float64)
     plain = nearest(w, pass_scale(w, bits), weight_qmax(bits))
     plain_error = held_error = 0.0
-    for fit, judge in ((0, 1), (1, 0)):
-        cov = halves[judge].astype(np.float64)
-        plain_error += output_error(w, plain, cov)
-        held_error += output_error(w, gptq(w, halves[fit], bits), cov)
-    if held_error >= plain_error * (1 - 1e-3):
+    try:
+        for fit, judge in ((0, 1), (1, 0)):
+            cov = halves[judge].astype(np.float64)
+            plain_error += output_error(w, plain, cov)
+            held_error += output_error(w, gptq(w, halves[fit], bits), cov)
+        if held_error >= plain_error * (1 - 1e-3):
+            return None
+        return gptq(w, halves.astype(np.float64).mean(axis=0), bits)
+    except np.linalg.LinAlgError:  # statistics too degenerate even after damping: nearest rounding
         return None
-    return gptq(w, halves.astype(np.float64).mean(axis=0), bits)
