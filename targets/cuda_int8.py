@@ -116,7 +116,13 @@ class Dp4aMatmul(GPUScheduleRule):
         dtypes = operand_dtypes(stmt)
         if dtypes is None or get_in_out_dtypes(stmt)[1] != "int32" or get_index_map(stmt) is None:
             return None
-        return self._schedule(sch, main, intrinsic_name(*dtypes))
+        try:
+            return self._schedule(sch, main, intrinsic_name(*dtypes))
+        except Exception:  # TVM raises many types; a form the dp4a tiling does not take: dlight's scalar
+            # GEMM schedule, never its int8 tensor-core one (which fails to lower convs in TVM 0.27)
+            from tvm.s_tir import dlight
+
+            return dlight.gpu.Matmul().apply(func.with_attr("dlight.do_not_tensorize", True), target, _)
 
     def _schedule(self, sch: s_tir.Schedule, main, intrinsic: str) -> s_tir.Schedule:
         t = self.tile

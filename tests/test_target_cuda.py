@@ -182,6 +182,22 @@ def test_dp4a_needs_sm61(test_models):
     assert "= __dp4a(" not in source and "fused_conv2d" in source
 
 
+def test_int8_gemm_the_dp4a_tiling_cannot_take_falls_back_to_scalar(test_models, monkeypatch):
+    """A schedule failure is not a build failure: dlight's scalar GEMM (not its int8 tensor cores)."""
+    import hanasc
+    from hanasc.targets import cuda_int8
+    from hanasc.targets.late_binding import compile_late_bound
+
+    def fail(*_args):
+        raise ValueError("a form the tiling does not take")
+
+    monkeypatch.setattr(cuda_int8.Dp4aMatmul, "_schedule", fail)
+    mod = _uniform(hanasc.load_model(test_models["inverted_residual"]), 8)
+    source = cuda_kernels.find_cuda_module(compile_late_bound(mod, jetson_orin.tvm_target())).inspect_source()
+    assert "fused_conv2d" in source and "__dp4a(" not in source.split("#endif // __CUDA_ARCH__ >= 610")[-1]
+    assert "wmma" not in source
+
+
 def test_dp4a_intrinsic_registers_once():
     from hanasc.targets.cuda_int8 import intrinsic_name
 
