@@ -17,7 +17,6 @@ Prints the CPU's ISA and the GPU (or that there is none) first.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 import time
@@ -43,17 +42,15 @@ def configs(model) -> dict:
 
 
 def kernel_counts(source: str) -> dict[str, int]:
-    """Kernels of a CUDA source, and how many use dp4a, wmma tensor cores, a serial small reduction."""
-    bodies = [
-        b for b in re.split(r'(?=extern "C" __global__)', source)[1:] if re.search(r"\)\s*\{", b[:4000])
-    ]
+    """Kernels of a CUDA source, how many are convs / matmuls, and how many use dp4a and wmma tensor cores."""
+    from hanasc.targets.cuda_kernels import kernel_bodies
+
+    kernels = kernel_bodies(source)
     return {
-        "kernels": len(bodies),
-        "dp4a": sum("__dp4a(" in b for b in bodies),
-        "wmma": sum("wmma::mma_sync" in b for b in bodies),
-        "conv/matmul": sum(
-            bool(re.search(r"void (?:__launch_bounds__\(\d+\) )?fused_(conv|matmul)", b)) for b in bodies
-        ),
+        "kernels": len(kernels),
+        "dp4a": sum("__dp4a(" in b for b in kernels.values()),
+        "wmma": sum("wmma::mma_sync" in b for b in kernels.values()),
+        "conv/matmul": sum(name.startswith(("fused_conv", "fused_matmul")) for name in kernels),
     }
 
 
@@ -91,25 +88,14 @@ def gpu_row(label: str, mod, x: np.ndarray, reference: np.ndarray, runs: int) ->
     return label, f"{ms:.3f}", f"{diff:.2e}", f"{agree:.2f}"
 
 
-def host_outputs(mod, x: np.ndarray) -> np.ndarray:
-    from hanasc.targets import host
-
-    executable = host.build_artifact(mod)
-    return np.concatenate([host.run(executable, [s[None]])[0] for s in x])
-
-
-def table(rows: list[tuple], header: tuple) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
-
-
 def bench_model(name: str, path: Path, args, work: Path) -> None:
-    from bench_precision import foolbox_images
+    from bench_precision import foolbox_images, table
 
     import hanasc
     from hanasc.compile.recovery import materialize_recovered
+    from hanasc.compile.verify import run_host
     from hanasc.frontend.calibration import calibrate
-    from hanasc.targets import jetson_orin
+    from hanasc.targets import host, jetson_orin
 
     model = hanasc.load_model(path)
     x, _, calib = foolbox_images(model)
@@ -123,7 +109,10 @@ def bench_model(name: str, path: Path, args, work: Path) -> None:
     if not jetson_orin.local_gpu_available():
         print("no CUDA GPU on this machine: outputs and latency on a GPU not measured\n")
         return
-    rows = [gpu_row(label, mod, x, host_outputs(mod, x), args.runs) for label, mod in mods.items()]
+    rows = [
+        gpu_row(label, mod, x, run_host(host.build_artifact(mod), x), args.runs)
+        for label, mod in mods.items()
+    ]
     fp32_ms = float(rows[0][1])
     rows = [(*r, f"{float(r[1]) / fp32_ms:.2f}x") for r in rows]
     print(f"this GPU, medians of {args.runs} runs; outputs against the host build of the same precision:\n")

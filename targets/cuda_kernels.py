@@ -65,6 +65,16 @@ class KernelCheck:
         }
 
 
+def kernel_bodies(source: str) -> dict[str, str]:
+    """Kernel name -> its definition (signature and body) for every kernel a CUDA source defines (not the
+    forward declarations: a declaration reaches its ``;`` before any ``{``)."""
+    bodies = {}
+    for part in re.split(r'(?=extern "C" __global__)', source)[1:]:
+        if (m := _GLOBAL.match(part)) and re.match(r"[^;{]*\{", part):
+            bodies[m.group(2)] = part
+    return bodies
+
+
 def find_cuda_module(executable):
     """The CUDA device module inside a built Relax executable (or None)."""
     stack = [executable.mod]

@@ -124,13 +124,6 @@ def _uniform(model, bits: int):
     return materialize_recovered(model, Config(layers=layers), calibrate(model, x))
 
 
-def _kernels(source: str) -> dict[str, str]:
-    """Kernel name -> body of every kernel defined in a CUDA source."""
-    parts = re.split(r'(?=extern "C" __global__)', source)[1:]
-    named = (re.search(r"void (?:__launch_bounds__\(\d+\) )?(\w+)\(", p) for p in parts)
-    return {m.group(1): p for m, p in zip(named, parts, strict=True) if re.search(r"\)\s*\{", p[:4000])}
-
-
 @pytest.fixture(scope="module")
 def int8_orin_source(test_models) -> str:
     """The CUDA source of the Orin build of an inverted-residual block at W8A8 (stem with 27 taps,
@@ -144,7 +137,7 @@ def int8_orin_source(test_models) -> str:
 
 
 def test_orin_int8_convs_run_dp4a(int8_orin_source, tmp_path):
-    kernels = _kernels(int8_orin_source)
+    kernels = cuda_kernels.kernel_bodies(int8_orin_source)
     convs = {n: b for n, b in kernels.items() if n.startswith("fused_conv2d") and "group_conv2d" not in b}
     depthwise = {n: b for n, b in kernels.items() if "group_conv2d" in b}
     assert len(convs) >= 3 and depthwise
@@ -164,7 +157,7 @@ def test_orin_int8_convs_run_dp4a(int8_orin_source, tmp_path):
 def test_orin_int8_global_loads_stay_aligned(int8_orin_source):
     """Word loads from global memory only where a row holds a multiple of 4 bytes: the stem's 27 taps a
     filter are copied byte by byte (a 4-byte load there would fault on the GPU)."""
-    stem = [b for b in _kernels(int8_orin_source).values() if "stem" in b or "* 27)" in b]
+    stem = [b for b in cuda_kernels.kernel_bodies(int8_orin_source).values() if "stem" in b or "* 27)" in b]
     assert stem
     for body in stem:
         assert not re.search(r"\*\(int\*\)\(\w+_weight_ptr", body)

@@ -249,15 +249,26 @@ class Reconstruction:
         """``w`` with its kept entries rounded by output error (its shape and dtype), or None."""
         from hanasc.compile.rounding import rounded_by_output_error
 
-        dense_kn = layer.op == "dense" and self.axes.get(layer.weight, 0) != 0  # (K, N)
-        matrix = (w.T if dense_kn else w.reshape(w.shape[0], -1)).astype(np.float64)
-        kept = np.arange(matrix.shape[1]) if keep is None else np.flatnonzero(keep)
-        fit = rounded_by_output_error(matrix[:, kept], halves[:, kept][:, :, kept], bits)
+        def round_kept(matrix: np.ndarray) -> np.ndarray | None:
+            kept = np.arange(matrix.shape[1]) if keep is None else np.flatnonzero(keep)
+            fit = rounded_by_output_error(matrix[:, kept], halves[:, kept][:, :, kept], bits)
+            if fit is None:
+                return None
+            out = matrix.astype(np.float64)
+            out[:, kept] = fit
+            return out
+
+        return self._on_rows(layer, w, round_kept)
+
+    def _on_rows(self, layer: LayerInfo, w: np.ndarray, solve) -> np.ndarray | None:
+        """``solve`` applied to ``w`` as an (outputs, patch entries) matrix, its result (or None) back in
+        ``w``'s shape and dtype: conv weights flattened per output channel, (K, N) dense weights
+        transposed."""
+        dense_kn = layer.op == "dense" and self.axes.get(layer.weight, 0) != 0
+        fit = solve(w.T if dense_kn else w.reshape(w.shape[0], -1))
         if fit is None:
             return None
-        matrix[:, kept] = fit
-        out = matrix.T if dense_kn else matrix.reshape(w.shape)
-        return np.ascontiguousarray(out, dtype=w.dtype)
+        return np.ascontiguousarray((fit.T if dense_kn else fit).reshape(w.shape), dtype=w.dtype)
 
     def _refit_with(self, original, config, kept: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         input_keep = self._input_keep(kept)
@@ -285,11 +296,8 @@ class Reconstruction:
             fit = refit_depthwise(w, halves, keep)
         elif separable:
             fit = refit_separable(w, halves, keep)
-        elif layer.op == "dense" and self.axes.get(layer.weight, 0) != 0:  # (K, N)
-            fit = refit_matrix(w.T, halves, keep)
-            fit = None if fit is None else fit.T
         else:
-            fit = refit_matrix(w.reshape(w.shape[0], -1), halves, keep)
+            return self._on_rows(layer, w, lambda matrix: refit_matrix(matrix, halves, keep))
         return None if fit is None else np.ascontiguousarray(fit.reshape(w.shape), dtype=w.dtype)
 
     def _input_keep(self, kept: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

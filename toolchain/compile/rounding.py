@@ -40,7 +40,7 @@ def _inverse_factor(cov: np.ndarray) -> np.ndarray:
     """Upper Cholesky factor ``U`` of the damped inverse covariance (``H^-1 = U^T U``). A covariance that is
     not positive definite in floating point (dead or constant channels, rounding of a rank-deficient
     estimate) has its eigenvalues raised to the damping first."""
-    from scipy.linalg import LinAlgError, cho_factor, cho_solve
+    from scipy.linalg import cho_factor, cho_solve
 
     d = cov.shape[0]
     cov = (cov + cov.T) / 2
@@ -48,7 +48,7 @@ def _inverse_factor(cov: np.ndarray) -> np.ndarray:
     try:
         factor = cho_factor(cov + damping * np.eye(d), check_finite=False)
         return np.linalg.cholesky(cho_solve(factor, np.eye(d), check_finite=False)).T
-    except (LinAlgError, np.linalg.LinAlgError):
+    except np.linalg.LinAlgError:  # (scipy.linalg raises the same class)
         values, vectors = np.linalg.eigh(cov)
         inverse = (vectors / np.maximum(values + damping, damping)) @ vectors.T
         return np.linalg.cholesky((inverse + inverse.T) / 2).T
@@ -84,10 +84,10 @@ def rounded_by_output_error(w: np.ndarray, halves: np.ndarray, bits: int = 8) ->
     None when it does not beat nearest rounding on held-out statistics (rounded on one half, judged on the
     other)."""
     from hanasc.compile.reconstruction import output_error
-    from hanasc.passes.quant_reference import weight_qmax
+    from hanasc.passes.quant_reference import fake_quantize_weight
 
     w = w.astype(np.float64)
-    plain = nearest(w, pass_scale(w, bits), weight_qmax(bits))
+    plain = fake_quantize_weight(w, bits).astype(np.float64)  # the pass's own nearest rounding
     plain_error = held_error = 0.0
     try:
         for fit, judge in ((0, 1), (1, 0)):
