@@ -53,6 +53,7 @@ class Workload:
     test_x: np.ndarray | None = None  # final scoring split (fashion: 10k test images)
     test_y: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    train: Path | None = None  # fine-tuning data (compile's --train-data); None: the calibration split
 
 
 def imagenet_workload() -> Workload:
@@ -67,12 +68,13 @@ def imagenet_workload() -> Workload:
     return Workload("imagenet", path, ds.x.astype(np.float32), ds.y, groups, ds.source, "agreement")
 
 
-def fashion_workload(folder: Path, train: int) -> Workload:
+def fashion_workload(folder: Path, train: int, finetune_train: int) -> Workload:
     import fashion_transfer
 
     if not (folder / "fashion_effnet.onnx").is_file():
         print(f"training the Fashion-MNIST head into {folder} ...", flush=True)
         print(json.dumps(fashion_transfer.build(folder, train=train), indent=2), flush=True)
+    tuning = fashion_transfer.training_set(folder, finetune_train) if finetune_train else None
     val, test = np.load(folder / "fashion_val.npz"), np.load(folder / "fashion_test.npz")
     head = json.loads((folder / "fashion_head.json").read_text())
     return Workload(
@@ -86,7 +88,9 @@ def fashion_workload(folder: Path, train: int) -> Workload:
         test["x"],
         test["y"],
         [f"head: {head['head']} on {head['train_images']} training images, {head['resolution']}x"
-         f"{head['resolution']} inputs; torch test top-1 {head['test_top1_torch']}"],
+         f"{head['resolution']} inputs; torch test top-1 {head['test_top1_torch']}"]
+        + ([f"fine-tuning on {finetune_train} training images unseen by the head"] if tuning else []),
+        tuning,
     )  # fmt: skip
 
 
@@ -181,6 +185,7 @@ def _uniform_int8_row(model, w: Workload, split, repeat: int, score) -> Row:
 
 def run_workload(w: Workload, args) -> dict:
     import hanasc
+    from hanasc.compile.context import with_training
     from hanasc.compile.pipeline import CompileOptions, compile_model, split_data
     from hanasc.compile.report import _costs_figures
     from hanasc.compile.verify import run_host
@@ -197,6 +202,9 @@ def run_workload(w: Workload, args) -> dict:
     info = get_target("host")
     metric = choose_metric(w.metric, w.y is not None)
     split = split_data(w.x, w.y, w.groups, args.seed, w.source)
+    if w.train is not None:
+        with np.load(w.train) as data:
+            split = with_training(split, data["x"], data["y"], str(w.train))
     probe = [model.example_inputs()["input"]]
     simulator = Simulator(model, batch=32)
     ref_eval = simulator.run(Config(), split.eval_x)
@@ -323,6 +331,10 @@ def main() -> None:
     parser.add_argument("--max-loss", type=float, default=100.0, help="compile's accuracy floor (points)")
     parser.add_argument("--finetune-minutes", type=float, default=0.0, help="adds fine-tuned rows")
     parser.add_argument("--finetune-spaces", nargs="+", default=["joint", "arch"])
+    parser.add_argument(
+        "--finetune-train", type=int, default=0,
+        help="fashion: fine-tune on this many training images unseen by the head (0: the calibration split)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.samples, args.population, args.generations, args.rounds = 80, 16, 10, 2
@@ -335,7 +347,7 @@ def main() -> None:
         w = (
             imagenet_workload()
             if name == "imagenet"
-            else fashion_workload(args.fashion_dir, args.fashion_train)
+            else fashion_workload(args.fashion_dir, args.fashion_train, args.finetune_train)
         )
         results.append(run_workload(w, args))
         if args.json:

@@ -12,6 +12,9 @@ training images (softmax regression, Adam), and writes:
   ``hanasc compile --data`` gets (calibration and held-out halves);
 - ``fashion_test.npz``: the 10,000 test images, for the final accuracy;
 - ``fashion_head.json``: how the head was trained and its accuracy on the test split.
+
+:func:`training_set` adds ``fashion_train_<N>.npz`` on demand: N training images the head never saw (after
+its ``train`` images, before the validation tail), what ``hanasc compile --train-data`` fine-tunes on.
 """
 
 from __future__ import annotations
@@ -147,6 +150,24 @@ def build(out: Path, resolution: int = 64, train: int = 59000, epochs: int = 40)
     }
     (out / "fashion_head.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def training_set(folder: Path, count: int) -> Path:
+    """``fashion_train_<count>.npz``: ``count`` training images unseen by the head and not in validation."""
+    path = folder / f"fashion_train_{count}.npz"
+    if path.is_file():
+        return path
+    images, labels = load_split("train")
+    first = json.loads((folder / "fashion_head.json").read_text())["train_images"]
+    last = len(images) - VALIDATION
+    if count > last - first:
+        raise SystemExit(f"{count} fine-tuning images asked; {last - first} are unseen by the head")
+    part = slice(first, first + count)
+    resolution = json.loads((folder / "fashion_head.json").read_text())["resolution"]
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, x=preprocess(images[part], resolution), y=labels[part])
+    tmp.replace(path)
+    return path
 
 
 def main() -> None:

@@ -174,6 +174,19 @@ def test_bad_options(tmp_path, test_models, data, args, needles):
     assert_one_line_error(result, *needles)
 
 
+def test_bad_train_data(tmp_path, test_models, data):
+    """--train-data without fine-tuning, or of the wrong shape: one line naming the option or the file."""
+    model, out = str(test_models["dense_head"]), str(tmp_path / "o")
+    result = run_cli("compile", model, "--data", str(data), "--out", out, "--train-data", str(data))
+    assert_one_line_error(result, f"--train-data {data}", "--finetune-minutes")
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, x=np.zeros((8, 3, 28, 28), np.float32))
+    args = ["--finetune-minutes", "0.1", "--train-data", str(wrong)]
+    result = run_cli("compile", model, "--data", str(data), "--out", out, *args)
+    assert_one_line_error(result, str(wrong), "(3, 28, 28)")
+    assert not (tmp_path / "o").exists()
+
+
 def test_missing_data(tmp_path, test_models):
     result = run_cli("compile", str(test_models["dense_head"]), "--out", str(tmp_path / "o"))
     assert_one_line_error(result, "--data")
@@ -320,19 +333,31 @@ def test_compile_output_holds_no_runtime_chatter(compiled):
     assert not [line for line in (first.stdout + first.stderr).splitlines() if chatter.search(line)]
 
 
-def test_finetune_minutes_tunes_the_best_candidates(tmp_path, test_models, data):
+@pytest.mark.parametrize("train_data", [False, True], ids=["calibration-split", "train-data"])
+def test_finetune_minutes_tunes_the_best_candidates(tmp_path, test_models, data, train_data):
     """--finetune-minutes distils into the shortlist's best candidate; the report says what it did, and a
-    kept tuning ships its weights beside config.json. The budget is one every machine meets (on a Zen 4 no
-    configuration of this 0.01 ms model is estimated under 0.9x: the budget would be refused)."""
+    kept tuning ships its weights beside config.json. With --train-data it learns from those samples (not
+    the calibration half). The budget is one every machine meets (on a Zen 4 no configuration of this
+    0.01 ms model is estimated under 0.9x: the budget would be refused)."""
     out = tmp_path / "out"
+    extra = []
+    if train_data:
+        train = tmp_path / "train.npz"
+        rng = np.random.default_rng(5)
+        np.savez(train, x=rng.standard_normal((64, 1, 28, 28)).astype(np.float32), y=rng.integers(0, 10, 64))
+        extra = ["--train-data", str(train)]
     result = run_cli(
         "compile", str(test_models["dense_head"]), "--data", str(data), "--metric", "kl", "--budget", "2x",
         "--max-loss", "100", "--finetune-minutes", "0.1", "--finetune-candidates", "1", "--out", str(out),
-        *SMALL, env={"HANASC_CACHE": str(tmp_path / "cache")},
+        *SMALL, *extra, env={"HANASC_CACHE": str(tmp_path / "cache")},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    tuning = json.loads((out / "report.json").read_text())["recovery"]["fine_tuning"]
+    report = json.loads((out / "report.json").read_text())
+    tuning = report["recovery"]["fine_tuning"]
     (record,) = tuning["candidates"]
+    assert record["training_samples"] == (64 if train_data else report["data"]["calibration"]["samples"])
+    assert ("--train-data" in tuning["method"]) == train_data
+    assert ("fine_tuning" in report["data"]) == train_data
     assert record["steps"] > 0 and record["seconds"] <= 60
     assert record["distillation_loss_after"] <= record["distillation_loss_before"]
     assert "held_out_before" in record and "held_out_after" in record

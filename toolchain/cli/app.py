@@ -262,12 +262,20 @@ def compile_(
         float,
         typer.Option(
             help="Recovery by fine-tuning: distil the original into the best candidates for this many "
-            "minutes in all (calibration split; labels when the metric uses them); resumable with --resume."
+            "minutes in all (on --train-data, else the calibration split; labels when the metric uses them); "
+            "resumable with --resume."
         ),
     ] = 0.0,
     finetune_candidates: Annotated[
         int, typer.Option(help="How many of the best candidates share the fine-tuning minutes.")
     ] = 2,
+    train_data: Annotated[
+        str | None,
+        typer.Option(
+            help="Fine-tuning data, same formats as --data (labels used when the metric uses them): "
+            "fine-tuning learns from it instead of the calibration split. Needs --finetune-minutes."
+        ),
+    ] = None,
     input_shape: InputShapeOpt = None,
 ) -> None:
     """Search per-layer quantization and architecture changes under budgets; compile and verify the winner.
@@ -312,6 +320,7 @@ def compile_(
         budget_confidence=budget_confidence,
         finetune_minutes=finetune_minutes,
         finetune_candidates=finetune_candidates,
+        train_data=train_data,
     )
     run_compile(_load(model, input_shape), request, _console(), _console(stderr=True))
 

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hanasc.budgets import parse_budget, parse_confidence, parse_latency_budget, parse_relative_budget
 from hanasc.cli.common import raise_if_interrupted
+from hanasc.compile.context import with_training
 from hanasc.compile.pipeline import CompileOptions, Stage, compile_model, split_data
 from hanasc.compile.report_markdown import beside_original
 from hanasc.errors import HanascError
@@ -75,6 +76,15 @@ def load_data(model: LoadedModel, data: str | None, preprocess: Preprocess):
     return ds.x.astype(np.float32), ds.y, groups, ds.source
 
 
+def _checked_training(model: LoadedModel, metric, training) -> tuple:
+    """(x, y, source) of --train-data, checked like --data (labels only where the metric uses them)."""
+    x, y, _, source = training
+    if metric.needs_labels and y is not None:
+        model.check_labels(y, source)
+    model.check_finite_activations(x, source)
+    return x, y if metric.needs_labels else None, source
+
+
 class _Bars:
     """rich progress bars for the pipeline's stages."""
 
@@ -104,6 +114,7 @@ def _run(
     metric_name,
     console,
     err_console,
+    training=None,
 ):
     x, y, groups, source = data_args
     metric = choose_metric(metric_name, y is not None, model.is_classifier())
@@ -113,6 +124,8 @@ def _run(
         model.check_classifier_output(metric.name)
     model.check_finite_activations(x, source)
     split = split_data(x, y, groups, options.seed, source)
+    if training is not None:
+        split = with_training(split, *_checked_training(model, metric, training))
     columns = [
         TextColumn("{task.description}"),
         BarColumn(),
@@ -181,6 +194,7 @@ class CompileRequest:
     budget_confidence: float | None = None
     finetune_minutes: float = 0.0
     finetune_candidates: int = 2
+    train_data: str | None = None  # fine-tuning data (same formats as data)
 
 
 def run_compile(model: LoadedModel, request: CompileRequest, console: Console, err_console: Console) -> None:
@@ -195,6 +209,8 @@ def run_compile(model: LoadedModel, request: CompileRequest, console: Console, e
         raise HanascError(f"--finetune-minutes {r.finetune_minutes:g}: must be 0 or more")
     if r.finetune_candidates < 1:
         raise HanascError(f"--finetune-candidates {r.finetune_candidates}: must be 1 or more")
+    if r.train_data is not None and not r.finetune_minutes > 0:
+        raise HanascError(f"--train-data {r.train_data}: only fine-tuning uses it; give --finetune-minutes")
     from hanasc.targets.registry import get_target
 
     info = get_target(r.target)
@@ -225,7 +241,9 @@ def run_compile(model: LoadedModel, request: CompileRequest, console: Console, e
         finetune_candidates=r.finetune_candidates,
     )
     preprocess = preprocess_for(model, r.size, r.resize, r.mean, r.std, r.channel_order, r.views)
-    _run(model, options, load_data(model, r.data, preprocess), Path(r.out), r.metric, console, err_console)
+    data = load_data(model, r.data, preprocess)
+    training = None if r.train_data is None else load_data(model, r.train_data, preprocess)
+    _run(model, options, data, Path(r.out), r.metric, console, err_console, training)
 
 
 def demo_budget_fraction(target) -> tuple[float, str]:

@@ -3,6 +3,7 @@ that every stage (references, search rounds, verification, report) reads instead
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,23 @@ class Split:
     eval_y: np.ndarray | None
     description: dict
     calib_groups: np.ndarray | None = None  # source image of each calibration sample (views stay together)
+    train_x: np.ndarray | None = None  # fine-tuning data (--train-data); the calibration split when None
+    train_y: np.ndarray | None = None
+
+    def training(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(x, y) fine-tuning learns from: the training data when given, else the calibration split."""
+        if self.train_x is None:
+            return self.calib_x, self.calib_y
+        return self.train_x, self.train_y
+
+
+def with_training(split: Split, x: np.ndarray, y: np.ndarray | None, source: str) -> Split:
+    """``split`` with its own fine-tuning data (never used for ranges, the predictor or reported figures)."""
+    description = {
+        **split.description,
+        "fine_tuning": {"source": source, "samples": len(x), "labels": y is not None},
+    }
+    return dataclasses.replace(split, train_x=x, train_y=y, description=description)
 
 
 def split_data(

@@ -2,8 +2,9 @@
 candidates, each kept only when it scores better on the held-out split than before fine-tuning.
 
 The budget is shared equally by ``--finetune-candidates`` candidates, those with the best held-out scores
-after the data-light recovery. Training uses the calibration split only (labels when the metric uses
-them); the held-out split judges the result, as it judges every candidate. Checkpoints live in the run's
+after the data-light recovery. Training uses the user's training data (``--train-data``) when given, else
+the calibration split (labels when the metric uses them and the data has them); the held-out split judges
+the result, as it judges every candidate. Checkpoints live in the run's
 work folder, so ``--resume`` continues an interrupted fine-tuning.
 """
 
@@ -55,8 +56,8 @@ class _SecondsBar:
             self.shown += 1
 
 
-def _checkpoint_name(genome: list[int], minutes: float, candidates: int) -> str:
-    key = json.dumps([list(map(int, genome)), minutes, candidates])
+def _checkpoint_name(genome: list[int], minutes: float, candidates: int, samples: int) -> str:
+    key = json.dumps([list(map(int, genome)), minutes, candidates, samples])
     return f"finetune-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
@@ -83,8 +84,9 @@ def finetune_shortlist(run: RunContext, ranked: list[Candidate], held_out: dict)
         seed=options.seed,
         objective="kl" if run.metric.needs_classes else "mse",
     )
-    teacher = run.simulator.run(Config(), split.calib_x)
-    labels = split.calib_y if run.metric.needs_labels else None
+    train_x, train_y = split.training()
+    teacher = run.simulator.run(Config(), train_x)
+    labels = train_y if run.metric.needs_labels else None
     records = []
     for index, candidate in enumerate(picks):
         config = run.space.decode(candidate.genome)
@@ -94,14 +96,16 @@ def finetune_shortlist(run: RunContext, ranked: list[Candidate], held_out: dict)
             f"fine-tuning candidate {index + 1} of {len(picks)} for {settings.minutes:.1f} min "
             f"(held-out {run.metric.name} {before:.4f} after data-light recovery)"
         )
-        checkpoint = run.work / _checkpoint_name(candidate.genome, options.finetune_minutes, len(picks))
+        checkpoint = run.work / _checkpoint_name(
+            candidate.genome, options.finetune_minutes, len(picks), len(train_x)
+        )
         if not options.resume:
             checkpoint.unlink(missing_ok=True)
         form = TorchForm(run.model, config, run.ranges, recovered_weights(run.model, config, run.ranges))
         bar = _SecondsBar(
             run.stage, f"fine-tuning candidate {index + 1} of {len(picks)}", settings.minutes * 60
         )
-        tuned = finetune(form, split.calib_x, teacher, labels, settings, checkpoint, bar)
+        tuned = finetune(form, train_x, teacher, labels, settings, checkpoint, bar)
         outputs = held_out_with(run, config, tuned.values)
         after = run.metric(outputs, split.eval_y, run.ref_eval)
         # ties on a discrete metric (agreement, top-1) go to the smooth companion score

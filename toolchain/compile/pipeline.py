@@ -352,7 +352,9 @@ def _finetune_section(run: RunContext, records: list[dict], chosen: Candidate) -
         "method": "knowledge distillation from the original (KL on softened outputs, cross-entropy with "
         "labels when the metric uses them; MSE for non-class outputs) into the Config's torch form "
         "(straight-through weight and activation quantization, masks and factorizations; "
-        "hanasc.compile.finetune), on the calibration split, from the data-light recovery's values",
+        "hanasc.compile.finetune), on "
+        + ("the training data (--train-data)" if run.split.train_x is not None else "the calibration split")
+        + ", from the data-light recovery's values",
         "minutes": run.options.finetune_minutes,
         "candidates": records,
         "result_fine_tuned": shipped,
