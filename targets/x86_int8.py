@@ -382,4 +382,12 @@ def host_kernel_paths() -> str:
         int8 = "int8: int32-widened vector code (no AVX2 pair kernels on this CPU)"
     if supports_pair_kernels(target):
         int8 += "; 4/2-bit weights of those kernels stay packed and are unpacked in registers inside them"
-    return f"{int8}; 16-bit weights: stored as fp16, computed in fp32 (no native fp16 arithmetic here)"
+    from hanasc.targets.pipelines import has_feature
+
+    half = "16-bit weights: stored as fp16, computed in fp32 (no native fp16 arithmetic here"
+    if has_feature(target, "avx512bf16"):  # see docs/performance.md, "16-bit compute on x86"
+        half += (
+            "; this CPU's AVX512-BF16 vdpbf16ps is not reachable: TVM 0.27's LLVM codegen has no bfloat16 "
+            "type, so its legalization computes every bf16 value in fp32"
+        )
+    return f"{int8}; {half})"
