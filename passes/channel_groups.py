@@ -14,62 +14,22 @@ make the group unprunable, with a reason.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from math import prod
 
-import tvm
-from tvm import relax, tirx
+from tvm import relax
 
+from hanasc.passes.channel_ops import (
+    BINARY_ELEMENTWISE,
+    POOLS,
+    REDUCTIONS,
+    SHAPE_ONLY,
+    UNARY_ELEMENTWISE,
+    channel_reshape,
+    op_name,
+    static_shape,
+    tir_clip_op,
+)
+from hanasc.passes.channel_spaces import ChannelSpaces, ParamSlice, Track, View
 from hanasc.passes.weights import layer_of_weight, weight_params
-
-# ops that map each element to one element of the same shape (extra scalar attrs only)
-UNARY_ELEMENTWISE = frozenset(
-    f"relax.{name}"
-    for name in (
-        "nn.relu",
-        "nn.relu6",
-        "nn.gelu",
-        "nn.gelu_tanh",
-        "nn.silu",
-        "nn.leakyrelu",
-        "nn.softplus",
-        "sigmoid",
-        "tanh",
-        "clip",
-        "exp",
-        "log",
-        "sqrt",
-        "rsqrt",
-        "abs",
-        "negative",
-        "erf",
-        "square",
-        "astype",
-        "floor",
-        "ceil",
-        "round",
-    )
-)
-BINARY_ELEMENTWISE = frozenset(
-    f"relax.{name}" for name in ("add", "subtract", "multiply", "divide", "maximum", "minimum", "power")
-)
-REDUCTIONS = frozenset(f"relax.{name}" for name in ("mean", "sum", "max", "min", "prod"))
-POOLS = frozenset(f"relax.nn.{name}" for name in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"))
-SHAPE_ONLY = frozenset(("relax.reshape", "relax.flatten", "relax.squeeze", "relax.expand_dims"))
-TIR_CLIP_OPS = ("maximum", "minimum")
-
-
-@dataclass(frozen=True)
-class ParamSlice:
-    """One weight parameter axis that carries a group's channels (``block`` entries per channel)."""
-
-    param: str
-    axis: int
-    role: str  # "producer" | "depthwise" | "per_channel" | "consumer"
-    block: int = 1
-
-    def indices(self, kept) -> list[int]:
-        """Entries of the axis to keep for the kept channel indices."""
-        return [c * self.block + j for c in kept for j in range(self.block)]
 
 
 @dataclass
@@ -103,143 +63,17 @@ class ChannelGroup:
         return f"{self.name} [{self.channels}] producers={self.producers} ({state})"
 
 
-@dataclass(frozen=True)
-class _Track:
-    space: int
-    axis: int
-    block: int = 1
-
-
-@dataclass(frozen=True)
-class _View:
-    """A weight parameter, maybe reshaped (size-1 axes only) or permuted; axis_map[view axis] = param axis."""
-
-    param: str
-    axis_map: tuple[int | None, ...]
-    reshapes: tuple = ()  # (reshape Call, its axis_map) steps to rewrite
-
-    def shape_axis(self, param_axis: int) -> list[tuple[object, int]]:
-        return [(call, amap.index(param_axis)) for call, amap in self.reshapes]
-
-
-@dataclass
-class _Space:
-    channels: int
-    producers: list[str] = field(default_factory=list)
-    depthwise: list[str] = field(default_factory=list)
-    consumers: list[str] = field(default_factory=list)
-    slices: list[ParamSlice] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
-    depthwise_calls: list = field(default_factory=list)
-    reshape_calls: list = field(default_factory=list)
-    tir_calls: list = field(default_factory=list)
-
-    def absorb(self, other: _Space) -> None:
-        for name in ("producers", "depthwise", "consumers", "slices", "reasons"):
-            mine = getattr(self, name)
-            mine.extend(x for x in getattr(other, name) if x not in mine)
-        self.depthwise_calls += other.depthwise_calls
-        self.reshape_calls += other.reshape_calls
-        self.tir_calls += other.tir_calls
-
-
-def _shape(expr: relax.Expr) -> tuple[int, ...] | None:
-    ty = expr.ty
-    if not isinstance(ty, relax.TensorType) or ty.shape is None:
-        return None
-    try:
-        return tuple(int(d) for d in ty.shape)
-    except (TypeError, ValueError):
-        return None
-
-
-def _op_name(call: relax.Call) -> str:
-    return call.op.name if isinstance(call.op, tvm.ir.Op) else ""
-
-
-def tir_clip_op(call: relax.Call, mod=None) -> str | None:
-    """``"maximum"``/``"minimum"`` when ``call`` is a call_tir of a whole-tensor max/min against a scalar."""
-    callee = call.args[0]
-    args = call.args[1]
-    if not isinstance(callee, relax.GlobalVar) or not isinstance(args, relax.Tuple) or len(args.fields) != 2:
-        return None
-    if _shape(args.fields[1]) != () or _shape(call) != _shape(args.fields[0]):
-        return None
-    if mod is None or callee not in mod.get_global_vars():
-        stem = callee.name_hint.rstrip("0123456789")
-        return stem if stem in TIR_CLIP_OPS else None
-    stores = _buffer_stores(mod[callee].body) if isinstance(mod[callee], tirx.PrimFunc) else []
-    if len(stores) != 1:
-        return None
-    value = stores[0].value
-    kind = {"Max": "maximum", "Min": "minimum"}.get(type(value).__name__)
-    loads = (getattr(value, "a", None), getattr(value, "b", None))
-    if kind is None or not all(type(x).__name__ in ("BufferLoad", "TensorLoad") for x in loads):
-        return None
-    if len(loads[1].indices) != 0 or len(loads[0].indices) != len(stores[0].indices):
-        return None
-    return kind
-
-
-def _buffer_stores(stmt) -> list:
-    if isinstance(stmt, tirx.BufferStore):
-        return [stmt]
-    found = []
-    for attr in ("body", "block"):
-        child = getattr(stmt, attr, None)
-        if child is not None:
-            found += _buffer_stores(child)
-    for child in getattr(stmt, "seq", None) or []:
-        found += _buffer_stores(child)
-    return found
-
-
-def _flat_map(in_shape, axis: int, channels: int, block: int, out_shape) -> tuple[int, int] | None:
-    """Where a channel axis lands after a reshape, as (axis, block); None when channels get mixed."""
-    outer = prod(in_shape[:axis])
-    inner = block * prod(in_shape[axis + 1 :])
-    for k, dim in enumerate(out_shape):
-        if prod(out_shape[:k]) == outer and dim % channels == 0:
-            new_block = dim // channels
-            if new_block * prod(out_shape[k + 1 :]) == inner:
-                return k, new_block
-    return None
-
-
-class _Analyzer:
+class _Analyzer(ChannelSpaces):
     """One forward walk over ``main``'s bindings, with union-find over channel spaces."""
 
     def __init__(self, func: relax.Function, mod=None) -> None:
+        super().__init__()
         self.func = func
         self.mod = mod
         self.params = weight_params(func)
-        self.spaces: list[_Space] = []
-        self.parent: list[int] = []
-        self.track: dict[relax.Var, _Track] = {}
-        self.views: dict[relax.Var, _View] = {}
+        self.track: dict[relax.Var, Track] = {}
+        self.views: dict[relax.Var, View] = {}
         self.layer_order: dict[str, int] = {}
-
-    # union-find -------------------------------------------------------------------------------------
-    def new_space(self, channels: int) -> int:
-        self.spaces.append(_Space(channels))
-        self.parent.append(len(self.parent))
-        return len(self.spaces) - 1
-
-    def find(self, s: int) -> int:
-        while self.parent[s] != s:
-            self.parent[s] = self.parent[self.parent[s]]
-            s = self.parent[s]
-        return s
-
-    def space(self, t: _Track) -> _Space:
-        return self.spaces[self.find(t.space)]
-
-    def union(self, a: int, b: int) -> None:
-        a, b = self.find(a), self.find(b)
-        if a != b:
-            a, b = min(a, b), max(a, b)
-            self.parent[b] = a
-            self.spaces[a].absorb(self.spaces[b])
 
     def reject(self, expr: relax.Expr, reason: str) -> None:
         """Mark the group of every tracked tensor in ``expr`` unprunable."""
@@ -258,10 +92,10 @@ class _Analyzer:
             return [v for a in expr.args for v in self._vars_in(a)]
         return []
 
-    def view_of(self, expr) -> _View | None:
+    def view_of(self, expr) -> View | None:
         if isinstance(expr, relax.Var):
             if expr.name in self.params and self.params[expr.name].same_as(expr):
-                return _View(expr.name, tuple(range(len(_shape(expr) or ()))))
+                return View(expr.name, tuple(range(len(static_shape(expr) or ()))))
             return self.views.get(expr)
         return None
 
@@ -287,7 +121,7 @@ class _Analyzer:
         if not isinstance(value, relax.Call):
             self.reject(value, f"{type(value).__name__} ({var.name})")
             return
-        name = _op_name(value)
+        name = op_name(value)
         handler = {
             "relax.nn.conv2d": self.conv2d,
             "relax.matmul": self.matmul,
@@ -315,14 +149,14 @@ class _Analyzer:
         self.spaces[s].producers.append(layer)
         self.spaces[s].slices.append(ParamSlice(param, axis, "producer"))
         self.layer_order.setdefault(layer, len(self.layer_order))
-        self.track[var] = _Track(s, out_axis)
+        self.track[var] = Track(s, out_axis)
         return s
 
     def conv2d(self, var, call) -> None:
         x, w = call.args
         attrs = call.attrs
         wview = self.view_of(w)
-        in_shape, out_shape = _shape(x), _shape(call)
+        in_shape, out_shape = static_shape(x), static_shape(call)
         if (
             wview is None
             or wview.axis_map != (0, 1, 2, 3)
@@ -365,7 +199,7 @@ class _Analyzer:
     def matmul(self, var, call) -> None:
         x, w = call.args
         wview = self.view_of(w)
-        x_shape, out_shape = _shape(x), _shape(call)
+        x_shape, out_shape = static_shape(x), static_shape(call)
         if wview is None or len(wview.axis_map) != 2 or None in wview.axis_map or x_shape is None:
             self.reject(call, f"matmul without a named 2-D weight ({var.name})")
             return
@@ -384,10 +218,10 @@ class _Analyzer:
     def unary(self, var, call) -> None:
         x = call.args[0]
         if isinstance(x, relax.Var) and x in self.track:
-            if _shape(x) == _shape(call):
+            if static_shape(x) == static_shape(call):
                 self.track[var] = self.track[x]
             else:
-                self.reject(x, f"{_op_name(call)} changes the shape ({var.name})")
+                self.reject(x, f"{op_name(call)} changes the shape ({var.name})")
 
     def call_tir(self, var, call) -> None:
         args = call.args[1]
@@ -404,7 +238,7 @@ class _Analyzer:
         self.track[var] = t
 
     def binary(self, var, call) -> None:
-        out_shape = _shape(call)
+        out_shape = static_shape(call)
         a, b = call.args
         ops = [(x, self.track.get(x) if isinstance(x, relax.Var) else None) for x in (a, b)]
         live = [(x, t) for x, t in ops if t is not None]
@@ -413,11 +247,11 @@ class _Analyzer:
         n = len(out_shape)
         aligned = []
         for x, t in live:
-            k = t.axis + n - len(_shape(x))
-            if _shape(x)[t.axis] != out_shape[k]:
-                self.reject(x, f"channels broadcast in {_op_name(call)} ({var.name})")
+            k = t.axis + n - len(static_shape(x))
+            if static_shape(x)[t.axis] != out_shape[k]:
+                self.reject(x, f"channels broadcast in {op_name(call)} ({var.name})")
                 return
-            aligned.append(_Track(t.space, k, t.block))
+            aligned.append(Track(t.space, k, t.block))
         if len(aligned) == 2:
             t0, t1 = aligned
             if (
@@ -425,19 +259,19 @@ class _Analyzer:
                 or t0.block != t1.block
                 or self.space(t0).channels != self.space(t1).channels
             ):
-                self.reject(call, f"{_op_name(call)} mixes different channel axes ({var.name})")
+                self.reject(call, f"{op_name(call)} mixes different channel axes ({var.name})")
                 return
             self.union(t0.space, t1.space)
-            self.track[var] = _Track(self.find(t0.space), t0.axis, t0.block)
+            self.track[var] = Track(self.find(t0.space), t0.axis, t0.block)
             return
         t = aligned[0]
         other = b if live[0][0].same_as(a) else a
         if self._side_operand(other, live[0][0], t, n, var):
             self.track[var] = t
 
-    def _side_operand(self, other, x, t: _Track, n: int, var) -> bool:
+    def _side_operand(self, other, x, t: Track, n: int, var) -> bool:
         """Check (and record) the non-activation operand ``other`` of a binary op on the tracked ``x``."""
-        shape = _shape(other)
+        shape = static_shape(other)
         if shape is None:
             self.reject(x, f"operand of unknown shape ({var.name})")
             return False
@@ -459,14 +293,14 @@ class _Analyzer:
         t = self.track.get(x) if isinstance(x, relax.Var) else None
         if t is None:
             return
-        ndim = len(_shape(x))
+        ndim = len(static_shape(x))
         axes = call.attrs.axis
         reduced = list(range(ndim)) if axes is None else [int(a) % ndim for a in axes]
         if t.axis in reduced:
-            self.reject(x, f"{_op_name(call)} reduces over the channels ({var.name})")
+            self.reject(x, f"{op_name(call)} reduces over the channels ({var.name})")
             return
         shift = 0 if call.attrs.keepdims else sum(1 for a in reduced if a < t.axis)
-        self.track[var] = _Track(t.space, t.axis - shift, t.block)
+        self.track[var] = Track(t.space, t.axis - shift, t.block)
 
     def pool(self, var, call) -> None:
         x = call.args[0]
@@ -474,34 +308,38 @@ class _Analyzer:
         if t is None:
             return
         if call.attrs.layout != "NCHW" or call.attrs.out_layout != "NCHW" or t.axis != 1:
-            self.reject(x, f"{_op_name(call)} in a layout other than NCHW ({var.name})")
+            self.reject(x, f"{op_name(call)} in a layout other than NCHW ({var.name})")
             return
         self.track[var] = t
 
     def shape_only(self, var, call) -> None:
         x = call.args[0]
-        in_shape, out_shape = _shape(x), _shape(call)
-        if _op_name(call) == "relax.reshape" and not isinstance(call.args[1], relax.ShapeExpr):
+        in_shape, out_shape = static_shape(x), static_shape(call)
+        if op_name(call) == "relax.reshape" and not isinstance(call.args[1], relax.ShapeExpr):
             self.reject(x, f"reshape to a computed shape ({var.name})")
             return
         view = self.view_of(x)
-        if view is not None and _op_name(call) == "relax.reshape" and in_shape and out_shape:
+        if view is not None and op_name(call) == "relax.reshape" and in_shape and out_shape:
             self._reshape_view(var, call, view, in_shape, out_shape)
             return
         t = self.track.get(x) if isinstance(x, relax.Var) else None
         if t is None:
             return
         channels = self.space(t).channels
-        where = _flat_map(in_shape, t.axis, channels, t.block, out_shape) if in_shape and out_shape else None
+        where = (
+            channel_reshape(in_shape, t.axis, channels, t.block, out_shape)
+            if in_shape and out_shape
+            else None
+        )
         if where is None:
             self.reject(x, f"reshape mixes channels with other positions ({var.name})")
             return
         k, block = where
-        if _op_name(call) == "relax.reshape":
+        if op_name(call) == "relax.reshape":
             self.space(t).reshape_calls.append((call, k, block))
-        self.track[var] = _Track(t.space, k, block)
+        self.track[var] = Track(t.space, k, block)
 
-    def _reshape_view(self, var, call, view: _View, in_shape, out_shape) -> None:
+    def _reshape_view(self, var, call, view: View, in_shape, out_shape) -> None:
         """A reshape of a weight that only adds or drops size-1 axes keeps a known axis map."""
         kept_in = [i for i, d in enumerate(in_shape) if d != 1]
         kept_out = [i for i, d in enumerate(out_shape) if d != 1]
@@ -511,11 +349,11 @@ class _Analyzer:
         for i, o in zip(kept_in, kept_out, strict=True):
             amap[o] = view.axis_map[i]
         amap_t = tuple(amap)
-        self.views[var] = _View(view.param, amap_t, (*view.reshapes, (call, amap_t)))
+        self.views[var] = View(view.param, amap_t, (*view.reshapes, (call, amap_t)))
 
     def permute_dims(self, var, call) -> None:
         x = call.args[0]
-        shape = _shape(x)
+        shape = static_shape(x)
         if shape is None:
             self.reject(x, f"permute_dims of unknown shape ({var.name})")
             return
@@ -524,11 +362,11 @@ class _Analyzer:
         if view is not None:
             amap = tuple(view.axis_map[a] for a in axes)
             # earlier reshape steps keep their own axis maps; only the final map changes
-            self.views[var] = _View(view.param, amap, view.reshapes)
+            self.views[var] = View(view.param, amap, view.reshapes)
             return
         t = self.track.get(x) if isinstance(x, relax.Var) else None
         if t is not None:
-            self.track[var] = _Track(t.space, axes.index(t.axis), t.block)
+            self.track[var] = Track(t.space, axes.index(t.axis), t.block)
 
     # result -------------------------------------------------------------------------------------------
     def groups(self) -> list[ChannelGroup]:
