@@ -157,15 +157,15 @@ def training_set(folder: Path, count: int) -> Path:
     path = folder / f"fashion_train_{count}.npz"
     if path.is_file():
         return path
+    head = json.loads((folder / "fashion_head.json").read_text())
     images, labels = load_split("train")
-    first = json.loads((folder / "fashion_head.json").read_text())["train_images"]
+    first = head["train_images"]
     last = len(images) - VALIDATION
     if count > last - first:
         raise SystemExit(f"{count} fine-tuning images asked; {last - first} are unseen by the head")
     part = slice(first, first + count)
-    resolution = json.loads((folder / "fashion_head.json").read_text())["resolution"]
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, x=preprocess(images[part], resolution), y=labels[part])
+    np.savez(tmp, x=preprocess(images[part], head["resolution"]), y=labels[part])
     tmp.replace(path)
     return path
 

@@ -311,9 +311,7 @@ def build_bundle(
         golden = write_golden(tmp, input_name, shape, quantized)
         ir = ov.Core().read_model(str(tmp / "model.xml"))
         blob = _device_blob(target, tmp / "model.xml", tmp)
-        files = {
-            p: {"sha256": sha256_of(tmp / p), "bytes": (tmp / p).stat().st_size} for p in file_sizes(tmp)
-        }
+        files = {p: {"sha256": sha256_of(tmp / p), "bytes": size} for p, size in file_sizes(tmp).items()}
         manifest = {
             "format": "hanasc.vpu-manifest/1",
             "generation": target.name,
