@@ -175,10 +175,14 @@ def test_bad_options(tmp_path, test_models, data, args, needles):
 
 
 def test_bad_train_data(tmp_path, test_models, data):
-    """--train-data without fine-tuning, or of the wrong shape: one line naming the option or the file."""
+    """--train-data without fine-tuning, the --data itself, or of the wrong shape: one line naming the
+    option or the file."""
     model, out = str(test_models["dense_head"]), str(tmp_path / "o")
     result = run_cli("compile", model, "--data", str(data), "--out", out, "--train-data", str(data))
     assert_one_line_error(result, f"--train-data {data}", "--finetune-minutes")
+    tune = ["--finetune-minutes", "0.1", "--train-data", str(data)]
+    result = run_cli("compile", model, "--data", str(data), "--out", out, *tune)
+    assert_one_line_error(result, f"--train-data {data} is the --data", "held-out")
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, x=np.zeros((8, 3, 28, 28), np.float32))
     args = ["--finetune-minutes", "0.1", "--train-data", str(wrong)]

@@ -211,6 +211,11 @@ def run_compile(model: LoadedModel, request: CompileRequest, console: Console, e
         raise HanascError(f"--finetune-candidates {r.finetune_candidates}: must be 1 or more")
     if r.train_data is not None and not r.finetune_minutes > 0:
         raise HanascError(f"--train-data {r.train_data}: only fine-tuning uses it; give --finetune-minutes")
+    if r.train_data is not None and r.train_data == r.data:
+        raise HanascError(
+            f"--train-data {r.train_data} is the --data: fine-tuning on it would train on the held-out half "
+            "the result is judged by; give training data of its own"
+        )
     from hanasc.targets.registry import get_target
 
     info = get_target(r.target)
