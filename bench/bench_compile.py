@@ -62,7 +62,7 @@ class Workload:
 
 def imagenet_workload() -> Workload:
     import hanasc
-    from hanasc.cli.compile import preprocess_for
+    from hanasc.cli.compile_command import preprocess_for
     from hanasc.frontend.images import load_foolbox_imagenet
     from hanasc.frontend.model_zoo import fetch
 
@@ -136,9 +136,9 @@ def _compiled_row(label: str, result, model, w: Workload, split, original_ms: fl
     activation ranges and (when fine-tuned) its tuned weights. The latency is the compile's ratio to the
     original timed beside it, times ``original_ms`` (the bench's own measurement, which the other rows
     share); whether it is within budget is the compile's own judgement against the budget it resolved."""
-    from hanasc.compile.finetune import TUNED_WEIGHTS_FILE, load_tuned
     from hanasc.frontend.calibration import ActivationRanges
     from hanasc.passes.config import Config
+    from hanasc.recovery.finetune import TUNED_WEIGHTS_FILE, load_tuned
     from hanasc.search.simulator import Simulator
 
     r = result.report["result"]
@@ -174,11 +174,11 @@ def _compiled_row(label: str, result, model, w: Workload, split, original_ms: fl
 def _uniform_int8_row(model, w: Workload, split, repeat: int, score) -> Row:
     """Every layer W8A8 with the compile job's calibration and recovery, built and measured here."""
     from hanasc.compile.pipeline import _calibrate
-    from hanasc.compile.recovery import materialize_recovered
     from hanasc.compile.report import _costs_figures
     from hanasc.compile.verify import run_host
-    from hanasc.host_timing import measure_host
+    from hanasc.cost_models.timing import measure_host
     from hanasc.passes.config import Config, LayerChoice
+    from hanasc.recovery.bias_correction import materialize_recovered
     from hanasc.search.simulator import Simulator
     from hanasc.targets import host
     from hanasc.targets.registry import get_target
@@ -201,9 +201,9 @@ def run_workload(w: Workload, args) -> dict:
     from hanasc.compile.pipeline import CompileOptions, compile_model, split_data
     from hanasc.compile.report import _costs_figures
     from hanasc.compile.verify import run_host
-    from hanasc.errors import HanascError
-    from hanasc.host_timing import measure_host
-    from hanasc.metrics import choose_metric
+    from hanasc.core.errors import HanascError
+    from hanasc.core.metrics import choose_metric
+    from hanasc.cost_models.timing import measure_host
     from hanasc.passes.config import Config
     from hanasc.search.nsga2 import Budgets
     from hanasc.search.simulator import Simulator

@@ -163,10 +163,9 @@ def reference_model(cache: Path) -> Reference:
 def measure(variant: Variant, repeat: int, reference: Reference) -> dict:
     """Build with the shipped pipeline, time end to end alternately with the reference model (one round:
     one sample of each, thread CPU time with one thread), and keep what the cost model sees of it."""
+    from hanasc.core.relax_params import bind_weights
     from hanasc.cost_models.kernels import lower_to_kernels
-    from hanasc.cost_models.measure import cpu_time_sampler, time_executable
-    from hanasc.host_timing import median_ratio, round_robin
-    from hanasc.relax_params import bind_weights
+    from hanasc.cost_models.timing import cpu_time_sampler, median_ratio, round_robin, time_executable
     from hanasc.targets import host
 
     lowered = lower_to_kernels(bind_weights(variant.mod, keep_packed=True), "host")
@@ -248,7 +247,7 @@ def collect(args, records_path: Path, cache: Path) -> list[dict]:
 def metrics(pred, meas) -> dict[str, float]:
     from scipy.stats import spearmanr
 
-    from hanasc.cost_models.calibration import rmspe
+    from hanasc.cost_models.latency_calibration import rmspe
 
     pred, meas = np.asarray(pred, float), np.asarray(meas, float)
     ratio = pred / meas
@@ -282,7 +281,7 @@ def predictors(records: list[dict], cache: Path, lowering: str = "shipped"):
 
 def report(records: list[dict], splits: int, seed: int, cache: Path, lowering: str = "shipped") -> None:
     """The done-when table: prior alone, calibrated with 10 and 30 timings, old one-scale, MACs."""
-    from hanasc.cost_models.calibration import fit_calibration, fit_device
+    from hanasc.cost_models.latency_calibration import fit_calibration, fit_device
 
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_precision import isa_line
@@ -397,7 +396,7 @@ def main() -> None:
     if args.quick:
         args.per_base, args.splits = "8,16", 5
 
-    from hanasc.paths import cache_dir
+    from hanasc.core.paths import cache_dir
 
     cache = args.cache or cache_dir()
     paths = args.records or [cache / "bench" / f"device_prior_paired_seed{args.seed}.jsonl"]

@@ -92,9 +92,9 @@ def bench_model(name: str, path: Path, args, work: Path) -> None:
     from bench_precision import foolbox_images, table
 
     import hanasc
-    from hanasc.compile.recovery import materialize_recovered
     from hanasc.compile.verify import run_host
     from hanasc.frontend.calibration import calibrate
+    from hanasc.recovery.bias_correction import materialize_recovered
     from hanasc.targets import host, jetson_orin
 
     model = hanasc.load_model(path)

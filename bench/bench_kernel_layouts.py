@@ -3,7 +3,7 @@
     python bench/bench_kernel_layouts.py --trials 32 --runs 50
 
 For MobileNetV2-style kernels (conv + bias + ReLU6): NCHW (the imported layout), NCHW with weight
-prepacking (MetaSchedule layout rewrite), NHWC, and NCHW16c (``hanasc.passes.blocked_layout``), each
+prepacking (MetaSchedule layout rewrite), NHWC, and NCHW16c (``hanasc.targets.lowering.blocked_layout``), each
 tuned from an empty database with ``--trials`` trials, and NCHW16c / NCHW8c with hanasc's default
 schedule (``+rule``: ``cpu_schedules.BlockedConv``, no tuning), then timed (median of ``--runs``,
 1 thread) beside onnxruntime running the same kernel as a one-node ONNX model. This is how the layout

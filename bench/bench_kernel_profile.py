@@ -70,8 +70,8 @@ def hanasc_profile(model, config, ranges, x: np.ndarray, runs: int) -> tuple[dic
     import tvm
     from tvm import relax
 
-    from hanasc.compile.recovery import materialize_recovered
-    from hanasc.layer_timing import kernel_call_times
+    from hanasc.cost_models.timing import kernel_call_times
+    from hanasc.recovery.bias_correction import materialize_recovered
     from hanasc.targets import host, pipelines
 
     captured = {}

@@ -46,7 +46,7 @@ def variants(n: int, seed: int = 0, skip: int = 0) -> Iterator:
 def metrics(pred, meas) -> tuple[float, float, float]:
     from scipy.stats import spearmanr
 
-    from hanasc.cost_models.calibration import rmspe
+    from hanasc.cost_models.latency_calibration import rmspe
 
     pred, meas = np.asarray(pred, float), np.asarray(meas, float)
     within = float(np.mean(np.abs(pred / meas - 1) <= 0.10) * 100)
@@ -130,16 +130,16 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="print the tables from --records only")
     args = parser.parse_args()
 
+    from hanasc.core.relax_params import bind_weights
     from hanasc.cost_models.estimate import CostContext
     from hanasc.cost_models.kernels import lower_to_kernels
     from hanasc.cost_models.latency_model import load_latest
-    from hanasc.cost_models.measure import measure_model, time_executable
     from hanasc.cost_models.prior import roofline
+    from hanasc.cost_models.profile_job import ProfilePlan, profile_target
     from hanasc.cost_models.profiler import Session
-    from hanasc.cost_models.profiling import ProfilePlan, profile_target
     from hanasc.cost_models.spec import load_spec
+    from hanasc.cost_models.timing import measure_model, time_executable
     from hanasc.frontend.model_zoo import fetch
-    from hanasc.relax_params import bind_weights
     from hanasc.targets import host
     from hanasc.targets.late_binding import compile_late_bound
 
@@ -200,7 +200,7 @@ def main() -> None:
 
 def report(records: list[dict], model, device: str, splits: int, seed: int) -> None:
     """Print both tables: kernel-profile predictors, then calibration from whole-model measurements."""
-    from hanasc.cost_models.calibration import fit_calibration
+    from hanasc.cost_models.latency_calibration import fit_calibration
 
     col = {k: np.array([r[k] for r in records], float) for k in COLUMNS if k != "label"}
     meas = col["measured"]

@@ -83,9 +83,9 @@ def isolated_predictions(records: list[dict], seed: int, models_root: Path) -> n
     default lowering (``hanasc profile`` without ``--networks``, saved under ``models_root``): each network
     re-sampled (the same seed gives the same architectures), lowered by default and summed, with that
     model's per-call overhead fitted on its swept chains. None when no such model is there."""
+    from hanasc.core.relax_params import bind_weights
     from hanasc.cost_models.kernels import lower_to_kernels
     from hanasc.cost_models.latency_model import load_latest
-    from hanasc.relax_params import bind_weights
 
     model = load_latest("host", root=models_root)
     if model is None or model.meta.lowering != "default":
@@ -146,7 +146,7 @@ def report(
     print(f"(Σ in-network kernel times / whole-model time, median: {np.median(ksum / meas):.3f})")
     isolated = isolated_predictions(records, seed, isolated_root) if isolated_root else None
     if isolated is not None:
-        from hanasc.cost_models.calibration import fit_calibration
+        from hanasc.cost_models.latency_calibration import fit_calibration
 
         print("\nThe model trained on kernels timed alone (TVM's default lowering), same networks:")
         print(f"{'xgboost on isolated kernels + chain overhead (all ' + str(n) + ')':<58} ", end="")
@@ -186,7 +186,7 @@ def main() -> None:
         "networks",
     )
     args = parser.parse_args()
-    from hanasc.paths import cache_dir
+    from hanasc.core.paths import cache_dir
 
     path = args.records or cache_dir() / "bench" / f"network_latency_seed{args.seed}.jsonl"
     if not args.report_only:

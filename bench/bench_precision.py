@@ -75,7 +75,7 @@ class Engine:
 
 def foolbox_images(model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(all 20 images, their labels, the 10 calibration images), preprocessed as the demo does."""
-    from hanasc.cli.compile import preprocess_for
+    from hanasc.cli.compile_command import preprocess_for
     from hanasc.frontend.images import load_foolbox_imagenet
 
     ds, _ = load_foolbox_imagenet(preprocess_for(model, None, None, None, None, "RGB", 1))
@@ -167,9 +167,9 @@ def hanasc_engines(model, x: np.ndarray, calib: np.ndarray) -> list[Engine]:
     import tvm
     from tvm import relax
 
-    from hanasc.compile.recovery import materialize_recovered
     from hanasc.frontend.calibration import calibrate
     from hanasc.passes.config import Config, LayerChoice
+    from hanasc.recovery.bias_correction import materialize_recovered
     from hanasc.targets import host
 
     ranges = calibrate(model, calib, method="percentile", percentile=99.99)
@@ -255,9 +255,9 @@ def monotonicity(model, calib: np.ndarray, args) -> None:
     import tvm
     from tvm import relax
 
-    from hanasc.compile.recovery import materialize_recovered
     from hanasc.frontend.calibration import calibrate
     from hanasc.passes.config import Config, LayerChoice
+    from hanasc.recovery.bias_correction import materialize_recovered
     from hanasc.targets import host
 
     ranges = calibrate(model, calib, method="percentile", percentile=99.99)

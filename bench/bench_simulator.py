@@ -16,9 +16,9 @@ import time
 import numpy as np
 
 import hanasc
+from hanasc.core.relax_params import bind_weights
 from hanasc.frontend.model_zoo import fetch
 from hanasc.passes.materialize import materialize
-from hanasc.relax_params import bind_weights
 from hanasc.search.simulated_weights import simulated_weights
 from hanasc.search.simulator import Simulator
 from hanasc.search.space import build_space

@@ -182,7 +182,7 @@ def bench_model(
     name: str, path: Path, minutes: float, runs: int, db_dir: Path | None, trials: int
 ) -> ModelResult:
     import hanasc
-    from hanasc.relax_params import bind_weights
+    from hanasc.core.relax_params import bind_weights
     from hanasc.targets import host, pipelines, tuning
 
     loaded = hanasc.load_model(path)

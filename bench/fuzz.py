@@ -1,6 +1,6 @@
 """ONNX fuzzing: mutate the fixture models and count what `hanasc inspect/apply/compile` do with them.
 
-Fixtures: the two onnx.helper models of hanasc.onnx_fuzz (residual add + depthwise conv + Gemm; conv + BN +
+Fixtures: the two onnx.helper models of fuzzing.onnx_fuzz (residual add + depthwise conv + Gemm; conv + BN +
 MaxPool + MatMul) and, when torch is installed, the torch-exported test models of tests/builders.py.
 Every mutant goes through inspect; every --apply-every-th one inspect accepts through apply (empty
 Config), every --compile-every-th through compile (host, 1 generation of 4). Prints the counts table
@@ -20,13 +20,16 @@ from pathlib import Path
 
 import onnx
 
-from hanasc.fuzz_fixtures import builtin_fixtures
-from hanasc.fuzz_runner import FuzzCalls, report_json, run_fuzz
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent.parent / "tests")
+)  # the harness lives in tests/fuzzing
+
+from fuzzing.fuzz_fixtures import builtin_fixtures
+from fuzzing.fuzz_runner import FuzzCalls, report_json, run_fuzz
 
 
 def torch_fixtures(folder: Path) -> dict[str, onnx.ModelProto]:
     """The torch test models (raw exports, BatchNorm included), when torch is installed."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     try:
         from builders import TORCH_MODELS, export_torch_model
     except ImportError:

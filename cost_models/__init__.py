@@ -18,7 +18,7 @@ def __getattr__(name: str):
 
         return getattr(estimate, name)
     if name == "profile_target":
-        from hanasc.cost_models.profiling import profile_target
+        from hanasc.cost_models.profile_job import profile_target
 
         return profile_target
     raise AttributeError(name)

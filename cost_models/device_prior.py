@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from hanasc.cost_models.calibration import ModelTerms
 from hanasc.cost_models.efficiency import EfficiencyModel, Roof, calibration_key
 from hanasc.cost_models.kernels import KernelFeatures, LoweredModel
+from hanasc.cost_models.latency_calibration import ModelTerms
 from hanasc.cost_models.prior import dtype_precision, roofline
 from hanasc.cost_models.spec import HardwareSpec
 

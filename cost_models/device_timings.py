@@ -8,13 +8,6 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from hanasc.cost_models.calibration import (
-    Calibration,
-    DeviceCalibration,
-    fit_calibration,
-    fit_device,
-    save_calibration,
-)
 from hanasc.cost_models.device_prior import DevicePrior
 from hanasc.cost_models.estimate import (
     DEFAULT_CONFIDENCE,
@@ -28,6 +21,13 @@ from hanasc.cost_models.estimate import (
     save_device_calibration,
 )
 from hanasc.cost_models.kernels import lower_for_costs
+from hanasc.cost_models.latency_calibration import (
+    Calibration,
+    DeviceCalibration,
+    fit_calibration,
+    fit_device,
+    save_calibration,
+)
 from hanasc.cost_models.spec import load_spec
 from hanasc.cost_models.store import ModelRow, tvm_version
 from hanasc.cost_models.target_info import get_target
@@ -56,9 +56,9 @@ def calibrate(
     >= 30 timings; chosen by cross-validation); "model" fits the runtime overhead of the target's XGBoost
     model; "auto" picks the model if one was trained.
     """
-    from hanasc.cost_models.measure import module_hash
+    from hanasc.core.relax_params import bind_weights
+    from hanasc.cost_models.timing import module_hash
     from hanasc.frontend.loading import load_model
-    from hanasc.relax_params import bind_weights
 
     ctx = ctx or CostContext()
     rows = [r if isinstance(r, Measurement) else Measurement(Path(r[0]), float(r[1])) for r in rows]

@@ -297,7 +297,7 @@ def _save_samples(samples: list[tuple[KernelFeatures, float]], model: Efficiency
     """Keep the raw measurements beside the cache (a refit or an audit needs them, the prior does not)."""
     import json
 
-    from hanasc.atomic import atomic_file
+    from hanasc.core.atomic import atomic_file
     from hanasc.cost_models.efficiency import cache_path
 
     path = cache_path().with_name(f"efficiency-samples-{model.version}.jsonl")

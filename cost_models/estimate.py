@@ -12,19 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hanasc.cost_models.calibration import (
+from hanasc.core.errors import HanascError
+from hanasc.cost_models.cost_report import CostReport, KernelCost
+from hanasc.cost_models.device_prior import DevicePrior
+from hanasc.cost_models.kernels import LoweredModel, lower_for_costs
+from hanasc.cost_models.latency_calibration import (
     DeviceCalibration,
     load_calibration,
     migrate_legacy,
 )
-from hanasc.cost_models.device_prior import DevicePrior
-from hanasc.cost_models.kernels import LoweredModel, lower_for_costs
 from hanasc.cost_models.provenance import Figure, combine_sources
-from hanasc.cost_models.report import CostReport, KernelCost
 from hanasc.cost_models.spec import HardwareSpec, load_spec
 from hanasc.cost_models.store import ProfileStore
 from hanasc.cost_models.target_info import get_target
-from hanasc.errors import HanascError
 
 DEFAULT_DEVICE = "default"
 DEFAULT_CONFIDENCE = 0.9
@@ -39,12 +39,12 @@ class CostContext:
     """Where estimates come from: the cache root (latency models, calibrations), the profile store, and the
     device whose calibration applies (one per device: ``hanasc calibrate --device NAME``)."""
 
-    root: Path | None = None  # default: hanasc.paths.cache_dir()
+    root: Path | None = None  # default: hanasc.core.paths.cache_dir()
     db: Path | None = None  # default: <cache>/profiles.sqlite
     device: str | None = None  # default: "default"
 
     def cache(self) -> Path:
-        from hanasc.paths import cache_dir
+        from hanasc.core.paths import cache_dir
 
         return Path(self.root) if self.root else cache_dir()
 
@@ -105,7 +105,7 @@ def load_device_calibration(
 def save_device_calibration(cal: DeviceCalibration, path: Path) -> None:
     import json
 
-    from hanasc.atomic import atomic_file
+    from hanasc.core.atomic import atomic_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:

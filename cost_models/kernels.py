@@ -183,7 +183,7 @@ def with_bound_weights(mod):
     ``num_input``); a module already bound as it is."""
     main = mod["main"]
     if main.attrs and "num_input" in main.attrs:
-        from hanasc.relax_params import bind_weights
+        from hanasc.core.relax_params import bind_weights
 
         return bind_weights(mod)
     return mod

@@ -11,53 +11,13 @@ uninstrumented whole-model time is measured too: the per-call runtime overhead i
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from hanasc.cost_models.kernels import LoweredModel, lower_to_kernels
-
-
-def call_samples(
-    vm, args: list, runs: int, clock: Callable[[], float] = time.perf_counter
-) -> tuple[list[str], list[list[float]]] | None:
-    """``(kernel names in call order, seconds of each call over the runs)`` of ``vm["main"](*args)``, after
-    one uninstrumented warm-up (VM builtins are not kernels); None when the call sequence changes between
-    runs (a data-dependent pipeline)."""
-    calls: list[str] = []
-    started: list[float] = []
-    samples: dict[int, list[float]] = defaultdict(list)
-
-    def instrument(func, name, before_run, ret, *call_args):
-        if name.startswith("vm.builtin"):
-            return 0
-        if before_run:
-            calls.append(name)
-            started.append(clock())
-        else:
-            samples[len(calls) - 1].append(clock() - started[-1])
-        return 0
-
-    vm["main"](*args)  # warm-up, uninstrumented
-    vm.set_instrument(instrument)
-    order: list[str] = []
-    for _ in range(runs):
-        calls.clear()
-        started.clear()
-        vm["main"](*args)
-        order = order or list(calls)
-        if calls != order:
-            return None
-    return order, [samples[i] for i in range(len(order))]
-
-
-def single_thread() -> bool:
-    """True when TVM's runner uses one thread: its kernels then run on the calling thread, whose CPU time
-    leaves out the time slices other processes take."""
-    return os.environ.get("TVM_NUM_THREADS") == "1"
+from hanasc.cost_models.timing import call_samples, single_thread
 
 
 @dataclass(frozen=True)
@@ -110,7 +70,7 @@ def profile_network(mod, target_name: str = "host", runs: int = 15, repeat: int 
     import tvm
     from tvm import relax
 
-    from hanasc.cost_models.measure import build_for, random_inputs, time_executable, time_executable_cpu
+    from hanasc.cost_models.timing import build_for, random_inputs, time_executable, time_executable_cpu
 
     lowered = lower_to_kernels(mod, target_name, lowering="shipped")
     executable = build_for(mod, target_name)
@@ -181,7 +141,7 @@ def merged_rows(profiles: list[NetworkProfile], target: str, device: str) -> lis
 def train_on_networks(profiles: list[NetworkProfile], target: str, device: str, params: dict | None = None):
     """The latency model of the shipped kernels (``lowering="shipped"``), trained on their in-network
     times, its per-call runtime overhead fitted on the networks' uninstrumented whole-model times."""
-    from hanasc.cost_models.calibration import fit_calibration
+    from hanasc.cost_models.latency_calibration import fit_calibration
     from hanasc.cost_models.latency_model import train
 
     model = train(merged_rows(profiles, target, device), target, device, params, lowering="shipped")

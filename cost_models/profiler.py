@@ -59,7 +59,7 @@ class Session:
         try:
             remote = rpc.connect(host, port)
         except Exception as exc:  # TVM raises its own error types: the user needs the address and one line
-            from hanasc.errors import HanascError
+            from hanasc.core.errors import HanascError
 
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             message = f"--rpc {host}:{port}: cannot reach the TVM RPC server ({reason[:200]})"
@@ -86,7 +86,7 @@ class Session:
             return cls.rpc(address.host, address.port)
         if tracker:
             if not key:
-                from hanasc.errors import HanascError
+                from hanasc.core.errors import HanascError
 
                 raise HanascError("--tracker needs --key (the device key the RPC server registered)")
             from hanasc.targets.rpc_address import RpcAddress

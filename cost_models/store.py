@@ -31,7 +31,7 @@ CREATE INDEX IF NOT EXISTS models_by_target ON models (target, device);
 
 
 def default_db_path() -> Path:
-    from hanasc.paths import cache_dir
+    from hanasc.core.paths import cache_dir
 
     return cache_dir() / "profiles.sqlite"
 
@@ -98,7 +98,7 @@ class ProfileStore:
         try:
             self._conn = _connect(self.path)
         except sqlite3.DatabaseError as exc:  # not a database, or damaged: it is a cache, rebuild it
-            from hanasc.cache_safety import quarantine
+            from hanasc.core.cache_safety import quarantine
 
             quarantine(self.path, f"unreadable profile store ({exc})")
             for suffix in ("-wal", "-shm"):

@@ -98,7 +98,7 @@ def layer_module(layer: LayerShape, int8_weight_param: bool = False):
 def search_space_layers(layers, dtypes: tuple[str, ...] = DTYPES) -> list[LayerShape]:
     """Every distinct layer shape the search space can produce from a model's layer table.
 
-    Per layer (``hanasc.frontend.layers.LayerInfo``): output width 1.0/0.75/0.5/0.25 (input width following
+    Per layer (``hanasc.core.layers.LayerInfo``): output width 1.0/0.75/0.5/0.25 (input width following
     the previous layer's choice, approximated by the same ratio and by 1.0), kernel 3 or 5 (at most the
     original), the separable replacement of a KxK conv (depthwise KxK + pointwise 1x1), each dtype.
     """

@@ -5,7 +5,7 @@ A choice kind names its forms: the Relax pass that applies it to the module that
 weight step :func:`hanasc.search.simulated_weights.simulated_weights` applies, in this order, to the
 original graph's weights, or the graph gate the simulator builds for it) and its ONNX rewrite (for runtimes
 that read ONNX: :mod:`hanasc.compile.onnx_rewrite`), and how its trainable torch form
-(:mod:`hanasc.compile.torch_form`, what fine-tuning trains) computes it. Adding a kind means adding an
+(:mod:`hanasc.recovery.torch_form`, what fine-tuning trains) computes it. Adding a kind means adding an
 entry here with all of them, and tests that they agree (``tests/test_choice_kinds.py``,
 ``tests/test_torch_form.py``).
 
@@ -40,7 +40,7 @@ class ChoiceKind:
     simulation: str  # how the simulator reproduces it (for docs and reports)
     # the hanasc.compile.onnx_rewrite function that writes it into ONNX (None: not there)
     onnx_rewrite: str | None
-    torch_form: str  # how the trainable torch form (hanasc.compile.torch_form, for fine-tuning) computes it
+    torch_form: str  # how the trainable torch form (hanasc.recovery.torch_form, for fine-tuning) computes it
 
 
 def _prune(config: Config, ranges):

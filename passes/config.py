@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 
 WEIGHT_BITS = (32, 16, 8, 4, 2)  # 32: float weights unchanged; 16: fp16; 8/4/2: symmetric per output channel
 ACT_BITS = (32, 16, 8)  # of the layer's input: 32 unchanged; 16: fp16; 8: int8 per tensor
@@ -96,7 +96,7 @@ class Config:
         return cls(layers=layers, skip=list(skip))
 
     def save(self, path: Path) -> None:
-        from hanasc.atomic import atomic_file
+        from hanasc.core.atomic import atomic_file
 
         with atomic_file(Path(path)) as tmp:
             tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")

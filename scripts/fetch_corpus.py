@@ -29,7 +29,7 @@ def ensure_rapidocr_wheel() -> None:
 
 
 def main() -> int:
-    from hanasc.errors import HanascError
+    from hanasc.core.errors import HanascError
     from hanasc.frontend.model_zoo import CORPUS, RAPIDOCR, fetch, get_zoo_model
 
     parser = argparse.ArgumentParser(

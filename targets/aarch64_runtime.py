@@ -16,8 +16,8 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
-from hanasc.errors import HanascError
-from hanasc.paths import cache_dir
+from hanasc.core.errors import HanascError
+from hanasc.core.paths import cache_dir
 
 FETCH_COMMAND = "python -m hanasc.targets.aarch64_runtime"
 PLATFORM = "manylinux_2_28_aarch64"
@@ -42,7 +42,7 @@ def runtime_dir() -> Path:
 
 def fetch(dest: Path | None = None) -> Path:
     """Download the aarch64 wheels of the installed TVM versions and keep their runtime libraries."""
-    from hanasc.atomic import atomic_dir
+    from hanasc.core.atomic import atomic_dir
 
     dest = dest or runtime_dir()
     versions = host_versions()

@@ -4,7 +4,8 @@
 group of four products into one of four int32 lanes: 16 multiply-adds of a pointwise convolution (4 output
 channels x 4 input channels) in one instruction, exact for any int8 codes (no saturating intermediate, unlike
 x86's ``vpmaddubsw``), so signed activations need no widening and no offset.
-:func:`hanasc.passes.blocked_layout.convert_to_blocked` (``dot_kernels="sdot"``) lowers int8 1x1 convs to
+:func:`hanasc.targets.lowering.blocked_layout.convert_to_blocked` (``dot_kernels="sdot"``) lowers int8 1x1
+convs to
 ``conv2d_nchwc_int_sdot`` (weights as ``OHWI{ob}o4i``), and :class:`hanasc.targets.cpu_schedules.BlockedConv`
 tensorizes them with :data:`SDOT_I8`. Compiled here for aarch64 and checked under qemu; not timed on a device.
 """

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 
 MANIFEST = "bundle.json"
 PROBE_INPUT = "probe_input.bin"  # several inputs: probe_input_1.bin, ...

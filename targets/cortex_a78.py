@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 from hanasc.targets import aarch64_runtime, aarch64_tools, bundle, bundle_readme
 from hanasc.targets.quiet import export_library
 
@@ -86,7 +86,7 @@ def build_bundle(mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict) -> b
     library) into a self-contained aarch64 bundle in ``out_dir``."""
     import tvm
 
-    from hanasc.atomic import atomic_dir
+    from hanasc.core.atomic import atomic_dir
     from hanasc.targets import host
     from hanasc.targets.late_binding import compile_late_bound
 

@@ -13,8 +13,8 @@ import contextlib
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from hanasc.passes.conv_compute import x_tile
 from hanasc.targets.cpu_schedules import BlockRule, runs_parallel, vectorize_injective
+from hanasc.targets.lowering.conv_compute import x_tile
 
 
 class Injective(BlockRule):

@@ -3,7 +3,8 @@
 TVM 0.27 has no CPU schedule library: an untuned convolution is a naive loop nest whose innermost loop
 is the reduction, which LLVM cannot vectorize. :class:`BlockedConv` is a dlight rule (applied with
 ``dlight.ApplyDefaultSchedule`` to every fused PrimFunc the tuning database has no record for) that
-gives the ``NCHW16c`` convolutions of :mod:`hanasc.passes.blocked_layout` the classic direct-convolution
+gives the ``NCHW16c`` convolutions of :mod:`hanasc.targets.lowering.blocked_layout` the classic
+direct-convolution
 schedule: a register tile of ``x_tile`` output pixels x the channel block accumulated in a local buffer,
 the 16-channel block vectorized (one AVX-512 register, four NEON registers), the tile's pixels unrolled,
 the reduction outside them, and the fused epilogue (bias, ReLU6, residual add) applied to the tile as it
@@ -20,7 +21,7 @@ from tvm import DataType, s_tir, tirx
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target
 
-from hanasc.passes.conv_compute import (
+from hanasc.targets.lowering.conv_compute import (
     DATA_CONVERT,
     DOT_CROP,
     PAIR_CONV,
@@ -30,7 +31,7 @@ from hanasc.passes.conv_compute import (
     divisors_fall_short,
     x_tile,
 )
-from hanasc.passes.quad_depthwise import QUAD_DEPTHWISE
+from hanasc.targets.lowering.quad_depthwise import QUAD_DEPTHWISE
 
 CONV_BLOCKS = ("conv2d_nchwc", "depthwise_conv2d_nchwc")
 OUT_BLOCKED = "conv2d_nchw_oblocked"  # an NCHW conv computed in output-channel blocks (blocked_layout)
@@ -44,7 +45,7 @@ def float_conv_tile(width: int, limit: int = 8) -> int:
     width 11 0.63 -> 0.21 ms, 13 0.88 -> 0.27, 26 1.91 -> 1.15, 9 0.17 -> 0.16 (onnxruntime 0.19, 0.25,
     1.02, 0.13); SqueezeNet 1.1 fp32 (its 13x13 stage) 21.4 -> 9.9 ms. The int8 dot-product kernels do
     not take a predicate (tensorized under one, SqueezeNet W8A8 went 7.6 -> 39 ms): they compute whole
-    tiles past the edge instead (:func:`hanasc.passes.conv_compute.dot_conv_width`)."""
+    tiles past the edge instead (:func:`hanasc.targets.lowering.conv_compute.dot_conv_width`)."""
     return limit if divisors_fall_short(width, limit) else x_tile(width, limit)
 
 
@@ -202,7 +203,8 @@ def _schedule_pairs(
     register: Callable[[int], str],
     accumulators: int = 8,
 ) -> None:
-    """A ``conv2d_nchwc_int_pairs`` kernel (:func:`hanasc.passes.conv_compute.pair_conv2d`): a register
+    """A ``conv2d_nchwc_int_pairs`` kernel (:func:`hanasc.targets.lowering.conv_compute.pair_conv2d`): a
+    register
     tile of ``accumulators`` registers of ``lanes`` output channels (8 ymm: 8 pixels of an 8-channel
     block, 4 of a 16-channel one; 16 ymm, twice the pixels; 8 zmm: 8 pixels of a 16-channel block), the
     reduction outside it, every 8 output channels x 2 input channels one ``vpmaddwd``
@@ -255,7 +257,7 @@ def _schedule_quad_depthwise(
     parallel: bool,
     intrinsic: str,
 ) -> None:
-    """A :func:`hanasc.passes.quad_depthwise.quad_depthwise_conv2d` kernel: a register tile of up to
+    """A :func:`hanasc.targets.lowering.quad_depthwise.quad_depthwise_conv2d` kernel: a register tile of up to
     ``x_tile_limit`` output pixels of one 16-channel block (one 512-bit accumulator each), the kernel rows
     and tap groups outside it, each pixel's four taps one ``intrinsic`` call (a transpose + ``vpdpbusd``),
     the padding (and shift) a vectorized pass of its own, the offset and the fused requantization applied
@@ -366,7 +368,8 @@ def _schedule_out_blocked(
     registers: tuple[int, int] = (8, 16),
 ) -> None:
     """An NCHW convolution lowered as ``weight_pack`` -> ``conv2d_nchw_oblocked`` -> ``conv2d_nchw_unblock``
-    (:func:`hanasc.passes.conv_compute.out_blocked_conv2d`): the blocked schedule on a local tile, the
+    (:func:`hanasc.targets.lowering.conv_compute.out_blocked_conv2d`): the blocked schedule on a local tile,
+    the
     copy back to NCHW (with the fused epilogue) vectorized along the tile's pixels. The tile's
     accumulators fill half the register file (``registers``: vector lanes, registers): AVX2 4 pixels of a
     16-channel block, AVX-512 8 (Zen 4, the 3 -> 32 3x3/2 RGB stem at 224: 278 -> 265 us)."""

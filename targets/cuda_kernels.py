@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 
 # Limits of compute capability 8.7 (Jetson Orin), from the CUDA programming guide's table.
 MAX_THREADS_PER_BLOCK = 1024

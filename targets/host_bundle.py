@@ -57,7 +57,7 @@ def build_bundle(mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict) -> b
     bundle runs here with ``python run.py``."""
     import tvm
 
-    from hanasc.atomic import atomic_dir
+    from hanasc.core.atomic import atomic_dir
     from hanasc.targets import host
 
     probe_inputs = bundle.as_list(probe_inputs)

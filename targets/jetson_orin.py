@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 from hanasc.targets import aarch64_runtime, aarch64_tools, bundle, bundle_readme, cuda_kernels
 from hanasc.targets.cortex_a78 import TARGET_JSON as A78_TARGET_JSON
 from hanasc.targets.quiet import export_library
@@ -41,7 +41,7 @@ def build_bundle(mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict) -> b
     host library, precompiled sm_87 kernels, runner."""
     import tvm
 
-    from hanasc.atomic import atomic_dir
+    from hanasc.core.atomic import atomic_dir
     from hanasc.targets import host
     from hanasc.targets.late_binding import compile_late_bound
 

@@ -17,7 +17,8 @@ def compile_late_bound(mod, target):
     GPUs TVM's dlight defaults), integer weights bound after fusion.
 
     What has no rule falls back instead of failing: ops the layout rewrite cannot convert stay NCHW
-    (:func:`hanasc.passes.blocked_layout.convert_to_blocked`), kernels no schedule rule handles run naive
+    (:func:`hanasc.targets.lowering.blocked_layout.convert_to_blocked`), kernels no schedule rule handles run
+    naive
     loops, and a CPU build that fails anyway is redone in NCHW, then without default schedules. The
     :class:`hanasc.targets.pipelines.BuildReport` of the build that succeeded goes to the open
     :func:`hanasc.targets.pipelines.collect_build_reports`.
@@ -37,7 +38,7 @@ def compile_late_bound(mod, target):
         except Exception as exc:  # TVM raises many types; the last plan's failure is the model's own
             if index == len(plans) - 1:
                 raise
-            from hanasc.passes.blocked_layout import first_line
+            from hanasc.targets.lowering.blocked_layout import first_line
 
             what = "blocked layout" if blocked else "default schedules"
             rebuilds.append(f"{what} failed to build ({first_line(exc)})")
@@ -110,13 +111,13 @@ def _blocked_else_nchw(target, lower):
 def _early_stages(mod, target, blocked: bool, report) -> tuple:
     """``(module, packed weights)``: ``mod`` with float weights bound, in blocked layout when ``blocked``,
     its packed integer weights prepacked for their kernels (bound later, after fusion)."""
-    from hanasc.relax_params import bind_weights, is_packed, weights_of
+    from hanasc.core.relax_params import bind_weights, is_packed, weights_of
     from hanasc.targets import pipelines
 
     packed = {k: v for k, v in weights_of(mod).items() if is_packed(v)}
     early = bind_weights(mod, keep_packed=True) if weights_of(mod) else mod
     if blocked:
-        from hanasc.passes.blocked_layout import LayoutReport
+        from hanasc.targets.lowering.blocked_layout import LayoutReport
 
         layout = LayoutReport()
         # x86 with AVX2: int8 pointwise convs as exact vpmaddwd kernels, their weights prepacked below
@@ -211,7 +212,7 @@ def _layout_op(call) -> bool:
 def _prepacked_value(call, value: np.ndarray) -> np.ndarray | None:
     """``call`` (a layout_transform or permute_dims of one weight) evaluated on ``value``; None when it is
     another op, or a layout_transform that pads."""
-    from hanasc.passes.constant_layouts import folded_value
+    from hanasc.targets.lowering.constant_layouts import folded_value
 
     return folded_value(call, value) if _layout_op(call) else None
 
@@ -256,8 +257,8 @@ def _prepack_mutator(values: dict[str, np.ndarray]):
             """A layout op on 4/2-bit weights unpacked in the graph: the weights packed again in the
             layout the op produces, so only the unpacking runs per inference (no transform, no
             transpose)."""
+            from hanasc.core.relax_params import bound_value
             from hanasc.passes.packing import pack_bits, unpack_bits, unpack_expr, unpacked_param
-            from hanasc.relax_params import bound_value
 
             found = unpacked_param(call.args[0], lambda v: bound_value(self, v), self.values)
             if found is None:
@@ -272,8 +273,8 @@ def _prepack_mutator(values: dict[str, np.ndarray]):
             """A graph op on one int8 weight (:func:`_weight_op`) evaluated once, in numpy: on a
             late-bound parameter, or on 4/2-bit weights unpacked in the graph (``evaluate(values, bits)``
             returns None where it needs the other)."""
+            from hanasc.core.relax_params import bound_value
             from hanasc.passes.packing import unpack_bits, unpacked_param
-            from hanasc.relax_params import bound_value
 
             known = {**self.values, **self.new_values}
             weight = call.args[1].fields[0]
@@ -296,13 +297,19 @@ def _prepack_mutator(values: dict[str, np.ndarray]):
 def _weight_op(call):
     """``evaluate(values, bits)``, the numpy form of ``call``, when it is a ``call_tir`` of a graph op on one
     weight that prepacking computes once: the sub-byte tiles a dot-product kernel unpacks in its registers
-    (:func:`hanasc.passes.conv_compute.weight_tiles`, from 4/2-bit weights), the int8 depthwise kernels'
-    weight layout and offset (:mod:`hanasc.passes.quad_depthwise`); else None."""
+    (:func:`hanasc.targets.lowering.conv_compute.weight_tiles`, from 4/2-bit weights), the int8 depthwise
+    kernels'
+    weight layout and offset (:mod:`hanasc.targets.lowering.quad_depthwise`); else None."""
     import tvm
 
-    from hanasc.passes.conv_compute import WEIGHT_TILES
     from hanasc.passes.packing import pack_tiles
-    from hanasc.passes.quad_depthwise import QUAD_OFFSET, QUAD_WEIGHT, quad_offset_values, quad_weight_values
+    from hanasc.targets.lowering.conv_compute import WEIGHT_TILES
+    from hanasc.targets.lowering.quad_depthwise import (
+        QUAD_OFFSET,
+        QUAD_WEIGHT,
+        quad_offset_values,
+        quad_weight_values,
+    )
 
     if call.op != tvm.ir.Op.get("relax.call_tir") or len(call.args[1].fields) != 1:
         return None

@@ -4,7 +4,7 @@
 schedules what the tuning database has no record for (the blocked-convolution and GEMV rules on CPUs,
 dlight on GPUs), and ``tuned_pipeline`` is the whole pipeline with or without the database. CPU builds
 run on modules whose convolutions are channel-blocked
-(:func:`hanasc.passes.blocked_layout.convert_to_blocked`).
+(:func:`hanasc.targets.lowering.blocked_layout.convert_to_blocked`).
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def layout_blocks(target) -> tuple[int, ...]:
     tile of 8 pixels needs 16 accumulators and spills (measured on EfficientNet-Lite0, 1 thread: fp32
     25.5 -> 18.6 ms, W8A8 17.0 -> 14.3 ms with 8 instead of 16, and no ``NCHW16c`` <-> ``NCHW8c``
     transforms between stages); AVX-512: ``(16, 8, 4, 2)``; NEON (32 q registers, 4 lanes): ``(8, 4, 2)``."""
-    from hanasc.passes.blocked_lowering import BLOCKS
     from hanasc.targets.cpu_schedules import X_TILE
+    from hanasc.targets.lowering.blocked_lowering import BLOCKS
 
     lanes, registers = vector_registers(target)
     fitting = [b for b in BLOCKS if max(1, b // lanes) * X_TILE <= registers // 2]
@@ -75,17 +75,21 @@ def layout_blocks(target) -> tuple[int, ...]:
 
 def to_blocked_layout(mod, target, report=None, int8_weights: dict | None = None):
     """The layout stage of every CPU build: non-overlapping transposed convs as 1x1 convs
-    (:func:`hanasc.passes.transposed_conv.transposed_convs_as_convs`), convolutions in the target's blocks
+    (:func:`hanasc.targets.lowering.transposed_conv.transposed_convs_as_convs`), convolutions in the target's
+    blocks
     (:func:`layout_blocks`), int8 pointwise convs as ``vpmaddwd`` pair / ``vpmaddubsw`` quad kernels where
     the target has AVX2 (:func:`hanasc.targets.x86_int8.supports_pair_kernels`), int8 convs as ``sdot``
     kernels on aarch64 with dotprod (:func:`hanasc.targets.arm_int8.supports_sdot`). ``report``: a
-    :class:`hanasc.passes.blocked_layout.LayoutReport` to fill. ``int8_weights``: the late-bound integer
+    :class:`hanasc.targets.lowering.blocked_layout.LayoutReport` to fill. ``int8_weights``: the late-bound
+    integer
     weights by parameter name; on AVX512-VNNI CPUs (:func:`hanasc.targets.x86_int8.supports_vnni`) they let
-    convs on signed codes run as ``vpdpbusd`` quads (:func:`hanasc.passes.dot_convs.mark_pair_convs`); with
-    AVX512-VBMI too, int8 depthwise convs sum four taps a lane (:mod:`hanasc.passes.quad_depthwise`)."""
-    from hanasc.passes.blocked_layout import convert_to_blocked
-    from hanasc.passes.transposed_conv import transposed_convs_as_convs
+    convs on signed codes run as ``vpdpbusd`` quads
+    (:func:`hanasc.targets.lowering.dot_convs.mark_pair_convs`); with
+    AVX512-VBMI too, int8 depthwise convs sum four taps a lane
+    (:mod:`hanasc.targets.lowering.quad_depthwise`)."""
     from hanasc.targets.arm_int8 import supports_sdot
+    from hanasc.targets.lowering.blocked_layout import convert_to_blocked
+    from hanasc.targets.lowering.transposed_conv import transposed_convs_as_convs
     from hanasc.targets.x86_int8 import supports_pair_kernels, supports_quad_depthwise, supports_vnni
 
     return convert_to_blocked(
@@ -103,8 +107,8 @@ def fused_passes(target) -> list:
     """The target's default pipeline up to fused PrimFuncs (what MetaSchedule tunes), minus GPU dlight."""
     from tvm import relax
 
-    from hanasc.passes.blocked_lowering import legalize_map
-    from hanasc.passes.constant_layouts import FoldConstantLayouts
+    from hanasc.targets.lowering.blocked_lowering import legalize_map
+    from hanasc.targets.lowering.constant_layouts import FoldConstantLayouts
 
     stages = backend(target)
     legalize = stages.legalize_passes(target)
@@ -181,7 +185,8 @@ class SafeRule:
 class BuildReport:
     """What one build of a Relax target fell back on (the build is correct either way).
 
-    ``layout``: :meth:`hanasc.passes.blocked_layout.LayoutReport.to_json` (CPU builds); ``kernels``: the
+    ``layout``: :meth:`hanasc.targets.lowering.blocked_layout.LayoutReport.to_json` (CPU builds);
+    ``kernels``: the
     fused kernels of the library; ``naive``: those with neither a tuned record nor a default schedule (TVM's
     naive loop nest); ``rebuilds``: builds that failed and were redone in a simpler form, with the reason.
     """

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 
 OPS = ("separable", "width", "kernel", "skip")  # the architecture choices of the search space
 

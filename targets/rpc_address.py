@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 
 
 class RpcAddressError(HanascError):

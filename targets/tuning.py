@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 from hanasc.targets.pipelines import fused_passes, has_default_schedule, is_gpu, tuned_pipeline
 from hanasc.targets.tuning_database import database_lock, open_database
 
@@ -71,7 +71,7 @@ class TuningOptions:
     group: int = 4  # tasks tuned together (the budget is checked between groups)
     population: int = 256
     layout_rewrite: bool = False
-    blocked: bool = True  # convolutions in NCHW16c/8c (hanasc.passes.blocked_layout) before tuning
+    blocked: bool = True  # convolutions in NCHW16c/8c (hanasc.targets.lowering.blocked_layout) before tuning
     tune_scheduled: bool = False  # also tune kernels that a default rule (cpu_schedules) schedules
     seed: int = 0
 
@@ -132,7 +132,7 @@ def target_key(target) -> str:
 
 def database_dir(target, root: Path | None = None) -> Path:
     """Where the target's tuning database lives: ``<root or cache_dir()/tuning>/<target-key>/``."""
-    from hanasc.paths import cache_dir
+    from hanasc.core.paths import cache_dir
 
     return Path(root or cache_dir() / "tuning") / target_key(target)
 

@@ -30,7 +30,7 @@ def open_database(path: Path, snapshot: bool = False):
 
 def database_lock(path: Path):
     """The lock a process holds while it tunes into (appends to) the database in ``path``."""
-    from hanasc.cache_safety import file_lock
+    from hanasc.core.cache_safety import file_lock
 
     return file_lock(path / ".lock", f"the tuning database {path.name}")
 
@@ -39,7 +39,7 @@ def _repair(path: Path) -> None:
     """Make the database files loadable after an interrupted write: a cut-short last line is dropped; a
     workload file corrupt before its end is moved aside with its records (they index it by position);
     records of workloads that are gone are dropped."""
-    from hanasc.cache_safety import quarantine, repair_json_lines
+    from hanasc.core.cache_safety import quarantine, repair_json_lines
 
     workloads, records = path / WORKLOADS, path / RECORDS
     if not repair_json_lines(workloads):
@@ -55,8 +55,8 @@ def _line_count(path: Path) -> int:
 
 
 def _drop_orphan_records(records: Path, workloads: int) -> None:
-    from hanasc.atomic import atomic_file
-    from hanasc.cache_safety import cache_warning, json_lines
+    from hanasc.core.atomic import atomic_file
+    from hanasc.core.cache_safety import cache_warning, json_lines
 
     if not records.is_file():
         return
@@ -79,7 +79,7 @@ def _snapshot(path: Path) -> Path:
     import shutil
     import tempfile
 
-    from hanasc.cache_safety import UNREADABLE, json_lines
+    from hanasc.core.cache_safety import UNREADABLE, json_lines
 
     folder = Path(tempfile.mkdtemp(prefix="hanasc-tuning-db-"))
     atexit.register(shutil.rmtree, folder, True)

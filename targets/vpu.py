@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from hanasc.atomic import atomic_dir
-from hanasc.errors import HanascError
+from hanasc.core.atomic import atomic_dir
+from hanasc.core.errors import HanascError
 from hanasc.targets import vpu_checks
 from hanasc.targets.bundle import BundleReport, file_sizes
 from hanasc.targets.vpu_golden import (  # noqa: F401  (verify_bundle: part of this module's API)
@@ -165,7 +165,7 @@ def get_target(name: str) -> VpuTarget:
 
 
 def _layers(model: onnx.ModelProto):
-    from hanasc.frontend.layers import layer_table
+    from hanasc.core.layers import layer_table
 
     return layer_table(onnx.shape_inference.infer_shapes(model))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 
 SPEC_FILE = Path(__file__).parent / "specs" / "vpu_ops.json"
 LAYER_OV_OPS = ("Convolution", "GroupConvolution", "MatMul")

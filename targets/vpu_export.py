@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 from hanasc.targets.vpu_checks import find_layer_ops, weight_source
 from hanasc.targets.vpu_onnx import insert_weight_dequantize, round_to_fp16
 

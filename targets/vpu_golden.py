@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 from hanasc.targets import vpu_checks
 
 if TYPE_CHECKING:

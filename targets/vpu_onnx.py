@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, version_converter
 
-from hanasc.errors import HanascError
-from hanasc.frontend.layers import node_attr as _attr  # one ONNX attribute reader for the project
+from hanasc.core.errors import HanascError
+from hanasc.core.layers import node_attr as _attr  # one ONNX attribute reader for the project
 
 OPSET = 13
 IR_VERSION = 7  # the ONNX IR version that goes with opset 13

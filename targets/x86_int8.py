@@ -7,12 +7,13 @@ codes (-127..127) and int8 weights widened in the register (``vpmovsxbw``), one 
 multiply-adds of a pointwise convolution (8 output channels x 2 input channels) exactly: a pair sum is at
 most 2 * 127 * 128. The fp32 kernel does 8 per FMA, the plain int8 kernel 8 per ``vpmulld`` + ``vpaddd``.
 
-:func:`hanasc.passes.blocked_layout.convert_to_blocked` (``pair_kernels=True``) lowers such convolutions to
+:func:`hanasc.targets.lowering.blocked_layout.convert_to_blocked` (``pair_kernels=True``) lowers such
+convolutions to
 ``conv2d_nchwc_int_pairs``, and :class:`hanasc.targets.cpu_schedules.BlockedConv` tensorizes them with
 :data:`PMADDWD_I16` (with AVX512-VNNI: ``vpdpwssd`` / ``vpdpbusd``, on zmm registers of 16 output
 channels where the output block holds 16, :func:`dot_lanes`). Where the activation codes cannot be
 negative (the output of a ReLU / ReLU6:
-:func:`hanasc.passes.dot_convs.nonnegative`) they stay bytes (``uint8``) and :data:`PMADDUBSW_U8`
+:func:`hanasc.targets.lowering.dot_convs.nonnegative`) they stay bytes (``uint8``) and :data:`PMADDUBSW_U8`
 does 32 multiply-adds (8 output x 4 input channels) in two instructions, exactly: ``vpmaddubsw``'s int16
 pair sums stay below 2 * 127 * 128. Registered here (importing ``tvm.s_tir.tensor_intrin`` takes minutes).
 """
@@ -62,7 +63,8 @@ def supports_vnni(target) -> bool:
 
 def supports_quad_depthwise(target) -> bool:
     """Whether ``target`` runs int8 depthwise convs as four-tap byte dot products
-    (:mod:`hanasc.passes.quad_depthwise`): AVX512-VNNI with 512-bit ``vpdpbusd`` and AVX512-BW's byte
+    (:mod:`hanasc.targets.lowering.quad_depthwise`): AVX512-VNNI with 512-bit ``vpdpbusd`` and AVX512-BW's
+    byte
     shuffles (:func:`depthwise_vpermb` picks the transpose); ``HANASC_QUAD_DEPTHWISE=0`` keeps the
     int32-widened depthwise code."""
     from hanasc.targets.pipelines import has_feature

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import hanasc
+from hanasc.core.relax_params import bind_weights
 from hanasc.passes.config import Config, LayerChoice
 from hanasc.passes.materialize import materialize
-from hanasc.relax_params import bind_weights
 from hanasc.targets import host
 
 

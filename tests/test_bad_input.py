@@ -86,7 +86,7 @@ def test_unknown_zoo_model_or_command():
 
 
 def _fixture(tmp_path, mutate=None, name="m.onnx"):
-    from hanasc.fuzz_fixtures import residual_fixture
+    from fuzzing.fuzz_fixtures import residual_fixture
 
     model = residual_fixture()
     if mutate:
@@ -98,7 +98,7 @@ def _fixture(tmp_path, mutate=None, name="m.onnx"):
 
 def _refused(path, *needles, shapes=None, error=None):
     import hanasc
-    from hanasc.errors import HanascError
+    from hanasc.core.errors import HanascError
 
     with pytest.raises(error or HanascError) as info:
         hanasc.load_model(path, shapes, import_tvm=False)
@@ -120,7 +120,7 @@ def _no_cleaning(monkeypatch):
 
 @pytest.mark.parametrize("dim", [2**31, 2**40, 2**62])
 def test_huge_declared_input_refused_before_allocation(tmp_path, monkeypatch, dim):
-    from hanasc.errors import ModelSizeError
+    from hanasc.core.errors import ModelSizeError
 
     def mutate(model):
         model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = dim
@@ -134,7 +134,7 @@ def test_huge_declared_input_refused_before_allocation(tmp_path, monkeypatch, di
 def test_huge_computed_tensor_refused_before_folding(tmp_path, monkeypatch):
     from onnx import helper, numpy_helper
 
-    from hanasc.errors import ModelSizeError
+    from hanasc.core.errors import ModelSizeError
 
     def mutate(model):
         g = model.graph
@@ -170,7 +170,7 @@ def test_huge_input_shape_option_refused(tmp_path):
 
 
 def hanasc_error():
-    from hanasc.errors import HanascError
+    from hanasc.core.errors import HanascError
 
     return HanascError
 
@@ -350,7 +350,7 @@ def test_unexpected_error_is_one_line_exit_1(monkeypatch, capsys):
 
 def test_labels_need_a_classifier_output(tmp_path):
     import hanasc
-    from hanasc.errors import HanascError
+    from hanasc.core.errors import HanascError
 
     loaded = hanasc.load_model(_fixture(tmp_path), import_tvm=False)
     assert loaded.output_shapes() == {"output": (1, 10)}
@@ -400,7 +400,7 @@ def test_overflowing_activations_refused_before_the_search(tmp_path):
     from onnx import numpy_helper
 
     import hanasc
-    from hanasc.errors import HanascError
+    from hanasc.core.errors import HanascError
 
     def mutate(model):
         init = model.graph.initializer[0]  # stem.w: finite, but the conv overflows float32

@@ -11,7 +11,7 @@ import tvm
 from torch import nn
 from tvm import relax
 
-from hanasc.passes import blocked_layout, blocked_lowering
+from hanasc.targets.lowering import blocked_layout, blocked_lowering
 
 
 def _blocked_convs(script: str) -> int:
@@ -95,7 +95,7 @@ def test_int8_blocked_conv_accumulates_in_int32():
 def test_imported_onnx_clip_follows_the_layout(test_models):
     """The ONNX importer lowers Clip to call_tir(maximum/minimum); those become Relax ops."""
     import hanasc
-    from hanasc.relax_params import bind_weights
+    from hanasc.core.relax_params import bind_weights
     from hanasc.targets import host
 
     loaded = hanasc.load_model(test_models["inverted_residual"])
@@ -187,7 +187,7 @@ def test_maxpool_between_blocked_convs_compiles_and_matches_onnxruntime(angle_cl
     import onnxruntime as ort
 
     import hanasc
-    from hanasc.relax_params import bind_weights
+    from hanasc.core.relax_params import bind_weights
     from hanasc.targets import host, pipelines
 
     loaded = hanasc.load_model(angle_classifier)

@@ -12,10 +12,10 @@ from builders import save_graph
 from onnx import numpy_helper
 
 import hanasc
-from hanasc.passes.blocked_layout import convert_to_blocked
-from hanasc.passes.broadcast_constants import full_rank_constants
-from hanasc.relax_params import bind_weights
+from hanasc.core.relax_params import bind_weights
 from hanasc.targets import host
+from hanasc.targets.lowering.blocked_layout import convert_to_blocked
+from hanasc.targets.lowering.broadcast_constants import full_rank_constants
 
 
 def _scaled_convs(path):

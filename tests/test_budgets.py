@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hanasc.budgets import parse_latency_budget, parse_relative_budget
-from hanasc.errors import HanascError
+from hanasc.core.budgets import parse_latency_budget, parse_relative_budget
+from hanasc.core.errors import HanascError
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hanasc.cache_safety import file_lock, repair_json_lines
+from hanasc.core.cache_safety import file_lock, repair_json_lines
 from hanasc.cost_models.store import ProfileStore
 
 
@@ -253,7 +253,7 @@ def test_two_compiles_at_once_share_the_cache(compile_case):
 
 
 def test_output_folder_left_by_a_killed_writer_is_cleaned(tmp_path):
-    from hanasc.atomic import atomic_dir
+    from hanasc.core.atomic import atomic_dir
 
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True

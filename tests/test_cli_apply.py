@@ -170,9 +170,9 @@ def test_apply_replays_tuned_weights_beside_the_config(tmp_path, test_models):
     import tvm
 
     import hanasc
-    from hanasc.compile.finetune import save_tuned
     from hanasc.frontend.calibration import calibrate
     from hanasc.passes.config import Config, LayerChoice
+    from hanasc.recovery.finetune import save_tuned
     from hanasc.search.simulator import Simulator
     from hanasc.targets import host
 

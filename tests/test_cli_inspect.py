@@ -55,7 +55,7 @@ def test_demo_budget_follows_the_cpu_int8_kernels():
     """0.6 of the original where int8 runs on AVX512-VNNI (met there at 0.58x), 0.8 on AVX2 only."""
     import tvm
 
-    from hanasc.cli.compile import demo_budget_fraction
+    from hanasc.cli.compile_command import demo_budget_fraction
 
     vnni = tvm.target.Target({"kind": "llvm", "mcpu": "icelake-server"})
     avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})

@@ -83,7 +83,7 @@ def test_descent_seeds_start_inside_an_aggressive_budget(costs):
 
 def test_accuracy_collapse_is_warned():
     from hanasc.compile.report import accuracy_warnings
-    from hanasc.metrics import choose_metric
+    from hanasc.core.metrics import choose_metric
 
     metric = choose_metric("agreement", False)
     assert accuracy_warnings(1.0, 0.9, metric) == []
@@ -94,7 +94,7 @@ def test_accuracy_collapse_is_warned():
 def test_original_at_chance_is_warned():
     """An original that scores chance against the labels means mismatched preprocessing or labels."""
     from hanasc.compile.report import chance_warnings
-    from hanasc.metrics import choose_metric
+    from hanasc.core.metrics import choose_metric
 
     top1, reference = choose_metric("top1", True), np.zeros((8, 10))
     (warning,) = chance_warnings(0.0, reference, top1, "images/")
@@ -118,7 +118,7 @@ def test_a_failing_build_of_the_original_is_one_line(tmp_path):
     from types import SimpleNamespace
 
     from hanasc.compile.references import fails_as_one_line
-    from hanasc.errors import HanascError
+    from hanasc.core.errors import HanascError
 
     model = SimpleNamespace(path=tmp_path / "m.onnx")
     message = "Traceback (most recent call last):\n  0: foo\n  File x.cc\nCheck failed: ndim == 4 (5 vs. 4)\n"
@@ -132,7 +132,7 @@ def test_a_failing_build_of_the_original_is_one_line(tmp_path):
 
 def test_shipped_layer_times_drive_the_estimate(test_models, tmp_path, monkeypatch):
     """Per-layer times measured in the artifact replace the profiles; changed shapes scale by their ratio."""
-    from hanasc.layer_timing import time_layers
+    from hanasc.cost_models.timing import time_layers
     from hanasc.passes.config import Config, LayerChoice
     from hanasc.targets import host
 

@@ -1,5 +1,6 @@
 """Layout ops and element-wise arithmetic on constants folded in numpy before legalization
-(:mod:`hanasc.passes.constant_layouts`): what it folds, what it leaves, and builds that do not change."""
+(:mod:`hanasc.targets.lowering.constant_layouts`): what it folds, what it leaves, and builds that do not
+change."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import tvm
 from tvm import relax
 
 import hanasc
-from hanasc.compile.recovery import materialize_recovered
 from hanasc.frontend.calibration import calibrate
 from hanasc.passes.config import Config, LayerChoice
-from hanasc.passes.constant_layouts import fold_constant_layouts
+from hanasc.recovery.bias_correction import materialize_recovered
 from hanasc.targets import host, pipelines
 from hanasc.targets.late_binding import compile_late_bound
+from hanasc.targets.lowering.constant_layouts import fold_constant_layouts
 
 
 def _ops(mod) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hanasc.cost_models.calibration import fit_calibration, rmspe
+from hanasc.cost_models.latency_calibration import fit_calibration, rmspe
 
 
 def test_fit_recovers_scale_and_overhead():
@@ -24,7 +24,7 @@ def test_calibrate_from_csv_on_measured_models(test_models, tmp_path):
     import hanasc
     from hanasc.cost_models.device_timings import calibrate_from_csv
     from hanasc.cost_models.estimate import CostContext, estimate_costs
-    from hanasc.cost_models.measure import time_executable
+    from hanasc.cost_models.timing import time_executable
     from hanasc.targets import host
 
     ctx = CostContext(root=tmp_path)

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from hanasc.cost_models.calibration import DeviceCalibration, ModelTerms, fit_device
 from hanasc.cost_models.efficiency import KINDS
+from hanasc.cost_models.latency_calibration import DeviceCalibration, ModelTerms, fit_device
 
 TRUE = {"conv": 2.0, "pointwise": 1.5, "depthwise": 4.0, "dense": 1.0, "pool": 1.0, "elementwise": 3.0}
 

@@ -10,7 +10,7 @@ from hanasc.cost_models.kernels import FEATURE_NAMES, feature_vector, lower_to_k
 @pytest.fixture(scope="module")
 def lowered(test_models):
     import hanasc
-    from hanasc.relax_params import bind_weights
+    from hanasc.core.relax_params import bind_weights
 
     return {
         name: lower_to_kernels(bind_weights(hanasc.load_model(test_models[name]).mod))
@@ -45,7 +45,7 @@ def test_kinds_calls_and_order(lowered):
 
 def test_signature_is_stable_and_target_specific(test_models, lowered):
     import hanasc
-    from hanasc.relax_params import bind_weights
+    from hanasc.core.relax_params import bind_weights
 
     mod = bind_weights(hanasc.load_model(test_models["plain_conv"]).mod)
     again = lower_to_kernels(mod)

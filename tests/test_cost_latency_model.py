@@ -10,8 +10,8 @@ from hanasc.cost_models.sweep import LayerShape
 
 @pytest.fixture(scope="module")
 def profiled(tmp_path_factory):
+    from hanasc.cost_models.profile_job import ProfilePlan, profile_target
     from hanasc.cost_models.profiler import TimingConfig
-    from hanasc.cost_models.profiling import ProfilePlan, profile_target
 
     root = tmp_path_factory.mktemp("cache")
     layers = [LayerShape(c, c * 2, hw, hw, 1) for c in (8, 16, 32) for hw in (8, 16)]

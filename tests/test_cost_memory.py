@@ -26,8 +26,8 @@ def _big_module():
 
 def test_weights_are_counted_at_their_dtype(test_models):
     import hanasc
+    from hanasc.core.relax_params import bind_weights
     from hanasc.cost_models.memory import weight_bytes
-    from hanasc.relax_params import bind_weights
 
     loaded = hanasc.load_model(test_models["plain_conv"])
     expected = 4 * (16 * 3 * 9 + 16 + 32 * 16 * 25 + 32 + 32 * 32 * 9 + 32)
@@ -61,11 +61,11 @@ def test_int8_workspace_is_what_the_scheduled_kernels_allocate(test_models):
     unscheduled kernel (an int8 conv's int32 sums, casts and requantization, each full size): a W8A8 model
     then needs less memory than its fp32 original, as its artifact does."""
     import hanasc
-    from hanasc.compile.recovery import materialize_recovered
     from hanasc.cost_models.kernels import lower_for_costs
     from hanasc.cost_models.memory import estimate_memory
     from hanasc.frontend.calibration import calibrate
     from hanasc.passes.config import Config, LayerChoice
+    from hanasc.recovery.bias_correction import materialize_recovered
 
     model = hanasc.load_model(test_models["inverted_residual"])
     rng = np.random.default_rng(0)

@@ -58,8 +58,8 @@ def test_model_rows(tmp_path):
 
 
 def test_profiling_reuses_stored_kernels(tmp_path):
+    from hanasc.cost_models.profile_job import ProfilePlan, profile_target
     from hanasc.cost_models.profiler import TimingConfig
-    from hanasc.cost_models.profiling import ProfilePlan, profile_target
     from hanasc.cost_models.sweep import LayerShape
 
     layers = [LayerShape(4, 8, 8, 8, 3), LayerShape(8, 8, 8, 8, 3, groups=8)]
@@ -76,8 +76,8 @@ def test_host_profiles_store_the_shipped_kernel_times(tmp_path, monkeypatch):
     """A kernel that gets faster in the artifact gets faster in the profile store: the stored time is the
     one measured inside the shipped build (here replaced by known samples), not the kernel built alone."""
     from hanasc.cost_models import efficiency_probe
+    from hanasc.cost_models.profile_job import ProfilePlan, profile_target
     from hanasc.cost_models.profiler import Session, TimingConfig
-    from hanasc.cost_models.profiling import ProfilePlan, profile_target
     from hanasc.cost_models.sweep import LayerShape
 
     real = efficiency_probe.shipped_kernel_samples

@@ -9,10 +9,10 @@ import torch
 from test_simulator import calibration
 
 import hanasc
-from hanasc.compile.finetune import FinetuneSettings, distillation_loss, finetune
-from hanasc.compile.recovery import recovered_weights
-from hanasc.compile.torch_form import TorchForm
 from hanasc.passes.config import Config, LayerChoice
+from hanasc.recovery.bias_correction import recovered_weights
+from hanasc.recovery.finetune import FinetuneSettings, distillation_loss, finetune
+from hanasc.recovery.torch_form import TorchForm
 from hanasc.search.simulator import Simulator
 
 
@@ -55,8 +55,8 @@ def test_finetuning_reduces_the_error_on_unseen_samples(damaged, tmp_path):
 
 
 def materialized_outputs_from(model, config, ranges, values, x):
-    from hanasc.compile.recovery import materialize_recovered
-    from hanasc.relax_params import bind_weights
+    from hanasc.core.relax_params import bind_weights
+    from hanasc.recovery.bias_correction import materialize_recovered
     from hanasc.targets import host
 
     executable = host.build(bind_weights(materialize_recovered(model, config, ranges, values)))

@@ -9,9 +9,9 @@ from builders import single_op_model
 from onnx import TensorProto, helper
 
 import hanasc
-from hanasc.frontend.layers import peak_activation_bytes
+from hanasc.core.layers import peak_activation_bytes
+from hanasc.core.relax_params import weights_of
 from hanasc.frontend.onnx_loader import parse_input_shape
-from hanasc.relax_params import weights_of
 
 
 def test_plain_conv_layer_table(test_models):

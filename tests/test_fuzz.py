@@ -6,10 +6,9 @@ import random
 
 import onnx
 import pytest
-
-from hanasc.fuzz_fixtures import builtin_fixtures
-from hanasc.fuzz_runner import CallResult, CliWorker, FuzzCalls, classify, run_fuzz
-from hanasc.onnx_fuzz import MUTATORS, make_mutant
+from fuzzing.fuzz_fixtures import builtin_fixtures
+from fuzzing.fuzz_runner import CallResult, CliWorker, FuzzCalls, classify, run_fuzz
+from fuzzing.onnx_fuzz import MUTATORS, make_mutant
 
 
 def test_fixtures_are_valid_and_cover_residual_depthwise_dense():

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 
 import hanasc
-from hanasc.relax_params import bind_weights
+from hanasc.core.relax_params import bind_weights
 from hanasc.targets import host
 
 RTOL = 1e-4
@@ -31,7 +31,7 @@ def test_tvm_matches_onnxruntime(test_models, name):
 
 def test_weights_as_runtime_inputs_match_bound(test_models):
     """The compile-once form main(input, *weights) gives the same result as bound weights."""
-    from hanasc.relax_params import weights_of
+    from hanasc.core.relax_params import weights_of
 
     loaded = hanasc.load_model(test_models["inverted_residual"])
     x = loaded.example_inputs()["input"]

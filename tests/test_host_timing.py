@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from hanasc.host_timing import HostReference, median_ratio, round_robin, time_side_by_side
+from hanasc.cost_models.timing import HostReference, median_ratio, round_robin, time_side_by_side
 
 
 class _DriftingMachine:

@@ -7,7 +7,7 @@ from builders import single_op_model
 from PIL import Image
 
 import hanasc
-from hanasc.cli.compile import preprocess_for
+from hanasc.cli.compile_command import preprocess_for
 from hanasc.frontend.images import FIVE_VIEWS, Preprocess
 
 

@@ -18,16 +18,16 @@ from torch import nn
 from tvm import relax
 
 import hanasc
+from hanasc.core.relax_params import bind_weights, is_packed, weights_of
 from hanasc.frontend.calibration import calibrate
-from hanasc.passes.blocked_layout import convert_to_blocked
 from hanasc.passes.config import Config, LayerChoice
-from hanasc.passes.conv_compute import DOT_CROP, PAIR_CONV, QUAD_CONV, dot_conv_width
 from hanasc.passes.packing import unpacked_param
 from hanasc.passes.quantize import FakeQuantizeLayers, QuantizeLayers
-from hanasc.relax_params import bind_weights, is_packed, weights_of
 from hanasc.targets import host, pipelines, x86_int8
 from hanasc.targets.cpu_nonconv_schedules import Injective
 from hanasc.targets.late_binding import compile_late_bound, prepack_weights
+from hanasc.targets.lowering.blocked_layout import convert_to_blocked
+from hanasc.targets.lowering.conv_compute import DOT_CROP, PAIR_CONV, QUAD_CONV, dot_conv_width
 from hanasc.targets.x86_int8 import supports_pair_kernels
 
 SHAPE = (1, 3, 32, 32)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import hanasc
-from hanasc.errors import HanascError
-from hanasc.metrics import choose_metric, fidelity
+from hanasc.core.errors import HanascError
+from hanasc.core.metrics import choose_metric, fidelity
 
 
 def test_fidelity_is_one_for_identical_outputs_and_drops_with_error():

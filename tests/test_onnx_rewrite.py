@@ -10,9 +10,9 @@ from tvm import relax
 
 import hanasc
 from hanasc.compile.onnx_rewrite import architecture_only, export_architecture
+from hanasc.core.relax_params import bind_weights
 from hanasc.passes.config import Config, LayerChoice
 from hanasc.passes.materialize import materialize
-from hanasc.relax_params import bind_weights
 from hanasc.search.space import build_space
 
 

@@ -10,7 +10,7 @@ import tvm
 from test_int8_kernels import _conv_reference, _with_params
 from tvm import relax
 
-from hanasc.passes.conv_compute import WEIGHT_TILES, WEIGHT_UNPACK
+from hanasc.core.relax_params import is_packed, weights_of
 from hanasc.passes.packing import (
     pack_bits,
     pack_tiles,
@@ -19,9 +19,9 @@ from hanasc.passes.packing import (
     unpack_expr,
     values_per_byte,
 )
-from hanasc.relax_params import is_packed, weights_of
 from hanasc.targets import host
 from hanasc.targets.late_binding import compile_late_bound, fused_as_shipped
+from hanasc.targets.lowering.conv_compute import WEIGHT_TILES, WEIGHT_UNPACK
 from hanasc.targets.x86_int8 import supports_pair_kernels
 
 needs_avx2 = pytest.mark.skipif(

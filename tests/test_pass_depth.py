@@ -13,13 +13,13 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 import hanasc
+from hanasc.core.relax_params import bind_weights, weights_of
 from hanasc.frontend.relax_import import import_relax
 from hanasc.passes.config import Config, ConfigError, LayerChoice
 from hanasc.passes.depth import ResidualBlock, SkipBlocks, residual_blocks, residual_blocks_onnx
 from hanasc.passes.kernel_shrink import ShrinkKernel, zero_outside_centre
 from hanasc.passes.separable import SeparableConv, separable_errors, simulate_separable
 from hanasc.passes.weights import weight_values
-from hanasc.relax_params import bind_weights, weights_of
 from hanasc.targets import host
 
 TOL = 1e-4

@@ -12,11 +12,11 @@ from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
 import hanasc
+from hanasc.core.relax_params import bind_weights, weights_of
 from hanasc.passes.config import Config, ConfigError, LayerChoice
 from hanasc.passes.kernel_shrink import ShrinkKernel, crop_kernel, zero_outside_centre
 from hanasc.passes.separable import SeparableConv, simulate_separable
 from hanasc.passes.weights import weight_values
-from hanasc.relax_params import bind_weights, weights_of
 from hanasc.targets import host
 
 TOL = 1e-4

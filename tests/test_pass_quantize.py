@@ -13,6 +13,7 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 import hanasc
+from hanasc.core.relax_params import bind_weights
 from hanasc.frontend.calibration import ActivationRanges, CalibrationError, calibrate
 from hanasc.passes.config import Config, ConfigError, LayerChoice
 from hanasc.passes.packing import pack_bits, packed_size, unpack_bits
@@ -27,7 +28,6 @@ from hanasc.passes.quant_reference import (
 )
 from hanasc.passes.quantize import FakeQuantizeLayers, QuantizeLayers, parameter_bytes, plan_weight
 from hanasc.passes.weights import weight_values
-from hanasc.relax_params import bind_weights
 from hanasc.targets import host
 
 COMBOS = [(16, 32), (16, 16), (8, 32), (4, 32), (2, 32), (8, 8), (4, 8), (2, 8), (32, 16)]

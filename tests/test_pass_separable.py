@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import hanasc
+from hanasc.core.relax_params import bind_weights, weights_of
 from hanasc.passes.config import Config, ConfigError, LayerChoice
 from hanasc.passes.separable import (
     SeparableConv,
@@ -15,7 +16,6 @@ from hanasc.passes.separable import (
     simulate_separable,
 )
 from hanasc.passes.weights import weight_values
-from hanasc.relax_params import bind_weights, weights_of
 from hanasc.targets import host
 
 TOL = 1e-4  # max abs difference relative to the output's scale

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 import hanasc
+from hanasc.core.relax_params import bind_weights
 from hanasc.passes.channel_groups import ChannelGroup, channel_groups
 from hanasc.passes.config import Config, ConfigError, LayerChoice
 from hanasc.passes.weights import weight_values
 from hanasc.passes.width import PruneChannels, importance, kept_channels, width_masks
-from hanasc.relax_params import bind_weights
 from hanasc.targets import host
 
 

@@ -13,9 +13,12 @@ import pytest
 import tvm
 from tvm import relax, te
 
-from hanasc.passes.blocked_layout import convert_to_blocked
+from hanasc.core.relax_params import bind_weights, is_packed, weights_of
 from hanasc.passes.packing import pack_bits, unpack_expr
-from hanasc.passes.quad_depthwise import (
+from hanasc.targets import host, pipelines, x86_int8
+from hanasc.targets.late_binding import compile_late_bound, fused_as_shipped, prepack_weights
+from hanasc.targets.lowering.blocked_layout import convert_to_blocked
+from hanasc.targets.lowering.quad_depthwise import (
     QUAD_DEPTHWISE,
     QUAD_UNSHIFT,
     quad_offset,
@@ -23,9 +26,6 @@ from hanasc.passes.quad_depthwise import (
     quad_weight,
     quad_weight_values,
 )
-from hanasc.relax_params import bind_weights, is_packed, weights_of
-from hanasc.targets import host, pipelines, x86_int8
-from hanasc.targets.late_binding import compile_late_bound, fused_as_shipped, prepack_weights
 
 VBMI_CPU = {"kind": "llvm", "mcpu": "icelake-server"}  # AVX512-VNNI and VBMI; compiled for, not run
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import hanasc
-from hanasc.compile.reconstruction import output_error, refit_depthwise, refit_matrix
-from hanasc.compile.recovery import recovered_weights
 from hanasc.frontend.calibration import ActivationRanges, calibrate
 from hanasc.frontend.layer_statistics import PatchGeometry, conv_patches
 from hanasc.passes.config import Config, LayerChoice
+from hanasc.recovery.bias_correction import recovered_weights
+from hanasc.recovery.reconstruction import output_error, refit_depthwise, refit_matrix
 from hanasc.search.simulator import Simulator
 
 
@@ -160,7 +160,7 @@ def test_corrupt_statistics_file_is_one_line_error(plain_conv, tmp_path):
 def test_refit_survives_a_covariance_that_is_not_positive_definite():
     """Dead channels make the covariance singular; rounding can make it indefinite at a small ridge (a
     Fashion-MNIST model's 672-channel input did): the solve falls back to the minimum-norm solution."""
-    from hanasc.compile.reconstruction import _solve_spd
+    from hanasc.recovery.reconstruction import _solve_spd
 
     rng = np.random.default_rng(0)
     basis = rng.standard_normal((100, 90))

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import hanasc
-from hanasc.compile.recovery import output_shift, recovered_weights
 from hanasc.frontend.calibration import ActivationRanges, calibrate
 from hanasc.passes.config import Config, LayerChoice
+from hanasc.recovery.bias_correction import output_shift, recovered_weights
 from hanasc.search.simulator import Simulator
 
 

@@ -11,12 +11,12 @@ from builders import export_module
 from torch import nn
 
 import hanasc
-from hanasc.compile.reconstruction import output_error
-from hanasc.compile.recovery import materialize_recovered, recovered_weights
-from hanasc.compile.rounding import gptq, nearest, pass_scale, rounded_by_output_error
 from hanasc.frontend.calibration import calibrate
 from hanasc.passes.config import Config, LayerChoice
 from hanasc.passes.quant_reference import dequantize_weight, quantize_weight, weight_qmax
+from hanasc.recovery.bias_correction import materialize_recovered, recovered_weights
+from hanasc.recovery.reconstruction import output_error
+from hanasc.recovery.rounding import gptq, nearest, pass_scale, rounded_by_output_error
 from hanasc.search.simulator import Simulator
 from hanasc.targets import host
 

@@ -7,9 +7,9 @@ import onnxruntime as ort
 import pytest
 
 import hanasc
-from hanasc.compile.recovery import materialize_recovered
+from hanasc.core.relax_params import bind_weights
 from hanasc.passes.config import Config, LayerChoice
-from hanasc.relax_params import bind_weights
+from hanasc.recovery.bias_correction import materialize_recovered
 from hanasc.search.simulator import Simulator
 from hanasc.targets import host
 
@@ -168,7 +168,7 @@ def test_shared_batch_one_reshape_target_is_rebatched(tmp_path):
     import torch
     from builders import shared_flatten_model
 
-    from hanasc.compile.torch_form import TorchForm
+    from hanasc.recovery.torch_form import TorchForm
 
     rng = np.random.default_rng(0)
     path = shared_flatten_model(tmp_path / "shared_flat.onnx")

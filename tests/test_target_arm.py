@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 from hanasc.passes.config import Config, LayerChoice
 from hanasc.targets import aarch64_runtime, aarch64_tools, bundle, cortex_a78, registry
 
@@ -19,7 +19,7 @@ LATENCY = re.compile(r"^latency_ms median=(\d+\.\d+) min=\d+\.\d+ max=\d+\.\d+ r
 
 def _bound(path: Path):
     import hanasc
-    from hanasc.relax_params import bind_weights
+    from hanasc.core.relax_params import bind_weights
 
     model = hanasc.load_model(path, None)
     return model, bind_weights(model.mod)
@@ -140,8 +140,8 @@ def test_a78_w8a8_bundle_runs_sdot_kernels_and_matches_host_under_qemu(test_mode
     the library; 4-bit weights unpacked inside it), and the bundle under qemu-aarch64 matches the host build
     (x86 pair kernels)."""
     import hanasc
-    from hanasc.compile.recovery import materialize_recovered
     from hanasc.frontend.calibration import calibrate
+    from hanasc.recovery.bias_correction import materialize_recovered
 
     model = hanasc.load_model(test_models["inverted_residual"])
     rng = np.random.default_rng(0)

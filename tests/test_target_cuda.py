@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 from hanasc.targets import bundle, cuda_kernels, jetson_orin
 
 pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA toolkit)")
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc
 
 def _bound(path: Path):
     import hanasc
-    from hanasc.relax_params import bind_weights
+    from hanasc.core.relax_params import bind_weights
 
     model = hanasc.load_model(path, None)
     return model, bind_weights(model.mod)
@@ -114,9 +114,9 @@ def test_missing_nvcc_is_a_hanasc_error(tmp_path, monkeypatch):
 
 def _uniform(model, bits: int):
     """``model`` with every layer at W``bits``A``bits``, calibrated on random inputs."""
-    from hanasc.compile.recovery import materialize_recovered
     from hanasc.frontend.calibration import calibrate
     from hanasc.passes.config import Config, LayerChoice
+    from hanasc.recovery.bias_correction import materialize_recovered
 
     shape = model.inputs[0].shape
     x = np.random.default_rng(0).standard_normal((4, *shape[1:])).astype("float32")

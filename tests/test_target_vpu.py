@@ -16,7 +16,7 @@ import pytest
 from builders import single_op_model
 
 import hanasc
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 from hanasc.passes.config import Config, LayerChoice
 from hanasc.targets import vpu, vpu_checks
 from hanasc.targets.vpu_onnx import OnnxExportError, to_opset13

@@ -9,9 +9,9 @@ import torch
 from test_simulator import CASES, INTEGER_CASES, assert_agree, calibration, materialized_outputs
 
 import hanasc
-from hanasc.compile.recovery import recovered_weights
-from hanasc.compile.torch_form import TorchForm
 from hanasc.passes.config import Config, LayerChoice
+from hanasc.recovery.bias_correction import recovered_weights
+from hanasc.recovery.torch_form import TorchForm
 from hanasc.search.simulator import Simulator
 
 
@@ -76,8 +76,8 @@ def test_an_operator_without_torch_form_is_refused_in_one_line(test_models):
     from onnx import TensorProto, helper
 
     from hanasc.compile.finetune_stage import check_finetune
-    from hanasc.compile.torch_ops import unsupported_nodes
-    from hanasc.errors import HanascError
+    from hanasc.core.errors import HanascError
+    from hanasc.recovery.torch_ops import unsupported_nodes
     from hanasc.targets.registry import get_target
 
     model = hanasc.load_model(test_models["plain_conv"])

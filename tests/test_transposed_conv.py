@@ -10,10 +10,10 @@ import torch
 from builders import export_module
 
 import hanasc
-from hanasc.passes.transposed_conv import transposed_convs_as_convs
-from hanasc.relax_params import bind_weights
+from hanasc.core.relax_params import bind_weights
 from hanasc.targets import host
 from hanasc.targets.late_binding import fused_as_shipped
+from hanasc.targets.lowering.transposed_conv import transposed_convs_as_convs
 
 
 def _ops(mod) -> list[str]:

@@ -12,7 +12,7 @@ from hanasc.targets.tuning import RpcDevice, TuningError, TuningOptions
 @pytest.fixture(scope="module")
 def tiny(test_models):
     import hanasc
-    from hanasc.relax_params import bind_weights
+    from hanasc.core.relax_params import bind_weights
 
     loaded = hanasc.load_model(test_models["inverted_residual"])
     return bind_weights(loaded.mod), loaded.example_inputs()["input"]
@@ -74,7 +74,7 @@ def test_default_scheduled_kernels_are_not_tuned_and_builds_apply_the_database(
     """Convs, matmuls and element-wise kernels have default schedules (not tuned); the softmax has none
     (tuned); the host artifact applies the target's records."""
     import hanasc
-    from hanasc.relax_params import bind_weights
+    from hanasc.core.relax_params import bind_weights
     from hanasc.targets import host, late_binding, tuning
 
     monkeypatch.setenv("HANASC_CACHE", str(tmp_path))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 from hanasc.frontend.loading import LoadedModel, load_model
 
 __all__ = ["HanascError", "LoadedModel", "load_model"]

@@ -1,6 +1,7 @@
 """The ``hanasc`` command line: the Typer app and its entry point :func:`main` (:mod:`~hanasc.cli.app`),
 the options and model loading the commands share (:mod:`~hanasc.cli.common`), the cost-model commands
-(:mod:`~hanasc.cli.costs`), ``compile`` and ``demo`` (:mod:`~hanasc.cli.compile`), and the views of
+(:mod:`~hanasc.cli.costs_command`), ``compile`` and ``demo`` (:mod:`~hanasc.cli.compile_command`), and the
+views of
 ``inspect`` and ``targets``."""
 
 from __future__ import annotations

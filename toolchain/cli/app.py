@@ -12,11 +12,11 @@ from typing import Annotated
 
 import typer
 
-from hanasc.cli import costs as cli_costs
+from hanasc.cli import costs_command as cli_costs
 from hanasc.cli.common import InputShapeOpt
 from hanasc.cli.common import console as _console
 from hanasc.cli.common import load_cli_model as _load
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 
 app = typer.Typer(
     name="hanasc",
@@ -177,7 +177,7 @@ def targets(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
         console.print(f"  checked here: {row['checked_here']}")
 
 
-# profile, costs, calibrate: the cost-model commands (hanasc.cli.costs)
+# profile, costs, calibrate: the cost-model commands (hanasc.cli.costs_command)
 app.command()(cli_costs.profile)
 app.command()(cli_costs.costs)
 app.command()(cli_costs.calibrate)
@@ -291,7 +291,7 @@ def compile_(
 
       hanasc compile model.onnx --target cortex-a78 --budget 8ms --data images/ --space quant
     """
-    from hanasc.cli.compile import CompileRequest, run_compile
+    from hanasc.cli.compile_command import CompileRequest, run_compile
 
     request = CompileRequest(
         target=target,
@@ -349,7 +349,7 @@ def demo(
 
       hanasc demo
     """
-    from hanasc.cli.compile import run_demo
+    from hanasc.cli.compile_command import run_demo
 
     run_demo(out, budget_fraction, max_loss, _console(), _console(stderr=True))
 

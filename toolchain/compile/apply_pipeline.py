@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hanasc.atomic import atomic_dir
-from hanasc.compile.finetune import TUNED_WEIGHTS_FILE, save_tuned
-from hanasc.errors import HanascError
+from hanasc.core.atomic import atomic_dir
+from hanasc.core.errors import HanascError
 from hanasc.frontend.loading import LoadedModel
 from hanasc.passes.config import Config, ConfigError
+from hanasc.recovery.finetune import TUNED_WEIGHTS_FILE, save_tuned
 from hanasc.targets.quiet import export_library
 
 CALIBRATION_SAMPLES = 64
@@ -123,7 +123,7 @@ def build_target_bundle(info, model: LoadedModel, config: Config, mod, out: Path
     if info.bundle_input == "relax":  # weights as parameters: integer weights stay packed in the library
         return info.build_bundle(mod, out, probe).to_json()
     from hanasc.compile.onnx_rewrite import export_architecture
-    from hanasc.frontend.layers import layer_table
+    from hanasc.core.layers import layer_table
     from hanasc.targets import vpu
 
     target = vpu.get_target(info.name)
@@ -135,7 +135,7 @@ def build_target_bundle(info, model: LoadedModel, config: Config, mod, out: Path
 
 def read_tuned(model: LoadedModel, path: Path) -> dict[str, np.ndarray]:
     """Fine-tuned values from ``path``, checked against ``model``'s weights (names, shapes)."""
-    from hanasc.compile.finetune import load_tuned
+    from hanasc.recovery.finetune import load_tuned
 
     try:
         tuned = load_tuned(path)
@@ -163,9 +163,9 @@ def apply_config(
 ) -> ApplySummary:
     """Materialize ``config``, build for the host (and ``target``'s bundle), write ``out/`` atomically.
     ``tuned_file`` (when it exists): fine-tuned weight values that replace the data-light recovery's."""
-    from hanasc.compile.recovery import materialize_recovered, ranges_for_replay, refitted_layers
+    from hanasc.core.relax_params import weights_of
     from hanasc.passes.materialize import check_layer_names
-    from hanasc.relax_params import weights_of
+    from hanasc.recovery.bias_correction import materialize_recovered, ranges_for_replay, refitted_layers
     from hanasc.targets import host
     from hanasc.targets.registry import check_choices, get_target
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
+from hanasc.core.metrics import Metric
 from hanasc.frontend.loading import LoadedModel
-from hanasc.metrics import Metric
 from hanasc.search.nsga2 import Budgets
 from hanasc.search.space import SearchSpace
 
@@ -132,9 +132,11 @@ class RunContext:
     space: SearchSpace | None = None
     work: Path | None = None
     rng: np.random.Generator | None = None
-    reference: object | None = None  # hanasc.host_timing.HostReference: the original, timed beside candidates
+    reference: object | None = (
+        None  # hanasc.cost_models.timing.HostReference: the original, timed beside candidates
+    )
     search_ranges: object | None = None  # ranges fitted apart from the predictor samples (None: ``ranges``)
-    # genome tuple -> hanasc.compile.finetune.TunedWeights (kept ones)
+    # genome tuple -> hanasc.recovery.finetune.TunedWeights (kept ones)
     tuned: dict = field(default_factory=dict)
 
     @property

@@ -16,7 +16,7 @@ import json
 import numpy as np
 
 from hanasc.compile.context import RunContext
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 from hanasc.passes.config import Config
 from hanasc.search.nsga2 import Candidate
 
@@ -32,7 +32,7 @@ def check_finetune(info, model, minutes: float) -> None:
             "model, which fine-tuned weights do not reach; drop the option for this target"
         )
     try:
-        from hanasc.compile.torch_ops import unsupported_nodes
+        from hanasc.recovery.torch_ops import unsupported_nodes
     except ImportError:
         raise HanascError(
             "--finetune-minutes needs torch: install hanasc with its torch extra (scripts/install.sh does)"
@@ -71,9 +71,9 @@ def finetune_shortlist(run: RunContext, ranked: list[Candidate], held_out: dict)
     """Fine-tune the best ``finetune_candidates`` of ``ranked``; keep a tuning that raises the held-out
     score, or keeps it and raises the metric's smooth companion (``held_out`` and ``run.tuned`` are
     updated). Returns one record per candidate for the report."""
-    from hanasc.compile.finetune import FinetuneSettings, finetune
-    from hanasc.compile.recovery import recovered_weights
-    from hanasc.compile.torch_form import TorchForm
+    from hanasc.recovery.bias_correction import recovered_weights
+    from hanasc.recovery.finetune import FinetuneSettings, finetune
+    from hanasc.recovery.torch_form import TorchForm
 
     options, split = run.options, run.split
     picks = ranked[: options.finetune_candidates]

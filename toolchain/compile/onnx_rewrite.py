@@ -24,7 +24,7 @@ import dataclasses
 import numpy as np
 import onnx
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 from hanasc.frontend.loading import LoadedModel
 from hanasc.passes.config import Config, LayerChoice
 
@@ -158,9 +158,9 @@ def export_architecture(model: LoadedModel, config: Config) -> tuple[onnx.ModelP
     """
     import onnx_graphsurgeon as gs
 
+    from hanasc.core.relax_params import weights_of
     from hanasc.passes.depth import residual_blocks_onnx
     from hanasc.passes.materialize import materialize
-    from hanasc.relax_params import weights_of
 
     arch = architecture_only(config)
     if not has_architecture_changes(config):

@@ -19,21 +19,21 @@ import numpy as np
 
 from hanasc.compile.context import CompileOptions, RunContext, Split, Stage, split_data
 from hanasc.compile.finetune_stage import check_finetune, finetune_shortlist
-from hanasc.compile.recovery import refitted_layers
 from hanasc.compile.references import measure_references
 from hanasc.compile.report import SCORE_UNIT, Outcome, _original_figures, _report, _write_outputs
+from hanasc.compile.rounds import PredictorSamples, fit_predictor, held_out_scores, search_rounds, shortlist
 from hanasc.compile.verify import (
     _check_tuning,
     _materialize_original,
     _original_verified,
     _verify_ranked,
 )
+from hanasc.core.errors import HanascError
+from hanasc.core.metrics import Metric
 from hanasc.cost_models.provenance import figure
-from hanasc.errors import HanascError
 from hanasc.frontend.loading import LoadedModel
-from hanasc.metrics import Metric
+from hanasc.recovery.bias_correction import refitted_layers
 from hanasc.search.nsga2 import Candidate
-from hanasc.search.rounds import PredictorSamples, fit_predictor, held_out_scores, search_rounds, shortlist
 from hanasc.search.seeds import predictor_image_count
 from hanasc.search.selection import AccuracyFloor, select
 from hanasc.search.space import SearchSpace, SpaceOptions, build_space
@@ -104,8 +104,8 @@ def compile_model(
     The run's work folder (predictor samples, search checkpoints: what ``--resume`` reads) is locked for
     the run, so two identical compiles at once take turns instead of overwriting each other's state.
     """
-    from hanasc.cache_safety import file_lock
-    from hanasc.paths import cache_dir
+    from hanasc.core.cache_safety import file_lock
+    from hanasc.core.paths import cache_dir
 
     work = cache_dir() / "runs" / run_key(model, options, split.description["source"])
     with file_lock(work / ".lock", "this run's work folder (the same model, data and options)"):
@@ -178,7 +178,7 @@ def _compile_in(
             f"the original model is returned unchanged: {selection.reason} "
             f"({floor.describe()}); a looser budget or a larger --max-loss allows changes"
         )
-    from hanasc.atomic import atomic_dir
+    from hanasc.core.atomic import atomic_dir
 
     with atomic_dir(Path(out)) as tmp:
         _write_outputs(tmp, run, outcome, report)
@@ -315,9 +315,9 @@ def _resolve_budgets(run: RunContext, original_measure: dict | None) -> float:
 def _recovery_section(run: RunContext, config) -> dict:
     """How the report's scores were recovered, and which layers of the result were refitted."""
     return {
-        "method": "least-squares refit of structurally changed layers (hanasc.compile.reconstruction, "
+        "method": "least-squares refit of structurally changed layers (hanasc.recovery.reconstruction, "
         "cross-validated on calibration-split input covariances), then bias correction of every changed "
-        "layer (hanasc.compile.recovery, on calibration-split input means)"
+        "layer (hanasc.recovery.bias_correction, on calibration-split input means)"
         if run.ranges.channel_means
         else "none (the target's own toolchain quantizes the bundle)",
         "refitted_layers": refitted_layers(run.model, config, run.ranges),
@@ -352,7 +352,7 @@ def _finetune_section(run: RunContext, records: list[dict], chosen: Candidate) -
         "method": "knowledge distillation from the original (KL on softened outputs, cross-entropy with "
         "labels when the metric uses them; MSE for non-class outputs) into the Config's torch form "
         "(straight-through weight and activation quantization, masks and factorizations; "
-        "hanasc.compile.finetune), on "
+        "hanasc.recovery.finetune), on "
         + ("the training data (--train-data)" if run.split.train_x is not None else "the calibration split")
         + ", from the data-light recovery's values",
         "minutes": run.options.finetune_minutes,

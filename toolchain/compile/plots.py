@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hanasc.atomic import atomic_file
+from hanasc.core.atomic import atomic_file
 
 
 def _pyplot():

@@ -1,6 +1,6 @@
 """The compile job's reference measurements: the original (and uniform int8) compiled and timed where
 the target is reachable before the search, kept for ``--resume``; on the host the original's artifact is
-kept to time every candidate beside it (:mod:`hanasc.host_timing`)."""
+kept to time every candidate beside it (:mod:`hanasc.cost_models.timing`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hanasc.compile.context import RunContext
 from hanasc.compile.verify import measure_remote
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 from hanasc.frontend.loading import LoadedModel
 from hanasc.search.seeds import uniform_genome
 
@@ -30,7 +30,7 @@ class _SavedMeasurements:
         try:
             self.entries = dict(json.loads(self.path.read_text()))
         except (ValueError, TypeError, UnicodeDecodeError):
-            from hanasc.cache_safety import cache_warning
+            from hanasc.core.cache_safety import cache_warning
 
             cache_warning(f"{self.path}: unreadable measurements; they are taken again")
 
@@ -40,7 +40,7 @@ class _SavedMeasurements:
             "layer_ms": shipped.layer_ms if shipped is not None else None,
             "other_ms": shipped.other_ms if shipped is not None else None,
         }
-        from hanasc.atomic import atomic_file
+        from hanasc.core.atomic import atomic_file
 
         with atomic_file(self.path) as tmp:
             tmp.write_text(json.dumps(self.entries))
@@ -73,7 +73,7 @@ def measure_references(run: RunContext) -> dict | None:
         stage.log(builds[0].line())
     int8 = uniform_genome(space, (8, 8))
     if measurable and int8 is not None:  # a second measurement: int8 kernels scale on their own
-        from hanasc.compile.recovery import materialize_recovered
+        from hanasc.recovery.bias_correction import materialize_recovered
 
         stage.log(f"compiling and measuring uniform int8 on {where} (calibrates the int8 kernel estimate)")
         int8_mod = materialize_recovered(model, space.decode(int8), run.ranges)
@@ -87,7 +87,7 @@ def measure_references(run: RunContext) -> dict | None:
     if len(references) > 1:
         run.costs.observe(int8, references[1].latency["value"])
     if run.session is None:
-        from hanasc.host_timing import HostReference
+        from hanasc.cost_models.timing import HostReference
 
         run.reference = HostReference(model.mod, original.latency["value"], original.executable)
     return original.latency
@@ -107,8 +107,8 @@ class _Reference:
 class _ReferenceMeasure:
     """Latency of the reference modules where the target is reachable (the host or the RPC device); on the
     host, a uniform ``dtype`` build also gives the search its per-layer times, and all references are timed
-    together in one interleaved loop (:mod:`hanasc.host_timing`). Kept in the work folder: a resumed run
-    reuses them, so its search sees what the interrupted one saw."""
+    together in one interleaved loop (:mod:`hanasc.cost_models.timing`). Kept in the work folder: a resumed
+    run reuses them, so its search sees what the interrupted one saw."""
 
     def __init__(self, run: RunContext) -> None:
         self.run = run
@@ -127,7 +127,7 @@ class _ReferenceMeasure:
             latency = measure_remote(mod, run.info, run.session, run.options.measure_repeats)[1]
             saved.put(dtype, latency)
             return _Reference(dtype, latency=latency)
-        from hanasc.layer_timing import time_layers
+        from hanasc.cost_models.timing import time_layers
         from hanasc.targets import host
 
         executable = host.build_artifact(mod)  # untuned
@@ -142,7 +142,7 @@ class _ReferenceMeasure:
         pending = [r for r in references if r.latency is None]
         if not pending:
             return
-        from hanasc.host_timing import time_side_by_side
+        from hanasc.cost_models.timing import time_side_by_side
 
         labels = [f"uniform {r.dtype}" if r.dtype != "float32" else "the original" for r in pending]
         figures = time_side_by_side(

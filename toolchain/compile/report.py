@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hanasc.compile.recovery import ranges_for_replay
 from hanasc.compile.report_markdown import report_markdown
 from hanasc.cost_models.provenance import figure
+from hanasc.recovery.bias_correction import ranges_for_replay
 from hanasc.targets.quiet import export_library
 
 SCORE_UNIT = "score (metric's units, higher is better)"
@@ -51,7 +51,7 @@ def _costs_figures(mod, info, scale: float, n_measured: int) -> tuple[dict, dict
 
 
 def _params(mod) -> dict:
-    from hanasc.relax_params import weights_of
+    from hanasc.core.relax_params import weights_of
 
     weights = weights_of(mod)
     return figure(
@@ -281,7 +281,7 @@ def _write_outputs(tmp: Path, run: RunContext, outcome: Outcome, report: dict) -
         report["artifact"] = {"bundle": info.name, **bundle}
     config.save(tmp / "config.json")
     if verified.get("tuned"):  # fine-tuned values: what `hanasc apply` replays beside config.json
-        from hanasc.compile.finetune import TUNED_WEIGHTS_FILE, save_tuned
+        from hanasc.recovery.finetune import TUNED_WEIGHTS_FILE, save_tuned
 
         save_tuned(tmp / TUNED_WEIGHTS_FILE, verified["tuned"])
     refitted = report["recovery"]["refitted_layers"]  # of this Config, computed once for the report

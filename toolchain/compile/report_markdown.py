@@ -14,7 +14,7 @@ def fmt_figure(f: dict) -> str:
 
 
 def beside_original(f: dict) -> str:
-    """How a latency timed alternately with the original reads (:mod:`hanasc.host_timing`), or ''."""
+    """How a latency timed alternately with the original reads (:mod:`hanasc.cost_models.timing`), or ''."""
     if "ratio_to_original" not in f:
         return ""
     return (

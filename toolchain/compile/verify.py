@@ -11,8 +11,8 @@ import numpy as np
 
 from hanasc.compile.finetune_stage import held_out_with
 from hanasc.compile.report import SCORE_UNIT
+from hanasc.core.errors import HanascError
 from hanasc.cost_models.provenance import figure
-from hanasc.errors import HanascError
 from hanasc.search.nsga2 import Candidate
 from hanasc.search.seeds import uniform_genome
 from hanasc.search.selection import AccuracyFloor, Verified
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 def measure_remote(mod, info, session, repeat: int) -> tuple[object, dict]:
     """Build ``mod`` for the target (integer weights late-bound), time it on the RPC session's device
     (uploaded, cross-linked if needed); returns the executable and its latency figure."""
-    from hanasc.cost_models.measure import time_executable
+    from hanasc.cost_models.timing import time_executable
     from hanasc.targets.late_binding import compile_late_bound
 
     executable = compile_late_bound(mod, info.tvm_target())
@@ -157,7 +157,7 @@ def _on_host(ctx: RunContext) -> bool:
 def _verify(ctx: RunContext, config, candidate: Candidate, estimate_ms: float) -> dict:
     """Materialize, compile, measure (host, or the device over RPC) or predict, evaluate on held-out data.
     ``estimate_ms``: the cost model's latency for it now (after what earlier measurements taught it)."""
-    from hanasc.compile.recovery import materialize_recovered
+    from hanasc.recovery.bias_correction import materialize_recovered
 
     options, stage, split = ctx.options, ctx.stage, ctx.split
     stage.log(
@@ -218,9 +218,9 @@ def _verify(ctx: RunContext, config, candidate: Candidate, estimate_ms: float) -
 
 def _measure_on_host(ctx: RunContext, executable) -> dict:
     """A candidate's host latency: timed alternately with the original when the original's reference
-    latency is known (:class:`hanasc.host_timing.HostReference`), so both are read in the same phase of the
-    machine; otherwise on its own."""
-    from hanasc.host_timing import measure_host
+    latency is known (:class:`hanasc.cost_models.timing.HostReference`), so both are read in the same
+    phase of the machine; otherwise on its own."""
+    from hanasc.cost_models.timing import measure_host
 
     rounds = ctx.options.measure_repeats
     if ctx.reference is None:
@@ -253,7 +253,7 @@ def _tune(mod, target_name: str, options: CompileOptions, stage: Stage, rpc: str
     build for the target applies (:func:`hanasc.targets.late_binding.compile_late_bound`)."""
     if options.tune_minutes <= 0:
         return
-    from hanasc.relax_params import bind_weights
+    from hanasc.core.relax_params import bind_weights
     from hanasc.targets.tuning import RpcDevice, tune_and_build
 
     stage.start(f"tuning {target_name} kernels (MetaSchedule, up to {options.tune_minutes:g} min)", None)

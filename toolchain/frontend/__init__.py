@@ -2,7 +2,7 @@
 
 - :mod:`~hanasc.frontend.loading`: :func:`load_model` (ONNX file -> checked, cleaned ONNX -> Relax
   IRModule + layer table), on :mod:`~hanasc.frontend.onnx_loader`, :mod:`~hanasc.frontend.onnx_cleaner`,
-  :mod:`~hanasc.frontend.relax_import` and :mod:`~hanasc.frontend.layers`;
+  :mod:`~hanasc.frontend.relax_import` and :mod:`~hanasc.core.layers`;
 - :mod:`~hanasc.frontend.calibration` (activation ranges) and :mod:`~hanasc.frontend.layer_statistics`
   (input patch covariances);
 - the data: :mod:`~hanasc.frontend.datasets`, :mod:`~hanasc.frontend.images`, and the models of

@@ -8,9 +8,10 @@ batch at a time (a batch-1 model sees the samples one by one). Methods:
   (NNCF's "mean percentile" statistic), which ignores rare outliers and keeps memory bounded.
 
 The int8 scale of a layer is ``hanasc.passes.quantize.activation_scale(lo, hi)``. The per-channel mean of each
-layer's input is kept too (``channel_means``): bias correction (:mod:`hanasc.compile.recovery`) uses it; so is
+layer's input is kept too (``channel_means``): bias correction (:mod:`hanasc.recovery.bias_correction`) uses
+it; so is
 the covariance of its input patches (``covariances``, :mod:`hanasc.frontend.layer_statistics`) for
-least-squares reconstruction (:mod:`hanasc.compile.reconstruction`).
+least-squares reconstruction (:mod:`hanasc.recovery.reconstruction`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from hanasc.compile.reconstruction import refittable_layers
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 from hanasc.frontend.layer_statistics import PatchStatistics
+from hanasc.recovery.reconstruction import refittable_layers
 
 METHODS = ("minmax", "percentile")
 FORMAT = "hanasc.activation_ranges/1"
@@ -93,7 +94,7 @@ class ActivationRanges:
 
     def save(self, path: Path) -> None:
         """The JSON at ``path``; the covariances (if any) beside it, ``path`` with suffix ``.npz``."""
-        from hanasc.atomic import atomic_file
+        from hanasc.core.atomic import atomic_file
         from hanasc.frontend.layer_statistics import save_covariances
 
         if self.covariances:

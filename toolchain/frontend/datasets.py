@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 from hanasc.frontend.onnx_loader import InputSpec
 
 

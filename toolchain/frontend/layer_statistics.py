@@ -3,7 +3,8 @@
 For a layer ``y = W p + b`` over input patches ``p`` (a dense layer's input row, a conv's im2col column:
 ``cin * kh * kw`` entries in OIHW weight order), the output error of a changed weight ``W'`` is
 ``E||(W - W') p||^2 = tr((W - W') C (W - W')^T) + ||(W - W') mu||^2``; the mean term is bias correction's
-(:mod:`hanasc.compile.recovery`), the covariance ``C`` is kept here. Depthwise convs keep one ``kh*kw``
+(:mod:`hanasc.recovery.bias_correction`), the covariance ``C`` is kept here. Depthwise convs keep one
+``kh*kw``
 covariance per channel. Layers whose patch would exceed :data:`MAX_PATCH` entries (and grouped, non-depthwise
 convs) get none: reconstruction leaves them to bias correction.
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hanasc.frontend.layers import LayerInfo, node_attr
+from hanasc.core.layers import LayerInfo, node_attr
 
 MAX_PATCH = 2304  # patch entries (cin * kh * kw): a 2304^2 float32 covariance is 21 MB
 POSITIONS_PER_SAMPLE = 256  # output positions sampled per calibration sample (deterministic)
@@ -142,7 +143,7 @@ class PatchStatistics:
     """Accumulates patch covariances of the layers given, one calibration batch at a time.
 
     Batches alternate between two halves, so that a refit can be fitted on one half and judged on the
-    other (:mod:`hanasc.compile.reconstruction` chooses its regularisation, or no refit, that way).
+    other (:mod:`hanasc.recovery.reconstruction` chooses its regularisation, or no refit, that way).
     """
 
     layers: dict[str, tuple[LayerInfo, PatchGeometry]]
@@ -152,7 +153,7 @@ class PatchStatistics:
     @classmethod
     def for_model(cls, onnx_model, layers: list[LayerInfo]) -> PatchStatistics:
         """Statistics for ``layers`` (those a refit can use: see
-        ``hanasc.compile.reconstruction.refittable_layers``)."""
+        ``hanasc.recovery.reconstruction.refittable_layers``)."""
         nodes = {node.name: node for node in onnx_model.graph.node}
         found = {}
         for layer in layers:
@@ -207,7 +208,7 @@ def _zero_moments(patches: np.ndarray) -> _Moments:
 
 def save_covariances(covariances: dict[str, np.ndarray], path: Path) -> None:
     """Write ``covariances`` to an ``.npz`` (atomically)."""
-    from hanasc.atomic import atomic_file
+    from hanasc.core.atomic import atomic_file
 
     with atomic_file(Path(path)) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, **{_key(k): v for k, v in covariances.items()}, names=list(covariances))

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from hanasc.errors import HanascError
-from hanasc.frontend.layers import LayerInfo, LayerTotals, layer_table, totals
+from hanasc.core.errors import HanascError
+from hanasc.core.layers import LayerInfo, LayerTotals, layer_table, totals
 from hanasc.frontend.onnx_cleaner import clean
 from hanasc.frontend.onnx_loader import InputSpec, check_tensor_sizes, fix_input_shapes, read_onnx
 
@@ -151,7 +151,7 @@ def load_model(
 ) -> LoadedModel:
     """Load, check, fix shapes, clean, and (by default) import into Relax.
 
-    Raises a :class:`hanasc.errors.HanascError` subclass with a one-line reason on bad input.
+    Raises a :class:`hanasc.core.errors.HanascError` subclass with a one-line reason on bad input.
     """
     path = Path(path)
     model = read_onnx(path)

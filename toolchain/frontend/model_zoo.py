@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hanasc.atomic import atomic_file
-from hanasc.errors import HanascError
-from hanasc.paths import cache_dir
+from hanasc.core.atomic import atomic_file
+from hanasc.core.errors import HanascError
+from hanasc.core.paths import cache_dir
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from hanasc.errors import ModelFileError
-
-SEARCHABLE_OPS = ("Conv", "Gemm", "MatMul")
+from hanasc.core.errors import ModelFileError
+from hanasc.core.layers import SEARCHABLE_OPS
 
 
 def clean(model: onnx.ModelProto, source: str = "model") -> onnx.ModelProto:

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
-from hanasc.errors import InputShapeError, ModelFileError, ModelSizeError
+from hanasc.core.errors import InputShapeError, ModelFileError, ModelSizeError
 
 _SHAPE_RE = re.compile(r"^(?P<name>[^=]+)=(?P<dims>\d+(?:[x,]\d+)*)$")
 

@@ -10,7 +10,7 @@ import warnings
 
 import onnx
 
-from hanasc.errors import ModelFileError, UnsupportedOperatorError
+from hanasc.core.errors import ModelFileError, UnsupportedOperatorError
 from hanasc.frontend.onnx_loader import InputSpec
 
 _ONNX_DOMAINS = ("", "ai.onnx")

@@ -5,6 +5,6 @@
   and :mod:`~hanasc.search.simulated_weights`; the accuracy predictor (:mod:`~hanasc.search.predictor`);
 - per-layer kernel costs of a genome (:mod:`~hanasc.search.costs`);
 - :mod:`~hanasc.search.nsga2` (pymoo NSGA-II, budgets, checkpoints), its starting points
-  (:mod:`~hanasc.search.seeds`), the compile job's search rounds (:mod:`~hanasc.search.rounds`) and the
+  (:mod:`~hanasc.search.seeds`), the compile job's search rounds (:mod:`~hanasc.compile.rounds`) and the
   choice of the result among verified models (:mod:`~hanasc.search.selection`).
 """

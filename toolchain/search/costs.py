@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hanasc.frontend.layers import LayerInfo
+from hanasc.core.layers import LayerInfo
 from hanasc.frontend.loading import LoadedModel
 from hanasc.passes.config import Config, LayerChoice
 from hanasc.search.space import SearchSpace
@@ -79,7 +79,7 @@ class SearchCosts:
     # dtype ("float32", "int8") -> layer -> seconds, timed inside the shipped artifact (layer_timing)
     shipped: dict[str, dict[str, float]] = field(default_factory=dict)
     device: str | None = None  # whose calibration applies (hanasc calibrate --device); None: "default"
-    budget_confidence: float = 0.9  # hanasc.budgets.DEFAULT_BUDGET_CONFIDENCE
+    budget_confidence: float = 0.9  # hanasc.core.budgets.DEFAULT_BUDGET_CONFIDENCE
 
     def __post_init__(self) -> None:
         from hanasc.cost_models.device_prior import DevicePrior

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hanasc.atomic import atomic_file
+from hanasc.core.atomic import atomic_file
 from hanasc.search.space import SearchSpace
 
 
@@ -242,7 +242,7 @@ def _after_generation(checkpoint, generation: int, population, archive, on_gener
 
 def _load_checkpoint(path: Path) -> dict | None:
     """The saved search state, or None (with a one-line warning) when the file is unreadable."""
-    from hanasc.cache_safety import cache_warning
+    from hanasc.core.cache_safety import cache_warning
 
     try:
         state = json.loads(path.read_text())

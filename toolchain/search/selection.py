@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hanasc.errors import HanascError
+from hanasc.core.errors import HanascError
 from hanasc.search.nsga2 import Budgets
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hanasc.frontend.layers import LayerInfo
+from hanasc.core.layers import LayerInfo
 from hanasc.passes.config import Config, ConfigError
 
 

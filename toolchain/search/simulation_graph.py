@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from hanasc.frontend.layers import LayerInfo
+from hanasc.core.layers import LayerInfo
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ class Simulator:
     ) -> dict[str, np.ndarray]:
         """The runtime inputs (weights, scales, gates) that make the graph compute ``config``: from the
         data-light recovery's values, or from ``values`` (fine-tuned, original shapes) when given."""
-        from hanasc.compile.recovery import recovered_simulation
+        from hanasc.recovery.bias_correction import recovered_simulation
         from hanasc.search.simulated_weights import activation_gates, simulated_weights
 
         if values is not None:
@@ -98,7 +98,7 @@ class Simulator:
     def _reconstruction(self, ranges):
         """The least-squares refitter for ``ranges``, kept for the two latest ranges objects (the compile job
         scores the search on one and the held-out data on another)."""
-        from hanasc.compile.recovery import reconstruction_for
+        from hanasc.recovery.bias_correction import reconstruction_for
 
         for kept, refitter in self._refitters:
             if kept is ranges:
