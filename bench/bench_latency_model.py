@@ -130,12 +130,12 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="print the tables from --records only")
     args = parser.parse_args()
 
+    from hanasc.compile.profile_job import ProfilePlan, profile_target
     from hanasc.core.relax_params import bind_weights
     from hanasc.cost_models.estimate import CostContext
     from hanasc.cost_models.kernels import lower_to_kernels
     from hanasc.cost_models.latency_model import load_latest
     from hanasc.cost_models.prior import roofline
-    from hanasc.cost_models.profile_job import ProfilePlan, profile_target
     from hanasc.cost_models.profiler import Session
     from hanasc.cost_models.spec import load_spec
     from hanasc.cost_models.timing import measure_model, time_executable

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from hanasc.cost_models.efficiency import EfficiencyModel, Roof, calibration_key
-from hanasc.cost_models.kernels import KernelFeatures, LoweredModel
+from hanasc.cost_models.efficiency import EfficiencyModel, Roof, calibration_key, load_efficiency
+from hanasc.cost_models.kernels import Kernel, KernelFeatures, LoweredModel
 from hanasc.cost_models.latency_calibration import ModelTerms
 from hanasc.cost_models.prior import dtype_precision, roofline
 from hanasc.cost_models.spec import HardwareSpec
@@ -45,7 +45,6 @@ class DevicePrior:
 
     @classmethod
     def for_spec(cls, spec: HardwareSpec, threads: int | None = None, cache=None) -> DevicePrior:
-        from hanasc.cost_models.efficiency import load_efficiency
 
         return cls(spec, load_efficiency(cache) if spec.efficiency == "cpu" else None, threads)
 
@@ -80,7 +79,6 @@ def terms_from_records(
     kernels: list[tuple[KernelFeatures, int]], calls: int, prior: DevicePrior
 ) -> ModelTerms:
     """:meth:`DevicePrior.terms` from stored (features, calls) pairs (no lowering)."""
-    from hanasc.cost_models.kernels import Kernel
 
     fake = [Kernel(f"k{i}", "", f, n, None) for i, (f, n) in enumerate(kernels)]
     return prior.terms(LoweredModel("stored", fake, ["k"] * calls))

@@ -8,6 +8,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from hanasc.core.relax_params import bind_weights
 from hanasc.cost_models.device_prior import DevicePrior
 from hanasc.cost_models.estimate import (
     DEFAULT_CONFIDENCE,
@@ -31,6 +32,8 @@ from hanasc.cost_models.latency_calibration import (
 from hanasc.cost_models.spec import load_spec
 from hanasc.cost_models.store import ModelRow, tvm_version
 from hanasc.cost_models.target_info import get_target
+from hanasc.cost_models.timing import module_hash
+from hanasc.frontend.loading import load_model
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,6 @@ def calibrate(
     >= 30 timings; chosen by cross-validation); "model" fits the runtime overhead of the target's XGBoost
     model; "auto" picks the model if one was trained.
     """
-    from hanasc.core.relax_params import bind_weights
-    from hanasc.cost_models.timing import module_hash
-    from hanasc.frontend.loading import load_model
 
     ctx = ctx or CostContext()
     rows = [r if isinstance(r, Measurement) else Measurement(Path(r[0]), float(r[1])) for r in rows]

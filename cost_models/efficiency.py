@@ -27,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hanasc.core.atomic import atomic_file
+from hanasc.core.cache_safety import cache_warning
+from hanasc.core.paths import cache_dir
 from hanasc.cost_models.kernels import KernelFeatures
 from hanasc.cost_models.prior import dtype_precision
 
@@ -133,7 +136,6 @@ class EfficiencyModel:
         return cls(data["version"], data["reference"], {k: Curve(**c) for k, c in data["curves"].items()})
 
     def save(self, path: Path) -> None:
-        from hanasc.core.atomic import atomic_file
 
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path) as tmp:
@@ -141,7 +143,6 @@ class EfficiencyModel:
 
 
 def cache_path(cache: Path | None = None) -> Path:
-    from hanasc.core.paths import cache_dir
 
     return (Path(cache) if cache else cache_dir()) / "efficiency.json"
 
@@ -153,8 +154,6 @@ def load_efficiency(cache: Path | None = None) -> EfficiencyModel:
         try:
             return EfficiencyModel.from_json(json.loads(path.read_text()))
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:  # another version's, or damaged
-            from hanasc.core.cache_safety import cache_warning
-
             cache_warning(f"{path}: unusable efficiency model ({str(exc)[:120]}); the shipped fit is used")
     return EfficiencyModel.from_json(json.loads(SHIPPED.read_text()))
 

@@ -1,7 +1,7 @@
 """Measure kernel efficiencies on this machine through the shipped pipeline and fit the efficiency model.
 
-    python -m hanasc.cost_models.efficiency_probe [--layers 130] [--activations 40] [--out PATH]
-    python -m hanasc.cost_models.efficiency_probe --refit SAMPLES.jsonl --out PATH   # no new measurement
+    python bench/probe_efficiency.py [--layers 130] [--activations 40] [--out PATH]
+    python bench/probe_efficiency.py --refit SAMPLES.jsonl --out PATH   # no new measurement
 
 Probes are small Relax modules of one layer (``cost_models.sweep.layer_module``: conv / pointwise /
 depthwise / dense, fp32 / int8 / fp16) or one activation op (add, pooling, mean). Each is built by
@@ -22,9 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from hanasc.cost_models.efficiency import EfficiencyModel, fit
-from hanasc.cost_models.kernels import KernelFeatures
+from hanasc.core.atomic import atomic_file
+from hanasc.cost_models.efficiency import EfficiencyModel, cache_path, fit
+from hanasc.cost_models.kernels import KernelFeatures, lower_to_kernels
+from hanasc.cost_models.network_profile import call_samples
+from hanasc.cost_models.profiler import local_device_id
+from hanasc.cost_models.spec import host_measurements
 from hanasc.cost_models.sweep import LayerShape, layer_module
+from hanasc.cost_models.target_info import get_target
+from hanasc.passes.packing import packed_size, unpack_expr
+from hanasc.targets import host
 
 LAYOUT_PREFIXES = ("te_layout_transform", "layout_transform")
 MAX_FLOPS = 4e8  # keep each probe well under a second
@@ -53,8 +60,6 @@ def core_peak_fp32(n: int = 768, runs: int = 7) -> float:
 def host_precision_ratios() -> dict[str, float]:
     """The host spec's peak ratios of fp16 and int8 to fp32 (efficiency is relative to each one's peak)."""
     import json
-
-    from hanasc.cost_models.target_info import get_target
 
     return dict(json.loads(get_target("host").spec_path.read_text())["precision_ratio_to_fp32"])
 
@@ -101,8 +106,6 @@ def _layer_flops(layer: LayerShape) -> float:
 def unpack_probe(bits: int, shape: tuple[int, ...]):
     """A module unpacking 4- or 2-bit weights at run time, as packed layers do (``passes.packing``)."""
     from tvm import relax
-
-    from hanasc.passes.packing import packed_size, unpack_expr
 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((packed_size(int(np.prod(shape)), bits),), "uint8"))
@@ -164,9 +167,6 @@ def shipped_calls(mod, runs: int = 15) -> tuple[list[str], list[list[float]]]:
     import tvm
     from tvm import relax
 
-    from hanasc.cost_models.network_profile import call_samples
-    from hanasc.targets import host
-
     vm = relax.VirtualMachine(host.build_artifact(mod), tvm.cpu())
     # one runner thread: kernels run on this thread, whose CPU time ignores other processes' time slices
     clock = time.thread_time if runner_threads() == 1 else time.perf_counter
@@ -188,7 +188,6 @@ def shipped_kernel_samples(mod, runs: int = 15) -> list[list[float]]:
 def probe(mod) -> list[tuple[KernelFeatures, float]]:
     """(features, median seconds) of each kernel call of one probe module as the shipped build runs it
     (layout transforms included: the prior reads the same lowering), or [] when the calls do not match."""
-    from hanasc.cost_models.kernels import lower_to_kernels
 
     lowered = lower_to_kernels(mod, "host", "shipped")
     order, samples = shipped_calls(mod)
@@ -198,38 +197,6 @@ def probe(mod) -> list[tuple[KernelFeatures, float]]:
     return [(by_name[name].features, statistics.median(s)) for name, s in zip(order, samples, strict=True)]
 
 
-NETWORK_MODELS = ("mobilenetv3-small", "squeezenet1.1", "resnet18", "unet-tiny")
-NETWORK_SIZE = 96  # input height and width of the network probes
-
-
-def network_probes(per_model: int, seed: int = 0, models: tuple[str, ...] = NETWORK_MODELS):
-    """``(label, module)`` of architectures sampled from zoo models' search spaces
-    (:func:`hanasc.search.architecture_samples.mixed_genome`; the first of each model is the original, the
-    second uniform W8A8): every kernel in its network context (int8 inputs from an int8 producer, blocked
-    neighbours), which single-layer probes do not have (their int8 layer quantizes a float input)."""
-    import hanasc
-    from hanasc.frontend.calibration import calibrate
-    from hanasc.frontend.model_zoo import fetch
-    from hanasc.frontend.onnx_loader import graph_inputs, read_onnx
-    from hanasc.passes.config import Config, LayerChoice
-    from hanasc.passes.materialize import materialize
-    from hanasc.search.architecture_samples import mixed_genome
-    from hanasc.search.space import build_space
-
-    rng = np.random.default_rng(seed + 3)
-    for name in models:
-        path = fetch(name)
-        inputs = graph_inputs(read_onnx(path))
-        model = hanasc.load_model(path, {i.name: (1, 3, NETWORK_SIZE, NETWORK_SIZE) for i in inputs})
-        space = build_space(model)
-        shape = model.inputs[0].shape
-        ranges = calibrate(model, [rng.standard_normal(shape).astype("float32") for _ in range(4)])
-        uniform = Config(layers={layer.name: LayerChoice(w_bits=8, a_bits=8) for layer in model.layers})
-        for i in range(per_model):
-            config = Config() if i == 0 else uniform if i == 1 else space.decode(mixed_genome(space, rng))
-            yield f"{name}@{NETWORK_SIZE}/n{i}", materialize(model.mod, config, ranges)
-
-
 def measure_and_fit(
     n_layers: int = 120,
     n_activations: int = 40,
@@ -237,15 +204,13 @@ def measure_and_fit(
     progress=print,
     n_unpack: int = 20,
     add_to: tuple[list[tuple[KernelFeatures, float]], dict] | None = None,
-    networks_per_model: int = 0,
+    extra_modules: tuple[tuple[str, object], ...] = (),
 ) -> EfficiencyModel:
     """Probe this machine and fit the efficiency model (reference: one core's sgemm peak x threads).
 
-    ``add_to``: (samples, reference) of an earlier run; the new samples are added to them."""
+    ``add_to``: (samples, reference) of an earlier run; the new samples are added to them.
+    ``extra_modules``: more ``(label, module)`` probes (whole networks: ``bench/probe_efficiency.py``)."""
     import tvm
-
-    from hanasc.cost_models.profiler import local_device_id
-    from hanasc.cost_models.spec import host_measurements
 
     threads = runner_threads()
     reference = (
@@ -275,9 +240,7 @@ def measure_and_fit(
         (f"unpack{bits} {shape}", lambda bits=bits, shape=shape: unpack_probe(bits, shape))
         for bits, shape in unpack_probes(n_unpack, seed)
     ]
-    if networks_per_model:
-        sampled = network_probes(networks_per_model, seed)
-        modules += [(label, lambda mod=mod: mod) for label, mod in sampled]
+    modules += [(label, lambda mod=mod: mod) for label, mod in extra_modules]
     for i, (label, make) in enumerate(modules):
         try:
             pairs = probe(make())
@@ -296,9 +259,6 @@ def measure_and_fit(
 def _save_samples(samples: list[tuple[KernelFeatures, float]], model: EfficiencyModel) -> None:
     """Keep the raw measurements beside the cache (a refit or an audit needs them, the prior does not)."""
     import json
-
-    from hanasc.core.atomic import atomic_file
-    from hanasc.cost_models.efficiency import cache_path
 
     path = cache_path().with_name(f"efficiency-samples-{model.version}.jsonl")
     with atomic_file(path) as tmp:
@@ -319,61 +279,3 @@ def refit(samples_path: Path, reference: dict) -> EfficiencyModel:
     samples = load_samples(samples_path)
     reference = {**reference, "refit_from": Path(samples_path).name}
     return fit(samples, {k: v for k, v in reference.items() if k != "samples"})
-
-
-def main() -> None:
-    import argparse
-
-    from hanasc.cost_models.efficiency import cache_path
-
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--layers", type=int, default=120)
-    parser.add_argument("--activations", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="default: <cache>/efficiency.json")
-    parser.add_argument("--refit", type=Path, default=None, help="fit from kept samples (reference: --out's)")
-    parser.add_argument("--unpack", type=int, default=20, help="probes unpacking 4/2-bit weights")
-    parser.add_argument("--add-to", type=Path, default=None, help="kept samples to add the new ones to")
-    parser.add_argument(
-        "--networks", type=int, default=0, help="architectures per zoo model timed kernel by kernel"
-    )
-    args = parser.parse_args()
-    if args.refit is not None:
-        import json
-
-        from hanasc.cost_models.efficiency import SHIPPED
-
-        source = args.out if args.out and args.out.is_file() else SHIPPED
-        reference = json.loads(source.read_text())["reference"]
-        model = refit(args.refit, reference)
-    else:
-        added = None
-        if args.add_to is not None:
-            import json
-
-            from hanasc.cost_models.efficiency import SHIPPED
-
-            source = args.out if args.out and args.out.is_file() else SHIPPED
-            added = (load_samples(args.add_to), json.loads(source.read_text())["reference"])
-        model = measure_and_fit(
-            args.layers,
-            args.activations,
-            args.seed,
-            n_unpack=args.unpack,
-            add_to=added,
-            networks_per_model=args.networks,
-        )
-    out = args.out or cache_path()
-    model.save(out)
-    print(f"wrote {out}: {model.name}")
-    for key, c in model.curves.items():
-        print(
-            f"  {key:<18} compute {c.compute_eff:6.3f}  memory {c.memory_eff:8.3f}  fixed "
-            f"{c.fixed_s * 1e6:6.2f} us  n={c.n:<4} rmse(log) {c.rmse_log:.2f}"
-        )
-
-
-if __name__ == "__main__":
-    main()

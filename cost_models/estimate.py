@@ -12,15 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hanasc.core.atomic import atomic_file
 from hanasc.core.errors import HanascError
+from hanasc.core.paths import cache_dir
 from hanasc.cost_models.cost_report import CostReport, KernelCost
 from hanasc.cost_models.device_prior import DevicePrior
+from hanasc.cost_models.energy import estimate_energy
 from hanasc.cost_models.kernels import LoweredModel, lower_for_costs
 from hanasc.cost_models.latency_calibration import (
     DeviceCalibration,
     load_calibration,
     migrate_legacy,
 )
+from hanasc.cost_models.latency_model import has_model, load_latest
+from hanasc.cost_models.memory import estimate_memory
 from hanasc.cost_models.provenance import Figure, combine_sources
 from hanasc.cost_models.spec import HardwareSpec, load_spec
 from hanasc.cost_models.store import ProfileStore
@@ -44,8 +49,6 @@ class CostContext:
     device: str | None = None  # default: "default"
 
     def cache(self) -> Path:
-        from hanasc.core.paths import cache_dir
-
         return Path(self.root) if self.root else cache_dir()
 
     def models_root(self) -> Path:
@@ -105,8 +108,6 @@ def load_device_calibration(
 def save_device_calibration(cal: DeviceCalibration, path: Path) -> None:
     import json
 
-    from hanasc.core.atomic import atomic_file
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(cal.to_json(), indent=1) + "\n")
@@ -153,11 +154,8 @@ def kernel_times(
 
 
 def _latency_model(cost_target, ctx: CostContext):
-    """The target's trained XGBoost model (xgboost is imported only when one exists), or None."""
-    if not cost_target.compiles_with_tvm:
-        return None
-    from hanasc.cost_models.latency_model import has_model, load_latest
-
+    """The target's trained XGBoost model (xgboost is imported only when one exists), or None (also for
+    targets whose kernels are not profiled: none is ever trained for them)."""
     if not has_model(cost_target.name, root=ctx.models_root()):
         return None
     return load_latest(cost_target.name, root=ctx.models_root())
@@ -180,8 +178,6 @@ def estimate_costs(
 ) -> CostReport:
     """Latency (with an interval once calibrated), memory (``memory=True``) and energy of a Relax module
     (weights bound or as parameters) on a target, each figure with its provenance."""
-    from hanasc.cost_models.energy import estimate_energy
-
     cost_target = get_target(target)
     spec = load_spec(cost_target.name, ctx.cache() / "host_spec.json")
     prior = DevicePrior.for_spec(spec, threads, ctx.cache())
@@ -248,7 +244,6 @@ def estimate_costs(
 
 
 def _memory_figures(mod, lowered: LoweredModel, target: str) -> dict[str, Figure]:
-    from hanasc.cost_models.memory import estimate_memory
 
     memory = estimate_memory(mod, lowered, target)
     how = {"model": "static memory plan of the lowered module"}

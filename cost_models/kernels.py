@@ -1,8 +1,9 @@
 """Kernels as the target runs them: the fused PrimFuncs of a lowered module, in call order, with features.
 
-The module is lowered with the target's own fusion passes (LegalizeOps, FoldConstant, FuseOps, FuseTIR, as
-in ``relax.get_default_pipeline``); each ``call_tir`` of ``main`` is one kernel call. Features are read from
-the TIR itself (the anchor block: the reduction with the most iterations), so any transformed module works.
+The module is lowered through the target's pipeline (:mod:`hanasc.targets.pipelines`): TVM's default
+fusion (LegalizeOps, FoldConstant, FuseOps, FuseTIR) or the shipped build's; each ``call_tir`` of ``main``
+is one kernel call. Features are read from the TIR itself (the anchor block: the reduction with the most
+iterations), so any transformed module works.
 """
 
 from __future__ import annotations
@@ -12,6 +13,11 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from hanasc.core.relax_params import bind_weights
+from hanasc.cost_models.target_info import get_target
+from hanasc.targets.late_binding import fused_as_shipped
+from hanasc.targets.pipelines import default_fusion_passes
 
 OP_KINDS = ("conv2d", "depthwise", "group_conv", "dense", "pool", "reduce", "elementwise", "copy")
 DTYPE_BITS = {"int8": 8, "uint8": 8, "int16": 16, "float16": 16, "bfloat16": 16, "int32": 32, "float32": 32}
@@ -160,21 +166,6 @@ class LoweredModel:
         return LoweredModel(self.target, kernels, [n for n in self.call_order if n in names])
 
 
-def fusion_passes(tvm_target):
-    """The target's lowering up to fused PrimFuncs (the first half of relax.get_default_pipeline)."""
-    from tvm import relax
-
-    return [
-        relax.backend.DispatchSampling(),
-        relax.backend.DispatchSortScan(),
-        relax.transform.LegalizeOps(),
-        relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-    ]
-
-
 LOWERINGS = ("default", "shipped")  # TVM's default NCHW fusion, or the shipped build's (targets/pipelines.py)
 
 
@@ -183,8 +174,6 @@ def with_bound_weights(mod):
     ``num_input``); a module already bound as it is."""
     main = mod["main"]
     if main.attrs and "num_input" in main.attrs:
-        from hanasc.core.relax_params import bind_weights
-
         return bind_weights(mod)
     return mod
 
@@ -199,24 +188,21 @@ def lower_for_costs(mod, target_name: str, lowering: str) -> LoweredModel:
 def lower_to_kernels(mod, target_name: str = "host", lowering: str = "default") -> LoweredModel:
     """Lower a Relax module (weights bound, or as inputs) and list its fused kernels with features.
 
-    ``lowering``: ``"default"``, TVM's fusion of the NCHW module (:func:`fusion_passes`); ``"shipped"``, the
+    ``lowering``: ``"default"``, TVM's fusion of the NCHW module
+    (:func:`hanasc.targets.pipelines.default_fusion_passes`); ``"shipped"``, the
     kernels the shipped artifact runs (blocked layouts, int8 pair kernels, run-time unpacking of packed
     weights; :func:`hanasc.targets.late_binding.fused_as_shipped`), named as its VM calls them."""
     import tvm
-
-    from hanasc.cost_models.target_info import get_target
 
     if lowering not in LOWERINGS:
         raise ValueError(f"unknown lowering '{lowering}' (one of {', '.join(LOWERINGS)})")
     target = get_target(target_name)
     tvm_target = target.tvm_target()
     if lowering == "shipped":
-        from hanasc.targets.late_binding import fused_as_shipped
-
         lowered = fused_as_shipped(mod, tvm_target)
     else:
         with tvm_target:
-            lowered = tvm.transform.Sequential(fusion_passes(tvm_target))(mod)
+            lowered = tvm.transform.Sequential(default_fusion_passes(tvm_target))(mod)
     return kernels_of(lowered, target.name, target.key(), lowering)
 
 

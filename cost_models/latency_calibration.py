@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hanasc.core.atomic import atomic_file
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -76,7 +78,6 @@ def rmspe(pred, actual) -> float:
 
 
 def save_calibration(cal: Calibration, path: Path) -> None:
-    from hanasc.core.atomic import atomic_file
 
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(cal.to_json(), indent=2))

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hanasc.core.atomic import atomic_file
+from hanasc.core.paths import cache_dir
 from hanasc.cost_models.kernels import FEATURE_NAMES, KernelFeatures, feature_vector
 from hanasc.cost_models.latency_calibration import Calibration
 from hanasc.cost_models.store import KernelRow
@@ -88,7 +90,6 @@ class LatencyModel:
 
     def save(self, root: Path | None = None) -> Path:
         """Write ``<root>/<target>/<device>/<version>.{ubj,json}`` and point ``latest.json`` at it."""
-        from hanasc.core.atomic import atomic_file
 
         folder = model_folder(self.meta.target, self.meta.device, root)
         folder.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,6 @@ def train(
 
 
 def model_folder(target: str, device: str, root: Path | None = None) -> Path:
-    from hanasc.core.paths import cache_dir
 
     base = Path(root) if root else cache_dir() / "latency_models"
     return base / target / _slug(device)
@@ -137,7 +137,6 @@ def model_folder(target: str, device: str, root: Path | None = None) -> Path:
 
 def has_model(target: str, device: str | None = None, root: Path | None = None) -> bool:
     """Whether a model was saved for the target (and device), without importing xgboost."""
-    from hanasc.core.paths import cache_dir
 
     base = Path(root) if root else cache_dir() / "latency_models"
     folders = [model_folder(target, device, root)] if device else sorted((base / target).glob("*"))
@@ -146,7 +145,6 @@ def has_model(target: str, device: str | None = None, root: Path | None = None) 
 
 def load_latest(target: str, device: str | None = None, root: Path | None = None) -> LatencyModel | None:
     """The newest saved model for a target (for one device, or any device), or None."""
-    from hanasc.core.paths import cache_dir
 
     base = Path(root) if root else cache_dir() / "latency_models"
     folders = [model_folder(target, device, root)] if device else sorted((base / target).glob("*"))

@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from hanasc.cost_models.kernels import LoweredModel, allocated_bytes, with_bound_weights
+from hanasc.cost_models.target_info import get_target
+from hanasc.targets import host, pipelines
+from hanasc.targets.late_binding import lower_as_shipped
 from hanasc.targets.quiet import export_library
 
 
@@ -67,8 +70,6 @@ def activation_bytes(mod, tvm_target) -> tuple[int, int]:
     import tvm
     from tvm import relax
 
-    from hanasc.targets.late_binding import lower_as_shipped
-
     lowered = lower_as_shipped(mod, tvm_target)
     main = lowered["main"]
     alloc_storage = tvm.ir.Op.get("relax.vm.alloc_storage")
@@ -116,7 +117,6 @@ def _tensor_bytes(ty) -> int:
 
 def estimate_memory(mod, lowered: LoweredModel, target_name: str) -> MemoryEstimate:
     """Weights of the module as given, activations and workspace of its lowering for the target."""
-    from hanasc.cost_models.target_info import get_target
 
     by_dtype = weight_bytes(mod)
     tvm_target = get_target(target_name).tvm_target()
@@ -133,8 +133,6 @@ def scheduled_scratch_bytes(kernel, tvm_target) -> int:
     ``scratch_bytes`` where the kernel cannot be scheduled here."""
     import tvm
     from tvm import s_tir
-
-    from hanasc.targets import pipelines
 
     try:
         with tvm_target:
@@ -190,7 +188,6 @@ print(json.dumps({"base": base, "peak": peak[0]}))
 def check_artifact(mod, workdir: Path | None = None) -> ArtifactCheck:
     """Export the host artifact (the shipped build: :func:`hanasc.targets.host.build_artifact`) to a .so and
     run it in a fresh process: file size and peak RSS over baseline."""
-    from hanasc.targets import host
 
     mod = with_bound_weights(mod)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:

@@ -16,8 +16,18 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from hanasc.cost_models.kernels import LoweredModel, lower_to_kernels
-from hanasc.cost_models.timing import call_samples, single_thread
+from hanasc.cost_models.kernels import Kernel, KernelFeatures, LoweredModel, lower_to_kernels
+from hanasc.cost_models.latency_calibration import fit_calibration
+from hanasc.cost_models.latency_model import train
+from hanasc.cost_models.store import KernelRow, tvm_version
+from hanasc.cost_models.timing import (
+    build_for,
+    call_samples,
+    random_inputs,
+    single_thread,
+    time_executable,
+    time_executable_cpu,
+)
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,6 @@ class NetworkProfile:
 
     @classmethod
     def from_json(cls, data: dict) -> NetworkProfile:
-        from hanasc.cost_models.kernels import Kernel, KernelFeatures
 
         low = data["lowered"]
         kernels = [
@@ -69,8 +78,6 @@ def profile_network(mod, target_name: str = "host", runs: int = 15, repeat: int 
     lowering)."""
     import tvm
     from tvm import relax
-
-    from hanasc.cost_models.timing import build_for, random_inputs, time_executable, time_executable_cpu
 
     lowered = lower_to_kernels(mod, target_name, lowering="shipped")
     executable = build_for(mod, target_name)
@@ -103,7 +110,6 @@ def profile_network(mod, target_name: str = "host", runs: int = 15, repeat: int 
 
 def network_rows(profile: NetworkProfile, target: str, device: str) -> list:
     """One profile-store row per distinct kernel of the network: its in-network median per call."""
-    from hanasc.cost_models.store import KernelRow, tvm_version
 
     version = tvm_version()
     return [
@@ -141,8 +147,6 @@ def merged_rows(profiles: list[NetworkProfile], target: str, device: str) -> lis
 def train_on_networks(profiles: list[NetworkProfile], target: str, device: str, params: dict | None = None):
     """The latency model of the shipped kernels (``lowering="shipped"``), trained on their in-network
     times, its per-call runtime overhead fitted on the networks' uninstrumented whole-model times."""
-    from hanasc.cost_models.latency_calibration import fit_calibration
-    from hanasc.cost_models.latency_model import train
 
     model = train(merged_rows(profiles, target, device), target, device, params, lowering="shipped")
     sums = [model.predict_sum_s(p.lowered) for p in profiles]

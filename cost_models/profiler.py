@@ -15,8 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from hanasc.core.errors import HanascError
 from hanasc.cost_models.target_info import CostTarget
+from hanasc.targets.pipelines import kernel_schedule_passes
 from hanasc.targets.quiet import export_library
+from hanasc.targets.rpc_address import RpcAddress
 
 KERNEL_SYMBOL = "kernel"
 
@@ -59,8 +62,6 @@ class Session:
         try:
             remote = rpc.connect(host, port)
         except Exception as exc:  # TVM raises its own error types: the user needs the address and one line
-            from hanasc.core.errors import HanascError
-
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             message = f"--rpc {host}:{port}: cannot reach the TVM RPC server ({reason[:200]})"
             raise HanascError(message) from None
@@ -78,19 +79,13 @@ class Session:
         """``--rpc HOST:PORT`` (or ``KEY@TRACKER:PORT``, :class:`hanasc.targets.rpc_address.RpcAddress`) or
         ``--tracker HOST:PORT --key K`` as given on the command line; else local."""
         if rpc_addr:
-            from hanasc.targets.rpc_address import RpcAddress
-
             address = RpcAddress.parse(rpc_addr)
             if address.key is not None:
                 return cls.tracker(address.host, address.port, address.key)
             return cls.rpc(address.host, address.port)
         if tracker:
             if not key:
-                from hanasc.core.errors import HanascError
-
                 raise HanascError("--tracker needs --key (the device key the RPC server registered)")
-            from hanasc.targets.rpc_address import RpcAddress
-
             address = RpcAddress.parse(tracker, "--tracker")
             return cls.tracker(address.host, address.port, key)
         return cls.local()
@@ -129,22 +124,14 @@ def local_device_id() -> str:
 
 
 def compile_kernel(prim, target: CostTarget):
-    """Compile one PrimFunc alone for the target (GPU targets get dlight's default schedules first)."""
+    """Compile one PrimFunc alone for the target (GPU targets get the shipped GPU rules first,
+    :func:`hanasc.targets.pipelines.kernel_schedule_passes`)."""
     import tvm
 
     tvm_target = target.tvm_target()
     mod = tvm.IRModule({KERNEL_SYMBOL: prim.with_attr("global_symbol", KERNEL_SYMBOL)})
-    if tvm_target.kind.name == "cuda":
-        from tvm.s_tir import dlight as dl
-
-        with tvm_target:
-            mod = dl.ApplyDefaultSchedule(
-                dl.gpu.Matmul(),
-                dl.gpu.GEMV(),
-                dl.gpu.Reduction(),
-                dl.gpu.GeneralReduction(),
-                dl.gpu.Fallback(),
-            )(mod)
+    with tvm_target:
+        mod = tvm.transform.Sequential(kernel_schedule_passes(tvm_target))(mod)
     return tvm.compile(mod, target=tvm_target)
 
 

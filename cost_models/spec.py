@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hanasc.core.atomic import atomic_file
+from hanasc.core.paths import cache_dir
+from hanasc.cost_models.profiler import local_device_id
 from hanasc.cost_models.target_info import get_target
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -84,8 +87,6 @@ def load_spec(target_name: str, cache: Path | None = None) -> HardwareSpec:
 
 def host_measurements(cache: Path | None = None) -> dict[str, float]:
     """Peak fp32 FLOP/s (numpy sgemm) and copy bandwidth of this CPU, measured once and cached per CPU."""
-    from hanasc.core.paths import cache_dir
-    from hanasc.cost_models.profiler import local_device_id
 
     path = Path(cache) if cache else cache_dir() / "host_spec.json"
     device = local_device_id()
@@ -94,7 +95,6 @@ def host_measurements(cache: Path | None = None) -> dict[str, float]:
         if data.get("device") == device:
             return {k: float(v) for k, v in data.items() if k != "device"}
     measured = {"fp32_flops": measure_sgemm_flops(), "bandwidth_Bps": measure_copy_bandwidth()}
-    from hanasc.core.atomic import atomic_file
 
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps({"device": device, **measured}, indent=2))

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hanasc.core.cache_safety import quarantine
+from hanasc.core.paths import cache_dir
 from hanasc.cost_models.kernels import KernelFeatures
 
 SCHEMA = """
@@ -31,7 +33,6 @@ CREATE INDEX IF NOT EXISTS models_by_target ON models (target, device);
 
 
 def default_db_path() -> Path:
-    from hanasc.core.paths import cache_dir
 
     return cache_dir() / "profiles.sqlite"
 
@@ -98,8 +99,6 @@ class ProfileStore:
         try:
             self._conn = _connect(self.path)
         except sqlite3.DatabaseError as exc:  # not a database, or damaged: it is a cache, rebuild it
-            from hanasc.core.cache_safety import quarantine
-
             quarantine(self.path, f"unreadable profile store ({exc})")
             for suffix in ("-wal", "-shm"):
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)

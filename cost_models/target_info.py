@@ -1,8 +1,8 @@
-"""What the cost models need to know about a target: its compiler, device and spec file.
+"""What the cost models need to know about a target: a view of the one target contract.
 
-Names, aliases, the TVM target and the unknown-target error come from the one target registry
-(:mod:`hanasc.targets.registry`), so the kernels profiled are compiled for exactly the TVM target that
-ships (see docs/costs.md).
+Names, aliases, the TVM target, the cost facts (compiler, device, cross compiler, spec file) and the
+unknown-target error all come from :mod:`hanasc.targets.registry`, so the kernels profiled are compiled
+for exactly the TVM target that ships (see docs/costs.md).
 """
 
 from __future__ import annotations
@@ -10,32 +10,43 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hanasc.targets import registry
+from hanasc.targets.base import SPEC_DIR, Target
 from hanasc.targets.registry import UnknownTargetError
 
-SPEC_DIR = Path(__file__).parent / "specs"
+__all__ = ["SPEC_DIR", "CostTarget", "UnknownTargetError", "get_target"]
 
 
 @dataclass(frozen=True)
 class CostTarget:
-    """A target as the cost models see it."""
+    """A target as the cost models see it (its :class:`hanasc.targets.base.Target` and cost facts)."""
 
-    name: str
-    compiler: str  # "tvm-llvm" | "tvm-cuda" | "openvino"
-    device_type: str  # TVM device of the kernels: "cpu" | "cuda"; "npu" for OpenVINO-only targets
-    cross_cc: str | None = None  # cross compiler for export_library when the device is not this machine
+    target: Target
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    @property
+    def compiler(self) -> str:  # "tvm-llvm" | "tvm-cuda" | "openvino"
+        return self.target.cost.compiler
+
+    @property
+    def device_type(self) -> str:  # TVM device of the kernels: "cpu" | "cuda"; "npu" for OpenVINO targets
+        return self.target.cost.device_type
+
+    @property
+    def cross_cc(self) -> str | None:  # cross compiler for export_library when the device is elsewhere
+        return self.target.cost.cross_cc
 
     @property
     def spec_path(self) -> Path:
-        return SPEC_DIR / f"{self.name}.json"
-
-    @property
-    def compiles_with_tvm(self) -> bool:
-        return self.compiler.startswith("tvm")
+        return self.target.spec_path
 
     @property
     def runs_on_this_cpu(self) -> bool:
         """Its kernels are compiled for and run on this machine's CPU (no cross compiler, no GPU)."""
-        return self.compiles_with_tvm and self.device_type == "cpu" and self.cross_cc is None
+        return self.target.cost.runs_on_this_cpu
 
     @property
     def prior_lowering(self) -> str:
@@ -43,42 +54,29 @@ class CostTarget:
         shipped build's (``"shipped"``: blocked layouts, int8 dot-product kernels, layout transforms) on the
         LLVM CPU targets, whose lowering hanasc defines (:func:`hanasc.targets.pipelines.to_blocked_layout`);
         TVM's default fusion (``"default"``) on the others."""
-        return "shipped" if self.compiler == "tvm-llvm" else "default"
+        return self.target.cost.prior_lowering
 
     def tvm_target(self):
         """The TVM target kernels are compiled for: the registry's (what ships); the host CPU for OpenVINO
         targets (features only)."""
-        from hanasc.targets import host, registry
-
-        if not self.compiles_with_tvm:
-            return host.tvm_target()
-        return registry.get_target(self.name).tvm_target()
+        return self.target.cost_tvm_target()
 
     def key(self) -> str:
         """A short, stable string naming the code generator setup (part of every kernel signature)."""
-        if not self.compiles_with_tvm:
-            return f"{self.name}:features-only"
-        target = self.tvm_target()
-        return f"{self.name}:{target.kind.name}:{target.attrs.get('mcpu', '')}:{target.attrs.get('arch', '')}"
+        return self.target.cost_key()
 
+    def check_profilable(self, asked: str) -> None:
+        """Raise HanascError when its kernels cannot be profiled (``asked``: the name the user gave)."""
+        self.target.check_profilable(asked)
 
-TARGETS: dict[str, CostTarget] = {
-    "host": CostTarget("host", "tvm-llvm", "cpu"),
-    "cortex-a78": CostTarget("cortex-a78", "tvm-llvm", "cpu", cross_cc="aarch64-linux-gnu-g++"),
-    "jetson-orin": CostTarget("jetson-orin", "tvm-cuda", "cuda", cross_cc="aarch64-linux-gnu-g++"),
-    "npu3720": CostTarget("npu3720", "openvino", "npu"),
-    "npu4000": CostTarget("npu4000", "openvino", "npu"),
-    "myriadx": CostTarget("myriadx", "openvino", "npu"),
-}
+    def times_in_place(self, remote: bool) -> bool:
+        """Whether its kernels can be timed inside the shipped artifact on this CPU (not over RPC)."""
+        return self.target.times_in_place(remote)
+
+    def check_networks_in_place(self, remote: bool) -> None:
+        self.target.check_networks_in_place(remote)
 
 
 def get_target(name: str) -> CostTarget:
     """Look a target up by name or alias (the registry's); a one-line error names the known ones."""
-    from hanasc.targets import registry
-
-    canonical = registry.get_target(name).name
-    if canonical not in TARGETS:
-        raise UnknownTargetError(
-            f"target '{canonical}' has no cost model (cost models: {', '.join(TARGETS)})"
-        )
-    return TARGETS[canonical]
+    return CostTarget(registry.get_target(name))

@@ -36,9 +36,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hanasc.core.relax_params import input_count
 from hanasc.cost_models.profiler import Session
 from hanasc.cost_models.provenance import figure
 from hanasc.cost_models.target_info import get_target
+from hanasc.targets import host
+from hanasc.targets.late_binding import compile_late_bound
 
 
 def call_samples(
@@ -84,7 +87,6 @@ _TOOL = "TVM VirtualMachine.time_evaluator"
 
 
 def _where() -> str:
-    from hanasc.cost_models.profiler import Session
 
     return f"host ({Session.local().device_id})"
 
@@ -167,8 +169,6 @@ class HostReference:
 
     def built(self):
         if self.executable is None:
-            from hanasc.targets import host
-
             self.executable = host.build_artifact(self.mod)
         return self.executable
 
@@ -216,7 +216,6 @@ def kernel_call_times(vm, args: list, runs: int) -> tuple[list[str], list[float]
     """``(kernel names in call order, median ms of each call)`` of ``vm["main"](*args)`` over ``runs``
     instrumented runs (after one uninstrumented warm-up); None when the call sequence changes between
     runs."""
-    from hanasc.cost_models.network_profile import call_samples
 
     timed = call_samples(vm, args, runs)
     if timed is None:
@@ -264,7 +263,6 @@ def module_hash(mod) -> str:
 def build_for(mod, target_name: str):
     """Compile a whole module as hanasc ships it for the target (:func:`hanasc.targets.late_binding.
     compile_late_bound`: blocked layouts, default schedules, tuning records, integer weights bound late)."""
-    from hanasc.targets.late_binding import compile_late_bound
 
     return compile_late_bound(mod, get_target(target_name).tvm_target())
 
@@ -273,8 +271,6 @@ def random_inputs(mod, device=None) -> list:
     """Arguments for ``main``'s inputs (not its weight parameters): random normal floats, zeros otherwise
     (safe as indices), seeded, on ``device`` (default: the CPU)."""
     import tvm
-
-    from hanasc.core.relax_params import input_count
 
     rng = np.random.default_rng(0)
     args = []

@@ -1,7 +1,7 @@
 """hanasc's Relax passes, for use in your own TVM pipelines (``tvm.transform`` module passes).
 
 Each applies one kind of choice of a :class:`~hanasc.passes.config.Config` (the kinds and their order:
-:data:`~hanasc.passes.choice_kinds.CHOICE_KINDS`); :class:`MaterializeConfig` applies them all. The names
+:func:`hanasc.passes.kinds.kinds`); :class:`MaterializeConfig` applies them all. The names
 resolve on first use, so ``import hanasc.passes.config`` stays free of TVM.
 """
 
@@ -18,7 +18,6 @@ _EXPORTS = {
     "SeparableConv": "hanasc.passes.separable",
     "QuantizeLayers": "hanasc.passes.quantize",
     "FakeQuantizeLayers": "hanasc.passes.quantize",
-    "CHOICE_KINDS": "hanasc.passes.choice_kinds",
     "Config": "hanasc.passes.config",
     "LayerChoice": "hanasc.passes.config",
 }

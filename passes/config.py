@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from hanasc.core.atomic import atomic_file
 from hanasc.core.errors import HanascError
 
 WEIGHT_BITS = (32, 16, 8, 4, 2)  # 32: float weights unchanged; 16: fp16; 8/4/2: symmetric per output channel
@@ -27,18 +29,80 @@ def _register_with_tvm_ffi() -> None:
 _register_with_tvm_ffi()
 
 
+@dataclass(frozen=True)
+class ExtraField:
+    """A per-layer field a registered choice kind adds without a LayerChoice attribute of its own."""
+
+    name: str
+    default: object
+    check: Callable[[object], str | None] | None = None  # a bad value -> why (None: fine)
+
+
+_EXTRA_FIELDS: dict[str, ExtraField] = {}
+
+
+def declare_field(spec: ExtraField) -> None:
+    """Let LayerChoice carry ``spec.name`` (in its ``extra`` mapping, JSON after the named fields)."""
+    if spec.name in {f.name for f in fields(LayerChoice)}:
+        raise ValueError(f"'{spec.name}' is a LayerChoice attribute already")
+    _EXTRA_FIELDS[spec.name] = spec
+
+
+def forget_field(name: str) -> None:
+    _EXTRA_FIELDS.pop(name, None)
+
+
 @dataclass
 class LayerChoice:
-    """The choices for one searchable layer; the defaults leave the layer as it is."""
+    """The choices for one searchable layer; the defaults leave the layer as it is.
+
+    ``extra`` holds the non-default values of fields that registered kinds declare (:func:`declare_field`);
+    read and write every field with :meth:`get` and :meth:`set`.
+    """
 
     w_bits: int = 32
     a_bits: int = 32
     separable: bool = False  # KxK conv (groups=1) -> depthwise KxK + pointwise 1x1
     width: float = 1.0  # ratio of output channels kept
     kernel: int | None = None  # shrink KxK to this size (centre crop); None keeps it
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.extra = {k: v for k, v in self.extra.items() if v != _default(k)}
+
+    def get(self, name: str) -> object:
+        if name in _NAMED:
+            return getattr(self, name)
+        return self.extra.get(name, _default(name))
+
+    def set(self, name: str, value: object) -> None:
+        if name in _NAMED:
+            setattr(self, name, value)
+        elif value == _default(name):
+            self.extra.pop(name, None)
+        else:
+            self.extra[name] = value
+
+    def values(self) -> dict[str, object]:
+        """Every field's value: the named ones, then the declared extra ones."""
+        return {**{k: getattr(self, k) for k in _NAMED}, **{k: self.get(k) for k in _EXTRA_FIELDS}}
 
     def is_identity(self) -> bool:
         return self == LayerChoice()
+
+
+_NAMED = tuple(f.name for f in fields(LayerChoice) if f.name != "extra")
+
+
+def _default(name: str) -> object:
+    if name in _EXTRA_FIELDS:
+        return _EXTRA_FIELDS[name].default
+    raise ConfigError(f"unknown choice '{name}' (allowed: {', '.join(sorted(choice_fields()))})")
+
+
+def choice_fields() -> tuple[str, ...]:
+    """Every per-layer field a Config can carry."""
+    return (*_NAMED, *_EXTRA_FIELDS)
 
 
 @dataclass
@@ -61,7 +125,8 @@ class Config:
     def to_json(self) -> dict:
         layers = {}
         for name, choice in self.layers.items():
-            changed = {k: v for k, v in asdict(choice).items() if v != getattr(LayerChoice(), k)}
+            default = LayerChoice()
+            changed = {k: v for k, v in choice.values().items() if v != default.get(k)}
             if changed:
                 layers[name] = changed
         return {"format": "hanasc.config/1", "layers": layers, "skip": list(self.skip)}
@@ -76,7 +141,7 @@ class Config:
         raw_layers = data.get("layers", {})
         if not isinstance(raw_layers, dict):
             raise ConfigError(f"{source}: 'layers' must be an object of layer name -> choices")
-        allowed = {f.name for f in fields(LayerChoice)}
+        allowed = set(choice_fields())
         layers = {}
         for name, raw in raw_layers.items():
             if not isinstance(raw, dict):
@@ -87,7 +152,10 @@ class Config:
                     f"{source}: layer '{name}': unknown choice '{sorted(bad)[0]}' "
                     f"(allowed: {', '.join(sorted(allowed))})"
                 )
-            choice = LayerChoice(**raw)
+            choice = LayerChoice(
+                **{k: v for k, v in raw.items() if k in _NAMED},
+                extra={k: v for k, v in raw.items() if k not in _NAMED},
+            )
             _check_values(choice, f"{source}: layer '{name}'")
             layers[name] = choice
         skip = data.get("skip", [])
@@ -96,7 +164,6 @@ class Config:
         return cls(layers=layers, skip=list(skip))
 
     def save(self, path: Path) -> None:
-        from hanasc.core.atomic import atomic_file
 
         with atomic_file(Path(path)) as tmp:
             tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
@@ -128,3 +195,8 @@ def _check_values(choice: LayerChoice, where: str) -> None:
         raise ConfigError(f"{where}: kernel={choice.kernel} must be an odd positive integer")
     if choice.a_bits == 8 and choice.w_bits > 8:
         raise ConfigError(f"{where}: a_bits=8 needs w_bits <= 8 (integer compute)")
+    for name, value in choice.extra.items():
+        spec = _EXTRA_FIELDS[name]
+        problem = spec.check(value) if spec.check else None
+        if problem:
+            raise ConfigError(f"{where}: {name}={value} {problem}")

@@ -16,6 +16,7 @@ from tvm import ir, relax
 from tvm.ir import IRModule
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
+from hanasc.core.layers import tensor_shapes
 from hanasc.passes.config import Config, ConfigError
 from hanasc.passes.weights import WeightEditor, layer_of_weight, weight_params
 
@@ -177,7 +178,6 @@ def residual_blocks_onnx(model: onnx.ModelProto) -> list[ResidualBlock]:
     Same blocks and names as :func:`residual_blocks` on the imported module; ``add`` is the Add node's
     name and ``skip_input`` tells which of its inputs is the skip (the simulator gates the other one).
     """
-    from hanasc.core.layers import tensor_shapes
 
     shapes = tensor_shapes(model)
     weights = {init.name for init in model.graph.initializer}

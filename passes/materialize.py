@@ -1,5 +1,5 @@
 """Materialize a whole Config: the hanasc passes composed in the order of
-:data:`hanasc.passes.choice_kinds.CHOICE_KINDS` (prune channels -> skip residual blocks -> shrink kernels ->
+:func:`hanasc.passes.kinds.kinds` (prune channels -> skip residual blocks -> shrink kernels ->
 separable substitution -> quantize), the order the simulator follows too.
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 import tvm
 
 from hanasc.passes.config import Config, ConfigError
+from hanasc.passes.depth import residual_blocks
+from hanasc.passes.kinds import relax_passes
 from hanasc.passes.weights import layer_of_weight, weight_params
 
 
@@ -24,9 +26,6 @@ class MaterializeConfig:
         self.ranges = ranges
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        from hanasc.passes.choice_kinds import relax_passes
-        from hanasc.passes.depth import residual_blocks
-
         skipped = {
             layer
             for block in residual_blocks(mod["main"])

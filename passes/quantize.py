@@ -35,7 +35,7 @@ from hanasc.passes.quant_reference import (
     inverse_scale,
     quantize_weight,
 )
-from hanasc.passes.weights import WeightEditor, layer_of_weight, weight_name_of, weight_params
+from hanasc.passes.weights import WeightEditor, layer_of_weight, weight_name_of, weight_params, weight_values
 
 SCALE_SUFFIX = ".scale"  # per-channel weight scales are stored as the parameter "<weight>.scale"
 
@@ -333,6 +333,5 @@ class FakeQuantizeLayers(_LayerRewriter):
 
 def parameter_bytes(func: relax.Function) -> int:
     """Bytes of all weight parameters of a hanasc ``main`` (codes, packed bytes, scales and biases)."""
-    from hanasc.passes.weights import weight_values
 
     return sum(v.nbytes for v in weight_values(func).values())

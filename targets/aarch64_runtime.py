@@ -16,6 +16,7 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
+from hanasc.core.atomic import atomic_dir
 from hanasc.core.errors import HanascError
 from hanasc.core.paths import cache_dir
 
@@ -42,8 +43,6 @@ def runtime_dir() -> Path:
 
 def fetch(dest: Path | None = None) -> Path:
     """Download the aarch64 wheels of the installed TVM versions and keep their runtime libraries."""
-    from hanasc.core.atomic import atomic_dir
-
     dest = dest or runtime_dir()
     versions = host_versions()
     with tempfile.TemporaryDirectory() as wheels:

@@ -7,8 +7,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from hanasc.core.atomic import atomic_file
 from hanasc.core.errors import HanascError
 from hanasc.core.paths import cache_dir
+from hanasc.targets.aarch64_runtime import ffi_include_dirs
 
 CXX = "aarch64-linux-gnu-g++"
 OBJDUMP = "aarch64-linux-gnu-objdump"
@@ -38,9 +40,6 @@ def cross_compiler():
 
 def build_runner(runtime: Path) -> Path:
     """The runner cross-compiled against ``runtime`` (cached by source, headers and runtime versions)."""
-    from hanasc.core.atomic import atomic_file
-    from hanasc.targets.aarch64_runtime import ffi_include_dirs
-
     cxx = require_tool(CXX)
     digest = hashlib.sha256(RUNNER_SOURCE.read_bytes())
     digest.update((runtime / "versions.json").read_bytes())

@@ -12,7 +12,7 @@ tensorizes them with :data:`SDOT_I8`. Compiled here for aarch64 and checked unde
 
 from __future__ import annotations
 
-import os
+from hanasc.targets.x86_int8 import dot_desc
 
 SDOT_I8 = "hanasc_neon_sdot_4x4_i8"
 LANES = 4  # int32 lanes of one q register: output channels per sdot
@@ -21,24 +21,12 @@ _LLVM_SDOT = "llvm.aarch64.neon.sdot.v4i32.v16i8"
 _registered: set[str] = set()
 
 
-def supports_sdot(target) -> bool:
-    """Whether ``target`` is an aarch64 CPU with the dot-product extension (``+dotprod``); the environment
-    variable ``HANASC_INT8_PAIRS=0`` turns these kernels off like the x86 ones."""
-    if os.environ.get("HANASC_INT8_PAIRS", "1") == "0" or target.kind.name != "llvm":
-        return False
-    triple = str(target.attrs.get("mtriple", "") or "")
-    mattr = [str(a) for a in (target.attrs.get("mattr") or [])]
-    return triple.startswith(("aarch64", "arm64")) and "+dotprod" in mattr
-
-
 def register(group: int = GROUP) -> str:
     """Register :data:`SDOT_I8` (``group`` input channels a lane: always 4) once per process and return its
     name."""
     if group != GROUP:
         raise ValueError(f"sdot reduces {GROUP} input channels a lane, not {group}")
     from tvm.s_tir import TensorIntrin
-
-    from hanasc.targets.x86_int8 import dot_desc
 
     if SDOT_I8 not in _registered:
         TensorIntrin.register(SDOT_I8, dot_desc(GROUP, "int8", LANES), _sdot_impl(), override=True)

@@ -13,7 +13,8 @@ import contextlib
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from hanasc.targets.cpu_schedules import BlockRule, runs_parallel, vectorize_injective
+from hanasc.targets.cpu_rules import BlockRule, runs_parallel, vectorize_injective
+from hanasc.targets.isa import vector_registers
 from hanasc.targets.lowering.conv_compute import x_tile
 
 
@@ -151,8 +152,6 @@ class RowMatmul(BlockRule):
         self.max_rows = max_rows
 
     def schedule(self, sch: s_tir.Schedule, blocks: list, target: Target) -> bool:
-        from hanasc.targets.pipelines import vector_registers
-
         names = [sch.get(b).name_hint for b in blocks]
         matmuls = [i for i, name in enumerate(names) if name.startswith("matmul")]
         if len(matmuls) != 1 or matmuls[0] != 0:

@@ -17,10 +17,18 @@ import functools
 import re
 from collections.abc import Callable
 
-from tvm import DataType, s_tir, tirx
-from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+from tvm import DataType, s_tir
 from tvm.target import Target
 
+from hanasc.targets import arm_int8, x86_int8
+from hanasc.targets.cpu_rules import BlockRule, runs_parallel, vectorize_injective
+from hanasc.targets.isa import (
+    depthwise_vpermb,
+    supports_pair_kernels,
+    supports_quad_depthwise,
+    supports_sdot,
+    vector_registers,
+)
 from hanasc.targets.lowering.conv_compute import (
     DATA_CONVERT,
     DOT_CROP,
@@ -49,45 +57,6 @@ def float_conv_tile(width: int, limit: int = 8) -> int:
     return limit if divisors_fall_short(width, limit) else x_tile(width, limit)
 
 
-def runs_parallel(target: Target, min_parallel_cores: int) -> bool:
-    """Whether to run a kernel's rows on the thread pool: on targets with at least ``min_parallel_cores``
-    cores (or an unknown count). On the 2-vCPU host where this was measured, parallel kernels cost
-    EfficientNet-Lite0 4 ms at 1 thread (pool workers spin between kernels) and gained nothing at 2."""
-    cores = target.attrs.get("num-cores")
-    return cores is None or int(cores) >= min_parallel_cores
-
-
-def _root_schedule(rule: CPUScheduleRule, func, target: Target) -> tuple[s_tir.Schedule, list] | None:
-    """A schedule of ``func`` and the blocks under its root, or None when ``rule`` does not apply (not a
-    PrimFunc, another target, no root block)."""
-    if not isinstance(func, tirx.PrimFunc) or not rule.is_target_available(target):
-        return None
-    sch = s_tir.Schedule(func)
-    try:
-        return sch, sch.get_child_blocks(sch.get_sblock("root"))
-    except Exception:  # no root block: not a kernel these rules know
-        return None
-
-
-class BlockRule(CPUScheduleRule):
-    """A rule that schedules the blocks under a PrimFunc's root: :meth:`schedule` says whether it did; a
-    kernel it declines, or one whose scheduling raises (a shape it does not handle), is left as it was."""
-
-    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
-        root = _root_schedule(self, func, target)
-        if root is None:
-            return None
-        sch, blocks = root
-        try:
-            done = self.schedule(sch, blocks, target)
-        except Exception:  # a kernel of a structure the rule does not handle: leave it
-            return None
-        return sch if done else None
-
-    def schedule(self, sch: s_tir.Schedule, blocks: list, target: Target) -> bool:
-        raise NotImplementedError
-
-
 class BlockedConv(BlockRule):
     """Register-tiled, vectorized direct convolution for ``conv2d_nchwc`` / ``depthwise_conv2d_nchwc``."""
 
@@ -105,16 +74,12 @@ class BlockedConv(BlockRule):
             return False
         schedule = _schedule_out_blocked if names[convs[0]].startswith(OUT_BLOCKED) else _schedule
         if names[convs[0]].startswith(QUAD_DEPTHWISE):
-            from hanasc.targets import x86_int8
-
-            if not x86_int8.supports_quad_depthwise(target):
+            if not supports_quad_depthwise(target):
                 return False
-            intrinsic = x86_int8.register_depthwise(x86_int8.depthwise_vpermb(target))
+            intrinsic = x86_int8.register_depthwise(depthwise_vpermb(target))
             schedule = functools.partial(_schedule_quad_depthwise, intrinsic=intrinsic)
         elif names[convs[0]].startswith((PAIR_CONV, QUAD_CONV)):
-            from hanasc.targets import x86_int8
-
-            if not x86_int8.supports_pair_kernels(target):
+            if not supports_pair_kernels(target):
                 return False
             out_block = int(sch.get(sch.get_loops(blocks[convs[0]])[4]).extent)
             lanes = x86_int8.dot_lanes(target, out_block)
@@ -125,14 +90,10 @@ class BlockedConv(BlockRule):
                 accumulators=x86_int8.accumulators(target, lanes),
             )
         elif names[convs[0]].startswith(SDOT_CONV):
-            from hanasc.targets import arm_int8
-
-            if not arm_int8.supports_sdot(target):
+            if not supports_sdot(target):
                 return False
             schedule = functools.partial(_schedule_pairs, lanes=arm_int8.LANES, register=arm_int8.register)
         if schedule in (_schedule, _schedule_out_blocked):
-            from hanasc.targets.pipelines import vector_registers
-
             schedule = functools.partial(schedule, registers=vector_registers(target))
         schedule(sch, blocks, convs[0], self.x_tile_limit, self.parallel(target))
         return True
@@ -401,35 +362,3 @@ def _schedule_out_blocked(
     sch.vectorize(ob)
     init = sch.decompose_reduction(conv, reduce[0])
     sch.vectorize(sch.get_loops(init)[-1])
-
-
-def vectorize_injective(sch: s_tir.Schedule, block, parallel: bool = False, tail: bool = False) -> None:
-    """The innermost loop of a spatial ``block`` vectorized: split by 16 or 8 lanes when one divides it,
-    whole when it is short (<= 64); a longer loop neither divides stays scalar, or with ``tail`` is
-    vectorized by 16 up to a short scalar tail of its own (``loop_partition``: the NCHW copy-back of
-    SqueezeNet 1.1's stem, 64 x 111 x 111, Zen 4: 876 -> 684 us int8, 760 -> 570 us fp32, outputs
-    identical). ``parallel``: the outermost loop on the thread pool."""
-    loops = sch.get_loops(block)
-    inner = loops[-1]
-    extent = int(sch.get(inner).extent)
-    width = next((w for w in (16, 8) if extent % w == 0), extent if extent <= 64 else None)
-    if parallel and len(loops) > 1:
-        sch.parallel(loops[0])
-    if width is None and tail:
-        _vectorize_with_tail(sch, inner, extent)
-        return
-    if width is None or width == 1:
-        return
-    if extent > width:
-        inner = sch.split(inner, [None, width])[1]
-    sch.vectorize(inner)
-
-
-def _vectorize_with_tail(sch: s_tir.Schedule, loop, extent: int, lanes: int = 16) -> None:
-    """``loop`` vectorized by ``lanes`` over its first ``extent // lanes * lanes`` iterations, the rest a
-    scalar loop of its own; left scalar where the partition does not apply."""
-    try:
-        body, _tail = sch.loop_partition(loop, [extent // lanes * lanes, None])
-    except Exception:  # a loop the partition does not take: it stays scalar
-        return
-    sch.vectorize(sch.split(body, [None, lanes])[1])

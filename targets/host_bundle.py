@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hanasc.targets import bundle, bundle_readme
+from hanasc.core.atomic import atomic_dir
+from hanasc.targets import bundle, bundle_readme, host
 from hanasc.targets.quiet import export_library
 
 RUNNER_SCRIPT = '''\
@@ -57,9 +58,6 @@ def build_bundle(mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict) -> b
     bundle runs here with ``python run.py``."""
     import tvm
 
-    from hanasc.core.atomic import atomic_dir
-    from hanasc.targets import host
-
     probe_inputs = bundle.as_list(probe_inputs)
     start = time.perf_counter()
     target = host.tvm_target()
@@ -72,7 +70,7 @@ def build_bundle(mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict) -> b
         (tmp / "run.py").write_text(RUNNER_SCRIPT)
         manifest = {
             "format": "hanasc.bundle/1",
-            "target": host.NAME,
+            "target": host.TARGET.name,
             "tvm_target": str(target),
             "tvm_version": tvm.__version__,
             "device": "cpu",
@@ -90,7 +88,7 @@ def build_bundle(mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict) -> b
         command = "python run.py 50   # prints outputs, max_abs_diff vs probe_output.bin, latency_ms"
         (tmp / "README.md").write_text(bundle_readme.render(manifest, setup, command, runner_usage=False))
     return bundle.BundleReport(
-        target=host.NAME,
+        target=host.TARGET.name,
         out_dir=out_dir,
         files=bundle.file_sizes(out_dir),
         build_seconds=time.perf_counter() - start,

@@ -10,24 +10,40 @@ model on a GPU of this machine, when there is one.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import os
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from hanasc.core.atomic import atomic_dir
 from hanasc.core.errors import HanascError
-from hanasc.targets import aarch64_runtime, aarch64_tools, bundle, bundle_readme, cuda_kernels
+from hanasc.targets import aarch64_runtime, aarch64_tools, bundle, bundle_readme, cuda_kernels, host
+from hanasc.targets.base import Choices
 from hanasc.targets.cortex_a78 import TARGET_JSON as A78_TARGET_JSON
+from hanasc.targets.cuda_toolchain import kernel_compiler, local_gpu_available
+from hanasc.targets.host import flatten_outputs
 from hanasc.targets.quiet import export_library
+from hanasc.targets.tvm_family import CudaTarget
 
-NAME = "jetson-orin"
 ARCH = "sm_87"
 TARGET_JSON = {"kind": "cuda", "arch": ARCH, "host": A78_TARGET_JSON}
+TARGET = CudaTarget(
+    name="jetson-orin",
+    aliases=("orin",),
+    description="NVIDIA Jetson Orin: CUDA sm_87 kernels with an aarch64 A78 host",
+    tvm_target_json=TARGET_JSON,
+    choices=Choices(compute_weight_bits=(32, 16, 8), storage_weight_bits=(4, 2), act_bits=(32, 16, 8)),
+    builder="hanasc.targets.jetson_orin:build_bundle",
+    checked_here="build; sm_87 PTX/cubin; launch bounds, shared memory, registers within limits",
+    checked_on_device="numerics and latency (or on a lent GPU as plain cuda)",
+    kernel_notes=(
+        "int8 GEMMs and convs: dp4a (4 byte products per instruction, int32 sums); fp16 GEMMs "
+        "with every size > 64: tensor cores (wmma); int8 depthwise, int8 tensor cores: not yet "
+        "(plain CUDA); the rest: dlight's default schedules"
+    ),
+)
+TARGETS = (TARGET,)
 
 
 def tvm_target():
@@ -41,9 +57,7 @@ def build_bundle(mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict) -> b
     host library, precompiled sm_87 kernels, runner."""
     import tvm
 
-    from hanasc.core.atomic import atomic_dir
-    from hanasc.targets import host
-    from hanasc.targets.late_binding import compile_late_bound
+    from hanasc.targets.late_binding import compile_late_bound  # deferred: TVM (look-ups import no TVM)
 
     probe_inputs = bundle.as_list(probe_inputs)
     runtime = aarch64_runtime.require(cuda=True)
@@ -72,14 +86,14 @@ def build_bundle(mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict) -> b
         nvcc_seconds = time.perf_counter() - nvcc_start
         check = cuda_kernels.check_kernels(source, ptx, ptxas_report, ARCH)
         if check.problems:
-            raise HanascError(f"{NAME}: kernel outside the {ARCH} limits: {check.problems[0]}")
+            raise HanascError(f"{TARGET.name}: kernel outside the {ARCH} limits: {check.problems[0]}")
         shutil.copy2(runner, tmp / "runner")
         (tmp / "rt").mkdir()
         for lib in aarch64_runtime.CPU_LIBS + aarch64_runtime.CUDA_LIBS:
             shutil.copy2(runtime / lib, tmp / "rt" / lib)
         manifest = {
             "format": "hanasc.bundle/1",
-            "target": NAME,
+            "target": TARGET.name,
             "tvm_target": str(target),
             "tvm_version": tvm.__version__,
             "device": "cuda",
@@ -92,7 +106,7 @@ def build_bundle(mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict) -> b
         command = bundle_readme.runner_command(manifest, extra)
         (tmp / "README.md").write_text(bundle_readme.render(manifest, _device_setup(), command, _notes()))
     return bundle.BundleReport(
-        target=NAME,
+        target=TARGET.name,
         out_dir=out_dir,
         files=bundle.file_sizes(out_dir),
         build_seconds=time.perf_counter() - start,
@@ -142,51 +156,19 @@ def _notes() -> list[str]:
     ]
 
 
-def local_gpu_available() -> bool:
-    """Whether this machine has a CUDA GPU TVM can use."""
-    try:
-        import tvm
-
-        return bool(tvm.cuda(0).exist)
-    except Exception:
-        return False
-
-
 def local_gpu_target():
     """A CUDA target for this machine's GPU (its own arch), with this machine's CPU as host."""
     import tvm
-
-    from hanasc.targets import host
 
     dev = tvm.cuda(0)
     arch = "sm_" + dev.compute_version.replace(".", "")
     return tvm.target.Target({"kind": "cuda", "arch": arch}, host=host.tvm_target())
 
 
-def _has_nvrtc() -> bool:
-    try:
-        return importlib.util.find_spec("cuda.bindings") is not None
-    except ModuleNotFoundError:
-        return False
-
-
-@contextlib.contextmanager
-def kernel_compiler() -> Iterator[None]:
-    """TVM compiles CUDA kernels with NVRTC (needs ``cuda-bindings``) or nvcc: use nvcc if NVRTC is absent."""
-    if _has_nvrtc() or "TVM_CUDA_COMPILE_MODE" in os.environ:
-        yield
-        return
-    os.environ["TVM_CUDA_COMPILE_MODE"] = "nvcc"
-    try:
-        yield
-    finally:
-        os.environ.pop("TVM_CUDA_COMPILE_MODE", None)
-
-
 def build_for_local_gpu(mod):
     """Build ``mod`` with the pipeline of the Orin bundle (:func:`compile_late_bound`: dp4a int8 GEMMs,
     dlight schedules), for the GPU of this machine."""
-    from hanasc.targets.late_binding import compile_late_bound
+    from hanasc.targets.late_binding import compile_late_bound  # deferred: TVM (look-ups import no TVM)
 
     if not local_gpu_available():
         raise HanascError("no CUDA GPU on this machine")
@@ -200,8 +182,6 @@ def run_on_local_gpu(
     """Run on this machine's GPU; return the outputs and the median latency in ms over ``runs`` calls."""
     import tvm
     from tvm import relax
-
-    from hanasc.targets.host import flatten_outputs
 
     dev = tvm.cuda(0)
     with kernel_compiler():

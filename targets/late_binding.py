@@ -10,6 +10,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from hanasc.core.relax_params import bind_weights, bound_value, is_packed, weights_of
+from hanasc.passes.packing import pack_bits, pack_tiles, unpack_bits, unpack_expr, unpacked_param
+from hanasc.targets import pipelines, tuning
+from hanasc.targets.isa import is_gpu
+from hanasc.targets.lowering.blocked_layout import LayoutReport, first_line
+from hanasc.targets.lowering.constant_layouts import folded_value
+from hanasc.targets.lowering.conv_compute import WEIGHT_TILES
+from hanasc.targets.lowering.quad_depthwise import (
+    QUAD_OFFSET,
+    QUAD_WEIGHT,
+    quad_offset_values,
+    quad_weight_values,
+)
+from hanasc.targets.tuning_database import RECORDS, open_database
+
 
 def compile_late_bound(mod, target):
     """Compile ``mod`` (weights as parameters, or already bound) for ``target`` with hanasc's pipeline
@@ -23,11 +38,9 @@ def compile_late_bound(mod, target):
     :class:`hanasc.targets.pipelines.BuildReport` of the build that succeeded goes to the open
     :func:`hanasc.targets.pipelines.collect_build_reports`.
     """
-    from hanasc.targets import pipelines
-
     if target.kind.name not in ("llvm", "cuda"):
         raise ValueError(f"late binding supports llvm and cuda targets, not '{target.kind.name}'")
-    gpu = pipelines.is_gpu(target)
+    gpu = is_gpu(target)
     # (blocked layout, default schedules): GPU kernels need dlight's thread bindings, so no fallback there
     plans = [(False, True)] if gpu else [(True, True), (False, True), (False, False)]
     rebuilds: list[str] = []
@@ -38,7 +51,6 @@ def compile_late_bound(mod, target):
         except Exception as exc:  # TVM raises many types; the last plan's failure is the model's own
             if index == len(plans) - 1:
                 raise
-            from hanasc.targets.lowering.blocked_layout import first_line
 
             what = "blocked layout" if blocked else "default schedules"
             rebuilds.append(f"{what} failed to build ({first_line(exc)})")
@@ -83,8 +95,6 @@ def fused_as_shipped(mod, target):
     import tvm
     from tvm import relax
 
-    from hanasc.targets import pipelines
-
     def fuse(blocked: bool, report):
         early, _ = _early_stages(mod, target, blocked, report)
         with target:  # reshape-like kernels become views, as in the build's first lowering pass
@@ -96,9 +106,7 @@ def fused_as_shipped(mod, target):
 
 def _blocked_else_nchw(target, lower):
     """``lower(blocked, report)`` in blocked layout (CPUs), redone in NCHW when that raises."""
-    from hanasc.targets import pipelines
-
-    for blocked in (not pipelines.is_gpu(target), False):
+    for blocked in (not is_gpu(target), False):
         report = pipelines.BuildReport(target=_target_name(target))
         try:
             return lower(blocked, report)
@@ -111,19 +119,14 @@ def _blocked_else_nchw(target, lower):
 def _early_stages(mod, target, blocked: bool, report) -> tuple:
     """``(module, packed weights)``: ``mod`` with float weights bound, in blocked layout when ``blocked``,
     its packed integer weights prepacked for their kernels (bound later, after fusion)."""
-    from hanasc.core.relax_params import bind_weights, is_packed, weights_of
-    from hanasc.targets import pipelines
-
     packed = {k: v for k, v in weights_of(mod).items() if is_packed(v)}
     early = bind_weights(mod, keep_packed=True) if weights_of(mod) else mod
     if blocked:
-        from hanasc.targets.lowering.blocked_layout import LayoutReport
-
         layout = LayoutReport()
         # x86 with AVX2: int8 pointwise convs as exact vpmaddwd kernels, their weights prepacked below
         early = pipelines.to_blocked_layout(early, target, report=layout, int8_weights=packed)
         report.layout, report.layout_line = layout.to_json(), layout.summary()
-    elif not pipelines.is_gpu(target):
+    elif not is_gpu(target):
         report.layout_line = "layout: whole module NCHW (blocked build failed)"
     if packed:
         early, packed = prepack_weights(early, packed)
@@ -135,8 +138,6 @@ def shipped_pipeline(mod, target, blocked: bool, schedules: bool, report) -> tup
     layout, prepacked integer weights) and the pass that lowers it for code generation."""
     import tvm
     from tvm import relax
-
-    from hanasc.targets import pipelines
 
     early, packed = _early_stages(mod, target, blocked, report)
     stages = pipelines.backend(target)
@@ -165,14 +166,11 @@ def shipped_pipeline(mod, target, blocked: bool, schedules: bool, report) -> tup
 
 def tuned_records(target):
     """The target's persistent MetaSchedule database (:mod:`hanasc.targets.tuning`), if it has records."""
-    from hanasc.targets import tuning
-    from hanasc.targets.tuning_database import RECORDS, open_database
-
     path = tuning.database_dir(tuning.resolve_target(target))
     records = path / RECORDS
     if not records.is_file() or records.stat().st_size == 0:
         return None
-    with tuning.light_intrinsics(tuning.is_gpu(target)):
+    with tuning.light_intrinsics(is_gpu(target)):
         return open_database(path, snapshot=True)  # another process may be tuning into it
 
 
@@ -212,8 +210,6 @@ def _layout_op(call) -> bool:
 def _prepacked_value(call, value: np.ndarray) -> np.ndarray | None:
     """``call`` (a layout_transform or permute_dims of one weight) evaluated on ``value``; None when it is
     another op, or a layout_transform that pads."""
-    from hanasc.targets.lowering.constant_layouts import folded_value
-
     return folded_value(call, value) if _layout_op(call) else None
 
 
@@ -257,9 +253,6 @@ def _prepack_mutator(values: dict[str, np.ndarray]):
             """A layout op on 4/2-bit weights unpacked in the graph: the weights packed again in the
             layout the op produces, so only the unpacking runs per inference (no transform, no
             transpose)."""
-            from hanasc.core.relax_params import bound_value
-            from hanasc.passes.packing import pack_bits, unpack_bits, unpack_expr, unpacked_param
-
             found = unpacked_param(call.args[0], lambda v: bound_value(self, v), self.values)
             if found is None:
                 return call
@@ -273,9 +266,6 @@ def _prepack_mutator(values: dict[str, np.ndarray]):
             """A graph op on one int8 weight (:func:`_weight_op`) evaluated once, in numpy: on a
             late-bound parameter, or on 4/2-bit weights unpacked in the graph (``evaluate(values, bits)``
             returns None where it needs the other)."""
-            from hanasc.core.relax_params import bound_value
-            from hanasc.passes.packing import unpack_bits, unpacked_param
-
             known = {**self.values, **self.new_values}
             weight = call.args[1].fields[0]
             if isinstance(weight, relax.Var) and weight.name in known:
@@ -301,15 +291,6 @@ def _weight_op(call):
     kernels'
     weight layout and offset (:mod:`hanasc.targets.lowering.quad_depthwise`); else None."""
     import tvm
-
-    from hanasc.passes.packing import pack_tiles
-    from hanasc.targets.lowering.conv_compute import WEIGHT_TILES
-    from hanasc.targets.lowering.quad_depthwise import (
-        QUAD_OFFSET,
-        QUAD_WEIGHT,
-        quad_offset_values,
-        quad_weight_values,
-    )
 
     if call.op != tvm.ir.Op.get("relax.call_tir") or len(call.args[1].fields) != 1:
         return None

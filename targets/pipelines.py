@@ -13,10 +13,22 @@ import contextlib
 import contextvars
 from dataclasses import dataclass, field
 
-
-def is_gpu(target) -> bool:
-    """Whether ``target`` compiles kernels for a CUDA GPU (else a CPU)."""
-    return target.kind.name == "cuda"
+from hanasc.targets.cpu_nonconv_schedules import ChannelBlockReduction, Injective, RowMatmul
+from hanasc.targets.cpu_schedules import X_TILE, BlockedConv
+from hanasc.targets.cuda_int8 import Dp4aMatmul
+from hanasc.targets.cuda_schedules import SmallReduction
+from hanasc.targets.isa import (
+    is_gpu,
+    supports_pair_kernels,
+    supports_quad_depthwise,
+    supports_sdot,
+    supports_vnni,
+    vector_registers,
+)
+from hanasc.targets.lowering import blocked_layout
+from hanasc.targets.lowering.blocked_lowering import BLOCKS, legalize_map
+from hanasc.targets.lowering.constant_layouts import FoldConstantLayouts
+from hanasc.targets.lowering.transposed_conv import transposed_convs_as_convs
 
 
 def backend(target):
@@ -28,36 +40,6 @@ def backend(target):
     return pipeline
 
 
-def is_x86(target) -> bool:
-    """Whether an LLVM ``target`` compiles for x86 (its ``mtriple``; none given: this host, x86 here)."""
-    triple = str(target.attrs.get("mtriple", "") or "")
-    return target.kind.name == "llvm" and (not triple or triple.startswith(("x86_64", "i686", "i386")))
-
-
-def has_feature(target, feature: str) -> bool:
-    """Whether LLVM reports ``feature`` (``avx2``, ``avx512f``, ...) for ``target``; False when it cannot
-    query the target."""
-    from tvm.target import codegen
-
-    try:
-        return bool(codegen.target_has_features(feature, target))
-    except Exception:  # an LLVM that cannot query this target
-        return False
-
-
-def vector_registers(target) -> tuple[int, int]:
-    """``(fp32 lanes of one SIMD register, SIMD registers)`` of a CPU target: AVX-512 (16, 32), AVX2 / AVX
-    (8, 16), SSE (4, 16), AArch64 NEON (4, 32); another CPU (16, 32)."""
-    triple = str(target.attrs.get("mtriple", "") or "")
-    if triple.startswith(("aarch64", "arm64")):
-        return 4, 32
-    if not is_x86(target):
-        return 16, 32
-    if has_feature(target, "avx512f"):
-        return 16, 32
-    return (8, 16) if has_feature(target, "avx") else (4, 16)
-
-
 def layout_blocks(target) -> tuple[int, ...]:
     """The channel blocks of the target's blocked layout, largest first: the largest block whose register
     tile (:data:`hanasc.targets.cpu_schedules.X_TILE` pixels x the block's vector registers) takes at most
@@ -65,9 +47,6 @@ def layout_blocks(target) -> tuple[int, ...]:
     tile of 8 pixels needs 16 accumulators and spills (measured on EfficientNet-Lite0, 1 thread: fp32
     25.5 -> 18.6 ms, W8A8 17.0 -> 14.3 ms with 8 instead of 16, and no ``NCHW16c`` <-> ``NCHW8c``
     transforms between stages); AVX-512: ``(16, 8, 4, 2)``; NEON (32 q registers, 4 lanes): ``(8, 4, 2)``."""
-    from hanasc.targets.cpu_schedules import X_TILE
-    from hanasc.targets.lowering.blocked_lowering import BLOCKS
-
     lanes, registers = vector_registers(target)
     fitting = [b for b in BLOCKS if max(1, b // lanes) * X_TILE <= registers // 2]
     return tuple(b for b in BLOCKS if b <= fitting[0]) if fitting else BLOCKS[-1:]
@@ -78,21 +57,16 @@ def to_blocked_layout(mod, target, report=None, int8_weights: dict | None = None
     (:func:`hanasc.targets.lowering.transposed_conv.transposed_convs_as_convs`), convolutions in the target's
     blocks
     (:func:`layout_blocks`), int8 pointwise convs as ``vpmaddwd`` pair / ``vpmaddubsw`` quad kernels where
-    the target has AVX2 (:func:`hanasc.targets.x86_int8.supports_pair_kernels`), int8 convs as ``sdot``
-    kernels on aarch64 with dotprod (:func:`hanasc.targets.arm_int8.supports_sdot`). ``report``: a
+    the target has AVX2 (:func:`hanasc.targets.isa.supports_pair_kernels`), int8 convs as ``sdot``
+    kernels on aarch64 with dotprod (:func:`hanasc.targets.isa.supports_sdot`). ``report``: a
     :class:`hanasc.targets.lowering.blocked_layout.LayoutReport` to fill. ``int8_weights``: the late-bound
     integer
-    weights by parameter name; on AVX512-VNNI CPUs (:func:`hanasc.targets.x86_int8.supports_vnni`) they let
+    weights by parameter name; on AVX512-VNNI CPUs (:func:`hanasc.targets.isa.supports_vnni`) they let
     convs on signed codes run as ``vpdpbusd`` quads
     (:func:`hanasc.targets.lowering.dot_convs.mark_pair_convs`); with
     AVX512-VBMI too, int8 depthwise convs sum four taps a lane
     (:mod:`hanasc.targets.lowering.quad_depthwise`)."""
-    from hanasc.targets.arm_int8 import supports_sdot
-    from hanasc.targets.lowering.blocked_layout import convert_to_blocked
-    from hanasc.targets.lowering.transposed_conv import transposed_convs_as_convs
-    from hanasc.targets.x86_int8 import supports_pair_kernels, supports_quad_depthwise, supports_vnni
-
-    return convert_to_blocked(
+    return blocked_layout.convert_to_blocked(
         transposed_convs_as_convs(mod),
         blocks=layout_blocks(target),
         pair_kernels=supports_pair_kernels(target),
@@ -107,9 +81,6 @@ def fused_passes(target) -> list:
     """The target's default pipeline up to fused PrimFuncs (what MetaSchedule tunes), minus GPU dlight."""
     from tvm import relax
 
-    from hanasc.targets.lowering.blocked_lowering import legalize_map
-    from hanasc.targets.lowering.constant_layouts import FoldConstantLayouts
-
     stages = backend(target)
     legalize = stages.legalize_passes(target)
     assert isinstance(legalize[0], type(relax.transform.LegalizeOps()))
@@ -121,6 +92,22 @@ def fused_passes(target) -> list:
         relax.transform.LegalizeOps(legalize_map(not is_gpu(target))),
     ]
     return passes + legalize[1:-1] if is_gpu(target) else passes + legalize[1:]
+
+
+def default_fusion_passes(target) -> list:
+    """TVM's default pipeline for ``target`` up to fused PrimFuncs, NCHW and unscheduled (what the cost
+    models' ``default`` lowering reads): library dispatch, LegalizeOps, FoldConstant, FuseOps, FuseTIR;
+    the GPU's dlight stage left out."""
+    stages = backend(target)
+    legalize = stages.legalize_passes(target)
+    return [*stages.library_dispatch_passes(target), *(legalize[:-1] if is_gpu(target) else legalize)]
+
+
+def kernel_schedule_passes(target) -> list:
+    """What schedules one fused kernel compiled alone (to time it): the GPU default rules
+    (:func:`gpu_default_rules`, a GPU kernel needs thread bindings); nothing on CPUs (the kernel runs as
+    lowered)."""
+    return default_schedule_passes(target) if is_gpu(target) else []
 
 
 def default_schedule_passes(target) -> list:
@@ -139,9 +126,6 @@ def gpu_default_rules() -> list:
     dlight's ``GeneralReduction``."""
     from tvm.s_tir import dlight
 
-    from hanasc.targets.cuda_int8 import Dp4aMatmul
-    from hanasc.targets.cuda_schedules import SmallReduction
-
     gpu = dlight.gpu
     return [
         Dp4aMatmul(),
@@ -157,9 +141,6 @@ def gpu_default_rules() -> list:
 def cpu_default_rules() -> list:
     """Schedule rules that make a CPU kernel fast without tuning (tried in order)."""
     from tvm.s_tir import dlight
-
-    from hanasc.targets.cpu_nonconv_schedules import ChannelBlockReduction, Injective, RowMatmul
-    from hanasc.targets.cpu_schedules import BlockedConv
 
     return [BlockedConv(), RowMatmul(), SafeRule(dlight.cpu.GEMV()), ChannelBlockReduction(), Injective()]
 

@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from hanasc.core.errors import HanascError
-from hanasc.targets.pipelines import fused_passes, has_default_schedule, is_gpu, tuned_pipeline
+from hanasc.core.paths import cache_dir
+from hanasc.targets import tuning_builder
+from hanasc.targets.cuda_toolchain import kernel_compiler, local_gpu_available
+from hanasc.targets.isa import is_gpu
+from hanasc.targets.pipelines import fused_passes, has_default_schedule, to_blocked_layout, tuned_pipeline
+from hanasc.targets.registry import get_target
+from hanasc.targets.rpc_address import RpcAddress
 from hanasc.targets.tuning_database import database_lock, open_database
 
 Progress = Callable[[str], None]
@@ -56,8 +62,6 @@ class RpcDevice:
     def parse(cls, spec: str) -> RpcDevice:
         """``host:port`` (a server) or ``key@host:port`` (a tracker and the device key): the one parser,
         :class:`hanasc.targets.rpc_address.RpcAddress`."""
-        from hanasc.targets.rpc_address import RpcAddress
-
         address = RpcAddress.parse(spec)
         return cls(host=address.host, port=address.port, key=address.key)
 
@@ -108,8 +112,6 @@ def resolve_target(target, default_cores: int = 4):
     import tvm
 
     if isinstance(target, str):
-        from hanasc.targets.registry import get_target
-
         target = get_target(target).tvm_target()
         if target is None:
             raise TuningError("this target is not compiled by TVM: nothing to tune")
@@ -132,8 +134,6 @@ def target_key(target) -> str:
 
 def database_dir(target, root: Path | None = None) -> Path:
     """Where the target's tuning database lives: ``<root or cache_dir()/tuning>/<target-key>/``."""
-    from hanasc.core.paths import cache_dir
-
     return Path(root or cache_dir() / "tuning") / target_key(target)
 
 
@@ -216,8 +216,6 @@ def tune_and_build(
         stack.enter_context(database_lock(db_path))  # one tuner appends at a time
         database = open_database(db_path)
         if options.blocked and not is_gpu(target):
-            from hanasc.targets.pipelines import to_blocked_layout
-
             mod = to_blocked_layout(mod, target)  # as the build does
         fused = tuning_module(mod, target, options.layout_rewrite)
         tasks = [
@@ -297,17 +295,7 @@ def _tune(tasks, target, database, minutes, options, rpc, say) -> tuple[int, flo
 
 def _kernel_compiler(target):
     """CUDA kernels compile with nvcc when NVRTC is absent (set before the builder workers start)."""
-    if not is_gpu(target):
-        return nullcontext()
-    from hanasc.targets.jetson_orin import kernel_compiler
-
-    return kernel_compiler()
-
-
-def _local_gpu() -> bool:
-    from hanasc.targets.jetson_orin import local_gpu_available
-
-    return local_gpu_available()
+    return kernel_compiler() if is_gpu(target) else nullcontext()
 
 
 def _task_flops(task) -> float:
@@ -323,11 +311,9 @@ def _builder_runner(target, rpc: RpcDevice | None):
     """A local builder (light build function, long timeout) and a local or RPC runner."""
     from tvm.s_tir import meta_schedule as ms
 
-    from hanasc.targets import tuning_builder
-
     host = target.host if is_gpu(target) and target.host is not None else target
     cross = "aarch64" in str(host.attrs.get("mtriple", ""))
-    if is_gpu(target) and rpc is None and not (_local_gpu() and not cross):
+    if is_gpu(target) and rpc is None and not (local_gpu_available() and not cross):
         raise TuningError(
             "tuning a CUDA target needs its GPU: give the device's RPC server or tracker (--rpc)"
         )

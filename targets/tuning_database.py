@@ -6,6 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hanasc.core.atomic import atomic_file
+from hanasc.core.cache_safety import (
+    UNREADABLE,
+    cache_warning,
+    file_lock,
+    json_lines,
+    quarantine,
+    repair_json_lines,
+)
+
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
 
 
@@ -30,8 +40,6 @@ def open_database(path: Path, snapshot: bool = False):
 
 def database_lock(path: Path):
     """The lock a process holds while it tunes into (appends to) the database in ``path``."""
-    from hanasc.core.cache_safety import file_lock
-
     return file_lock(path / ".lock", f"the tuning database {path.name}")
 
 
@@ -39,8 +47,6 @@ def _repair(path: Path) -> None:
     """Make the database files loadable after an interrupted write: a cut-short last line is dropped; a
     workload file corrupt before its end is moved aside with its records (they index it by position);
     records of workloads that are gone are dropped."""
-    from hanasc.core.cache_safety import quarantine, repair_json_lines
-
     workloads, records = path / WORKLOADS, path / RECORDS
     if not repair_json_lines(workloads):
         if records.exists():
@@ -55,9 +61,6 @@ def _line_count(path: Path) -> int:
 
 
 def _drop_orphan_records(records: Path, workloads: int) -> None:
-    from hanasc.core.atomic import atomic_file
-    from hanasc.core.cache_safety import cache_warning, json_lines
-
     if not records.is_file():
         return
     lines = json_lines(records.read_bytes())  # all readable: repaired before
@@ -78,8 +81,6 @@ def _snapshot(path: Path) -> Path:
     import atexit
     import shutil
     import tempfile
-
-    from hanasc.core.cache_safety import UNREADABLE, json_lines
 
     folder = Path(tempfile.mkdtemp(prefix="hanasc-tuning-db-"))
     atexit.register(shutil.rmtree, folder, True)

@@ -1,4 +1,5 @@
-"""Intel VPU / NPU targets through OpenVINO: Myriad X (FP16), NPU 3720 (Meteor Lake), NPU 4000 (Lunar Lake).
+"""The bundle of an Intel VPU / NPU through OpenVINO: Myriad X (FP16), NPU 3720 (Meteor Lake), NPU 4000
+(Lunar Lake); the generations are :mod:`hanasc.targets.vpu_targets`.
 
 TVM has no backend for these devices; OpenVINO is the toolchain. A bundle holds the OpenVINO IR with
 per-layer precisions (``model.xml``/``model.bin``), the same model as opset-13 ONNX (``model.onnx``), golden
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,10 @@ import onnx
 
 from hanasc.core.atomic import atomic_dir
 from hanasc.core.errors import HanascError
+from hanasc.core.layers import layer_table
 from hanasc.targets import vpu_checks
 from hanasc.targets.bundle import BundleReport, file_sizes
+from hanasc.targets.vpu_export import calibration_items, export
 from hanasc.targets.vpu_golden import (  # noqa: F401  (verify_bundle: part of this module's API)
     MANIFEST,
     run_checks,
@@ -28,145 +31,11 @@ from hanasc.targets.vpu_golden import (  # noqa: F401  (verify_bundle: part of t
     verify_bundle,
     write_golden,
 )
-
-PRECISIONS = ("fp16", "int8", "int4")
-
-
-class VpuPlanError(HanascError):
-    """A precision plan the VPU generation cannot honour (unknown layer, precision or op)."""
-
-
-@dataclass(frozen=True)
-class VpuTarget:
-    """One VPU generation: what it runs, which supported-op list applies, where the blob is built."""
-
-    name: str
-    aliases: tuple[str, ...]
-    precisions: tuple[str, ...]
-    int4_layer_ops: tuple[str, ...]  # layer kinds (LayerInfo.op) that may take INT4 weights
-    ops_key: str  # entry of specs/vpu_ops.json
-    device: str  # OpenVINO device name on the target machine
-    architecture: str | None  # value of the NPU's DEVICE_ARCHITECTURE property
-    description: str
-
-    @property
-    def is_npu(self) -> bool:
-        return self.device == "NPU"
-
-    def allowed_choices(self, layer_op: str) -> dict[str, tuple[int, ...]]:
-        """The LayerChoice bits this generation can honour for a layer kind (for the search space)."""
-        w_bits: tuple[int, ...] = (16,)
-        a_bits: tuple[int, ...] = (16,)
-        if "int8" in self.precisions:
-            w_bits, a_bits = (16, 8), (16, 8)
-        if "int4" in self.precisions and layer_op in self.int4_layer_ops:
-            w_bits = (*w_bits, 4)
-        return {"w_bits": w_bits, "a_bits": a_bits}
-
-    def plan_from_config(self, config, layers) -> dict[str, str]:
-        """Per-layer precision from a :class:`hanasc.passes.config.Config` and the layer table.
-
-        FP16 unless w_bits <= 8 and a_bits == 8 (INT8 W8A8); w_bits <= 4 with float activations on a
-        dense layer gives INT4 weights where this generation allows them.
-        """
-        plan = {}
-        for layer in layers:
-            choice = config.choice(layer.name)
-            if (
-                choice.w_bits <= 4
-                and choice.a_bits != 8
-                and "int4" in self.precisions
-                and layer.op in self.int4_layer_ops
-            ):
-                plan[layer.name] = "int4"
-            elif choice.w_bits <= 8 and choice.a_bits == 8 and "int8" in self.precisions:
-                plan[layer.name] = "int8"
-            else:
-                plan[layer.name] = "fp16"
-        return plan
-
-    def validate_plan(self, plan: dict[str, str], layers) -> dict[str, str]:
-        """The full plan (unnamed layers stay FP16); raises :class:`VpuPlanError` on the first problem."""
-        kinds = {layer.name: layer.op for layer in layers}
-        full = dict.fromkeys(kinds, "fp16")
-        for name, precision in plan.items():
-            if name not in kinds:
-                known = ", ".join(list(kinds)[:5]) + (", ..." if len(kinds) > 5 else "")
-                raise VpuPlanError(f"{self.name}: plan names unknown layer '{name}' (layers: {known})")
-            if precision not in PRECISIONS:
-                raise VpuPlanError(
-                    f"{self.name}: layer '{name}': precision '{precision}' unknown "
-                    f"(use {', '.join(PRECISIONS)})"
-                )
-            if precision not in self.precisions:
-                raise VpuPlanError(
-                    f"{self.name}: layer '{name}': {precision.upper()} is not available on {self.name} "
-                    f"({'/'.join(p.upper() for p in self.precisions)} only)"
-                )
-            if precision == "int4" and kinds[name] not in self.int4_layer_ops:
-                raise VpuPlanError(
-                    f"{self.name}: layer '{name}' is a {kinds[name]}: INT4 weights are for "
-                    f"{'/'.join(self.int4_layer_ops)} layers only"
-                )
-            full[name] = precision
-        return full
-
-    def build_bundle(
-        self,
-        onnx_model: onnx.ModelProto,
-        precision_plan: dict[str, str],
-        calibration_inputs: np.ndarray | None,
-        out_dir: Path,
-        latency_estimate: dict | None = None,
-    ) -> BundleReport:
-        """Convert, quantize, check and write the bundle to ``out_dir``; see :func:`build_bundle`."""
-        return build_bundle(self, onnx_model, precision_plan, calibration_inputs, out_dir, latency_estimate)
-
-
-MYRIADX = VpuTarget(
-    name="myriadx",
-    aliases=("myriad", "ncs2"),
-    precisions=("fp16",),
-    int4_layer_ops=(),
-    ops_key="myriadx",
-    device="MYRIAD",
-    architecture=None,
-    description="Intel Movidius Myriad X VPU (Neural Compute Stick 2): FP16 only, OpenVINO <= 2022.3",
-)
-NPU3720 = VpuTarget(
-    name="npu3720",
-    aliases=("vpu", "meteor-lake", "mtl"),
-    precisions=("fp16", "int8", "int4"),
-    int4_layer_ops=("dense",),
-    ops_key="npu",
-    device="NPU",
-    architecture="3720",
-    description="Intel NPU 3720 (Core Ultra Series 1, Meteor Lake): FP16, INT8 W8A8, INT4 dense weights",
-)
-NPU4000 = VpuTarget(
-    name="npu4000",
-    aliases=("lunar-lake", "lnl"),
-    precisions=("fp16", "int8", "int4"),
-    int4_layer_ops=("dense",),
-    ops_key="npu",
-    device="NPU",
-    architecture="4000",
-    description="Intel NPU 4 (Core Ultra Series 2, Lunar Lake): FP16, INT8 W8A8, INT4 dense weights",
-)
-TARGETS: dict[str, VpuTarget] = {t.name: t for t in (MYRIADX, NPU3720, NPU4000)}
-
-
-def get_target(name: str) -> VpuTarget:
-    """A VPU generation by name or alias (``vpu`` is ``npu3720``)."""
-    for target in TARGETS.values():
-        if name == target.name or name in target.aliases:
-            return target
-    raise HanascError(f"unknown VPU target '{name}' (known: {', '.join(TARGETS)}, alias vpu)")
+from hanasc.targets.vpu_onnx import to_opset13
+from hanasc.targets.vpu_plan import VpuGeneration, VpuPlanError
 
 
 def _layers(model: onnx.ModelProto):
-    from hanasc.core.layers import layer_table
-
     return layer_table(onnx.shape_inference.infer_shapes(model))
 
 
@@ -199,14 +68,12 @@ def _tool_versions() -> dict[str, str]:
     import onnxruntime
     import openvino
 
-    import hanasc
-
     return {
         "openvino": openvino.get_version(),
         "nncf": nncf.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
-        "hanasc": hanasc.__version__,
+        "hanasc": metadata.version("hanasc"),
     }
 
 
@@ -229,7 +96,7 @@ def _io_specs(ov_model) -> dict:
     return {"inputs": [spec(p) for p in ov_model.inputs], "outputs": [spec(p) for p in ov_model.outputs]}
 
 
-def _device_blob(target: VpuTarget, xml: Path, folder: Path) -> dict:
+def _device_blob(target: VpuGeneration, xml: Path, folder: Path) -> dict:
     """Build ``model.blob`` when this machine has the NPU of this generation; otherwise say how to."""
     import openvino as ov
 
@@ -261,7 +128,7 @@ def _device_blob(target: VpuTarget, xml: Path, folder: Path) -> dict:
 
 
 def build_bundle(
-    target: VpuTarget,
+    target: VpuGeneration,
     onnx_model: onnx.ModelProto,
     precision_plan: dict[str, str],
     calibration_inputs: np.ndarray | None,
@@ -275,9 +142,6 @@ def build_bundle(
     Every check runs before anything is written; a failed check raises and leaves ``out_dir`` untouched.
     """
     import openvino as ov
-
-    from hanasc.targets.vpu_export import calibration_items, export
-    from hanasc.targets.vpu_onnx import to_opset13
 
     start = time.perf_counter()
     layers = _layers(onnx_model)

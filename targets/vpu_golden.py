@@ -8,15 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hanasc.core.errors import HanascError
 from hanasc.targets import vpu_checks
-
-if TYPE_CHECKING:
-    from hanasc.targets.vpu import VpuTarget
+from hanasc.targets.registry import get_target
+from hanasc.targets.vpu_plan import VpuGeneration
 
 MANIFEST = "vpu_manifest.json"
 GOLDEN = "golden.npz"
@@ -44,7 +42,7 @@ def _seeded_feeds(name: str, shape: tuple[int, ...], seeds: list[int]) -> list[d
 
 
 def run_checks(
-    target: VpuTarget,
+    target: VpuGeneration,
     folder: Path,
     plan: dict[str, str],
     input_name: str,
@@ -109,8 +107,6 @@ def verify_bundle(folder: Path) -> list[vpu_checks.CheckReport]:
         manifest = json.loads((folder / MANIFEST).read_text())
     except FileNotFoundError:
         raise HanascError(f"{folder}: not a VPU bundle (no {MANIFEST})") from None
-    from hanasc.targets.vpu import get_target
-
     target = get_target(manifest["generation"])
     plan = manifest["precision_plan"]
     probe = manifest["golden"]["probe"]

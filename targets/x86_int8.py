@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import os
 
+from hanasc.targets.isa import has_feature, supports_vnni
+
 PMADDWD_I16 = "hanasc_avx2_pmaddwd_8x2_i16"
 PMADDUBSW_U8 = "hanasc_avx2_pmaddubsw_8x4_u8"
 VPDPWSSD_I16 = "hanasc_avx512vnni_vpdpwssd_8x2_i16"
@@ -40,40 +42,6 @@ _LLVM_PSHUFB_512 = "llvm.x86.avx512.pshuf.b.512"
 _registered: set[str] = set()
 
 
-def supports_pair_kernels(target) -> bool:
-    """Whether ``target`` is an x86 CPU with AVX2 (``vpmaddwd`` on ymm registers); the environment variable
-    ``HANASC_INT8_PAIRS=0`` turns the pair kernels off."""
-    from hanasc.targets.pipelines import has_feature, is_x86
-
-    if os.environ.get("HANASC_INT8_PAIRS", "1") == "0" or not is_x86(target):
-        return False
-    return has_feature(target, "avx2")
-
-
-def supports_vnni(target) -> bool:
-    """Whether ``target`` has AVX512-VNNI on ymm registers (``avx512vnni`` + ``avx512vl``): the pair and quad
-    kernels then accumulate with one ``vpdpwssd`` / ``vpdpbusd`` instead of two or three instructions;
-    ``HANASC_INT8_VNNI=0`` keeps the AVX2 instructions."""
-    from hanasc.targets.pipelines import has_feature
-
-    if os.environ.get("HANASC_INT8_VNNI", "1") == "0" or not supports_pair_kernels(target):
-        return False
-    return has_feature(target, "avx512vnni") and has_feature(target, "avx512vl")
-
-
-def supports_quad_depthwise(target) -> bool:
-    """Whether ``target`` runs int8 depthwise convs as four-tap byte dot products
-    (:mod:`hanasc.targets.lowering.quad_depthwise`): AVX512-VNNI with 512-bit ``vpdpbusd`` and AVX512-BW's
-    byte
-    shuffles (:func:`depthwise_vpermb` picks the transpose); ``HANASC_QUAD_DEPTHWISE=0`` keeps the
-    int32-widened depthwise code."""
-    from hanasc.targets.pipelines import has_feature
-
-    if os.environ.get("HANASC_QUAD_DEPTHWISE", "1") == "0" or not supports_vnni(target):
-        return False
-    return has_feature(target, "avx512f") and has_feature(target, "avx512bw")
-
-
 def dot_lanes(target, out_block: int) -> int:
     """Output channels (int32 lanes) one dot-product instruction accumulates: 16 (a 512-bit ``vpdpbusd`` /
     ``vpdpwssd``) on AVX512-VNNI where the output block holds 16 channels, else 8 (ymm).
@@ -90,8 +58,6 @@ def accumulators(target, lanes: int = LANES) -> int:
     interleaved runs, W8A8, 1 thread, Zen 4: 16 instead of 8, EfficientNet-Lite0 0.968x, MobileNetV3-Small
     0.961x, SqueezeNet 1.1 0.971x, ResNet-18 1.001x; 24 was 1.178x on SqueezeNet, its prime widths). zmm
     (``lanes`` 16): 8, the same tile of 8 pixels x 16 channels (12: Lite0 1.00x, ResNet-18 1.01x)."""
-    from hanasc.targets.pipelines import has_feature
-
     if lanes == 16:
         return 8
     return 16 if has_feature(target, "avx512f") and has_feature(target, "avx512vl") else 8
@@ -258,14 +224,6 @@ def _vnni(group: int, lanes: int = LANES):
     return dot_desc(group, act, lanes), impl
 
 
-def depthwise_vpermb(target) -> bool:
-    """Whether ``target``'s four-tap depthwise kernel transposes with one ``vpermb`` (AVX512-VBMI), else
-    with ``vpermd`` + ``vpshufb`` (AVX512-BW); ``HANASC_DEPTHWISE_VPERMB=0`` forces the latter."""
-    from hanasc.targets.pipelines import has_feature
-
-    return os.environ.get("HANASC_DEPTHWISE_VPERMB", "1") != "0" and has_feature(target, "avx512vbmi")
-
-
 def register_depthwise(vpermb: bool = True) -> str:
     """Register the four-tap depthwise intrinsic once per process and return its name: ``C[j] += sum_t
     A[t, j] * B[j, t]`` for 16 channels ``j`` and 4 taps ``t`` (int32), A four adjacent pixels of a
@@ -350,46 +308,3 @@ def _taps(pixels, vpermb: bool):
     return tirx.call_llvm_pure_intrin(
         "int8x64", _LLVM_PSHUFB_512, gathered, _transpose_index("int8", 64, 2, 15)
     )
-
-
-def host_kernel_paths() -> str:
-    """How the host computes each precision, read from this CPU (for `hanasc targets`)."""
-    from hanasc.targets import host
-
-    target = host.tvm_target()
-    if supports_vnni(target):
-        int8 = (
-            "int8 convolutions (1x1 and KxK) and classifiers (x @ W): exact vpdpbusd kernels (AVX512-VNNI, "
-            "4 channels a lane), on codes + 128 where the input can be negative (a per-channel constant "
-            "corrects the sum; padded convs on signed codes: vpdpwssd int16 pairs); "
-            + (
-                "depthwise int8 convs in 16-channel blocks: 512-bit vpdpbusd on four taps of a kernel row a "
-                + (
-                    "lane, transposed by vpermb (AVX512-VBMI)"
-                    if depthwise_vpermb(target)
-                    else "lane, transposed by vpermd + vpshufb"
-                )
-                + "; other depthwise int8 convs and convs under 8 input channels: int32-widened vector code"
-                if supports_quad_depthwise(target)
-                else "depthwise int8 convs and convs under 8 input channels: int32-widened vector code"
-            )
-        )
-    elif supports_pair_kernels(target):
-        int8 = (
-            "int8 convolutions (1x1 and KxK) and classifiers (x @ W): exact vpmaddubsw kernels (4 channels "
-            "a lane) where the input is a ReLU's, exact vpmaddwd int16-pair kernels otherwise (AVX2); "
-            "depthwise int8 convs and convs under 8 input channels: int32-widened vector code"
-        )
-    else:
-        int8 = "int8: int32-widened vector code (no AVX2 pair kernels on this CPU)"
-    if supports_pair_kernels(target):
-        int8 += "; 4/2-bit weights of those kernels stay packed and are unpacked in registers inside them"
-    from hanasc.targets.pipelines import has_feature
-
-    half = "16-bit weights: stored as fp16, computed in fp32 (no native fp16 arithmetic here"
-    if has_feature(target, "avx512bf16"):  # see docs/performance.md, "16-bit compute on x86"
-        half += (
-            "; this CPU's AVX512-BF16 vdpbf16ps is not reachable: TVM 0.27's LLVM codegen has no bfloat16 "
-            "type, so its legalization computes every bf16 value in fp32"
-        )
-    return f"{int8}; {half})"

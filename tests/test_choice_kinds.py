@@ -1,10 +1,8 @@
-"""Each choice kind is declared once (passes/choice_kinds.py) and its three forms agree: the Relax pass
-(materialized, built with TVM), the simulation (the compile-once simulator on the original graph) and,
-where it has one, the ONNX rewrite (onnxruntime on the exported graph)."""
+"""Each choice kind is declared once (passes/kinds/, one module per kind) and its three forms agree: the
+Relax pass (materialized, built with TVM), the simulation (the compile-once simulator on the original graph)
+and, where it has one, the ONNX rewrite (onnxruntime on the exported graph)."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import onnxruntime as ort
@@ -13,8 +11,8 @@ from test_simulator import assert_agree, block_names, calibration, materialized_
 
 import hanasc
 from hanasc.compile import onnx_rewrite
-from hanasc.passes.choice_kinds import CHOICE_KINDS
-from hanasc.passes.config import Config, LayerChoice
+from hanasc.passes.config import Config, LayerChoice, choice_fields
+from hanasc.passes.kinds import kinds, relax_passes
 from hanasc.search.simulator import Simulator
 
 
@@ -39,7 +37,7 @@ def _one_kind_config(kind: str, model) -> tuple[Config, bool]:
 MODELS = {"width": "inverted_residual", "depth": "inverted_residual", "precision": "inverted_residual"}
 
 
-@pytest.mark.parametrize("kind", [k.name for k in CHOICE_KINDS])
+@pytest.mark.parametrize("kind", ["width", "depth", "kernel", "separable", "precision"])
 def test_pass_simulation_and_onnx_rewrite_agree(kind, test_models):
     model = hanasc.load_model(test_models[MODELS.get(kind, "plain_conv")])
     config, integer = _one_kind_config(kind, model)
@@ -48,7 +46,7 @@ def test_pass_simulation_and_onnx_rewrite_agree(kind, test_models):
     materialized = materialized_outputs(model, config, ranges, x)
     simulated = Simulator(model, batch=2).run(config, x, ranges)
     assert_agree(simulated, materialized, integer=integer)
-    declared = next(k for k in CHOICE_KINDS if k.name == kind)
+    declared = next(k for k in kinds() if k.name == kind)
     if declared.onnx_rewrite is not None:
         exported, _ = onnx_rewrite.export_architecture(model, config)
         session = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -57,17 +55,15 @@ def test_pass_simulation_and_onnx_rewrite_agree(kind, test_models):
 
 
 def test_every_config_field_belongs_to_one_kind_and_forms_resolve():
-    fields = [f for kind in CHOICE_KINDS for f in kind.fields]
-    assert sorted(fields) == sorted([f.name for f in dataclasses.fields(LayerChoice)] + ["skip"])
-    for kind in CHOICE_KINDS:
-        assert kind.simulation
+    fields = [f for kind in kinds() for f in kind.fields]
+    assert sorted(fields) == sorted([*choice_fields(), "skip"])
+    for kind in kinds():
+        assert kind.simulation and kind.torch_form
         if kind.onnx_rewrite is not None:
-            assert callable(getattr(onnx_rewrite, kind.onnx_rewrite))
+            assert callable(kind.onnx_rewrite)
 
 
 def test_materialize_applies_the_kinds_in_their_declared_order():
-    from hanasc.passes.choice_kinds import relax_passes
-
     names = [p.info.name for p in relax_passes(Config(), Config())]
     assert names == [
         "hanasc.PruneChannels",
@@ -76,7 +72,7 @@ def test_materialize_applies_the_kinds_in_their_declared_order():
         "hanasc.SeparableConv",
         "hanasc.QuantizeLayers",
     ]
-    assert [k.name for k in CHOICE_KINDS] == ["width", "depth", "kernel", "separable", "precision"]
+    assert [k.name for k in kinds()] == ["width", "depth", "kernel", "separable", "precision"]
 
 
 def test_passes_package_exports_the_passes():

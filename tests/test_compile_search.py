@@ -176,8 +176,8 @@ def test_shipped_layer_times_drive_the_estimate(test_models, tmp_path, monkeypat
 def test_uniform_int8_is_a_candidate_when_it_fits(costs):
     """The searched front may hold only changes the simulator scores lower; uniform W8A8 is verified too
     when its estimate fits the budget, and not added twice or over the budget."""
-    from hanasc.compile.verify import _uniform_int8_candidate
     from hanasc.search.nsga2 import Budgets, Candidate
+    from hanasc.search.seeds import uniform_int8_candidate
 
     class Flat:
         def predict(self, genomes):
@@ -186,12 +186,12 @@ def test_uniform_int8_is_a_candidate_when_it_fits(costs):
     space = costs.space
     int8 = uniform_genome(space, (8, 8))
     lat = float(costs(int8[None])[0][0])
-    (added,) = _uniform_int8_candidate(space, Flat(), costs, Budgets(latency_ms=lat * 1.01), [])
+    (added,) = uniform_int8_candidate(space, Flat(), costs, Budgets(latency_ms=lat * 1.01), [])
     assert added.genome == int8.tolist() and added.latency_ms == pytest.approx(lat)
-    assert _uniform_int8_candidate(space, Flat(), costs, Budgets(latency_ms=lat * 1.01), [added]) == []
-    assert _uniform_int8_candidate(space, Flat(), costs, Budgets(latency_ms=lat * 0.5), []) == []
+    assert uniform_int8_candidate(space, Flat(), costs, Budgets(latency_ms=lat * 1.01), [added]) == []
+    assert uniform_int8_candidate(space, Flat(), costs, Budgets(latency_ms=lat * 0.5), []) == []
     other = Candidate(space.identity().tolist(), 0.9, lat, 1.0)
-    assert len(_uniform_int8_candidate(space, Flat(), costs, Budgets(latency_ms=lat * 1.01), [other])) == 1
+    assert len(uniform_int8_candidate(space, Flat(), costs, Budgets(latency_ms=lat * 1.01), [other])) == 1
 
 
 def test_pareto_plot_keeps_predicted_and_held_out_on_separate_axes(tmp_path):

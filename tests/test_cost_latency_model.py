@@ -10,7 +10,7 @@ from hanasc.cost_models.sweep import LayerShape
 
 @pytest.fixture(scope="module")
 def profiled(tmp_path_factory):
-    from hanasc.cost_models.profile_job import ProfilePlan, profile_target
+    from hanasc.compile.profile_job import ProfilePlan, profile_target
     from hanasc.cost_models.profiler import TimingConfig
 
     root = tmp_path_factory.mktemp("cache")

@@ -58,7 +58,7 @@ def test_model_rows(tmp_path):
 
 
 def test_profiling_reuses_stored_kernels(tmp_path):
-    from hanasc.cost_models.profile_job import ProfilePlan, profile_target
+    from hanasc.compile.profile_job import ProfilePlan, profile_target
     from hanasc.cost_models.profiler import TimingConfig
     from hanasc.cost_models.sweep import LayerShape
 
@@ -75,8 +75,9 @@ def test_profiling_reuses_stored_kernels(tmp_path):
 def test_host_profiles_store_the_shipped_kernel_times(tmp_path, monkeypatch):
     """A kernel that gets faster in the artifact gets faster in the profile store: the stored time is the
     one measured inside the shipped build (here replaced by known samples), not the kernel built alone."""
+    from hanasc.compile import profile_job
+    from hanasc.compile.profile_job import ProfilePlan, profile_target
     from hanasc.cost_models import efficiency_probe
-    from hanasc.cost_models.profile_job import ProfilePlan, profile_target
     from hanasc.cost_models.profiler import Session, TimingConfig
     from hanasc.cost_models.sweep import LayerShape
 
@@ -87,7 +88,7 @@ def test_host_profiles_store_the_shipped_kernel_times(tmp_path, monkeypatch):
         seen.append(len(real(mod, 2)))  # the real shipped build runs and pairs with the kernels
         return [[0.5e-3, 0.7e-3, 0.6e-3]] * seen[-1]
 
-    monkeypatch.setattr(efficiency_probe, "shipped_kernel_samples", known_samples)
+    monkeypatch.setattr(profile_job, "shipped_kernel_samples", known_samples)
     plan = ProfilePlan(layers=[LayerShape(4, 8, 8, 8, 3)], chains=0, train_model=False, shipped_kernels=True)
     db = tmp_path / "p.sqlite"
     summary = profile_target("host", plan, db=db, timing=TimingConfig(2, 2))

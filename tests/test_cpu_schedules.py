@@ -10,7 +10,7 @@ import pytest
 import tvm
 from tvm import relax
 
-from hanasc.targets import cortex_a78, host, pipelines
+from hanasc.targets import cortex_a78, host, isa, pipelines
 from hanasc.targets.cpu_nonconv_schedules import RowMatmul
 
 
@@ -20,10 +20,10 @@ def _x86(mcpu: str):
 
 def test_layout_blocks_follow_the_register_file():
     # AVX2: 16 ymm registers of 8 floats, so a 16-channel tile of 8 pixels (16 accumulators) spills
-    assert pipelines.vector_registers(_x86("haswell")) == (8, 16)
+    assert isa.vector_registers(_x86("haswell")) == (8, 16)
     assert pipelines.layout_blocks(_x86("haswell")) == (8, 4, 2)
     assert pipelines.layout_blocks(_x86("skylake-avx512")) == (16, 8, 4, 2)
-    assert pipelines.vector_registers(cortex_a78.tvm_target()) == (4, 32)
+    assert isa.vector_registers(cortex_a78.tvm_target()) == (4, 32)
     assert pipelines.layout_blocks(cortex_a78.tvm_target()) == (8, 4, 2)
 
 

@@ -83,6 +83,7 @@ def test_returning_the_original_reuses_the_reference_artifact():
     from hanasc.compile.verify import VerifiedModel, _materialize_original
     from hanasc.search.nsga2 import Budgets
     from hanasc.search.selection import Verified
+    from hanasc.targets.registry import get_target
 
     built = object()
     ctx = SimpleNamespace(
@@ -90,7 +91,7 @@ def test_returning_the_original_reuses_the_reference_artifact():
         reference=HostReference("module", 5.0, executable=built),
         options=SimpleNamespace(tune_minutes=0.0, budgets=Budgets()),
         session=None,
-        info=SimpleNamespace(runs_here=True),
+        info=get_target("host"),
         stage=None,
     )
     original = VerifiedModel(None, {"latency": {"value": 5.0}}, Verified("original", 5.0, 1.0, 1.0))

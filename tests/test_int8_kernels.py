@@ -23,12 +23,12 @@ from hanasc.frontend.calibration import calibrate
 from hanasc.passes.config import Config, LayerChoice
 from hanasc.passes.packing import unpacked_param
 from hanasc.passes.quantize import FakeQuantizeLayers, QuantizeLayers
-from hanasc.targets import host, pipelines, x86_int8
+from hanasc.targets import host, isa, pipelines, x86_int8
 from hanasc.targets.cpu_nonconv_schedules import Injective
+from hanasc.targets.isa import supports_pair_kernels
 from hanasc.targets.late_binding import compile_late_bound, prepack_weights
 from hanasc.targets.lowering.blocked_layout import convert_to_blocked
 from hanasc.targets.lowering.conv_compute import DOT_CROP, PAIR_CONV, QUAD_CONV, dot_conv_width
-from hanasc.targets.x86_int8 import supports_pair_kernels
 
 SHAPE = (1, 3, 32, 32)
 
@@ -411,8 +411,8 @@ def test_vnni_cpus_get_vpdp_kernels(tmp_path):
     """For an AVX512-VNNI CPU the pair and quad kernels accumulate with vpdpwssd / vpdpbusd (checked in the
     scheduled TIR and the assembly of a library built for it, on any x86 host); without VNNI, AVX2 ones."""
     vnni = tvm.target.Target(VNNI_CPU)
-    assert x86_int8.supports_vnni(vnni)
-    assert not x86_int8.supports_vnni(tvm.target.Target({"kind": "llvm", "mcpu": "znver3"}))
+    assert isa.supports_vnni(vnni)
+    assert not isa.supports_vnni(tvm.target.Target({"kind": "llvm", "mcpu": "znver3"}))
     assert x86_int8.instructions(vnni) == {
         2: ("llvm.x86.avx512.vpdpwssd.256", "vpdpwssd"),
         4: ("llvm.x86.avx512.vpdpbusd.256", "vpdpbusd"),
@@ -464,7 +464,7 @@ def test_vnni_and_avx2_kernels_agree_exactly(monkeypatch, vnni, floor, window, s
     x[0, :, :3, :3], w[0], w[1] = 127, 127, -128
     conv = {"strides": stride, "padding": pad}
     mod = _relu_pointwise_module(48, 24, 9, w, floor, **conv)
-    quads = x86_int8.supports_vnni(host.tvm_target())  # read with HANASC_INT8_VNNI set
+    quads = isa.supports_vnni(host.tvm_target())  # read with HANASC_INT8_VNNI set
     signed = floor == "negative" and (pad or not quads)
     kernels = _scheduled_kernels(mod, pair_kernels=True, signed_weights={"w": w} if quads else None)
     assert [name for name in kernels if (PAIR_CONV if signed else QUAD_CONV) in name]

@@ -120,8 +120,8 @@ def test_training_keeps_to_one_lowering(profiles):
 def test_profile_networks_trains_the_model_costs_and_search_use(test_models, tmp_path, monkeypatch):
     """``hanasc profile --networks``: architectures of the model's space timed in place, the model of the
     shipped lowering saved; ``estimate_costs`` and the search's costs then lower the same way."""
+    from hanasc.compile.profile_job import ProfilePlan, profile_target
     from hanasc.cost_models.estimate import CostContext, estimate_costs
-    from hanasc.cost_models.profile_job import ProfilePlan, profile_target
     from hanasc.search.costs import SearchCosts
     from hanasc.search.space import build_space
 
@@ -148,8 +148,8 @@ def test_profile_networks_trains_the_model_costs_and_search_use(test_models, tmp
 
 
 def test_profile_networks_needs_a_model():
+    from hanasc.compile.profile_job import ProfilePlan, profile_target
     from hanasc.core.errors import HanascError
-    from hanasc.cost_models.profile_job import ProfilePlan, profile_target
 
     with pytest.raises(HanascError, match="--model"):
         profile_target("host", ProfilePlan(networks=2))

@@ -20,9 +20,9 @@ from hanasc.passes.packing import (
     values_per_byte,
 )
 from hanasc.targets import host
+from hanasc.targets.isa import supports_pair_kernels
 from hanasc.targets.late_binding import compile_late_bound, fused_as_shipped
 from hanasc.targets.lowering.conv_compute import WEIGHT_TILES, WEIGHT_UNPACK
-from hanasc.targets.x86_int8 import supports_pair_kernels
 
 needs_avx2 = pytest.mark.skipif(
     not supports_pair_kernels(host.tvm_target()), reason="the dot-product kernels need an x86 CPU with AVX2"

@@ -15,7 +15,7 @@ from tvm import relax, te
 
 from hanasc.core.relax_params import bind_weights, is_packed, weights_of
 from hanasc.passes.packing import pack_bits, unpack_expr
-from hanasc.targets import host, pipelines, x86_int8
+from hanasc.targets import host, isa, pipelines
 from hanasc.targets.late_binding import compile_late_bound, fused_as_shipped, prepack_weights
 from hanasc.targets.lowering.blocked_layout import convert_to_blocked
 from hanasc.targets.lowering.quad_depthwise import (
@@ -30,7 +30,7 @@ from hanasc.targets.lowering.quad_depthwise import (
 VBMI_CPU = {"kind": "llvm", "mcpu": "icelake-server"}  # AVX512-VNNI and VBMI; compiled for, not run
 
 needs_quads = pytest.mark.skipif(
-    not x86_int8.supports_quad_depthwise(host.tvm_target()),
+    not isa.supports_quad_depthwise(host.tvm_target()),
     reason="the four-tap depthwise kernel runs on x86 CPUs with AVX512-VNNI and AVX512-BW",
 )
 
@@ -170,9 +170,9 @@ def test_avx512_vnni_cpus_get_the_four_tap_kernel(tmp_path, cpu, transpose):
     TIR, and in the assembly of a library built for that CPU, on any x86 host). Zen 3 (AVX2, no VNNI)
     keeps the int32-widened depthwise code."""
     target = tvm.target.Target(cpu)
-    assert x86_int8.supports_quad_depthwise(target)
-    assert x86_int8.depthwise_vpermb(target) == (cpu is VBMI_CPU)
-    assert not x86_int8.supports_quad_depthwise(tvm.target.Target({"kind": "llvm", "mcpu": "znver3"}))
+    assert isa.supports_quad_depthwise(target)
+    assert isa.depthwise_vpermb(target) == (cpu is VBMI_CPU)
+    assert not isa.supports_quad_depthwise(tvm.target.Target({"kind": "llvm", "mcpu": "znver3"}))
     w = np.random.default_rng(5).integers(-128, 128, (32, 1, 3, 3)).astype(np.int8)
     mod = _depthwise_module(32, 16, w, -128, 1)
     kernel = _scheduled_depthwise(mod, target)

@@ -12,7 +12,8 @@ from hanasc.frontend.calibration import ActivationRanges, calibrate
 from hanasc.frontend.layer_statistics import PatchGeometry, conv_patches
 from hanasc.passes.config import Config, LayerChoice
 from hanasc.recovery.bias_correction import recovered_weights
-from hanasc.recovery.reconstruction import output_error, refit_depthwise, refit_matrix
+from hanasc.recovery.reconstruction import refit_depthwise, refit_matrix
+from hanasc.recovery.rounding import output_error
 from hanasc.search.simulator import Simulator
 
 

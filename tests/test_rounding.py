@@ -15,8 +15,7 @@ from hanasc.frontend.calibration import calibrate
 from hanasc.passes.config import Config, LayerChoice
 from hanasc.passes.quant_reference import dequantize_weight, quantize_weight, weight_qmax
 from hanasc.recovery.bias_correction import materialize_recovered, recovered_weights
-from hanasc.recovery.reconstruction import output_error
-from hanasc.recovery.rounding import gptq, nearest, pass_scale, rounded_by_output_error
+from hanasc.recovery.rounding import gptq, nearest, output_error, pass_scale, rounded_by_output_error
 from hanasc.search.simulator import Simulator
 from hanasc.targets import host
 

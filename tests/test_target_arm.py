@@ -13,6 +13,7 @@ import pytest
 from hanasc.core.errors import HanascError
 from hanasc.passes.config import Config, LayerChoice
 from hanasc.targets import aarch64_runtime, aarch64_tools, bundle, cortex_a78, registry
+from hanasc.targets.base import BundleInputs
 
 LATENCY = re.compile(r"^latency_ms median=(\d+\.\d+) min=\d+\.\d+ max=\d+\.\d+ runs=(\d+) device=cpu$", re.M)
 
@@ -49,18 +50,34 @@ def test_names_aliases_and_target_json():
     assert registry.get_target("ARM").name == "cortex-a78"
     assert registry.get_target("orin").tvm_target_json["host"] == cortex_a78.TARGET_JSON
     assert registry.get_target("cortex-a78").tvm_target().kind.name == "llvm"
-    if "hanasc.targets.vpu" not in registry.load_registry().unavailable:
-        assert registry.get_target("vpu").name == "npu3720"
-        assert registry.get_target("vpu").tvm_target_json is None
+    assert registry.get_target("vpu").name == "npu3720"
+    assert registry.get_target("vpu").tvm_target_json is None
+    assert registry.get_target("vpu").tvm_target() is None
 
 
-def test_optional_module_missing_is_tolerated():
-    def missing():
-        raise ModuleNotFoundError("No module named 'openvino'", name="openvino")
+def test_families_answer_the_contract():
+    host, a78, npu = registry.get_target("host"), registry.get_target("a78"), registry.get_target("vpu")
+    assert host.measurer(None).local and host.measurer(None).host_library
+    assert a78.measurer(None) is None and not a78.measurer(object()).local
+    a78.check_tuning("127.0.0.1:9091")
+    with pytest.raises(HanascError, match="give --rpc HOST:PORT"):
+        a78.check_tuning(None)
+    assert npu.measurer(None) is None
+    with pytest.raises(HanascError, match="not compiled by TVM"):
+        npu.check_tuning("127.0.0.1:9091")
+    with pytest.raises(HanascError, match=r"w\.npz: fine-tuned weights cannot reach npu3720's bundle"):
+        npu.check_tuned_weights("w.npz")
+    host.check_tuned_weights("w.npz")
+    assert host.device_bundle(BundleInputs(Path("unused"))) is None
+    assert npu.cost_key() == "npu3720:features-only" and npu.bundle_input == "onnx"
+    assert [t.spec_path.is_file() for t in registry.all_targets()] == [True] * 6
 
-    reg = registry.load_registry(optional=(("hanasc.targets.fake", missing),))
+
+def test_missing_target_module_is_tolerated():
+    modules = [*registry.TARGET_MODULES[:3], "hanasc.targets.fake"]
+    reg = registry.load_registry(modules)
     assert [t.name for t in registry.all_targets(reg)] == ["host", "cortex-a78", "jetson-orin"]
-    with pytest.raises(HanascError, match=r"hanasc\.targets\.fake not loaded: no module openvino"):
+    with pytest.raises(HanascError, match=r"hanasc\.targets\.fake not loaded: no module hanasc"):
         registry.get_target("fake", reg)
 
 
@@ -89,7 +106,8 @@ def test_check_choices(test_models):
 
 def test_host_bundle_runs_with_its_script(test_models, tmp_path):
     model, mod = _bound(test_models["plain_conv"])
-    report = registry.get_target("host").build_bundle(mod, tmp_path / "host", model.example_inputs())
+    inputs = BundleInputs(tmp_path / "host", relax_mod=mod, probe_inputs=model.example_inputs())
+    report = registry.get_target("host").bundle(inputs)
     assert {"model.so", "run.py", "probe_input.bin", "probe_output.bin", "bundle.json", "README.md"} <= set(
         report.files
     )

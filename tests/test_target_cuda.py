@@ -12,6 +12,7 @@ import pytest
 
 from hanasc.core.errors import HanascError
 from hanasc.targets import bundle, cuda_kernels, jetson_orin
+from hanasc.targets.cuda_toolchain import local_gpu_available
 
 pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA toolkit)")
 
@@ -212,7 +213,7 @@ def test_orin_efficientnet_offline(effnet_path, tmp_path, bits):
     assert (source.count("= __dp4a(") > 0) == (bits == 8)
 
 
-@pytest.mark.skipif(not jetson_orin.local_gpu_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(not local_gpu_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("bits", [32, 8])
 def test_local_gpu_matches_host(test_models, bits):
     """The shipped pipeline on a real GPU (dp4a int8 convs, one-thread depthwise) against the host build."""

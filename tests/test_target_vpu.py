@@ -19,7 +19,9 @@ import hanasc
 from hanasc.core.errors import HanascError
 from hanasc.passes.config import Config, LayerChoice
 from hanasc.targets import vpu, vpu_checks
+from hanasc.targets.registry import get_target
 from hanasc.targets.vpu_onnx import OnnxExportError, to_opset13
+from hanasc.targets.vpu_targets import MYRIADX, NPU3720, NPU4000
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +42,14 @@ def _manifest(folder: Path) -> dict:
 
 
 def test_generations_and_aliases():
-    assert vpu.get_target("vpu") is vpu.NPU3720
-    assert vpu.get_target("npu4000").precisions == ("fp16", "int8", "int4")
-    assert vpu.get_target("myriadx").precisions == ("fp16",)
-    assert vpu.NPU3720.allowed_choices("dense")["w_bits"] == (16, 8, 4)
-    assert vpu.NPU3720.allowed_choices("conv")["w_bits"] == (16, 8)
-    assert vpu.MYRIADX.allowed_choices("conv") == {"w_bits": (16,), "a_bits": (16,)}
-    with pytest.raises(HanascError, match="unknown VPU target"):
-        vpu.get_target("myriad2")
+    assert get_target("vpu") is NPU3720
+    assert get_target("npu4000").precisions == ("fp16", "int8", "int4")
+    assert get_target("myriadx").precisions == ("fp16",)
+    assert NPU3720.allowed_choices("dense")["w_bits"] == (16, 8, 4)
+    assert NPU3720.allowed_choices("conv")["w_bits"] == (16, 8)
+    assert MYRIADX.allowed_choices("conv") == {"w_bits": (16,), "a_bits": (16,)}
+    with pytest.raises(HanascError, match="unknown target 'myriad2'"):
+        get_target("myriad2")
 
 
 def test_plan_from_config(loaded):
@@ -59,14 +61,14 @@ def test_plan_from_config(loaded):
             "fc2": LayerChoice(w_bits=16),
         }
     )
-    assert vpu.NPU3720.plan_from_config(config, layers) == {"conv": "int8", "fc1": "int4", "fc2": "fp16"}
-    assert set(vpu.MYRIADX.plan_from_config(config, layers).values()) == {"fp16"}
+    assert NPU3720.plan_from_config(config, layers) == {"conv": "int8", "fc1": "int4", "fc2": "fp16"}
+    assert set(MYRIADX.plan_from_config(config, layers).values()) == {"fp16"}
 
 
 def test_float_bundle_npu(loaded, tmp_path):
     model = loaded["inverted_residual"]
     out = tmp_path / "fp16"
-    report = vpu.NPU3720.build_bundle(model.onnx_model, {}, None, out)
+    report = NPU3720.build_bundle(model.onnx_model, {}, None, out)
     assert {"model.xml", "model.bin", "model.onnx", "golden.npz", vpu.MANIFEST} <= set(report.files)
     assert all(c["passed"] for c in report.checks.values()), report.checks
     assert report.checks["cpu_vs_onnxruntime"]["details"]["max_rel_err"] <= 1e-3
@@ -95,7 +97,7 @@ def test_float_bundle_npu(loaded, tmp_path):
 
 def test_myriadx_float_bundle(loaded, tmp_path):
     model = loaded["plain_conv"]
-    report = vpu.MYRIADX.build_bundle(
+    report = MYRIADX.build_bundle(
         model.onnx_model, {}, None, tmp_path / "mx", {"provenance": "prior", "ms": 3.1}
     )
     assert all(c["passed"] for c in report.checks.values()), report.checks
@@ -111,7 +113,7 @@ def test_mixed_int8_plan(loaded, tmp_path):
     names = [ly.name for ly in model.layers]  # stem conv, expand 1x1, depthwise 3x3, project 1x1
     plan = {names[0]: "int8", names[2]: "int8", names[3]: "fp16"}
     out = tmp_path / "mixed"
-    report = vpu.NPU3720.build_bundle(model.onnx_model, plan, _calib(model), out)
+    report = NPU3720.build_bundle(model.onnx_model, plan, _calib(model), out)
     assert all(c["passed"] for c in report.checks.values()), report.checks
     layers = report.checks["precision_audit"]["details"]["layers"]
     for name in (names[0], names[2]):
@@ -130,7 +132,7 @@ def test_mixed_int8_plan(loaded, tmp_path):
 def test_int4_dense_plan(loaded, tmp_path):
     model = loaded["dense_head"]
     out = tmp_path / "int4"
-    report = vpu.NPU4000.build_bundle(model.onnx_model, {"fc1": "int4", "conv": "int8"}, _calib(model), out)
+    report = NPU4000.build_bundle(model.onnx_model, {"fc1": "int4", "conv": "int8"}, _calib(model), out)
     assert all(c["passed"] for c in report.checks.values()), report.checks
     layers = report.checks["precision_audit"]["details"]["layers"]
     assert layers["fc1"]["weight_type"] == "i4" and layers["fc2"]["weight_type"] == "f16"
@@ -155,17 +157,17 @@ def test_unsupported_op_rejected_without_output(loaded, tmp_path):
     model = loaded["se_hardswish"]  # hardsigmoid gate: not in the MYRIAD plugin's layer table
     out = tmp_path / "mx_se"
     with pytest.raises(HanascError, match=r"supported_ops.*HardSigmoid"):
-        vpu.MYRIADX.build_bundle(model.onnx_model, {}, None, out)
+        MYRIADX.build_bundle(model.onnx_model, {}, None, out)
     assert not out.exists()
 
 
 @pytest.mark.parametrize(
     ("target", "plan", "message"),
     [
-        (vpu.MYRIADX, {"conv": "int8"}, "INT8 is not available on myriadx"),
-        (vpu.NPU3720, {"conv": "int4"}, "'conv' is a conv: INT4 weights are for dense layers only"),
-        (vpu.NPU3720, {"nope": "fp16"}, "unknown layer 'nope'"),
-        (vpu.NPU3720, {"fc1": "int3"}, "precision 'int3' unknown"),
+        (MYRIADX, {"conv": "int8"}, "INT8 is not available on myriadx"),
+        (NPU3720, {"conv": "int4"}, "'conv' is a conv: INT4 weights are for dense layers only"),
+        (NPU3720, {"nope": "fp16"}, "unknown layer 'nope'"),
+        (NPU3720, {"fc1": "int3"}, "precision 'int3' unknown"),
     ],
 )
 def test_plan_errors(loaded, tmp_path, target, plan, message):
@@ -178,11 +180,11 @@ def test_plan_errors(loaded, tmp_path, target, plan, message):
 def test_calibration_errors(loaded, tmp_path):
     model = loaded["dense_head"]
     with pytest.raises(HanascError, match="need calibration inputs"):
-        vpu.NPU3720.build_bundle(model.onnx_model, {"conv": "int8"}, None, tmp_path / "x")
+        NPU3720.build_bundle(model.onnx_model, {"conv": "int8"}, None, tmp_path / "x")
     with pytest.raises(HanascError, match="calibration inputs have shape"):
-        vpu.NPU3720.build_bundle(model.onnx_model, {"conv": "int8"}, np.zeros((4, 3, 3)), tmp_path / "x")
+        NPU3720.build_bundle(model.onnx_model, {"conv": "int8"}, np.zeros((4, 3, 3)), tmp_path / "x")
     with pytest.raises(HanascError, match="provenance"):
-        vpu.NPU3720.build_bundle(model.onnx_model, {}, None, tmp_path / "x", {"ms": 1.0})
+        NPU3720.build_bundle(model.onnx_model, {}, None, tmp_path / "x", {"ms": 1.0})
 
 
 def test_opset13_export(loaded, tmp_path):
@@ -207,7 +209,7 @@ def test_efficientnet_lite0_mixed(effnet_path, tmp_path):
     timings, sizes = {}, {}
     for label, p in (("fp16", {}), ("mixed", plan)):
         t = time.perf_counter()
-        report = vpu.NPU3720.build_bundle(model.onnx_model, p, calib, tmp_path / label)
+        report = NPU3720.build_bundle(model.onnx_model, p, calib, tmp_path / label)
         timings[label] = time.perf_counter() - t
         sizes[label] = report.files["model.bin"]
         assert all(c["passed"] for c in report.checks.values()), report.checks
@@ -224,7 +226,6 @@ def test_efficientnet_lite0_architecture_changes(effnet_path, tmp_path):
     """Separable, kernel, width and skip choices reach the IR; int8 layers keep their precision."""
     from hanasc.compile.apply_pipeline import build_target_bundle
     from hanasc.search.space import build_space
-    from hanasc.targets.registry import get_target
 
     model = hanasc.load_model(effnet_path)
     space = build_space(model)
@@ -255,7 +256,7 @@ def test_squeeze_excite_kept_float_by_the_quantizer(loaded, tmp_path):
     """NNCF leaves squeeze-excite convs in float: the plan follows what the device runs; rest audited."""
     model = loaded["se_hardswish"]
     plan = {layer.name: "int8" for layer in model.layers}
-    report = vpu.NPU3720.build_bundle(model.onnx_model, plan, _calib(model), tmp_path / "se")
+    report = NPU3720.build_bundle(model.onnx_model, plan, _calib(model), tmp_path / "se")
     assert all(c["passed"] for c in report.checks.values()), report.checks
     kept = _manifest(tmp_path / "se")["kept_float_by_quantizer"]["layers"]
     assert kept and set(kept) < set(plan)  # the SE pair only, not every layer
@@ -316,7 +317,7 @@ def test_conv_fused_with_a_multiply_is_still_audited(tmp_path):
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    report = vpu.NPU3720.build_bundle(model, {"conv": "fp16"}, None, tmp_path / "b")
+    report = NPU3720.build_bundle(model, {"conv": "fp16"}, None, tmp_path / "b")
     assert report.checks["precision_audit"]["passed"], report.checks["precision_audit"]
     node = _manifest(tmp_path / "b")["layer_nodes"]["conv"]
     assert node not in ("conv", "conv/WithoutBiases")  # really the fused, renamed node

@@ -18,13 +18,11 @@ result is always a correct module, and :class:`LayoutReport` says what fell back
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import tvm
 from tvm import relax
 from tvm.ir import IRModule
-from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
 from hanasc.core.relax_params import rewrite_functions
 from hanasc.targets.lowering.blocked_lowering import (
@@ -43,6 +41,11 @@ from hanasc.targets.lowering.conv_compute import (
     pair_index_map,
 )
 from hanasc.targets.lowering.dot_convs import emit_dot_weight, lower_dot_dense, mark_pair_convs, param_names
+from hanasc.targets.lowering.layout_rewrites import (
+    clip_as_min_max,
+    fold_layout_transform_pairs,
+    is_unpadded_transform,
+)
 from hanasc.targets.lowering.quad_depthwise import (
     QUAD_BLOCK,
     QUAD_DEPTHWISE,
@@ -52,46 +55,7 @@ from hanasc.targets.lowering.quad_depthwise import (
     quad_offset,
     quad_weight,
 )
-
-
-def clip_as_min_max(mod: IRModule) -> IRModule:
-    """Clips as Relax ``maximum``/``minimum`` ops, which have a layout rule.
-
-    Rewrites ``relax.clip(x, lo, hi)``, and the ONNX importer's ``call_tir(maximum|minimum, (x, s))``
-    with a scalar ``s`` (its ``Clip``/``Relu6`` lowering), to ``relax.op.maximum``/``minimum``.
-    """
-    x, lo, hi = wildcard(), wildcard(), wildcard()
-    pattern = is_op("relax.clip")(x, lo, hi)
-
-    def rewriter(_expr, matches):
-        dtype = matches[x].ty.dtype
-        low = relax.const(float(matches[lo].value), dtype)
-        high = relax.const(float(matches[hi].value), dtype)
-        return relax.op.minimum(relax.op.maximum(matches[x], low), high)
-
-    mod = mod.clone()  # the caller's module stays as it was
-    mutator = _ScalarMinMaxToOps(mod)
-    for gv, func in list(mod.functions.items()):
-        if isinstance(func, relax.Function):
-            mod[gv] = mutator.visit_expr(rewrite_call(pattern, rewriter, func))
-    return relax.transform.DeadCodeElimination()(mod)
-
-
-_SCALAR_OPS = {"maximum": relax.op.maximum, "minimum": relax.op.minimum}
-
-
-@relax.expr_functor.mutator
-class _ScalarMinMaxToOps(relax.PyExprMutator):
-    """``call_tir(maximum*, (x, scalar))`` (as ``bb.emit_te(topi.maximum, x, s)`` emits) -> Relax op."""
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
-        if call.op != tvm.ir.Op.get("relax.call_tir") or len(call.args[1].fields) != 2:
-            return call
-        op = _SCALAR_OPS.get(re.sub(r"\d+$", "", call.args[0].name_hint))
-        data, scalar = call.args[1].fields
-        ok = op is not None and len(scalar.ty.shape) == 0 and scalar.ty.dtype == data.ty.dtype
-        return op(data, scalar) if ok else call
+from hanasc.targets.quiet import filtered_native_stderr
 
 
 @dataclass
@@ -154,14 +118,14 @@ def convert_to_blocked(
     the element-wise ops around them), then lowers them, and every other op it left in a blocked layout
     (pooling), to ``call_tir`` so that the next, smaller block only converts the convolutions still in NCHW.
 
-    ``pair_kernels`` (x86 with AVX2, :func:`hanasc.targets.x86_int8.supports_pair_kernels`): int8 standard
+    ``pair_kernels`` (x86 with AVX2, :func:`hanasc.targets.isa.supports_pair_kernels`): int8 standard
     convs (:func:`mark_pair_convs`) are lowered with :func:`pair_conv2d`, their weight parameter
     transformed to :func:`pair_kernel_layout` in the graph (prepacked once when the weights are bound).
-    ``sdot`` (aarch64 with dotprod, :func:`hanasc.targets.arm_int8.supports_sdot`): every int8 x int8 conv
+    ``sdot`` (aarch64 with dotprod, :func:`hanasc.targets.isa.supports_sdot`): every int8 x int8 conv
     (any window, ``groups=1``) is lowered the same way on its int8 codes, 4 input channels a lane.
     ``signed_weights`` (AVX512-VNNI): int8 weight values by parameter name; with them, pair-kernel convs on
     signed codes run as quads too (:func:`mark_pair_convs`). ``quad_depthwise`` (x86 with AVX512-VNNI and
-    VBMI, :func:`hanasc.targets.x86_int8.supports_quad_depthwise`): int8 depthwise convs in 16-channel
+    VBMI, :func:`hanasc.targets.isa.supports_quad_depthwise`): int8 depthwise convs in 16-channel
     blocks are lowered with :func:`hanasc.targets.lowering.quad_depthwise.quad_depthwise_conv2d`.
 
     Never raises for a layout the rewrite cannot handle: such ops stay NCHW (:func:`_convert_round`), and
@@ -194,8 +158,6 @@ def _convert_round(mod: IRModule, block: int, report: LayoutReport) -> IRModule:
     that the new layout reaches, that op kind is lowered in NCHW first (``call_tir`` is opaque to the
     rewrite, which converts back to NCHW before it); the smallest set of such op kinds that lets the round
     convert is kept. Where none does, the round is skipped (its convolutions stay NCHW)."""
-    from hanasc.targets.quiet import filtered_native_stderr
-
     rewrite = relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{block}c", f"OIHW1i{block}o"]})
 
     def convert(module: IRModule) -> IRModule:
@@ -284,57 +246,6 @@ def _fallback_candidates(mod: IRModule) -> list[str]:
     return sorted(layouts, key=lambda op: (not layouts[op], op))
 
 
-def fold_layout_transform_pairs(mod: IRModule) -> IRModule:
-    """``layout_transform(layout_transform(x, a), b)`` -> one ``layout_transform(x, b . a)`` when the inner
-    result has no other use: between convolutions of different blocks (``NCHW8c`` -> ``NCHW`` ->
-    ``NCHW16c``) the activation is copied once instead of twice."""
-    for gv, func in list(mod.functions.items()):
-        if isinstance(func, relax.Function):
-            uses = _use_counts(func)
-            mod[gv] = _FoldTransformPairs(relax.analysis.get_var2val(func), uses).visit_expr(func)
-    return relax.transform.DeadCodeElimination()(mod)
-
-
-def _use_counts(func: relax.Function) -> dict:
-    """How many bindings (and the function's result) use each variable of ``func``."""
-    counts: dict = {}
-    for value in [*relax.analysis.get_var2val(func).values(), func.body.body]:
-        for var in relax.analysis.free_vars(value):
-            counts[var] = counts.get(var, 0) + 1
-    return counts
-
-
-@relax.expr_functor.mutator
-class _FoldTransformPairs(relax.PyExprMutator):
-    """See :func:`fold_layout_transform_pairs`."""
-
-    def __init__(self, var2val: dict, uses: dict) -> None:
-        super().__init__()
-        self.var2val, self.uses = var2val, uses
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
-        if not _is_unpadded_transform(call) or not isinstance(call.args[0], relax.Var):
-            return call
-        inner = self.var2val.get(call.args[0])
-        if not _is_unpadded_transform(inner) or self.uses.get(call.args[0], 0) != 1:
-            return call
-        first, second = inner.attrs.index_map, call.attrs.index_map
-        composed = tvm.tirx.IndexMap.from_func(
-            lambda *i: second.map_indices(first.map_indices(list(i))), ndim=len(first.initial_indices)
-        )
-        return relax.op.layout_transform(inner.args[0], composed)
-
-
-def _is_unpadded_transform(expr) -> bool:
-    return (
-        isinstance(expr, relax.Call)
-        and isinstance(expr.op, tvm.ir.Op)
-        and expr.op.name == _LAYOUT_TRANSFORM
-        and expr.attrs.pad_value is None
-    )
-
-
 @relax.expr_functor.mutator
 class _LowerBlockedConvs(relax.PyExprMutator):
     """Blocked ``nn.conv2d`` calls, and other ops in a blocked layout, -> ``call_tir`` (leaves every other
@@ -404,7 +315,7 @@ class _LowerBlockedConvs(relax.PyExprMutator):
     def _oihw_weight(self, kernel: relax.Expr) -> relax.Var | None:
         """The OIHW variable a blocked conv's kernel was transformed from (None: another expression)."""
         source = self.lookup_binding(kernel) if isinstance(kernel, relax.Var) else kernel
-        if not _is_unpadded_transform(source) or not isinstance(source.args[0], relax.Var):
+        if not is_unpadded_transform(source) or not isinstance(source.args[0], relax.Var):
             return None
         return source.args[0]
 

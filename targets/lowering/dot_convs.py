@@ -51,7 +51,7 @@ def mark_pair_convs(
     KxK convs (ResNet-18's 3x3 on ReLU outputs, 160x160, 1 thread, AVX512-VNNI): uniform W8A8 26.3 ms with
     int32-widened code, 7.9 ms as quads, against 19.2 ms fp32.
 
-    ``quad_depthwise`` (:func:`hanasc.targets.x86_int8.supports_quad_depthwise`): an int8 depthwise conv
+    ``quad_depthwise`` (:func:`hanasc.targets.isa.supports_quad_depthwise`): an int8 depthwise conv
     (:func:`is_quad_depthwise`) on codes that cannot be negative gets its data cast to uint8, which
     :mod:`hanasc.targets.lowering.quad_depthwise` reads as they are (signed codes stay int8: that kernel
     shifts

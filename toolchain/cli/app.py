@@ -13,10 +13,14 @@ from typing import Annotated
 import typer
 
 from hanasc.cli import costs_command as cli_costs
-from hanasc.cli.common import InputShapeOpt
+from hanasc.cli.common import InputShapeOpt, Interrupted, InterruptWatch
 from hanasc.cli.common import console as _console
 from hanasc.cli.common import load_cli_model as _load
+from hanasc.cli.inspect_view import inspect_json, print_inspect
+from hanasc.cli.targets_view import targets_json
 from hanasc.core.errors import HanascError
+from hanasc.frontend.datasets import load_npz
+from hanasc.frontend.model_zoo import ZOO, fetch, zoo_path
 
 app = typer.Typer(
     name="hanasc",
@@ -48,7 +52,6 @@ def inspect(
 
       hanasc inspect efficientnet-lite0
     """
-    from hanasc.cli.inspect_view import inspect_json, print_inspect
 
     loaded = _load(model, input_shape)
     if as_json:
@@ -65,7 +68,6 @@ def models_list() -> None:
 
       hanasc models list
     """
-    from hanasc.frontend.model_zoo import ZOO, zoo_path
 
     for name, spec in ZOO.items():
         path = zoo_path(name)
@@ -84,7 +86,6 @@ def models_fetch(
 
       hanasc models fetch efficientnet-lite0
     """
-    from hanasc.frontend.model_zoo import fetch
 
     print(fetch(name, force=force))
 
@@ -118,7 +119,6 @@ def apply(
       hanasc apply model.onnx config.json --target cortex-a78 --out a78/
     """
     from hanasc.compile.apply_pipeline import apply_config
-    from hanasc.frontend.datasets import load_npz
     from hanasc.passes.config import Config
 
     loaded = _load(model, input_shape)
@@ -152,7 +152,6 @@ def targets(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
       hanasc targets --json
     """
-    from hanasc.cli.targets_view import targets_json
 
     rows = targets_json()
     if as_json:
@@ -361,7 +360,6 @@ def main() -> None:
     with one line too (exit 1), Ctrl-C with one line and exit code 130. Any other exception is a bug in
     hanasc: one line that says so (exit 1), or the full traceback with ``HANASC_DEBUG=1``.
     """
-    from hanasc.cli.common import Interrupted, InterruptWatch
 
     watch = InterruptWatch()
     signal.signal(signal.SIGINT, watch.handler)

@@ -8,6 +8,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from hanasc.frontend.loading import load_model
+from hanasc.frontend.model_zoo import resolve_model_arg
+from hanasc.frontend.onnx_loader import parse_input_shape
+
 InputShapeOpt = Annotated[
     list[str] | None,
     typer.Option("--input-shape", "-s", help="Fix an input's shape: NAME=1x3x224x224 (repeatable)."),
@@ -21,9 +25,6 @@ def console(stderr: bool = False) -> Console:
 
 
 def load_cli_model(model: str, input_shape: list[str] | None):
-    from hanasc.frontend.loading import load_model
-    from hanasc.frontend.model_zoo import resolve_model_arg
-    from hanasc.frontend.onnx_loader import parse_input_shape
 
     shapes = dict(parse_input_shape(s) for s in input_shape or [])
     return load_model(resolve_model_arg(model), shapes)

@@ -10,6 +10,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+import hanasc
 from hanasc.cli.common import raise_if_interrupted
 from hanasc.compile.context import with_training
 from hanasc.compile.pipeline import CompileOptions, Stage, compile_model, split_data
@@ -17,9 +18,14 @@ from hanasc.compile.report_markdown import beside_original
 from hanasc.core.budgets import parse_budget, parse_confidence, parse_latency_budget, parse_relative_budget
 from hanasc.core.errors import HanascError
 from hanasc.core.metrics import choose_metric
+from hanasc.frontend.datasets import load_npz
 from hanasc.frontend.images import FIVE_VIEWS, Preprocess, load_foolbox_imagenet, load_image_folder
 from hanasc.frontend.loading import LoadedModel
+from hanasc.frontend.model_zoo import fetch
 from hanasc.search.nsga2 import Budgets
+from hanasc.targets import host
+from hanasc.targets.isa import supports_vnni
+from hanasc.targets.registry import get_target
 
 BUILTIN_IMAGES = "imagenet-samples"
 
@@ -59,7 +65,6 @@ def preprocess_for(model: LoadedModel, size, resize, mean, std, channel_order, v
 
 def load_data(model: LoadedModel, data: str | None, preprocess: Preprocess):
     """(x, y, groups, source) from --data."""
-    from hanasc.frontend.datasets import load_npz
 
     if data is None:
         raise HanascError("--data is needed: an .npz with x (and y), an image folder, or 'imagenet-samples'")
@@ -216,7 +221,6 @@ def run_compile(model: LoadedModel, request: CompileRequest, console: Console, e
             f"--train-data {r.train_data} is the --data: fine-tuning on it would train on the held-out half "
             "the result is judged by; give training data of its own"
         )
-    from hanasc.targets.registry import get_target
 
     info = get_target(r.target)
     latency_ms, latency_fraction = parse_latency_budget(r.budget)
@@ -256,7 +260,6 @@ def demo_budget_fraction(target) -> tuple[float, str]:
     the int8 kernels run on AVX512-VNNI (uniform W8A8 EfficientNet-Lite0 measured 0.58-0.61x its fp32 on
     a Zen 4; two demo runs at 0.6 met it at 0.579x, agreement 0.98, 5 min 15 s), else 0.8 (AVX2's int8 was
     0.71-0.77x of fp32 on a Zen 3: a 0.6 budget cannot be met there within the floor)."""
-    from hanasc.targets.x86_int8 import supports_vnni
 
     if supports_vnni(target):
         return 0.6, "this CPU's default: its int8 kernels run on AVX512-VNNI"
@@ -268,9 +271,6 @@ def run_demo(
 ) -> None:
     """EfficientNet-Lite0 for the host at ``budget_fraction`` of its measured latency (None: the CPU's
     default, :func:`demo_budget_fraction`), agreement kept within ``max_loss`` points."""
-    import hanasc
-    from hanasc.frontend.model_zoo import fetch
-    from hanasc.targets import host
 
     reason = "--budget-fraction"
     if budget_fraction is None:

@@ -15,6 +15,11 @@ from hanasc.cli.common import InputShapeOpt
 from hanasc.cli.common import console as _console
 from hanasc.cli.common import load_cli_model as _load
 from hanasc.core.errors import HanascError
+from hanasc.cost_models.target_info import get_target as cost_target
+from hanasc.frontend.datasets import load_npz
+from hanasc.frontend.model_zoo import resolve_model_arg
+from hanasc.frontend.onnx_loader import parse_input_shape
+from hanasc.targets.registry import check_choices, get_target
 
 
 def profile(
@@ -50,14 +55,10 @@ def profile(
     """
     from rich.progress import Progress
 
-    from hanasc.cost_models.profiler import Session
-    from hanasc.frontend.model_zoo import resolve_model_arg
-    from hanasc.targets.registry import get_target
+    from hanasc.compile.profile_job import ProfilePlan, Session, profile_target
 
     info = get_target(target)
     session = Session.from_address(rpc_addr=rpc, tracker=tracker, key=key)
-    from hanasc.cost_models import profile_target
-    from hanasc.cost_models.profile_job import ProfilePlan
 
     with Progress(console=_console(stderr=True)) as bar:
         task = bar.add_task(f"profiling {info.name}", total=None)
@@ -105,15 +106,12 @@ def costs(
 
       hanasc costs efficientnet-lite0 --target cortex-a78 --config config.json --data calib.npz --memory
     """
-    from hanasc.cost_models.estimate import CostContext, estimate_costs
-    from hanasc.cost_models.target_info import get_target as cost_target
 
     if not 0.5 <= confidence < 1.0:
         raise HanascError(f"--confidence {confidence:g}: must be in [0.5, 1)")
     if threads is not None and threads <= 0:
         raise HanascError(f"--threads {threads}: must be positive")
     name = cost_target(target).name
-    ctx = CostContext(device=device)
     policy = None
     if config is None:
         _import_tvm_without_torch()  # latency of the model as is: torch is not needed
@@ -121,6 +119,9 @@ def costs(
         from hanasc.passes.config import Config
 
         policy = Config.load(config)
+    from hanasc.cost_models.estimate import CostContext, estimate_costs
+
+    ctx = CostContext(device=device)
     reports = []
     for model in models:
         mod = _costs_module(model, input_shape, policy, data, target)
@@ -153,9 +154,7 @@ def _costs_module(model: str, input_shape: list[str] | None, policy, data: Path 
     if policy is None:
         return loaded.mod
     from hanasc.compile.apply_pipeline import calibrate_for
-    from hanasc.frontend.datasets import load_npz
     from hanasc.recovery.bias_correction import materialize_recovered
-    from hanasc.targets.registry import check_choices, get_target
 
     check_choices(get_target(target), policy, loaded.layers)
     samples = load_npz(data, loaded.inputs[0]).x if data is not None else None
@@ -193,32 +192,27 @@ def calibrate(
 
       hanasc calibrate --import pixel7.json
     """
-    from hanasc.cost_models.device_timings import calibrate as fit
-    from hanasc.cost_models.device_timings import (
-        calibration_table,
-        export_calibration,
-        import_calibration,
-        read_measurements_csv,
-    )
-    from hanasc.cost_models.estimate import CostContext
-    from hanasc.cost_models.target_info import get_target as cost_target
-    from hanasc.frontend.onnx_loader import parse_input_shape
 
     if base not in ("auto", "prior", "model"):
         raise HanascError(f"--base {base}: auto, prior or model")
     if sum(x is not None for x in (measurements, export, import_)) != 1:
         raise HanascError("calibrate: give a measurements CSV, --export FILE or --import FILE (one of them)")
+    from hanasc.cost_models import device_timings
+    from hanasc.cost_models.estimate import CostContext
+
     name = cost_target(target).name
     ctx = CostContext(device=device if import_ is None or device != "default" else None)
     if import_ is not None:
-        cal = import_calibration(import_, ctx)
+        cal = device_timings.import_calibration(import_, ctx)
         print(f"installed the calibration of '{cal.target}' for device '{cal.device}'")
-        print(calibration_table(cal, cal.target))
+        print(device_timings.calibration_table(cal, cal.target))
         return
     if export is not None:
-        out = export_calibration(name, ctx, export)
+        out = device_timings.export_calibration(name, ctx, export)
         print(f"wrote {out}")
         return
     shapes = dict(parse_input_shape(s) for s in input_shape or [])
-    cal = fit(name, read_measurements_csv(measurements), ctx, base, shapes or None)
-    print(calibration_table(cal, name))
+    cal = device_timings.calibrate(
+        name, device_timings.read_measurements_csv(measurements), ctx, base, shapes or None
+    )
+    print(device_timings.calibration_table(cal, name))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from hanasc.targets.registry import all_targets
+
 
 def cost_model_status(target: str) -> str:
     """Calibrated with N measured samples, or prior only."""
@@ -24,8 +26,6 @@ def cost_model_status(target: str) -> str:
 
 
 def targets_json() -> list[dict]:
-    from hanasc.targets.registry import all_targets
-
     rows = []
     for info in all_targets():
         choices = asdict(info.choices)
@@ -37,7 +37,7 @@ def targets_json() -> list[dict]:
                 "tvm_target": info.tvm_target_json,
                 "choices": {k: list(v) for k, v in choices.items()},
                 "cost_model": cost_model_status(info.name),
-                "kernels": info.kernels() if info.kernels else "",
+                "kernels": info.kernels(),
                 "checked_here": info.checked_here,
                 "checked_on_device": info.checked_on_device,
             }

@@ -8,12 +8,23 @@ from pathlib import Path
 
 import numpy as np
 
+from hanasc.compile.onnx_rewrite import export_architecture
 from hanasc.core.atomic import atomic_dir
 from hanasc.core.errors import HanascError
+from hanasc.core.relax_params import weights_of
+from hanasc.frontend.calibration import ActivationRanges, calibrate
 from hanasc.frontend.loading import LoadedModel
 from hanasc.passes.config import Config, ConfigError
-from hanasc.recovery.finetune import TUNED_WEIGHTS_FILE, save_tuned
+from hanasc.passes.depth import residual_blocks
+from hanasc.passes.materialize import check_layer_names
+from hanasc.passes.separable import separable_errors
+from hanasc.recovery.bias_correction import materialize_recovered, ranges_for_replay, refitted_layers
+from hanasc.recovery.finetune import TUNED_WEIGHTS_FILE, load_tuned, save_tuned
+from hanasc.targets import host
+from hanasc.targets.base import BundleInputs
+from hanasc.targets.pipelines import collect_build_reports
 from hanasc.targets.quiet import export_library
+from hanasc.targets.registry import check_choices, get_target
 
 CALIBRATION_SAMPLES = 64
 
@@ -82,15 +93,12 @@ def calibrate_for(
     (what ``hanasc compile`` used, so the replay is exact), else from data; None when neither is given and
     the Config quantizes no activation."""
     if data is None and ranges_file is not None and ranges_file.is_file():
-        from hanasc.frontend.calibration import ActivationRanges
-
         return ActivationRanges.load(ranges_file)
     if data is None:
         if not needs_calibration(config):
             return None
         layer = next(name for name, c in config.layers.items() if c.a_bits == 8)
         raise ConfigError(f"layer '{layer}' asks for a_bits=8: give --data to calibrate activation ranges")
-    from hanasc.frontend.calibration import calibrate
 
     return calibrate(model, data[:CALIBRATION_SAMPLES], method=method)
 
@@ -101,8 +109,6 @@ def _bytes_by_layer(weights: dict[str, np.ndarray], layer: str) -> int:
 
 def _layer_choices(model: LoadedModel, config: Config) -> dict[str, dict]:
     """The changed choices of every changed layer; layers of skipped blocks say so."""
-    from hanasc.passes.depth import residual_blocks
-    from hanasc.passes.separable import separable_errors
 
     choices = {name: dict(c) for name, c in config.to_json()["layers"].items()}
     separable = [name for name, c in config.layers.items() if c.separable]
@@ -115,28 +121,27 @@ def _layer_choices(model: LoadedModel, config: Config) -> dict[str, dict]:
     return choices
 
 
-def build_target_bundle(info, model: LoadedModel, config: Config, mod, out: Path, data, ranges) -> dict:
-    """The target's deployable bundle in ``out``: from the materialized Relax module, or (OpenVINO
-    targets) from the cleaned ONNX with the Config's architecture choices written back into it
-    (:mod:`hanasc.compile.onnx_rewrite`) and its per-layer precision plan."""
-    probe = [model.example_inputs(seed=7)[spec.name] for spec in model.inputs]
-    if info.bundle_input == "relax":  # weights as parameters: integer weights stay packed in the library
-        return info.build_bundle(mod, out, probe).to_json()
-    from hanasc.compile.onnx_rewrite import export_architecture
-    from hanasc.core.layers import layer_table
-    from hanasc.targets import vpu
+def bundle_inputs(model: LoadedModel, config: Config, mod, out: Path, data) -> BundleInputs:
+    """What any target's bundle is built from: the materialized Relax module with probe inputs, or (built
+    on demand, for targets built from ONNX) the cleaned ONNX with the Config's architecture choices written
+    back into it (:mod:`hanasc.compile.onnx_rewrite`), and calibration samples."""
 
-    target = vpu.get_target(info.name)
-    onnx_model, renamed = export_architecture(model, config)
-    calibration = data[:CALIBRATION_SAMPLES] if data is not None else None
-    plan = target.plan_from_config(renamed, layer_table(onnx_model))
-    return target.build_bundle(onnx_model, plan, calibration, out).to_json()
+    return BundleInputs(
+        out_dir=out,
+        relax_mod=mod,  # weights as parameters: integer weights stay packed in the library
+        probe_inputs=[model.example_inputs(seed=7)[spec.name] for spec in model.inputs],
+        onnx=lambda: export_architecture(model, config),
+        calibration=data[:CALIBRATION_SAMPLES] if data is not None else None,
+    )
+
+
+def build_target_bundle(info, model: LoadedModel, config: Config, mod, out: Path, data, ranges) -> dict:
+    """The target's deployable bundle in ``out`` (:meth:`hanasc.targets.base.Target.bundle`)."""
+    return info.bundle(bundle_inputs(model, config, mod, out, data)).to_json()
 
 
 def read_tuned(model: LoadedModel, path: Path) -> dict[str, np.ndarray]:
     """Fine-tuned values from ``path``, checked against ``model``'s weights (names, shapes)."""
-    from hanasc.recovery.finetune import load_tuned
-
     try:
         tuned = load_tuned(path)
     except Exception as exc:
@@ -163,25 +168,16 @@ def apply_config(
 ) -> ApplySummary:
     """Materialize ``config``, build for the host (and ``target``'s bundle), write ``out/`` atomically.
     ``tuned_file`` (when it exists): fine-tuned weight values that replace the data-light recovery's."""
-    from hanasc.core.relax_params import weights_of
-    from hanasc.passes.materialize import check_layer_names
-    from hanasc.recovery.bias_correction import materialize_recovered, ranges_for_replay, refitted_layers
-    from hanasc.targets import host
-    from hanasc.targets.registry import check_choices, get_target
 
     info = get_target(target)
     check_layer_names(config, model.mod)
     check_choices(info, config, model.layers)
     ranges = calibrate_for(model, config, data, ranges_file=ranges_file)
     tuned = read_tuned(model, tuned_file) if tuned_file is not None and tuned_file.is_file() else None
-    if tuned is not None and info.bundle_input != "relax":
-        raise HanascError(
-            f"{tuned_file}: fine-tuned weights cannot reach {info.name}'s bundle (built from ONNX)"
-        )
+    if tuned is not None:
+        info.check_tuned_weights(str(tuned_file))
     new_mod = materialize_recovered(model, config, ranges, tuned)
     before, after = weights_of(model.mod), weights_of(new_mod)
-    from hanasc.targets.pipelines import collect_build_reports
-
     with collect_build_reports() as builds:
         executable = host.build_artifact(new_mod)
     host.run(executable, list(model.example_inputs().values()))  # it runs before anything is written
@@ -216,8 +212,8 @@ def apply_config(
             build=builds[-1].to_json() if builds else None,
             build_line=builds[-1].line() if builds else "",
         )
-        if not info.runs_here:  # a device target: its bundle beside the host library
-            summary.bundle = build_target_bundle(info, model, config, new_mod, tmp / info.name, data, ranges)
+        bundle = info.device_bundle(bundle_inputs(model, config, new_mod, tmp / info.name, data))
+        summary.bundle = bundle.to_json() if bundle is not None else None  # beside the host library
         (tmp / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
         (tmp / "summary.md").write_text(summary.to_markdown())
     return summary

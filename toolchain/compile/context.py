@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hanasc.core.budgets import Budgets
 from hanasc.core.errors import HanascError
 from hanasc.core.metrics import Metric
 from hanasc.frontend.loading import LoadedModel
-from hanasc.search.nsga2 import Budgets
 from hanasc.search.space import SearchSpace
+from hanasc.targets.base import Target
 
 
 @dataclass
@@ -118,7 +119,7 @@ class RunContext:
     search space and its cost model, the RPC session (if any) and the run's work folder."""
 
     model: LoadedModel
-    info: object  # hanasc.targets.registry.TargetInfo
+    info: Target
     ranges: object  # hanasc.frontend.calibration.ActivationRanges
     split: Split
     ref_eval: np.ndarray

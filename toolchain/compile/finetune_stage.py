@@ -18,6 +18,9 @@ import numpy as np
 from hanasc.compile.context import RunContext
 from hanasc.core.errors import HanascError
 from hanasc.passes.config import Config
+from hanasc.recovery.bias_correction import recovered_weights
+from hanasc.recovery.finetune import FinetuneSettings, finetune
+from hanasc.recovery.torch_form import TorchForm
 from hanasc.search.nsga2 import Candidate
 
 
@@ -26,11 +29,7 @@ def check_finetune(info, model, minutes: float) -> None:
     from ONNX), and every operator of the model needs a torch form."""
     if minutes <= 0:
         return
-    if getattr(info, "bundle_input", "relax") != "relax":
-        raise HanascError(
-            f"--finetune-minutes: target {info.name} builds its bundle with its own toolchain from the ONNX "
-            "model, which fine-tuned weights do not reach; drop the option for this target"
-        )
+    info.check_tuned_weights("--finetune-minutes")
     try:
         from hanasc.recovery.torch_ops import unsupported_nodes
     except ImportError:
@@ -71,9 +70,6 @@ def finetune_shortlist(run: RunContext, ranked: list[Candidate], held_out: dict)
     """Fine-tune the best ``finetune_candidates`` of ``ranked``; keep a tuning that raises the held-out
     score, or keeps it and raises the metric's smooth companion (``held_out`` and ``run.tuned`` are
     updated). Returns one record per candidate for the report."""
-    from hanasc.recovery.bias_correction import recovered_weights
-    from hanasc.recovery.finetune import FinetuneSettings, finetune
-    from hanasc.recovery.torch_form import TorchForm
 
     options, split = run.options, run.split
     picks = ranked[: options.finetune_candidates]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +28,24 @@ from hanasc.compile.verify import (
     _original_verified,
     _verify_ranked,
 )
+from hanasc.core.atomic import atomic_dir
+from hanasc.core.cache_safety import file_lock
 from hanasc.core.errors import HanascError
 from hanasc.core.metrics import Metric
+from hanasc.core.paths import cache_dir
+from hanasc.cost_models.profiler import Session
 from hanasc.cost_models.provenance import figure
+from hanasc.frontend.calibration import calibrate
 from hanasc.frontend.loading import LoadedModel
+from hanasc.passes.config import Config
 from hanasc.recovery.bias_correction import refitted_layers
+from hanasc.search.costs import SearchCosts
 from hanasc.search.nsga2 import Candidate
 from hanasc.search.seeds import predictor_image_count
 from hanasc.search.selection import AccuracyFloor, select
+from hanasc.search.simulator import Simulator
 from hanasc.search.space import SearchSpace, SpaceOptions, build_space
+from hanasc.targets.registry import get_target
 
 __all__ = [
     "CompileOptions",
@@ -104,8 +113,6 @@ def compile_model(
     The run's work folder (predictor samples, search checkpoints: what ``--resume`` reads) is locked for
     the run, so two identical compiles at once take turns instead of overwriting each other's state.
     """
-    from hanasc.core.cache_safety import file_lock
-    from hanasc.core.paths import cache_dir
 
     work = cache_dir() / "runs" / run_key(model, options, split.description["source"])
     with file_lock(work / ".lock", "this run's work folder (the same model, data and options)"):
@@ -178,7 +185,6 @@ def _compile_in(
             f"the original model is returned unchanged: {selection.reason} "
             f"({floor.describe()}); a looser budget or a larger --max-loss allows changes"
         )
-    from hanasc.core.atomic import atomic_dir
 
     with atomic_dir(Path(out)) as tmp:
         _write_outputs(tmp, run, outcome, report)
@@ -190,10 +196,6 @@ def _prepare(
 ) -> tuple[RunContext, PredictorSamples]:
     """Activation ranges, simulator, references, search space, cost model and RPC session: the run
     context, and the predictor's samples on a subset of the calibration split."""
-    from hanasc.passes.config import Config
-    from hanasc.search.costs import SearchCosts
-    from hanasc.search.simulator import Simulator
-    from hanasc.targets.registry import get_target
 
     info = get_target(options.target)
     _check_tuning(info, options)
@@ -228,8 +230,6 @@ def _prepare(
     )
     session = None
     if options.rpc:
-        from hanasc.cost_models.profiler import Session
-
         stage.log(f"connecting to the TVM RPC server at {options.rpc}")
         session = Session.from_address(rpc_addr=options.rpc)
     run = RunContext(
@@ -256,13 +256,8 @@ def _prepare(
 
 def _calibrate(model: LoadedModel, x: np.ndarray, info):
     """Activation ranges (99.99th percentile) with the statistics recovery uses, where it applies."""
-    from hanasc.frontend.calibration import calibrate
 
-    ranges = calibrate(model, x, method="percentile", percentile=99.99)
-    if info.tvm_target() is None:  # OpenVINO quantizes this target's bundle: hanasc's bias correction
-        ranges.channel_means = {}  # would make the simulator judge a model that does not ship
-        ranges.covariances = {}
-    return ranges
+    return info.shipped_ranges(calibrate(model, x, method="percentile", percentile=99.99))
 
 
 MIN_GROUPS_APART = 4
@@ -291,20 +286,21 @@ def _resolve_budgets(run: RunContext, original_measure: dict | None) -> float:
         base = original_measure or figure(
             round(float(costs(space.identity()[None])[0][0]), 4), "ms", **costs.source()
         )
-        budgets.latency_ms = round(budgets.latency_fraction * base["value"], 4)
+        budgets = replace(budgets, latency_ms=round(budgets.latency_fraction * base["value"], 4))
         stage.log(
             f"budget {budgets.latency_fraction:g}x of the original's {base['value']} ms ({base['source']}): "
             f"{budgets.latency_ms:g} ms"
         )
     if budgets.memory_fraction is not None:  # --memory 0.5x: a share of the original's predicted memory
         original_mb = float(costs(space.identity()[None])[1][0])
-        budgets.memory_mb = round(budgets.memory_fraction * original_mb, 4)
+        budgets = replace(budgets, memory_mb=round(budgets.memory_fraction * original_mb, 4))
         stage.log(
             f"memory budget {budgets.memory_fraction:g}x of the original's {original_mb:.3f} MB "
             f"(predicted: weights + peak activations): {budgets.memory_mb:g} MB"
         )
+    run.options.budgets = budgets  # frozen: the absolute budgets replace the relative ones
     fastest_ms = float(costs(_fastest_genome(space)[None])[0][0])
-    if budgets.latency_ms is not None and fastest_ms > budgets.latency_ms:
+    if not budgets.within("latency_ms", fastest_ms):
         raise InfeasibleBudgetError(
             f"--budget {budgets.latency_ms:g}ms is infeasible on {run.info.name}: the fastest configuration "
             f"reachable is estimated at {fastest_ms:.2f} ms ({costs.source()['source']})"

@@ -11,9 +11,15 @@ from pathlib import Path
 
 from hanasc.compile.context import RunContext
 from hanasc.compile.verify import measure_remote
+from hanasc.core.atomic import atomic_file
+from hanasc.core.cache_safety import cache_warning
 from hanasc.core.errors import HanascError
+from hanasc.cost_models.timing import HostReference, time_layers, time_side_by_side
 from hanasc.frontend.loading import LoadedModel
+from hanasc.recovery.bias_correction import materialize_recovered
 from hanasc.search.seeds import uniform_genome
+from hanasc.targets import host
+from hanasc.targets.pipelines import collect_build_reports
 
 
 @dataclass
@@ -30,8 +36,6 @@ class _SavedMeasurements:
         try:
             self.entries = dict(json.loads(self.path.read_text()))
         except (ValueError, TypeError, UnicodeDecodeError):
-            from hanasc.core.cache_safety import cache_warning
-
             cache_warning(f"{self.path}: unreadable measurements; they are taken again")
 
     def put(self, dtype: str, latency: dict, shipped=None) -> None:
@@ -40,8 +44,6 @@ class _SavedMeasurements:
             "layer_ms": shipped.layer_ms if shipped is not None else None,
             "other_ms": shipped.other_ms if shipped is not None else None,
         }
-        from hanasc.core.atomic import atomic_file
-
         with atomic_file(self.path) as tmp:
             tmp.write_text(json.dumps(self.entries))
 
@@ -52,29 +54,21 @@ def measure_references(run: RunContext) -> dict | None:
     are timed in one interleaved loop, and the original is kept to time candidates beside it. Returns the
     original's latency figure (None when not measurable)."""
     info, stage, model, space = run.info, run.stage, run.model, run.space
-    measure = _ReferenceMeasure(run)
-    measurable = info.runs_here or run.session is not None
-    where = f"{info.name} over RPC at {run.options.rpc}" if run.session is not None else "the host"
+    measurer = info.measurer(run.session)
+    measure = _ReferenceMeasure(run, measurer)
     references: list[_Reference] = []
-    from hanasc.targets.pipelines import collect_build_reports
-
-    with collect_build_reports() as builds:  # what the build fell back on (layout, naive kernels)
-        if measurable:
-            stage.log(f"compiling and measuring the original model on {where}")
-            with fails_as_one_line(model, info.name):
-                references.append(measure.prepare(model.mod, "float32"))
-        elif info.tvm_target() is not None:  # fail in seconds, not after the search
-            from hanasc.targets.late_binding import compile_late_bound
-
-            stage.log(f"compiling the original model for {info.name} (checks it builds before the search)")
-            with fails_as_one_line(model, info.name):
-                compile_late_bound(model.mod, info.tvm_target())
+    # the builds report what they fell back on (layout, naive kernels)
+    with collect_build_reports() as builds, fails_as_one_line(model, info.name):
+        if measurer is None:  # check that it builds: fail in seconds, not after the search
+            info.check_build(model.mod, stage.log)
+        else:
+            stage.log(f"compiling and measuring the original model on {measurer.where(run.options.rpc)}")
+            references.append(measure.prepare(model.mod, "float32"))
     if builds:
         stage.log(builds[0].line())
     int8 = uniform_genome(space, (8, 8))
-    if measurable and int8 is not None:  # a second measurement: int8 kernels scale on their own
-        from hanasc.recovery.bias_correction import materialize_recovered
-
+    if measurer is not None and int8 is not None:  # a second measurement: int8 kernels scale on their own
+        where = measurer.where(run.options.rpc)
         stage.log(f"compiling and measuring uniform int8 on {where} (calibrates the int8 kernel estimate)")
         int8_mod = materialize_recovered(model, space.decode(int8), run.ranges)
         references.append(measure.prepare(int8_mod, "int8"))
@@ -86,9 +80,7 @@ def measure_references(run: RunContext) -> dict | None:
     run.costs.observe(space.identity(), original.latency["value"])
     if len(references) > 1:
         run.costs.observe(int8, references[1].latency["value"])
-    if run.session is None:
-        from hanasc.cost_models.timing import HostReference
-
+    if measurer.local:  # candidates are timed beside the original's artifact
         run.reference = HostReference(model.mod, original.latency["value"], original.executable)
     return original.latency
 
@@ -110,8 +102,9 @@ class _ReferenceMeasure:
     together in one interleaved loop (:mod:`hanasc.cost_models.timing`). Kept in the work folder: a resumed
     run reuses them, so its search sees what the interrupted one saw."""
 
-    def __init__(self, run: RunContext) -> None:
+    def __init__(self, run: RunContext, measurer) -> None:
         self.run = run
+        self.measurer = measurer  # hanasc.targets.base.Measurer (None: nothing is measured)
         self.saved = _SavedMeasurements(run.work / "measurements.json", run.options.resume)
 
     def prepare(self, mod, dtype: str) -> _Reference:
@@ -123,13 +116,10 @@ class _ReferenceMeasure:
                 run.costs.use_shipped_times(dtype, entry["layer_ms"], entry.get("other_ms"))
             run.stage.log(f"the {dtype} measurements of the interrupted run are reused (--resume)")
             return _Reference(dtype, latency=entry["latency"])
-        if run.session is not None:
-            latency = measure_remote(mod, run.info, run.session, run.options.measure_repeats)[1]
+        if not self.measurer.local:
+            latency = measure_remote(mod, run.info, self.measurer.session, run.options.measure_repeats)[1]
             saved.put(dtype, latency)
             return _Reference(dtype, latency=latency)
-        from hanasc.cost_models.timing import time_layers
-        from hanasc.targets import host
-
         executable = host.build_artifact(mod)  # untuned
         shipped = time_layers(executable, run.probe, [layer.name for layer in run.model.layers])
         if shipped is not None:
@@ -142,8 +132,6 @@ class _ReferenceMeasure:
         pending = [r for r in references if r.latency is None]
         if not pending:
             return
-        from hanasc.cost_models.timing import time_side_by_side
-
         labels = [f"uniform {r.dtype}" if r.dtype != "float32" else "the original" for r in pending]
         figures = time_side_by_side(
             [r.executable for r in pending], labels, self.run.probe, self.run.options.measure_repeats

@@ -10,8 +10,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hanasc.compile.apply_pipeline import build_target_bundle
+from hanasc.compile.plots import HeldOutPanel, SearchPanel, breakdown_plot, pareto_plot
 from hanasc.compile.report_markdown import report_markdown
+from hanasc.core.relax_params import weights_of
+from hanasc.cost_models.estimate import estimate_costs
 from hanasc.cost_models.provenance import figure
+from hanasc.passes.kinds import by_column
 from hanasc.recovery.bias_correction import ranges_for_replay
 from hanasc.targets.quiet import export_library
 
@@ -24,7 +29,6 @@ if TYPE_CHECKING:
 
 def _costs_figures(mod, info, scale: float, n_measured: int) -> tuple[dict, dict, dict]:
     """Memory, energy and latency-by-operator-type of a module from the cost models."""
-    from hanasc.cost_models import estimate_costs
 
     report = estimate_costs(mod, info.name)  # weights as parameters: the cost lowering binds them as shipped
     mem = report.memory["total"]
@@ -51,7 +55,6 @@ def _costs_figures(mod, info, scale: float, n_measured: int) -> tuple[dict, dict
 
 
 def _params(mod) -> dict:
-    from hanasc.core.relax_params import weights_of
 
     weights = weights_of(mod)
     return figure(
@@ -112,31 +115,12 @@ def _original_figures(run: RunContext, measured: dict | None) -> dict:
 
 
 def _layers_table(model, config, space) -> list[dict]:
-    rows = []
-    skipped_blocks = set(config.skip)
-    from hanasc.passes.depth import residual_blocks
-
-    in_skipped = {
-        layer: b.name
-        for b in residual_blocks(model.mod["main"])
-        if b.name in skipped_blocks
-        for layer in b.layers
-    }
-    for layer in model.layers:
-        c = config.choice(layer.name)
-        rows.append(
-            {
-                "name": layer.name,
-                "op": layer.op,
-                "w_bits": c.w_bits,
-                "a_bits": c.a_bits,
-                "separable": c.separable,
-                "width": c.width,
-                "kernel": c.kernel or layer.kernel[0] if layer.kernel else None,
-                "skipped_block": in_skipped.get(layer.name),
-            }
-        )
-    return rows
+    """One row per layer: its name and op, then every choice kind's cells (in the kinds' column order)."""
+    cells = [kind.report_cells(model, config) for kind in by_column()]
+    return [
+        {"name": layer.name, "op": layer.op, **{k: v for c in cells for k, v in c[layer.name].items()}}
+        for layer in model.layers
+    ]
 
 
 def _report(run: RunContext, outcome: Outcome) -> dict:
@@ -267,8 +251,6 @@ def _write_outputs(tmp: Path, run: RunContext, outcome: Outcome, report: dict) -
         run.options.budgets,
     )
     verified, result, original = outcome.verified, outcome.result, outcome.original
-    from hanasc.compile.apply_pipeline import build_target_bundle
-    from hanasc.compile.plots import HeldOutPanel, SearchPanel, breakdown_plot, pareto_plot
 
     config = verified["config"]
     if verified["executable"] is not None:

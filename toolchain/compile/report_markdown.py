@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hanasc.passes.kinds import by_column
+
 
 def fmt_figure(f: dict) -> str:
     detail = ""
@@ -85,15 +87,8 @@ def report_markdown(report: dict) -> str:
         *_recovery_lines(report.get("recovery", {})),
         "## Per-layer choices",
         "",
-        "| layer | op | weights | activations | separable | width | kernel | skipped |",
-        "|---|---|---|---|---|---|---|---|",
+        *_layer_rows(r["layers"]),
     ]
-    for row in r["layers"]:
-        lines.append(
-            f"| {row['name']} | {row['op']} | {row['w_bits']} | {row['a_bits']} | "
-            f"{'yes' if row['separable'] else ''} | {row['width']:g} | {row['kernel'] or ''} | "
-            f"{row['skipped_block'] or ''} |"
-        )
     if "selection" in report:
         sel = report["selection"]
         lines += [
@@ -125,4 +120,15 @@ def _attempt_lines(attempts: list[dict]) -> list[str]:
             f"| {index} | {a['estimated_ms']} | {got} ({kind}) | {ratio} | "
             f"{'yes' if a['meets_budget'] else 'no'} | {a['accuracy']} |"
         )
+    return lines
+
+
+def _layer_rows(rows: list[dict]) -> list[str]:
+    """The per-layer table: name and op, then every choice kind's columns (in the kinds' column order)."""
+    columns = [column for kind in by_column() for column in kind.columns]
+    header = ["layer", "op", *[name for name, _ in columns]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [str(row["name"]), str(row["op"]), *[str(cell(row)) for _, cell in columns]]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines

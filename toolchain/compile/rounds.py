@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from hanasc.compile.context import RunContext
-from hanasc.compile.verify import _uniform_int8_candidate
+from hanasc.core.atomic import atomic_file
+from hanasc.core.cache_safety import cache_warning
 from hanasc.search.nsga2 import Candidate, NsgaSettings, SearchResult, run_search
-from hanasc.search.seeds import descent_seeds, population_seeds, seed_genomes
+from hanasc.search.predictor import AccuracyPredictor
+from hanasc.search.seeds import descent_seeds, population_seeds, seed_genomes, uniform_int8_candidate
 
 
 class PredictorSamples:
@@ -20,7 +22,6 @@ class PredictorSamples:
     previous file), and the accuracy predictor fitted on them."""
 
     def __init__(self, run: RunContext, pred_x: np.ndarray, pred_y, pred_ref: np.ndarray) -> None:
-        from hanasc.search.predictor import AccuracyPredictor
 
         self.run, self.pred_x, self.pred_y, self.pred_ref = run, pred_x, pred_y, pred_ref
         self.path: Path = run.work / "predictor_samples.json"
@@ -31,7 +32,6 @@ class PredictorSamples:
 
     def simulate(self, genomes: list, title: str) -> None:
         """Score the genomes not scored yet with the simulator."""
-        from hanasc.core.atomic import atomic_file
 
         run = self.run
         todo = [tuple(int(v) for v in g) for g in genomes]
@@ -51,7 +51,6 @@ class PredictorSamples:
 
 def _load_samples(path: Path) -> dict[tuple, float]:
     """Saved predictor samples (genome -> score), or none (one-line warning) when the file is unreadable."""
-    from hanasc.core.cache_safety import cache_warning
 
     try:
         return {tuple(int(g) for g in e["genome"]): float(e["score"]) for e in json.loads(path.read_text())}
@@ -164,7 +163,7 @@ def shortlist(run: RunContext, feasible: list[Candidate], samples: PredictorSamp
         ):
             unique.append(cand)
             extra += 1
-    return unique + _uniform_int8_candidate(run.space, samples.predictor, run.costs, budgets, unique)
+    return unique + uniform_int8_candidate(run.space, samples.predictor, run.costs, budgets, unique)
 
 
 def held_out_scores(run: RunContext, candidates: list[Candidate]) -> dict[tuple, float]:

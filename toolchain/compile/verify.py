@@ -11,12 +11,15 @@ import numpy as np
 
 from hanasc.compile.finetune_stage import held_out_with
 from hanasc.compile.report import SCORE_UNIT
-from hanasc.core.errors import HanascError
+from hanasc.core.relax_params import bind_weights
 from hanasc.cost_models.provenance import figure
+from hanasc.cost_models.timing import measure_host, time_executable
+from hanasc.recovery.bias_correction import materialize_recovered
 from hanasc.search.nsga2 import Candidate
-from hanasc.search.seeds import uniform_genome
 from hanasc.search.selection import AccuracyFloor, Verified
 from hanasc.search.space import SearchSpace
+from hanasc.targets import host
+from hanasc.targets.tuning import RpcDevice, tune_and_build
 
 if TYPE_CHECKING:
     from hanasc.compile.context import CompileOptions, RunContext, Stage
@@ -25,10 +28,7 @@ if TYPE_CHECKING:
 def measure_remote(mod, info, session, repeat: int) -> tuple[object, dict]:
     """Build ``mod`` for the target (integer weights late-bound), time it on the RPC session's device
     (uploaded, cross-linked if needed); returns the executable and its latency figure."""
-    from hanasc.cost_models.timing import time_executable
-    from hanasc.targets.late_binding import compile_late_bound
-
-    executable = compile_late_bound(mod, info.tvm_target())
+    executable = info.build(mod)
     timing = time_executable(executable, mod, info.name, session, repeat)
     return executable, figure(
         round(timing.median_ms, 3),
@@ -43,8 +43,6 @@ def measure_remote(mod, info, session, repeat: int) -> tuple[object, dict]:
 
 
 def run_host(executable, x: np.ndarray) -> np.ndarray:
-    from hanasc.targets import host
-
     return np.concatenate([host.run(executable, [s[None]])[0] for s in x])
 
 
@@ -55,18 +53,6 @@ class VerifiedModel:
     candidate: Candidate
     figures: dict
     summary: Verified
-
-
-def _uniform_int8_candidate(space: SearchSpace, predictor, costs, budgets, unique: list[Candidate]) -> list:
-    """Uniform W8A8 as a candidate of its own when its estimate fits the budgets: the precision change
-    that costs the least accuracy, measured before the search on the host, so the search's best front
-    (which may hold only changes the simulator scores lower) never leaves the user without it."""
-    int8 = uniform_genome(space, (8, 8))
-    if int8 is None or any(list(int8) == list(u.genome) for u in unique):
-        return []
-    lat, mem, energy = (float(v[0]) for v in costs(int8[None]))
-    candidate = Candidate(int8.tolist(), float(predictor.predict(int8[None])[0]), lat, mem, energy)
-    return [candidate] if candidate.feasible(budgets) else []
 
 
 def _verify_ranked(
@@ -88,7 +74,7 @@ def _verify_ranked(
     verified: list[VerifiedModel] = []
     for index, c in enumerate((above or ranked[:1])[: ctx.options.max_attempts]):
         lat_now = float(ctx.costs(np.array(c.genome)[None])[0][0])  # with everything learned so far
-        if budgets.latency_ms is not None and lat_now > budgets.latency_ms:
+        if not budgets.within("latency_ms", lat_now):
             attempts.append(
                 {"genome": c.genome, "skipped": f"re-estimated at {lat_now:.2f} ms after calibration"}
             )
@@ -142,7 +128,7 @@ def _materialize_original(ctx: RunContext, original: VerifiedModel) -> VerifiedM
     figures = dict(original.figures)
     figures["mod"] = ctx.model.mod
     executable = None
-    if _on_host(ctx):  # the reference artifact when no tuning since has changed what a build gives
+    if _measured_here(ctx):  # the reference artifact when no tuning since has changed what a build gives
         reusable = ctx.reference is not None and ctx.options.tune_minutes <= 0
         executable = ctx.reference.built() if reusable else _build_host(ctx.model.mod, ctx.options, ctx.stage)
     figures["executable"] = executable
@@ -150,14 +136,15 @@ def _materialize_original(ctx: RunContext, original: VerifiedModel) -> VerifiedM
     return VerifiedModel(original.candidate, figures, original.summary)
 
 
-def _on_host(ctx: RunContext) -> bool:
-    return ctx.session is None and ctx.info.runs_here
+def _measured_here(ctx: RunContext) -> bool:
+    """Whether the target's models are measured on this machine (the host, no RPC session)."""
+    measurer = ctx.info.measurer(ctx.session)
+    return measurer is not None and measurer.local
 
 
 def _verify(ctx: RunContext, config, candidate: Candidate, estimate_ms: float) -> dict:
     """Materialize, compile, measure (host, or the device over RPC) or predict, evaluate on held-out data.
     ``estimate_ms``: the cost model's latency for it now (after what earlier measurements taught it)."""
-    from hanasc.recovery.bias_correction import materialize_recovered
 
     options, stage, split = ctx.options, ctx.stage, ctx.split
     stage.log(
@@ -168,25 +155,25 @@ def _verify(ctx: RunContext, config, candidate: Candidate, estimate_ms: float) -
     values = tuned.values if tuned else None  # fine-tuned weights (None: the data-light recovery's)
     mod = materialize_recovered(ctx.model, config, ctx.ranges, values)
     executable = None
-    if ctx.session is not None:
-        _tune(mod, ctx.info.name, options, stage, rpc=options.rpc)  # candidates measured on the device
-        built, latency = measure_remote(mod, ctx.info, ctx.session, options.measure_repeats)
+    measurer = ctx.info.measurer(ctx.session)
+    if measurer is None:
+        est = float(ctx.costs(np.array(candidate.genome)[None])[0][0])
+        latency = figure(round(est, 3), "ms", **ctx.costs.source())
         outputs = held_out_with(ctx, config, values)
         engine = "the simulator (checked equal to the materialized model in tests)"
-        executable = built if ctx.info.runs_here else None
-    elif _on_host(ctx):
+    elif measurer.local:
         executable = _build_host(mod, options, stage)
         latency = _measure_on_host(ctx, executable)
         outputs = run_host(executable, split.eval_x)
         engine = "the compiled host artifact"
     else:
-        est = float(ctx.costs(np.array(candidate.genome)[None])[0][0])
-        latency = figure(round(est, 3), "ms", **ctx.costs.source())
+        _tune(mod, ctx.info.name, options, stage, rpc=options.rpc)  # candidates measured on the device
+        built, latency = measure_remote(mod, ctx.info, measurer.session, options.measure_repeats)
         outputs = held_out_with(ctx, config, values)
         engine = "the simulator (checked equal to the materialized model in tests)"
+        executable = built if measurer.host_library else None
     score, accuracy = _held_out_accuracy(ctx, outputs, engine)
-    budget = options.budgets.latency_ms
-    meets = budget is None or latency["value"] <= budget
+    meets = options.budgets.within("latency_ms", latency["value"])
     attempt = {
         "genome": candidate.genome,
         "estimated_ms": round(estimate_ms, 3),
@@ -220,8 +207,6 @@ def _measure_on_host(ctx: RunContext, executable) -> dict:
     """A candidate's host latency: timed alternately with the original when the original's reference
     latency is known (:class:`hanasc.cost_models.timing.HostReference`), so both are read in the same
     phase of the machine; otherwise on its own."""
-    from hanasc.cost_models.timing import measure_host
-
     rounds = ctx.options.measure_repeats
     if ctx.reference is None:
         return measure_host(executable, ctx.probe, rounds)
@@ -229,23 +214,14 @@ def _measure_on_host(ctx: RunContext, executable) -> dict:
 
 
 def _build_host(mod, options: CompileOptions, stage: Stage):
-    from hanasc.targets import host
-
     _tune(mod, "host", options, stage)
     return host.build_artifact(mod)
 
 
 def _check_tuning(info, options: CompileOptions) -> None:
     """--tune-minutes needs a TVM target whose kernels can be measured: the host, or the device over --rpc."""
-    if options.tune_minutes <= 0:
-        return
-    if info.tvm_target() is None:
-        raise HanascError(f"--tune-minutes: target '{info.name}' is not compiled by TVM (nothing to tune)")
-    if not info.runs_here and not options.rpc:
-        raise HanascError(
-            f"--tune-minutes on {info.name}: MetaSchedule measures candidates on the device; "
-            "give --rpc HOST:PORT"
-        )
+    if options.tune_minutes > 0:
+        info.check_tuning(options.rpc)
 
 
 def _tune(mod, target_name: str, options: CompileOptions, stage: Stage, rpc: str | None = None) -> None:
@@ -253,9 +229,6 @@ def _tune(mod, target_name: str, options: CompileOptions, stage: Stage, rpc: str
     build for the target applies (:func:`hanasc.targets.late_binding.compile_late_bound`)."""
     if options.tune_minutes <= 0:
         return
-    from hanasc.core.relax_params import bind_weights
-    from hanasc.targets.tuning import RpcDevice, tune_and_build
-
     stage.start(f"tuning {target_name} kernels (MetaSchedule, up to {options.tune_minutes:g} min)", None)
     report = tune_and_build(
         bind_weights(mod, keep_packed=True),  # the kernels the artifact runs: packed weights stay inputs

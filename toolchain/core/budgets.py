@@ -1,9 +1,13 @@
 """Parse budget options: ``8ms`` / ``0.5s`` / ``0.5x`` (of the original's latency), ``2MB`` / ``512KB`` /
-``1.5MiB`` / ``0.5x`` (of the original's memory), ``5mJ`` / ``0.1J``."""
+``1.5MiB`` / ``0.5x`` (of the original's memory), ``5mJ`` / ``0.1J``; and :class:`Budgets`, the
+constraints they become, with the one feasibility test."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+
+import numpy as np
 
 from hanasc.core.errors import HanascError
 
@@ -69,3 +73,63 @@ def parse_confidence(value: float | None, option: str = "--budget-confidence") -
     if not 0.5 <= value < 1.0:
         raise HanascError(f"{option} {value:g}: must be at least 0.5 and below 1 (e.g. 0.9)")
     return float(value)
+
+
+BUDGET_FIELDS = ("latency_ms", "memory_mb", "energy_mj")
+_OPTIONS = {
+    "latency_ms": ("--budget", "ms"),
+    "memory_mb": ("--memory", "MB"),
+    "energy_mj": ("--energy", "mJ"),
+}
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """The constraints of a search (None: unconstrained), and the one feasibility test.
+
+    An estimate is anything with ``latency_ms``, ``memory_mb`` and ``energy_mj`` (None energy counts as 0).
+    """
+
+    latency_ms: float | None = None
+    memory_mb: float | None = None
+    energy_mj: float | None = None
+    latency_fraction: float | None = None  # `--budget 0.5x`: latency_ms is set from the original's latency
+    memory_fraction: float | None = None  # `--memory 0.5x`: memory_mb is set from the original's memory
+
+    def limits(self) -> dict[str, float]:
+        """The budgets that are set, by field (in :data:`BUDGET_FIELDS` order)."""
+        return {name: getattr(self, name) for name in BUDGET_FIELDS if getattr(self, name) is not None}
+
+    def within(self, name: str, value: float) -> bool:
+        """Whether ``value`` meets the budget ``name`` (always, when that budget is not set)."""
+        limit = getattr(self, name)
+        return limit is None or value <= limit
+
+    def violations(self, estimate) -> dict[str, float]:
+        """Each set budget's excess (estimate minus budget: positive when over), by field."""
+        return {name: _value(estimate, name) - limit for name, limit in self.limits().items()}
+
+    def feasible(self, estimate) -> bool:
+        """Whether ``estimate`` meets every budget."""
+        return all(_value(estimate, name) <= limit for name, limit in self.limits().items())
+
+    def relative_excess(self, costs: tuple) -> np.ndarray:
+        """The sum of each genome's relative excesses over the set budgets (0 when all are met).
+        ``costs``: the (latency_ms, memory_mb, energy_mj) arrays."""
+        over = np.zeros(len(costs[0]))
+        for values, name in zip(costs, BUDGET_FIELDS, strict=True):
+            limit = getattr(self, name)
+            if limit is not None and values is not None:
+                over += np.maximum(np.asarray(values) - limit, 0.0) / limit
+        return over
+
+    def describe(self) -> str:
+        """The set budgets as their options, e.g. ``--budget 8ms, --memory 2MB`` (empty when none)."""
+        return ", ".join(
+            f"{_OPTIONS[name][0]} {limit:g}{_OPTIONS[name][1]}" for name, limit in self.limits().items()
+        )
+
+
+def _value(estimate, name: str) -> float:
+    value = getattr(estimate, name)
+    return 0.0 if value is None else value

@@ -24,6 +24,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from hanasc.core.atomic import atomic_file
+
 
 def cache_warning(message: str) -> None:
     """One line on stderr: what hanasc did about a cache file."""
@@ -98,7 +100,6 @@ def repair_json_lines(path: Path) -> bool:
     if bad[0] != len(lines) - 1:  # corruption before the end: positions of later lines cannot be trusted
         quarantine(path, f"entry {bad[0] + 1} is not JSON")
         return False
-    from hanasc.core.atomic import atomic_file
 
     with atomic_file(path) as tmp:
         tmp.write_bytes(b"".join(line + b"\n" for line, _ in lines[:-1]))

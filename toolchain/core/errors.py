@@ -23,3 +23,7 @@ class InputShapeError(HanascError):
 
 class ModelSizeError(ModelFileError):
     """A declared, stored or inferred tensor exceeds the documented limit (refused before allocating)."""
+
+
+class CalibrationError(HanascError):
+    """Calibration data that does not fit the model, or a malformed ranges file."""

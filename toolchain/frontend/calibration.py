@@ -24,16 +24,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from hanasc.core.errors import HanascError
-from hanasc.frontend.layer_statistics import PatchStatistics
-from hanasc.recovery.reconstruction import refittable_layers
+from hanasc.core.atomic import atomic_file
+from hanasc.core.errors import CalibrationError
+from hanasc.frontend.layer_statistics import (
+    PatchStatistics,
+    load_covariances,
+    refittable_layers,
+    save_covariances,
+)
+from hanasc.passes.quant_reference import activation_scale
 
 METHODS = ("minmax", "percentile")
 FORMAT = "hanasc.activation_ranges/1"
-
-
-class CalibrationError(HanascError):
-    """Calibration data that does not fit the model, or a malformed ranges file."""
 
 
 @dataclass
@@ -56,7 +58,6 @@ class ActivationRanges:
 
     def scale(self, layer: str) -> float:
         """The int8 per-tensor scale of ``layer``'s input."""
-        from hanasc.passes.quant_reference import activation_scale
 
         return activation_scale(*self.ranges[layer])
 
@@ -94,8 +95,6 @@ class ActivationRanges:
 
     def save(self, path: Path) -> None:
         """The JSON at ``path``; the covariances (if any) beside it, ``path`` with suffix ``.npz``."""
-        from hanasc.core.atomic import atomic_file
-        from hanasc.frontend.layer_statistics import save_covariances
 
         if self.covariances:
             save_covariances(self.covariances, statistics_path(path))
@@ -110,7 +109,6 @@ class ActivationRanges:
             raise CalibrationError(f"{path}: no such file") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CalibrationError(f"{path}: malformed JSON ({exc})") from None
-        from hanasc.frontend.layer_statistics import load_covariances
 
         ranges = cls.from_json(data, source=str(path))
         ranges.covariances = load_covariances(statistics_path(path))

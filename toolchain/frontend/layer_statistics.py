@@ -20,7 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hanasc.core.atomic import atomic_file
+from hanasc.core.errors import CalibrationError
 from hanasc.core.layers import LayerInfo, node_attr
+from hanasc.passes.channel_groups import channel_groups
 
 MAX_PATCH = 2304  # patch entries (cin * kh * kw): a 2304^2 float32 covariance is 21 MB
 POSITIONS_PER_SAMPLE = 256  # output positions sampled per calibration sample (deterministic)
@@ -153,7 +156,7 @@ class PatchStatistics:
     @classmethod
     def for_model(cls, onnx_model, layers: list[LayerInfo]) -> PatchStatistics:
         """Statistics for ``layers`` (those a refit can use: see
-        ``hanasc.recovery.reconstruction.refittable_layers``)."""
+        ``refittable_layers``)."""
         nodes = {node.name: node for node in onnx_model.graph.node}
         found = {}
         for layer in layers:
@@ -208,7 +211,6 @@ def _zero_moments(patches: np.ndarray) -> _Moments:
 
 def save_covariances(covariances: dict[str, np.ndarray], path: Path) -> None:
     """Write ``covariances`` to an ``.npz`` (atomically)."""
-    from hanasc.core.atomic import atomic_file
 
     with atomic_file(Path(path)) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, **{_key(k): v for k, v in covariances.items()}, names=list(covariances))
@@ -216,7 +218,6 @@ def save_covariances(covariances: dict[str, np.ndarray], path: Path) -> None:
 
 def load_covariances(path: Path) -> dict[str, np.ndarray]:
     """The covariances saved by :func:`save_covariances` (empty when the file does not exist)."""
-    from hanasc.frontend.calibration import CalibrationError
 
     path = Path(path)
     if not path.is_file():
@@ -231,3 +232,16 @@ def load_covariances(path: Path) -> dict[str, np.ndarray]:
 
 def _key(name: str) -> str:
     return "c" + name.encode().hex()
+
+
+def refittable_layers(func, layers: list[LayerInfo]) -> list[LayerInfo]:
+    """The layers a Config can change structurally in a way a refit repairs: k x k kernels (shrink,
+    separable) and the consumers of prunable channel groups."""
+    consumers = {
+        s.param
+        for group in channel_groups(func)
+        if group.prunable
+        for s in group.slices
+        if s.role == "consumer"
+    }
+    return [layer for layer in layers if layer.weight in consumers or max(layer.kernel, default=1) > 1]

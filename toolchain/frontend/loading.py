@@ -12,6 +12,7 @@ from hanasc.core.errors import HanascError
 from hanasc.core.layers import LayerInfo, LayerTotals, layer_table, totals
 from hanasc.frontend.onnx_cleaner import clean
 from hanasc.frontend.onnx_loader import InputSpec, check_tensor_sizes, fix_input_shapes, read_onnx
+from hanasc.frontend.relax_import import check_supported_ops, import_relax
 
 
 @dataclass
@@ -29,8 +30,6 @@ class LoadedModel:
     def mod(self):
         """The Relax IRModule (imported on first use: importing TVM takes seconds)."""
         if self._mod is None:
-            from hanasc.frontend.relax_import import import_relax
-
             self._mod = import_relax(self.onnx_model, self.inputs, str(self.path))
         return self._mod
 
@@ -158,8 +157,6 @@ def load_model(
     inputs = fix_input_shapes(model, dict(input_shapes or {}), source=str(path))
     check_tensor_sizes(model, str(path))  # before anything folds constants or runs the graph
     if import_tvm:
-        from hanasc.frontend.relax_import import check_supported_ops
-
         check_supported_ops(model, str(path))  # before cleaning, so the user's node names are reported
     model = clean(model, source=str(path))
     layers = layer_table(model)

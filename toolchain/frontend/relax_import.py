@@ -12,6 +12,7 @@ import onnx
 
 from hanasc.core.errors import ModelFileError, UnsupportedOperatorError
 from hanasc.frontend.onnx_loader import InputSpec
+from hanasc.targets.quiet import HARMLESS, filtered_native_stderr
 
 _ONNX_DOMAINS = ("", "ai.onnx")
 
@@ -37,8 +38,6 @@ def import_relax(model: onnx.ModelProto, inputs: list[InputSpec], source: str = 
     """
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
-
-    from hanasc.targets.quiet import HARMLESS, filtered_native_stderr
 
     check_supported_ops(model, source)
     shape_dict = {spec.name: list(spec.shape) for spec in inputs}

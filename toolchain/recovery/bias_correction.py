@@ -20,6 +20,11 @@ from __future__ import annotations
 import numpy as np
 
 from hanasc.core.layers import LayerInfo
+from hanasc.core.relax_params import with_weight_values
+from hanasc.passes.kinds import simulate_weights as simulated_weights
+from hanasc.passes.materialize import materialize
+from hanasc.passes.quant_reference import weight_channel_axes
+from hanasc.recovery.reconstruction import Reconstruction
 
 
 def output_shift(delta: np.ndarray, mean_in: np.ndarray, groups: int, axis: int) -> np.ndarray | None:
@@ -80,7 +85,6 @@ def recovered_simulation(
     :class:`hanasc.recovery.reconstruction.Reconstruction`), then the Config's simulation of the refitted
     weights, then bias correction against ``original``. The recovered values (refitted weights and corrected
     biases, original shapes) are what the materialized module gets before the Config's passes run."""
-    from hanasc.search.simulated_weights import simulated_weights
 
     refits = reconstruction.refit(original, config) if reconstruction is not None else {}
     simulated = simulated_weights(func, layers, {**original, **refits}, config, axes)
@@ -96,8 +100,6 @@ def reconstruction_for(model, ranges, axes: dict[str, int] | None = None):
     covariances = getattr(ranges, "covariances", None) or {}
     if not covariances:
         return None
-    from hanasc.passes.quant_reference import weight_channel_axes
-    from hanasc.recovery.reconstruction import Reconstruction
 
     axes = weight_channel_axes(model.onnx_model) if axes is None else axes
     return Reconstruction(model.mod["main"], model.layers, covariances, axes)
@@ -105,7 +107,6 @@ def reconstruction_for(model, ranges, axes: dict[str, int] | None = None):
 
 def recovered_weights(model, config, ranges) -> dict[str, np.ndarray]:
     """The weight and bias values that recover ``config`` on ``model`` (empty when nothing is recovered)."""
-    from hanasc.passes.quant_reference import weight_channel_axes
 
     if config.is_identity() or not (
         getattr(ranges, "channel_means", None) or getattr(ranges, "covariances", None)
@@ -145,7 +146,6 @@ def ranges_for_replay(ranges, refitted: list[str]):
 
 def recovered_module(model, config, ranges):
     """``model.mod`` with the corrected biases of ``config`` (the module the Config passes then change)."""
-    from hanasc.core.relax_params import with_weight_values
 
     values = recovered_weights(model, config, ranges)
     return with_weight_values(model.mod, values) if values else model.mod
@@ -155,8 +155,6 @@ def materialize_recovered(model, config, ranges, tuned: dict[str, np.ndarray] | 
     """``config`` materialized with the real passes on the bias-corrected module: what ships. With
     ``tuned`` (fine-tuned values, original shapes: :mod:`hanasc.recovery.finetune`), on the module holding
     those instead (they already include the recovery they started from)."""
-    from hanasc.core.relax_params import with_weight_values
-    from hanasc.passes.materialize import materialize
 
     mod = with_weight_values(model.mod, tuned) if tuned else recovered_module(model, config, ranges)
     return materialize(mod, config, ranges)

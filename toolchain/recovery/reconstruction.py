@@ -27,16 +27,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hanasc.core.layers import LayerInfo
+from hanasc.passes.channel_groups import channel_groups
+from hanasc.passes.separable import decompose_separable
+from hanasc.passes.width import kept_channels
+from hanasc.recovery.rounding import rounded_by_output_error
 
 RIDGES = (1e-3, 1e-2, 1e-1)  # times the mean kept variance; chosen by cross-validation
 MAX_ROUNDS = 4
-
-
-def output_error(w: np.ndarray, w_new: np.ndarray, cov: np.ndarray) -> float:
-    """``E||(w - w_new) p||^2`` summed over outputs, for patches ``p`` of covariance ``cov``
-    (batched: ``w`` (B, O, D), ``cov`` (B, D, D))."""
-    e = w - w_new
-    return float(np.sum((e @ cov) * e))
 
 
 @dataclass(frozen=True)
@@ -134,7 +131,6 @@ def refit_separable(w: np.ndarray, halves: np.ndarray, keep: np.ndarray) -> np.n
     least-squares map from the depthwise outputs to the original output. None when the SVD's own pointwise
     factor does as well.
     """
-    from hanasc.passes.separable import decompose_separable
 
     o, cin, kh, kw = w.shape
     k = kh * kw
@@ -148,21 +144,6 @@ def refit_separable(w: np.ndarray, halves: np.ndarray, keep: np.ndarray) -> np.n
         return None
     refit = (fit @ basis.transpose(0, 2, 1)).reshape(w.shape)
     return np.where(keep.reshape(1, cin, kh, kw), refit, w)
-
-
-def refittable_layers(func, layers: list[LayerInfo]) -> list[LayerInfo]:
-    """The layers a Config can change structurally in a way a refit repairs: k x k kernels (shrink,
-    separable) and the consumers of prunable channel groups."""
-    from hanasc.passes.channel_groups import channel_groups
-
-    consumers = {
-        s.param
-        for group in channel_groups(func)
-        if group.prunable
-        for s in group.slices
-        if s.role == "consumer"
-    }
-    return [layer for layer in layers if layer.weight in consumers or max(layer.kernel, default=1) > 1]
 
 
 def centre_mask(kernel: tuple[int, int], k: int) -> np.ndarray:
@@ -187,8 +168,6 @@ class Reconstruction:
 
     def groups(self) -> list:
         if self._groups is None:
-            from hanasc.passes.channel_groups import channel_groups
-
             self._groups = channel_groups(self.func)
         return self._groups
 
@@ -207,7 +186,6 @@ class Reconstruction:
 
     def _settled_refit(self, original: dict[str, np.ndarray], config) -> tuple[dict, dict] | None:
         """``(refitted values, kept channels)``, or None when the kept channels do not settle."""
-        from hanasc.passes.width import kept_channels
 
         narrowed = any(config.choice(layer.name).width < 1.0 for layer in self.layers)
         assumed: dict[str, np.ndarray] | None = None
@@ -248,7 +226,6 @@ class Reconstruction:
 
     def _round_layer(self, layer: LayerInfo, w: np.ndarray, halves, keep, bits: int) -> np.ndarray | None:
         """``w`` with its kept entries rounded by output error (its shape and dtype), or None."""
-        from hanasc.recovery.rounding import rounded_by_output_error
 
         def round_kept(matrix: np.ndarray) -> np.ndarray | None:
             kept = np.arange(matrix.shape[1]) if keep is None else np.flatnonzero(keep)

@@ -20,8 +20,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from hanasc.passes.quant_reference import fake_quantize_weight, quantize_weight, weight_qmax
+
 DAMPING = 0.01  # times the mean input variance, added to the covariance's diagonal (GPTQ's default)
 BLOCK = 128  # entries rounded between two updates of the rest (lazy batch updates)
+
+
+def output_error(w: np.ndarray, w_new: np.ndarray, cov: np.ndarray) -> float:
+    """``E||(w - w_new) p||^2`` summed over outputs, for patches ``p`` of covariance ``cov``
+    (batched: ``w`` (B, O, D), ``cov`` (B, D, D))."""
+    e = w - w_new
+    return float(np.sum((e @ cov) * e))
 
 
 def nearest(w: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
@@ -31,7 +40,6 @@ def nearest(w: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
 
 def pass_scale(w: np.ndarray, bits: int) -> np.ndarray:
     """The per-row step the quantization pass gives ``w`` (O, D) at ``bits`` bits."""
-    from hanasc.passes.quant_reference import quantize_weight
 
     return quantize_weight(w.astype(np.float32), bits)[1].astype(np.float64)
 
@@ -57,7 +65,6 @@ def _inverse_factor(cov: np.ndarray) -> np.ndarray:
 def gptq(w: np.ndarray, cov: np.ndarray, bits: int = 8) -> np.ndarray:
     """``w`` (O, D) rounded by output error for inputs of covariance ``cov`` (D, D), on the pass's grid
     for ``bits`` (:func:`pass_scale`; each row's largest entry pinned), as floats."""
-    from hanasc.passes.quant_reference import weight_qmax
 
     qmax = weight_qmax(bits)
     w = np.array(w, dtype=np.float64, copy=True)
@@ -83,8 +90,6 @@ def rounded_by_output_error(w: np.ndarray, halves: np.ndarray, bits: int = 8) ->
     """GPTQ rounding of ``w`` (O, D) at ``bits`` with the calibration statistics ``halves`` (2, D, D), or
     None when it does not beat nearest rounding on held-out statistics (rounded on one half, judged on the
     other)."""
-    from hanasc.passes.quant_reference import fake_quantize_weight
-    from hanasc.recovery.reconstruction import output_error
 
     w = w.astype(np.float64)
     plain = fake_quantize_weight(w, bits).astype(np.float64)  # the pass's own nearest rounding

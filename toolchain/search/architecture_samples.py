@@ -15,6 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+import hanasc
+from hanasc.frontend.calibration import calibrate
+from hanasc.passes.materialize import materialize
+from hanasc.search.space import build_space
+
 
 @dataclass
 class SampledArchitecture:
@@ -27,10 +32,6 @@ def sample_architectures(
 ) -> Iterator[SampledArchitecture]:
     """``n`` architectures of ``model_path``'s search space (the original's input shape, batch 1); the
     first ``skip`` are drawn but not materialized (a resumed run gets the same sequence)."""
-    import hanasc
-    from hanasc.frontend.calibration import calibrate
-    from hanasc.passes.materialize import materialize
-    from hanasc.search.space import build_space
 
     model = hanasc.load_model(model_path)
     space = build_space(model)

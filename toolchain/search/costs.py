@@ -23,17 +23,28 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hanasc.core.layers import LayerInfo
+from hanasc.cost_models.device_prior import DevicePrior
+from hanasc.cost_models.efficiency import calibration_key
+from hanasc.cost_models.energy import estimate_energy
+from hanasc.cost_models.estimate import CostContext, costed_lowering, kernel_times, load_device_calibration
+from hanasc.cost_models.kernels import lower_for_costs, lower_to_kernels
+from hanasc.cost_models.latency_model import load_latest
+from hanasc.cost_models.spec import load_spec
+from hanasc.cost_models.sweep import LayerShape, layer_module
+from hanasc.cost_models.target_info import get_target
 from hanasc.frontend.loading import LoadedModel
+from hanasc.passes.channel_groups import channel_groups
 from hanasc.passes.config import Config, LayerChoice
+from hanasc.passes.depth import residual_blocks
+from hanasc.passes.kinds import KernelSpec, kinds, precision_only
+from hanasc.passes.weights import layer_of_weight
 from hanasc.search.space import SearchSpace
 
 LAYER_KINDS = ("conv2d", "depthwise", "group_conv", "dense")
 
 
-def _dtype(choice: LayerChoice) -> str:
-    if choice.a_bits == 8:
-        return "int8"
-    return "float16" if 16 in (choice.a_bits, choice.w_bits) else "float32"
+def _shape(s: KernelSpec) -> LayerShape:
+    return LayerShape(s.cin, s.cout, s.h, s.w, s.kernel, s.stride, s.groups, s.dense, s.dtype)
 
 
 @dataclass
@@ -82,23 +93,13 @@ class SearchCosts:
     budget_confidence: float = 0.9  # hanasc.core.budgets.DEFAULT_BUDGET_CONFIDENCE
 
     def __post_init__(self) -> None:
-        from hanasc.cost_models.device_prior import DevicePrior
-        from hanasc.cost_models.estimate import CostContext, costed_lowering, load_device_calibration
-        from hanasc.cost_models.latency_model import load_latest
-        from hanasc.cost_models.spec import load_spec
-        from hanasc.cost_models.target_info import get_target
-        from hanasc.passes.channel_groups import channel_groups
-        from hanasc.passes.weights import layer_of_weight
 
         ctx = CostContext(device=self.device)
         self._ctx = ctx
         self._cost_target = get_target(self.target)
         self._spec = load_spec(self._cost_target.name, ctx.cache() / "host_spec.json")
-        self._latency_model = (
-            load_latest(self._cost_target.name, root=ctx.models_root())
-            if self._cost_target.compiles_with_tvm
-            else None
-        )
+        # None for targets no latency model is trained for (profile refuses them: check_profilable)
+        self._latency_model = load_latest(self._cost_target.name, root=ctx.models_root())
         # the kernels the latency model predicts: TVM's default lowering, or the shipped build's
         self._lowering = costed_lowering(self._cost_target, self._latency_model)
         self._prior = DevicePrior.for_spec(self._spec, cache=ctx.cache())
@@ -127,7 +128,6 @@ class SearchCosts:
                 if s.role in ("consumer", "depthwise"):
                     self._in_group[layer] = group.name
         self._blocks = {}
-        from hanasc.passes.depth import residual_blocks
 
         for block in residual_blocks(self.model.mod["main"]):
             self._blocks[block.name] = block.layers
@@ -137,23 +137,18 @@ class SearchCosts:
 
     # --- kernels -------------------------------------------------------------------------------------------
     def _non_layer_kernels(self) -> tuple[float, float]:
-        from hanasc.cost_models.kernels import lower_for_costs
 
         lowered = lower_for_costs(self.model.mod, self._cost_target.name, self._lowering)
         cost = self._cost_of(lowered.subset(lambda k: k.features.op_kind not in LAYER_KINDS))
         return cost.seconds, cost.energy_j
 
     def _cost_of(self, lowered) -> _KernelCost:
-        from hanasc.cost_models.energy import estimate_energy
-        from hanasc.cost_models.estimate import kernel_times
 
         with self._ctx.store() as store:
             times = kernel_times(lowered, self._spec, self._latency_model, store, self._prior)
         seconds = sum(t * k.calls for t, k in zip(times.seconds, lowered.kernels, strict=True))
         cal = self._device_cal
         if cal is not None:  # the device calibration's factor per kernel kind, plus its per-call overhead
-            from hanasc.cost_models.efficiency import calibration_key
-
             seconds = sum(
                 cal.factor(calibration_key(k.features)) * t * k.calls + cal.per_call_s * k.calls
                 for t, k in zip(times.seconds, lowered.kernels, strict=True)
@@ -163,9 +158,6 @@ class SearchCosts:
     def _shape_cost(self, shape) -> _KernelCost:
         key = ("shape", shape)
         if key not in self._cache:
-            from hanasc.cost_models.kernels import lower_to_kernels
-            from hanasc.cost_models.sweep import layer_module
-
             shipped = self._lowering == "shipped"
             lowered = lower_to_kernels(
                 layer_module(shape, int8_weight_param=shipped), self._cost_target.name, self._lowering
@@ -176,35 +168,29 @@ class SearchCosts:
             self._cache[key] = self._cost_of(lowered)
         return self._cache[key]
 
+    def kernel_specs(self, layer: LayerInfo, choice: LayerChoice, r_in: float, r_out: float) -> list:
+        """The kernels a layer runs as under ``choice`` and the given widths: the original layer's kernel,
+        changed by every choice kind in order (``ChoiceKind.cost_shapes``)."""
+        cout = layer.out_shape[1]
+        if layer.op == "dense":
+            cin = layer.weight_shape[1 if len(layer.weight_shape) == 2 else 0]
+            specs = [KernelSpec(cin, cout, 1, 1, dense=True, in_ratio=r_in, out_ratio=r_out)]
+        else:
+            h, w = layer.in_shape[2], layer.in_shape[3]
+            k, stride = layer.kernel[0], layer.stride[0] if layer.stride else 1
+            depthwise = layer.op == "depthwise_conv"
+            groups = cout if depthwise else layer.groups
+            cin = cout if depthwise else layer.in_shape[1]
+            spec = KernelSpec(cin, cout, h, w, k, stride, groups, depthwise=depthwise)
+            spec.in_ratio, spec.out_ratio = r_in, r_out
+            specs = [spec]
+        for kind in kinds():
+            specs = kind.cost_shapes(layer, choice, specs)
+        return specs
+
     def layer_shapes(self, layer: LayerInfo, choice: LayerChoice, r_in: float, r_out: float) -> list:
         """The kernels (``sweep.LayerShape``) a layer runs as under ``choice`` and the given widths."""
-        from hanasc.cost_models.sweep import LayerShape
-        from hanasc.passes.width import kept_count
-
-        dtype = _dtype(choice)
-        cout = max(1, kept_count(layer.out_shape[1], r_out))
-        if layer.op == "dense":
-            cin = max(1, kept_count(layer.weight_shape[1 if len(layer.weight_shape) == 2 else 0], r_in))
-            return [LayerShape(cin=cin, cout=cout, h=1, w=1, dense=True, dtype=dtype)]
-        h, w = layer.in_shape[2], layer.in_shape[3]
-        k = choice.kernel or layer.kernel[0]
-        stride = layer.stride[0] if layer.stride else 1
-        if layer.op == "depthwise_conv":
-            return [
-                LayerShape(cin=cout, cout=cout, h=h, w=w, kernel=k, stride=stride, groups=cout, dtype=dtype)
-            ]
-        cin = max(1, kept_count(layer.in_shape[1], r_in))
-        if choice.separable:
-            pw_dtype = "float32" if dtype == "int8" else dtype  # pw: weight-only at float activations
-            return [
-                LayerShape(cin=cin, cout=cin, h=h, w=w, kernel=k, stride=stride, groups=cin, dtype=dtype),
-                LayerShape(cin=cin, cout=cout, h=h // stride, w=w // stride, kernel=1, dtype=pw_dtype),
-            ]
-        return [
-            LayerShape(
-                cin=cin, cout=cout, h=h, w=w, kernel=k, stride=stride, groups=layer.groups, dtype=dtype
-            )
-        ]
+        return [_shape(s) for s in self.kernel_specs(layer, choice, r_in, r_out)]
 
     # --- per config ----------------------------------------------------------------------------------------
     def _widths(self, config: Config) -> dict[str, float]:
@@ -230,11 +216,10 @@ class SearchCosts:
             self._observation(o.genome, o.measured_ms) for o in self.observations
         ]
 
-    def _layer_seconds(self, layer: LayerInfo, choice: LayerChoice, shapes_s: float) -> float:
+    def _layer_seconds(self, layer: LayerInfo, choice: LayerChoice, dtype: str, shapes_s: float) -> float:
         """A layer's seconds: measured in the artifact where available, else the kernel profiles'."""
-        dtype = _dtype(choice)
         measured = self.shipped.get(dtype, {}).get(layer.name)
-        reference = LayerChoice(w_bits=choice.w_bits, a_bits=choice.a_bits)  # the measured shape
+        reference = precision_only(choice)  # the measured shape
         if measured is None and layer.name in self.shipped.get("float32", {}):
             measured = self.shipped["float32"][layer.name]
             reference = LayerChoice()  # fp32: the ratio also carries the precision change
@@ -266,16 +251,19 @@ class SearchCosts:
             choice = config.choice(layer.name)
             r_in = widths.get(self._in_group.get(layer.name, ""), 1.0)
             r_out = widths.get(self._out_group.get(layer.name, ""), 1.0)
-            int8 = _dtype(choice) == "int8"
+            specs = self.kernel_specs(layer, choice, r_in, r_out)
+            dtype = specs[0].dtype  # the layer's own (a pointwise half may compute in float)
+            int8 = dtype == "int8"
             shapes_s = 0.0
-            for shape in self.layer_shapes(layer, choice, r_in, r_out):
-                cost = self._shape_cost(shape)
+            for spec in specs:
+                cost = self._shape_cost(_shape(spec))
                 shapes_s += cost.seconds
                 energy += cost.energy_j
                 sources.extend(cost.sources)
-                n = shape.cout * (shape.cin // shape.groups) * shape.kernel**2
-                weight_bytes += n * choice.w_bits / 8 + shape.cout * (8 if choice.w_bits <= 8 else 4)
-            layer_s = self._layer_seconds(layer, choice, shapes_s) if self.shipped else shapes_s
+                n = spec.cout * (spec.cin // spec.groups) * spec.kernel**2
+                bits = spec.weight_bits
+                weight_bytes += n * bits / 8 + spec.cout * (8 if bits <= 8 else 4)
+            layer_s = self._layer_seconds(layer, choice, dtype, shapes_s) if self.shipped else shapes_s
             if int8:
                 int8_s += layer_s
             else:

@@ -11,18 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from hanasc.core.atomic import atomic_file
+from hanasc.core.budgets import Budgets
+from hanasc.core.cache_safety import cache_warning
 from hanasc.search.space import SearchSpace
 
-
-@dataclass
-class Budgets:
-    """Constraints (None: unconstrained)."""
-
-    latency_ms: float | None = None
-    memory_mb: float | None = None
-    energy_mj: float | None = None
-    latency_fraction: float | None = None  # `--budget 0.5x`: latency_ms is set from the original's latency
-    memory_fraction: float | None = None  # `--memory 0.5x`: memory_mb is set from the original's memory
+__all__ = ["Budgets", "Candidate", "NsgaSettings", "SearchResult", "pareto_front", "run_search"]
 
 
 @dataclass
@@ -36,11 +29,7 @@ class Candidate:
     energy_mj: float | None = None
 
     def feasible(self, budgets: Budgets) -> bool:
-        return (
-            (budgets.latency_ms is None or self.latency_ms <= budgets.latency_ms)
-            and (budgets.memory_mb is None or self.memory_mb <= budgets.memory_mb)
-            and (budgets.energy_mj is None or (self.energy_mj or 0.0) <= budgets.energy_mj)
-        )
+        return budgets.feasible(self)
 
 
 # genomes (n, slots) -> (accuracy, latency_ms, memory_mb, energy_mj) arrays of length n
@@ -96,7 +85,7 @@ def _problem(space: SearchSpace, objectives: Objectives, budgets: Budgets, archi
     from pymoo.core.problem import Problem
 
     use_energy = budgets.energy_mj is not None
-    constraints = [b for b in (budgets.latency_ms, budgets.memory_mb, budgets.energy_mj) if b is not None]
+    constraints = budgets.limits()
 
     class HanascProblem(Problem):
         def __init__(self) -> None:
@@ -117,17 +106,7 @@ def _problem(space: SearchSpace, objectives: Objectives, budgets: Budgets, archi
             ]
             out["F"] = np.array(f, dtype=float)
             if constraints:
-                g = []
-                for c in cands:
-                    row = []
-                    if budgets.latency_ms is not None:
-                        row.append(c.latency_ms - budgets.latency_ms)
-                    if budgets.memory_mb is not None:
-                        row.append(c.memory_mb - budgets.memory_mb)
-                    if budgets.energy_mj is not None:
-                        row.append((c.energy_mj or 0.0) - budgets.energy_mj)
-                    g.append(row)
-                out["G"] = np.array(g, dtype=float)
+                out["G"] = np.array([list(budgets.violations(c).values()) for c in cands], dtype=float)
 
     return HanascProblem()
 
@@ -242,7 +221,6 @@ def _after_generation(checkpoint, generation: int, population, archive, on_gener
 
 def _load_checkpoint(path: Path) -> dict | None:
     """The saved search state, or None (with a one-line warning) when the file is unreadable."""
-    from hanasc.core.cache_safety import cache_warning
 
     try:
         state = json.loads(path.read_text())

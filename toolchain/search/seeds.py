@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hanasc.core.budgets import Budgets
+from hanasc.search.nsga2 import Candidate
 from hanasc.search.space import SearchSpace
 
 
@@ -85,18 +87,13 @@ def population_seeds(space: SearchSpace, rng: np.random.Generator, n: int) -> li
     return genomes[:n]
 
 
-def budget_violation(costs: tuple, budgets) -> np.ndarray:
+def budget_violation(costs: tuple, budgets: Budgets) -> np.ndarray:
     """How far each genome is over the budgets: the sum of the relative excesses (0 when all are met).
     ``costs``: the (latency_ms, memory_mb, energy_mj) arrays of the objectives."""
-    limits = (budgets.latency_ms, budgets.memory_mb, budgets.energy_mj)
-    over = np.zeros(len(costs[0]))
-    for values, budget in zip(costs, limits, strict=True):
-        if budget is not None and values is not None:
-            over += np.maximum(np.asarray(values) - budget, 0.0) / budget
-    return over
+    return budgets.relative_excess(costs)
 
 
-def descent_seeds(space: SearchSpace, objectives, budgets, rng: np.random.Generator, n: int) -> list:
+def descent_seeds(space: SearchSpace, objectives, budgets: Budgets, rng: np.random.Generator, n: int) -> list:
     """Up to ``n`` genomes that meet the budgets, found by greedy descent from the uniform genomes: each step
     applies one of the three single-gene changes that buy the most budget per point of predicted accuracy
     (chosen at random among them, so the seeds differ), with the next best ones in other genes while the
@@ -105,7 +102,7 @@ def descent_seeds(space: SearchSpace, objectives, budgets, rng: np.random.Genera
     NSGA-II from seeds near the original rarely reaches an aggressive budget in a short search; these
     seeds start it inside the feasible region, at the changes the predictor thinks cost least.
     ``objectives``: genomes -> (accuracy, latency_ms, memory_mb, energy_mj) arrays."""
-    if n <= 0 or all(b is None for b in (budgets.latency_ms, budgets.memory_mb, budgets.energy_mj)):
+    if n <= 0 or not budgets.limits():
         return []
     starts = uniform_genomes(space)
     seeds: list[np.ndarray] = []
@@ -156,3 +153,15 @@ def _single_changes(space: SearchSpace, genome: np.ndarray) -> np.ndarray:
                 g[i] = choice
                 moves.append(g)
     return np.array(moves, dtype=int)
+
+
+def uniform_int8_candidate(space: SearchSpace, predictor, costs, budgets, unique: list[Candidate]) -> list:
+    """Uniform W8A8 as a candidate of its own when its estimate fits the budgets: the precision change
+    that costs the least accuracy, measured before the search on the host, so the search's best front
+    (which may hold only changes the simulator scores lower) never leaves the user without it."""
+    int8 = uniform_genome(space, (8, 8))
+    if int8 is None or any(list(int8) == list(u.genome) for u in unique):
+        return []
+    lat, mem, energy = (float(v[0]) for v in costs(int8[None]))
+    candidate = Candidate(int8.tolist(), float(predictor.predict(int8[None])[0]), lat, mem, energy)
+    return [candidate] if candidate.feasible(budgets) else []

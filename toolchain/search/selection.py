@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hanasc.core.budgets import Budgets
 from hanasc.core.errors import HanascError
-from hanasc.search.nsga2 import Budgets
 
 
 class NoAcceptableResultError(HanascError):
@@ -39,11 +39,7 @@ class Verified:
         return self.label == "original"
 
     def meets(self, budgets: Budgets) -> bool:
-        return (
-            (budgets.latency_ms is None or self.latency_ms <= budgets.latency_ms)
-            and (budgets.memory_mb is None or self.memory_mb <= budgets.memory_mb)
-            and (budgets.energy_mj is None or (self.energy_mj or 0.0) <= budgets.energy_mj)
-        )
+        return budgets.feasible(self)
 
 
 @dataclass(frozen=True)
@@ -131,15 +127,7 @@ def unreachable_message(pool: list[Verified], budgets: Budgets, floor: AccuracyF
     """One line: the fastest verified latency that kept the floor, and the best accuracy within budget."""
     kept = [v for v in pool if floor.kept(v.accuracy)]
     within = [v for v in pool if v.meets(budgets)]
-    budget = ", ".join(
-        f"{name} {value:g}{unit}"
-        for name, value, unit in (
-            ("--budget", budgets.latency_ms, "ms"),
-            ("--memory", budgets.memory_mb, "MB"),
-            ("--energy", budgets.energy_mj, "mJ"),
-        )
-        if value is not None
-    )
+    budget = budgets.describe()
     fastest = min(kept, key=lambda v: v.latency_ms, default=None)
     best = max(within, key=lambda v: v.accuracy, default=None)
     parts = [f"no verified model meets {budget or 'the budgets'} and {floor.describe()}"]

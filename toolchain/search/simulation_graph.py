@@ -17,6 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from hanasc.core.layers import LayerInfo
+from hanasc.passes.onnx_batch import batch_one_reshapes
 
 
 @dataclass(frozen=True)
@@ -70,24 +71,6 @@ def build_simulation_graph(
 
 def _scalar_input(name: str) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, [])
-
-
-def batch_one_reshapes(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    """Reshape targets that hard-code batch 1 (a Constant node's or an initializer's), made to copy the
-    input's batch instead (ONNX Reshape: 0 copies the dimension): by the Reshape's output, the new target.
-    The simulation graph and the torch form rebatch the same nodes with it."""
-    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    targets = {}
-    for node in graph.node:
-        value = constants.get(node.input[1]) if node.op_type == "Reshape" else None
-        if value is not None and value.size and value.reshape(-1)[0] == 1:
-            target = value.reshape(-1).astype(np.int64).copy()
-            target[0] = 0
-            targets[node.output[0]] = target
-    return targets
 
 
 def _set_batch(graph: onnx.GraphProto, batch: int) -> None:

@@ -16,6 +16,10 @@ import numpy as np
 import onnxruntime as ort
 
 from hanasc.frontend.loading import LoadedModel
+from hanasc.passes.depth import residual_blocks_onnx
+from hanasc.passes.quant_reference import QMAX, QMIN, weight_channel_axes
+from hanasc.recovery.bias_correction import reconstruction_for, recovered_simulation
+from hanasc.search.simulated_weights import activation_gates, simulated_weights
 from hanasc.search.simulation_graph import (
     ResidualGate,
     act_scale_input,
@@ -28,7 +32,6 @@ from hanasc.search.simulation_graph import (
 
 def _graph_session(model: LoadedModel, gates: list, batch: int, threads: int):
     """The simulation graph of ``model`` at ``batch`` and its onnxruntime session."""
-    from hanasc.passes.quant_reference import QMAX, QMIN
 
     graph = build_simulation_graph(model.onnx_model, model.layers, gates, batch, QMIN, QMAX)
     options = ort.SessionOptions()
@@ -42,8 +45,6 @@ class Simulator:
     """One onnxruntime session over the simulation graph of ``model``; :meth:`run` evaluates a Config."""
 
     def __init__(self, model: LoadedModel, batch: int = 16, threads: int | None = None) -> None:
-        from hanasc.passes.depth import residual_blocks_onnx
-        from hanasc.passes.quant_reference import weight_channel_axes
 
         self.model = model
         self.blocks = residual_blocks_onnx(model.onnx_model)
@@ -68,8 +69,6 @@ class Simulator:
     ) -> dict[str, np.ndarray]:
         """The runtime inputs (weights, scales, gates) that make the graph compute ``config``: from the
         data-light recovery's values, or from ``values`` (fine-tuned, original shapes) when given."""
-        from hanasc.recovery.bias_correction import recovered_simulation
-        from hanasc.search.simulated_weights import activation_gates, simulated_weights
 
         if values is not None:
             weights = {**self.base_weights, **values}
@@ -98,7 +97,6 @@ class Simulator:
     def _reconstruction(self, ranges):
         """The least-squares refitter for ``ranges``, kept for the two latest ranges objects (the compile job
         scores the search on one and the held-out data on another)."""
-        from hanasc.recovery.bias_correction import reconstruction_for
 
         for kept, refitter in self._refitters:
             if kept is ranges:

@@ -13,11 +13,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hanasc.core.errors import HanascError
 from hanasc.cost_models import sweep
+from hanasc.cost_models.efficiency_probe import shipped_kernel_samples
 from hanasc.cost_models.kernels import lower_to_kernels
+from hanasc.cost_models.latency_calibration import fit_calibration
+from hanasc.cost_models.latency_model import train
+from hanasc.cost_models.network_profile import network_rows, profile_network, train_on_networks
 from hanasc.cost_models.profiler import Session, Timing, TimingConfig, time_kernel
 from hanasc.cost_models.store import KernelRow, ModelRow, ProfileStore, tvm_version
 from hanasc.cost_models.target_info import get_target
+from hanasc.cost_models.timing import measure_model, module_hash
+from hanasc.frontend.loading import load_model
+from hanasc.search.architecture_samples import sample_architectures
 
 Progress = Callable[[int, int, str], None]  # (done, total, label)
 
@@ -83,8 +91,6 @@ class ProfilePlan:
             return list(self.layers)
         space: list[sweep.LayerShape] = []
         if self.model is not None:
-            from hanasc.frontend.loading import load_model
-
             space = sweep.search_space_layers(load_model(self.model, import_tvm=False).layers)
         random_layers = sweep.random_layers(self.random_kernels, seed=self.seed)
         return list(sweep.interleave(space, random_layers, seed=self.seed))
@@ -108,12 +114,7 @@ def profile_target(
     plan = plan or ProfilePlan()
     timing = timing or TimingConfig()
     cost_target = get_target(target)
-    if not cost_target.compiles_with_tvm:
-        from hanasc.core.errors import HanascError
-
-        raise HanascError(
-            f"target '{target}' is not compiled by TVM: its kernels cannot be profiled (use calibrate)"
-        )
+    cost_target.check_profilable(target)
     session = session or Session.local()
     start = time.monotonic()
     store = ProfileStore(db)
@@ -189,18 +190,10 @@ def _profile_networks(plan: ProfilePlan, cost_target, session: Session, store, s
     """``plan.networks`` architectures of ``plan.model``'s space timed kernel by kernel inside their shipped
     builds (stored: each kernel's in-network median, each network's whole time), then the latency model of
     the shipped lowering trained on them."""
-    from hanasc.core.errors import HanascError
-    from hanasc.cost_models.network_profile import network_rows, profile_network, train_on_networks
-    from hanasc.cost_models.timing import module_hash
-    from hanasc.search.architecture_samples import sample_architectures
 
     if plan.model is None:
         raise HanascError("profiling networks needs a model whose search space they come from (--model)")
-    if session.remote is not None or not cost_target.runs_on_this_cpu:
-        raise HanascError(
-            f"networks are timed in place on this CPU only; target '{cost_target.name}' runs elsewhere "
-            "(profile its kernels instead)"
-        )
+    cost_target.check_networks_in_place(session.remote is not None)
     deadline = time.monotonic() + plan.budget_minutes * 60.0
     profiles = []
     for i, arch in enumerate(sample_architectures(plan.model, plan.networks, plan.seed)):
@@ -244,9 +237,7 @@ def _shipped_times(module, lowered, cost_target, session: Session, timing) -> di
     default schedules, tuning records; :func:`hanasc.cost_models.efficiency_probe.shipped_kernel_samples`),
     by kernel name. Empty where that cannot be done: a remote session, a cross-compiled or GPU target, or a
     build whose calls do not pair one to one with the cost model's kernels; those are timed alone."""
-    from hanasc.cost_models.efficiency_probe import shipped_kernel_samples
-
-    if session.remote is not None or not cost_target.runs_on_this_cpu:
+    if not cost_target.times_in_place(session.remote is not None):
         return {}
     try:
         samples = shipped_kernel_samples(module, runs=max(timing.repeat, 5))
@@ -267,8 +258,6 @@ def _shipped_times(module, lowered, cost_target, session: Session, timing) -> di
 
 def _measure_chains(done_layers, plan: ProfilePlan, cost_target, session: Session, store, summary) -> list:
     """Chains of swept layers measured end to end (stored as whole-model rows): (lowered, seconds) each."""
-    from hanasc.cost_models.timing import measure_model, module_hash
-
     measured_chains = []
     for n_layers in _chain_lengths(plan.chains):
         chain = _chain(done_layers, n_layers, plan.seed)
@@ -297,9 +286,6 @@ def _measure_chains(done_layers, plan: ProfilePlan, cost_target, session: Sessio
 
 def _train(rows, target: str, device: str, measured_chains: list):
     """The XGBoost latency model on the kernel rows, its per-call overhead fitted on the chains."""
-    from hanasc.cost_models.latency_calibration import fit_calibration
-    from hanasc.cost_models.latency_model import train
-
     model = train(rows, target, device)
     if measured_chains:
         sums = [model.predict_sum_s(lowered) for lowered, _ in measured_chains]
