@@ -282,7 +282,8 @@ def test_tune_minutes_fills_the_target_database(tmp_path, test_models, data):
 
 
 def test_result_is_never_dominated_by_the_original(compiled):
-    """No budget: the original is acceptable, so only an equally accurate, faster model may replace it."""
+    """A loose budget: the original is acceptable, so only a model at least as accurate and better on
+    latency or memory (not dominated by the original) may replace it."""
     out, result, _ = compiled
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
@@ -293,7 +294,9 @@ def test_result_is_never_dominated_by_the_original(compiled):
         assert any("original model is returned unchanged" in w for w in report["warnings"])
     else:
         assert chosen["accuracy"]["value"] >= original["accuracy"]["value"]
-        assert chosen["latency_ms"]["value"] < original["latency_ms"]["value"]
+        faster = chosen["latency_ms"].get("ratio_to_original", 1.0) < 1.0
+        faster = faster or chosen["latency_ms"]["value"] < original["latency_ms"]["value"]
+        assert faster or chosen["memory_mb"]["value"] < original["memory_mb"]["value"]
 
 
 def test_max_loss_unreachable_exits_2_and_writes_nothing(tmp_path, test_models, data):

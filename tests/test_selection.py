@@ -43,7 +43,7 @@ def test_no_candidate_meets_budget_and_floor_names_what_is_reachable():
     message = str(error.value)
     assert "\n" not in message
     assert "fastest verified latency that kept the floor: 8.5 ms" in message
-    assert "best top1 within the budgets: 0.4" in message
+    assert "best top1 within the budgets: 0.4 at 5 ms (measured, candidate 1)" in message
     assert "--budget 6ms" in message
 
 

@@ -246,6 +246,14 @@ def compile_(
             "(1 point = 0.01 of top-1/agreement) against the original on held-out data."
         ),
     ] = 1.0,
+    verify_limit: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Candidates built and measured, best held-out first, before giving up (each costs a build "
+            "and a timing: seconds to a minute or two).",
+        ),
+    ] = 6,
     device: Annotated[
         str | None,
         typer.Option(help="Device whose latency calibration applies (see `hanasc calibrate --device`)."),
@@ -315,6 +323,7 @@ def compile_(
         channel_order=channel_order,
         views=views,
         max_loss=max_loss,
+        verify_limit=verify_limit,
         device=device,
         budget_confidence=budget_confidence,
         finetune_minutes=finetune_minutes,

@@ -195,6 +195,7 @@ class CompileRequest:
     channel_order: str = "RGB"
     views: int = 1
     max_loss: float = 1.0
+    verify_limit: int = 6
     device: str | None = None
     budget_confidence: float | None = None
     finetune_minutes: float = 0.0
@@ -244,6 +245,7 @@ def run_compile(model: LoadedModel, request: CompileRequest, console: Console, e
         tune_minutes=r.tune_minutes,
         rpc=r.rpc,
         max_loss=r.max_loss,
+        max_attempts=r.verify_limit,
         device=r.device,
         budget_confidence=parse_confidence(r.budget_confidence),
         finetune_minutes=r.finetune_minutes,

@@ -32,7 +32,9 @@ class CompileOptions:
     verify_candidates: int = 8
     rounds: int = 3
     refine_per_round: int = 12
-    max_attempts: int = 4
+    max_attempts: int = 6  # --verify-limit: candidates built and measured before giving up
+    sensitivity_limit: int = 400  # single changes simulated alone (each layer's W8A8 first)
+    ladder_points: int = 16  # points of the mixed-precision ladder (original -> uniform W8A8)
     measure_repeats: int = 15  # rounds of interleaved timing (host) or runs (RPC)
     resume: bool = False
     tune_minutes: float = 0.0

@@ -21,7 +21,16 @@ from hanasc.compile.context import CompileOptions, RunContext, Split, Stage, spl
 from hanasc.compile.finetune_stage import check_finetune, finetune_shortlist
 from hanasc.compile.references import measure_references
 from hanasc.compile.report import SCORE_UNIT, Outcome, _original_figures, _report, _write_outputs
-from hanasc.compile.rounds import PredictorSamples, fit_predictor, held_out_scores, search_rounds, shortlist
+from hanasc.compile.rounds import (
+    PredictorSamples,
+    build_ladder,
+    fit_predictor,
+    held_out_scores,
+    ladder_section,
+    measure_sensitivity,
+    search_rounds,
+    shortlist,
+)
 from hanasc.compile.verify import (
     _check_tuning,
     _materialize_original,
@@ -39,6 +48,7 @@ from hanasc.frontend.calibration import calibrate
 from hanasc.frontend.loading import LoadedModel
 from hanasc.passes.config import Config
 from hanasc.recovery.bias_correction import refitted_layers
+from hanasc.search import sensitivity
 from hanasc.search.costs import SearchCosts
 from hanasc.search.nsga2 import Candidate
 from hanasc.search.seeds import predictor_image_count
@@ -136,13 +146,15 @@ def _compile_in(
     original_measure = measure_references(run)
     fastest_ms = _resolve_budgets(run, original_measure)
 
+    found = measure_sensitivity(run, samples)
+    ladder = build_ladder(run, samples, found)
     fit_predictor(run, samples)
-    result, pred_report = search_rounds(run, samples)
+    result, pred_report = search_rounds(run, samples, ladder)
     budgets = options.budgets
     feasible = sorted((c for c in result.evaluated if c.feasible(budgets)), key=lambda c: -c.accuracy)
     if not feasible:
         raise InfeasibleBudgetError(_nothing_found(run, result.evaluated, fastest_ms))
-    unique = shortlist(run, feasible, samples)
+    unique = shortlist(run, feasible, samples, ladder)
     held_out = held_out_scores(run, unique)
 
     original_verified = _original_verified(run, run.space, samples.predictor, original_measure)
@@ -152,7 +164,9 @@ def _compile_in(
     finetuned = finetune_shortlist(run, ranked, held_out)
     if finetuned:  # tuned scores may reorder the shortlist
         ranked = sorted(unique, key=lambda c: (-held_out[tuple(c.genome)], c.latency_ms))
-    attempts, verified_list = _verify_ranked(run, run.space, ranked, held_out, floor)
+    attempts, verified_list = _verify_ranked(
+        run, run.space, ranked, held_out, floor, original_verified.summary
+    )
     selection = select(original_verified.summary, [v.summary for v in verified_list], budgets, floor)
     chosen = next(v for v in [original_verified, *verified_list] if v.summary.label == selection.chosen.label)
     if chosen is original_verified:
@@ -178,6 +192,8 @@ def _compile_in(
         model="accuracy predictor (on Config encodings)",
         score=metric.smooth_description,
     )
+    report["sensitivity"] = sensitivity.summary(found)
+    report["ladder"] = ladder_section(run, samples, ladder, held_out)
     report["recovery"] = _recovery_section(run, chosen.figures["config"])
     report["recovery"]["fine_tuning"] = _finetune_section(run, finetuned, chosen.candidate)
     if chosen.summary.is_original:

@@ -43,6 +43,19 @@ def _recovery_lines(recovery: dict) -> list[str]:
     return lines
 
 
+def _ladder_lines(ladder: dict) -> list[str]:
+    """The mixed-precision ladder: each point's W8A8 layers, estimated latency and scores."""
+    if not ladder.get("points"):
+        return []
+    lines = ["Mixed-precision ladder (least sensitive layers to W8A8 first):", ""]
+    lines += ["| W8A8 layers | estimated ms | simulated score | held-out |", "|---|---|---|---|"]
+    for p in ladder["points"]:
+        lines.append(
+            f"| {p['w8a8_layers']} | {p['estimated_ms']} | {p['simulated_score']} | {p.get('held_out', '')} |"
+        )
+    return [*lines, ""]
+
+
 def report_markdown(report: dict) -> str:
     """The report for a person."""
     o, r, b = report["original"], report["result"], report["budget"]
@@ -85,6 +98,7 @@ def report_markdown(report: dict) -> str:
         f"{r['estimated_latency_ms']['value']} ms.",
         "",
         *_recovery_lines(report.get("recovery", {})),
+        *_ladder_lines(report.get("ladder", {})),
         "## Per-layer choices",
         "",
         *_layer_rows(r["layers"]),

@@ -12,6 +12,8 @@ import numpy as np
 from hanasc.compile.context import RunContext
 from hanasc.core.atomic import atomic_file
 from hanasc.core.cache_safety import cache_warning
+from hanasc.search import sensitivity
+from hanasc.search.ladder import precision_ladder
 from hanasc.search.nsga2 import Candidate, NsgaSettings, SearchResult, run_search
 from hanasc.search.predictor import AccuracyPredictor
 from hanasc.search.seeds import descent_seeds, population_seeds, seed_genomes, uniform_int8_candidate
@@ -38,11 +40,25 @@ class PredictorSamples:
         todo = [k for k in dict.fromkeys(todo) if k not in self.scores]
         run.stage.start(title, len(todo))
         for key in todo:
-            out_sim = run.simulator.run(run.space.decode(np.array(key)), self.pred_x, run.scoring_ranges)
-            self.scores[key] = run.metric.smooth(out_sim, self.pred_y, self.pred_ref)
-            with atomic_file(self.path) as tmp:
-                tmp.write_text(json.dumps([{"genome": list(k), "score": v} for k, v in self.scores.items()]))
+            self.scores[key] = self.score(self.outputs(key))
+            self.save()
             run.stage.advance("")
+
+    def record(self, genome, score: float) -> None:
+        """A score measured elsewhere (the sensitivity stage) kept as a predictor sample."""
+        self.scores[tuple(int(v) for v in genome)] = float(score)
+
+    def save(self) -> None:
+        with atomic_file(self.path) as tmp:
+            tmp.write_text(json.dumps([{"genome": list(k), "score": v} for k, v in self.scores.items()]))
+
+    def outputs(self, genome) -> np.ndarray:
+        """A genome's simulated outputs on the predictor samples."""
+        run = self.run
+        return run.simulator.run(run.space.decode(np.asarray(genome)), self.pred_x, run.scoring_ranges)
+
+    def score(self, outputs: np.ndarray) -> float:
+        return self.run.metric.smooth(outputs, self.pred_y, self.pred_ref)
 
     def refit(self):
         keys = list(self.scores)
@@ -59,6 +75,58 @@ def _load_samples(path: Path) -> dict[tuple, float]:
         return {}
 
 
+def measure_sensitivity(run: RunContext, samples: PredictorSamples) -> list[sensitivity.Sensitivity]:
+    """Every single change (up to ``options.sensitivity_limit``, each layer's W8A8 first) simulated alone on
+    the predictor samples: its metric drop and output error, kept for ``--resume``; the scores join the
+    predictor's samples and the table becomes the predictor's additive features."""
+    path = run.work / "sensitivity.json"
+    found = None
+    if run.options.resume and path.exists():
+        try:
+            found = sensitivity.from_json(json.loads(path.read_text()))
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+            cache_warning(f"{path}: unreadable sensitivities; they are measured again")
+    if found is None:
+        changes = sensitivity.single_changes(run.space, run.options.sensitivity_limit)
+        run.stage.start("measuring each layer's sensitivity, one change at a time (simulator)", len(changes))
+        found = sensitivity.measure(
+            run.space,
+            samples.outputs,
+            samples.score,
+            samples.pred_ref,
+            changes,
+            lambda: run.stage.advance(""),
+        )
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps([s.to_json(digits=None) for s in found]))
+    original = samples.score(samples.pred_ref)
+    samples.record(run.space.identity(), original)
+    for s in found:
+        genome = sensitivity.single_genome(run.space, s.slot, run.space.slots[s.slot].choices.index(s.choice))
+        samples.record(genome, original - s.metric_drop)
+    samples.save()
+    samples.predictor = AccuracyPredictor(
+        run.space, seed=run.options.seed, sensitivity=sensitivity.table(run.space, found)
+    )
+    return found
+
+
+def build_ladder(run: RunContext, samples: PredictorSamples, found: list) -> list[np.ndarray]:
+    """The mixed-precision ladder's genomes (:mod:`hanasc.search.ladder`), scored by the simulator."""
+    order = sensitivity.int8_order(run.space, found)
+    if not order:
+        return []
+    points = precision_ladder(run.space, order, lambda gs: run.costs(gs)[0], run.options.ladder_points)
+    genomes = [genome for genome, _ in points]
+    samples.simulate(genomes, "scoring the mixed-precision ladder (simulator)")
+    run.stage.log(
+        f"mixed-precision ladder: {len(genomes)} points from the original "
+        f"({points[0][1]:.3g} ms) to {int((genomes[-1] != 0).sum())} layers at W8A8 ({points[-1][1]:.3g} ms, "
+        "estimated), least sensitive layers first"
+    )
+    return genomes
+
+
 def fit_predictor(run: RunContext, samples: PredictorSamples):
     """Simulate the seed Configs and fit the predictor on them; returns its report."""
     samples.simulate(
@@ -73,11 +141,13 @@ def fit_predictor(run: RunContext, samples: PredictorSamples):
     return report
 
 
-def search_rounds(run: RunContext, samples: PredictorSamples) -> tuple[SearchResult, object]:
+def search_rounds(
+    run: RunContext, samples: PredictorSamples, ladder: list[np.ndarray] = ()
+) -> tuple[SearchResult, object]:
     """NSGA-II on (predicted accuracy, latency, memory, energy) in rounds: after each, the best predicted
     feasible Configs are simulated for real and the predictor refitted; the next round starts from the best
-    really-simulated ones. Returns the last round's result (with every round's summary) and the predictor's
-    last report."""
+    really-simulated ones (and the ladder's points). Returns the last round's result (with every round's
+    summary) and the predictor's last report."""
     options, budgets, stage, space = run.options, run.options.budgets, run.stage, run.space
 
     def objectives(gs: np.ndarray):
@@ -98,7 +168,7 @@ def search_rounds(run: RunContext, samples: PredictorSamples) -> tuple[SearchRes
         # passes on its best): an aggressive budget starts feasible
         share = 8 if leaders else 4
         descended = descent_seeds(space, objectives, budgets, run.rng, options.population // share)
-        population = leaders + descended + population_seeds(space, run.rng, options.population)
+        population = leaders + list(ladder) + descended + population_seeds(space, run.rng, options.population)
         return population[: options.population]
 
     per_round = max(1, options.generations // options.rounds)
@@ -142,9 +212,12 @@ def search_rounds(run: RunContext, samples: PredictorSamples) -> tuple[SearchRes
     return result, pred_report
 
 
-def shortlist(run: RunContext, feasible: list[Candidate], samples: PredictorSamples) -> list[Candidate]:
+def shortlist(
+    run: RunContext, feasible: list[Candidate], samples: PredictorSamples, ladder: list[np.ndarray] = ()
+) -> list[Candidate]:
     """The candidates held-out data and verification see: the best predicted feasible ones, plus the
-    feasible Configs the simulator really scored best on the calibration split, plus uniform W8A8."""
+    feasible Configs the simulator really scored best on the calibration split, plus every feasible point of
+    the mixed-precision ladder, plus uniform W8A8."""
     options, budgets = run.options, run.options.budgets
     unique: list[Candidate] = []
     for c in feasible:
@@ -163,7 +236,23 @@ def shortlist(run: RunContext, feasible: list[Candidate], samples: PredictorSamp
         ):
             unique.append(cand)
             extra += 1
+    unique += ladder_candidates(run, samples, ladder, unique)
     return unique + uniform_int8_candidate(run.space, samples.predictor, run.costs, budgets, unique)
+
+
+def ladder_candidates(
+    run: RunContext, samples: PredictorSamples, ladder: list[np.ndarray], taken: list[Candidate]
+) -> list[Candidate]:
+    """The ladder's points within the budgets (estimated) that are not candidates already."""
+    if not len(ladder):
+        return []
+    found = []
+    for genome, lat, mem, energy in zip(ladder, *run.costs(np.array(ladder)), strict=True):
+        score = samples.scores[tuple(int(v) for v in genome)]
+        cand = Candidate(genome.tolist(), score, float(lat), float(mem), float(energy))
+        if cand.feasible(run.options.budgets) and all(cand.genome != t.genome for t in taken + found):
+            found.append(cand)
+    return found
 
 
 def held_out_scores(run: RunContext, candidates: list[Candidate]) -> dict[tuple, float]:
@@ -175,3 +264,22 @@ def held_out_scores(run: RunContext, candidates: list[Candidate]) -> dict[tuple,
         scores[tuple(c.genome)] = run.metric(outputs, run.split.eval_y, run.ref_eval)
         run.stage.advance("")
     return scores
+
+
+def ladder_section(run: RunContext, samples: PredictorSamples, ladder: list, held_out: dict) -> dict:
+    """The mixed-precision ladder's points: W8A8 layers, estimated latency, simulated and held-out score."""
+    lat = run.costs(np.array(ladder))[0] if len(ladder) else []
+    points = []
+    for genome, ms in zip(ladder, lat, strict=True):
+        key = tuple(int(v) for v in genome)
+        point = {"w8a8_layers": int((genome != 0).sum()), "estimated_ms": round(float(ms), 4)}
+        point["simulated_score"] = round(samples.scores[key], 4)
+        if key in held_out:
+            point["held_out"] = round(held_out[key], 4)
+        points.append(point)
+    return {
+        "method": "layers set to W8A8 one at a time, least sensitive first (metric drop, then output "
+        "error, each measured alone); a step not estimated faster than the last kept one is folded into the "
+        "next; points within the budgets are verification candidates",
+        "points": points,
+    }

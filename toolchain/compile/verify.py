@@ -16,7 +16,7 @@ from hanasc.cost_models.provenance import figure
 from hanasc.cost_models.timing import measure_host, time_executable
 from hanasc.recovery.bias_correction import materialize_recovered
 from hanasc.search.nsga2 import Candidate
-from hanasc.search.selection import AccuracyFloor, Verified
+from hanasc.search.selection import AccuracyFloor, Verified, dominated_by
 from hanasc.search.space import SearchSpace
 from hanasc.targets import host
 from hanasc.targets.tuning import RpcDevice, tune_and_build
@@ -56,13 +56,21 @@ class VerifiedModel:
 
 
 def _verify_ranked(
-    ctx: RunContext, space: SearchSpace, ranked: list[Candidate], held_out: dict, floor: AccuracyFloor
+    ctx: RunContext,
+    space: SearchSpace,
+    ranked: list[Candidate],
+    held_out: dict,
+    floor: AccuracyFloor,
+    original: Verified | None = None,
 ) -> tuple[list[dict], list[VerifiedModel]]:
-    """Verify candidates best held-out accuracy first, until one meets the budgets and the floor.
+    """Verify candidates best held-out accuracy first, until one meets the budgets and the floor without
+    being dominated by the ``original`` (selection would not return it), or ``options.max_attempts``
+    (``--verify-limit``) have been built.
 
     Candidates whose held-out score (the simulator, on the same samples the artifact is judged on) is
-    already below the floor are not built; when every candidate is, the best one is still verified so the
-    error can say what the budget allows.
+    already below the floor are not built, nor those the cost model, having learned from the misses so
+    far, now puts over the latency budget (neither counts against the limit); when every candidate is below
+    the floor, the best one is still verified so the error can say what the budget allows.
     """
     budgets = ctx.options.budgets
     above = [c for c in ranked if floor.kept(held_out[tuple(c.genome)])]
@@ -72,7 +80,9 @@ def _verify_ranked(
         if c not in above
     ]
     verified: list[VerifiedModel] = []
-    for index, c in enumerate((above or ranked[:1])[: ctx.options.max_attempts]):
+    for c in above or ranked[:1]:
+        if len(verified) >= ctx.options.max_attempts:
+            break
         lat_now = float(ctx.costs(np.array(c.genome)[None])[0][0])  # with everything learned so far
         if not budgets.within("latency_ms", lat_now):
             attempts.append(
@@ -82,7 +92,7 @@ def _verify_ranked(
         figures = _verify(ctx, space.decode(c.genome), c, lat_now)
         attempts.append(figures["attempt"])
         summary = Verified(
-            f"candidate {index + 1}",
+            f"candidate {len(verified) + 1}",
             figures["latency"]["value"],
             figures["score"],
             c.memory_mb,
@@ -90,7 +100,8 @@ def _verify_ranked(
             figures["latency"]["source"],
         )
         verified.append(VerifiedModel(c, figures, summary))
-        if summary.meets(budgets) and floor.kept(summary.accuracy):
+        dominated = original is not None and dominated_by(summary, original)
+        if summary.meets(budgets) and floor.kept(summary.accuracy) and not dominated:
             break
         if not figures["meets_budget"]:
             ctx.costs.observe(c.genome, figures["latency"]["value"])  # the estimate learns from the miss

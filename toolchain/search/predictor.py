@@ -16,14 +16,20 @@ import numpy as np
 from hanasc.search.space import SearchSpace
 
 
-def encode(space: SearchSpace, genomes: np.ndarray) -> np.ndarray:
-    """One-hot features of genomes (one column per slot choice)."""
+def encode(space: SearchSpace, genomes: np.ndarray, sensitivity: np.ndarray | None = None) -> np.ndarray:
+    """One-hot features of genomes (one column per slot choice); with a ``sensitivity`` table
+    (:func:`hanasc.search.sensitivity.table`: slots x choices x (metric drop, output error)), two more
+    columns: the genome's summed single-change drops and output errors, the first-order (additive) guess."""
     genomes = np.atleast_2d(genomes)
     columns = []
     for i, slot in enumerate(space.slots):
         for c in range(len(slot.choices)):
             columns.append(genomes[:, i] == c)
-    return np.stack(columns, axis=1).astype(np.float32)
+    features = np.stack(columns, axis=1).astype(np.float32)
+    if sensitivity is None:
+        return features
+    picked = sensitivity[np.arange(len(space.slots))[None, :], genomes]  # (n, slots, 2)
+    return np.concatenate([features, picked.sum(axis=1).astype(np.float32)], axis=1)
 
 
 @dataclass
@@ -36,10 +42,12 @@ class PredictorReport:
     mae: float
     model: str = "xgboost"
     taus: dict | None = None
+    with_sensitivity: bool = False
 
     def to_json(self) -> dict:
         return {
-            "model": f"{self.model} on one-hot Config encodings",
+            "model": f"{self.model} on one-hot Config encodings"
+            + (" and summed single-change sensitivities" if self.with_sensitivity else ""),
             "kendall_tau_by_model": self.taus,
             "train_samples": self.train_samples,
             "test_samples": self.test_samples,
@@ -51,9 +59,10 @@ class PredictorReport:
 class AccuracyPredictor:
     """Fit on (genome, simulated accuracy) pairs; predict accuracy of new genomes."""
 
-    def __init__(self, space: SearchSpace, seed: int = 0) -> None:
+    def __init__(self, space: SearchSpace, seed: int = 0, sensitivity: np.ndarray | None = None) -> None:
         self.space = space
         self.seed = seed
+        self.sensitivity = sensitivity  # slots x choices x 2, or None: one-hot features only
         self.model = None
         self.report: PredictorReport | None = None
 
@@ -80,7 +89,7 @@ class AccuracyPredictor:
         order = rng.permutation(len(genomes))
         n_test = max(2, int(len(genomes) * test_fraction))
         test, train = order[:n_test], order[n_test:]
-        features = encode(self.space, genomes)
+        features = encode(self.space, genomes, self.sensitivity)
         results = {}
         for kind in ("ridge", "xgboost"):
             predicted = self._new_model(kind).fit(features[train], scores[train]).predict(features[test])
@@ -94,12 +103,13 @@ class AccuracyPredictor:
             mae=results[best][1],
             model=best,
             taus={k: round(v[0], 3) for k, v in results.items()},
+            with_sensitivity=self.sensitivity is not None,
         )
         self.model = self._new_model(best).fit(features, scores)
         return self.report
 
     def predict(self, genomes: np.ndarray) -> np.ndarray:
-        return self.model.predict(encode(self.space, genomes)).astype(np.float64)
+        return self.model.predict(encode(self.space, genomes, self.sensitivity)).astype(np.float64)
 
 
 class _Ridge:

@@ -138,7 +138,8 @@ def unreachable_message(pool: list[Verified], budgets: Budgets, floor: AccuracyF
         else "no verified model kept the floor"
     )
     parts.append(
-        f"best {floor.metric} within the budgets: {best.accuracy:.4g} ({best.label})"
+        f"best {floor.metric} within the budgets: {best.accuracy:.4g} at {best.latency_ms:.3g} ms "
+        f"({best.latency_source}, {best.label})"
         if best
         else "no verified model met the budgets"
     )
