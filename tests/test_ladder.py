@@ -107,10 +107,8 @@ def _verify_context(measured: dict[tuple, tuple[float, float]], limit: int = 6):
     return ctx, observed
 
 
-def test_verification_walks_past_a_candidate_that_fails_the_floor(monkeypatch):
-    """The first candidate's simulation kept the floor, its artifact does not: the walk goes on to the next
-    and stops at the first that meets the budget and the floor."""
-    measured = {(1, 0): (6.0, 0.80), (0, 1): (9.5, 0.97), (1, 1): (7.0, 0.96), (0, 0): (7.5, 0.99)}
+def _fake_verify(measured: dict[tuple, tuple[float, float]], budget_ms: float | None):
+    """A stand-in for building and measuring: each genome's (latency, score) from ``measured``."""
 
     def fake_verify(ctx, config, candidate, estimate_ms):
         ms, score = measured[tuple(candidate.genome)]
@@ -118,10 +116,17 @@ def test_verification_walks_past_a_candidate_that_fails_the_floor(monkeypatch):
             "latency": {"value": ms, "source": "measured"},
             "score": score,
             "attempt": {"genome": candidate.genome, "measured_ms": ms},
-            "meets_budget": ms <= 8.0,
+            "meets_budget": budget_ms is None or ms <= budget_ms,
         }
 
-    monkeypatch.setattr(verify, "_verify", fake_verify)
+    return fake_verify
+
+
+def test_verification_walks_past_a_candidate_that_fails_the_floor(monkeypatch):
+    """The first candidate's simulation kept the floor, its artifact does not: the walk goes on to the next
+    and stops at the first that meets the budget and the floor."""
+    measured = {(1, 0): (6.0, 0.80), (0, 1): (9.5, 0.97), (1, 1): (7.0, 0.96), (0, 0): (7.5, 0.99)}
+    monkeypatch.setattr(verify, "_verify", _fake_verify(measured, budget_ms=8.0))
     ranked = [Candidate(list(g), 0.9, 5.0, 1.0, 0.0) for g in [(1, 0), (0, 1), (1, 1), (0, 0)]]
     held_out = {(1, 0): 0.99, (0, 1): 0.98, (1, 1): 0.97, (0, 0): 0.96}
     floor = AccuracyFloor(1.0, 5.0)  # >= 0.95
@@ -141,17 +146,7 @@ def test_verification_walks_past_a_candidate_the_original_dominates(monkeypatch)
     """Without a latency budget a slower candidate as accurate as the original meets everything, yet the
     selection would return the original: the walk goes on to one that can be returned."""
     measured = {(1, 0): (9.0, 1.0), (0, 1): (4.0, 1.0)}
-
-    def fake_verify(ctx, config, candidate, estimate_ms):
-        ms, score = measured[tuple(candidate.genome)]
-        return {
-            "latency": {"value": ms, "source": "measured"},
-            "score": score,
-            "attempt": {"genome": candidate.genome, "measured_ms": ms},
-            "meets_budget": True,
-        }
-
-    monkeypatch.setattr(verify, "_verify", fake_verify)
+    monkeypatch.setattr(verify, "_verify", _fake_verify(measured, budget_ms=None))
     ranked = [Candidate(list(g), 0.9, 5.0, 1.0, 0.0) for g in [(1, 0), (0, 1)]]
     ctx, _ = _verify_context(measured)
     ctx.options.budgets = Budgets()
