@@ -45,7 +45,6 @@ class DevicePrior:
 
     @classmethod
     def for_spec(cls, spec: HardwareSpec, threads: int | None = None, cache=None) -> DevicePrior:
-
         return cls(spec, load_efficiency(cache) if spec.efficiency == "cpu" else None, threads)
 
     @property
@@ -79,6 +78,5 @@ def terms_from_records(
     kernels: list[tuple[KernelFeatures, int]], calls: int, prior: DevicePrior
 ) -> ModelTerms:
     """:meth:`DevicePrior.terms` from stored (features, calls) pairs (no lowering)."""
-
     fake = [Kernel(f"k{i}", "", f, n, None) for i, (f, n) in enumerate(kernels)]
     return prior.terms(LoweredModel("stored", fake, ["k"] * calls))

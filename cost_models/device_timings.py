@@ -59,7 +59,6 @@ def calibrate(
     >= 30 timings; chosen by cross-validation); "model" fits the runtime overhead of the target's XGBoost
     model; "auto" picks the model if one was trained.
     """
-
     ctx = ctx or CostContext()
     rows = [r if isinstance(r, Measurement) else Measurement(Path(r[0]), float(r[1])) for r in rows]
     if not rows:

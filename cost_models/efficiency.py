@@ -143,7 +143,6 @@ class EfficiencyModel:
 
 
 def cache_path(cache: Path | None = None) -> Path:
-
     return (Path(cache) if cache else cache_dir()) / "efficiency.json"
 
 

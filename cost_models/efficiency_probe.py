@@ -188,7 +188,6 @@ def shipped_kernel_samples(mod, runs: int = 15) -> list[list[float]]:
 def probe(mod) -> list[tuple[KernelFeatures, float]]:
     """(features, median seconds) of each kernel call of one probe module as the shipped build runs it
     (layout transforms included: the prior reads the same lowering), or [] when the calls do not match."""
-
     lowered = lower_to_kernels(mod, "host", "shipped")
     order, samples = shipped_calls(mod)
     if list(order) != list(lowered.call_order):

@@ -244,7 +244,6 @@ def estimate_costs(
 
 
 def _memory_figures(mod, lowered: LoweredModel, target: str) -> dict[str, Figure]:
-
     memory = estimate_memory(mod, lowered, target)
     how = {"model": "static memory plan of the lowered module"}
     return {

@@ -78,7 +78,6 @@ def rmspe(pred, actual) -> float:
 
 
 def save_calibration(cal: Calibration, path: Path) -> None:
-
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(cal.to_json(), indent=2))
 

@@ -90,7 +90,6 @@ class LatencyModel:
 
     def save(self, root: Path | None = None) -> Path:
         """Write ``<root>/<target>/<device>/<version>.{ubj,json}`` and point ``latest.json`` at it."""
-
         folder = model_folder(self.meta.target, self.meta.device, root)
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_file(folder / f"{self.meta.version}.ubj") as tmp:
@@ -130,14 +129,12 @@ def train(
 
 
 def model_folder(target: str, device: str, root: Path | None = None) -> Path:
-
     base = Path(root) if root else cache_dir() / "latency_models"
     return base / target / _slug(device)
 
 
 def has_model(target: str, device: str | None = None, root: Path | None = None) -> bool:
     """Whether a model was saved for the target (and device), without importing xgboost."""
-
     base = Path(root) if root else cache_dir() / "latency_models"
     folders = [model_folder(target, device, root)] if device else sorted((base / target).glob("*"))
     return any((folder / "latest.json").exists() for folder in folders)
@@ -145,7 +142,6 @@ def has_model(target: str, device: str | None = None, root: Path | None = None) 
 
 def load_latest(target: str, device: str | None = None, root: Path | None = None) -> LatencyModel | None:
     """The newest saved model for a target (for one device, or any device), or None."""
-
     base = Path(root) if root else cache_dir() / "latency_models"
     folders = [model_folder(target, device, root)] if device else sorted((base / target).glob("*"))
     metas = []

@@ -117,7 +117,6 @@ def _tensor_bytes(ty) -> int:
 
 def estimate_memory(mod, lowered: LoweredModel, target_name: str) -> MemoryEstimate:
     """Weights of the module as given, activations and workspace of its lowering for the target."""
-
     by_dtype = weight_bytes(mod)
     tvm_target = get_target(target_name).tvm_target()
     peak, planned = activation_bytes(with_bound_weights(mod), tvm_target)
@@ -188,7 +187,6 @@ print(json.dumps({"base": base, "peak": peak[0]}))
 def check_artifact(mod, workdir: Path | None = None) -> ArtifactCheck:
     """Export the host artifact (the shipped build: :func:`hanasc.targets.host.build_artifact`) to a .so and
     run it in a fresh process: file size and peak RSS over baseline."""
-
     mod = with_bound_weights(mod)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = Path(tmp) / "model.so"

@@ -62,7 +62,6 @@ class NetworkProfile:
 
     @classmethod
     def from_json(cls, data: dict) -> NetworkProfile:
-
         low = data["lowered"]
         kernels = [
             Kernel(k["name"], k["signature"], KernelFeatures.from_json(k["features"]), k["calls"], None)
@@ -110,7 +109,6 @@ def profile_network(mod, target_name: str = "host", runs: int = 15, repeat: int 
 
 def network_rows(profile: NetworkProfile, target: str, device: str) -> list:
     """One profile-store row per distinct kernel of the network: its in-network median per call."""
-
     version = tvm_version()
     return [
         KernelRow(
@@ -147,7 +145,6 @@ def merged_rows(profiles: list[NetworkProfile], target: str, device: str) -> lis
 def train_on_networks(profiles: list[NetworkProfile], target: str, device: str, params: dict | None = None):
     """The latency model of the shipped kernels (``lowering="shipped"``), trained on their in-network
     times, its per-call runtime overhead fitted on the networks' uninstrumented whole-model times."""
-
     model = train(merged_rows(profiles, target, device), target, device, params, lowering="shipped")
     sums = [model.predict_sum_s(p.lowered) for p in profiles]
     calls = [p.lowered.total_calls for p in profiles]

@@ -87,7 +87,6 @@ def load_spec(target_name: str, cache: Path | None = None) -> HardwareSpec:
 
 def host_measurements(cache: Path | None = None) -> dict[str, float]:
     """Peak fp32 FLOP/s (numpy sgemm) and copy bandwidth of this CPU, measured once and cached per CPU."""
-
     path = Path(cache) if cache else cache_dir() / "host_spec.json"
     device = local_device_id()
     if path.exists():

@@ -33,7 +33,6 @@ CREATE INDEX IF NOT EXISTS models_by_target ON models (target, device);
 
 
 def default_db_path() -> Path:
-
     return cache_dir() / "profiles.sqlite"
 
 

@@ -87,7 +87,6 @@ _TOOL = "TVM VirtualMachine.time_evaluator"
 
 
 def _where() -> str:
-
     return f"host ({Session.local().device_id})"
 
 
@@ -216,7 +215,6 @@ def kernel_call_times(vm, args: list, runs: int) -> tuple[list[str], list[float]
     """``(kernel names in call order, median ms of each call)`` of ``vm["main"](*args)`` over ``runs``
     instrumented runs (after one uninstrumented warm-up); None when the call sequence changes between
     runs."""
-
     timed = call_samples(vm, args, runs)
     if timed is None:
         return None
@@ -263,7 +261,6 @@ def module_hash(mod) -> str:
 def build_for(mod, target_name: str):
     """Compile a whole module as hanasc ships it for the target (:func:`hanasc.targets.late_binding.
     compile_late_bound`: blocked layouts, default schedules, tuning records, integer weights bound late)."""
-
     return compile_late_bound(mod, get_target(target_name).tvm_target())
 
 

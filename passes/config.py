@@ -164,7 +164,6 @@ class Config:
         return cls(layers=layers, skip=list(skip))
 
     def save(self, path: Path) -> None:
-
         with atomic_file(Path(path)) as tmp:
             tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
 

@@ -178,7 +178,6 @@ def residual_blocks_onnx(model: onnx.ModelProto) -> list[ResidualBlock]:
     Same blocks and names as :func:`residual_blocks` on the imported module; ``add`` is the Add node's
     name and ``skip_input`` tells which of its inputs is the skip (the simulator gates the other one).
     """
-
     shapes = tensor_shapes(model)
     weights = {init.name for init in model.graph.initializer}
     graph = _Graph()

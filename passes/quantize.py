@@ -333,5 +333,4 @@ class FakeQuantizeLayers(_LayerRewriter):
 
 def parameter_bytes(func: relax.Function) -> int:
     """Bytes of all weight parameters of a hanasc ``main`` (codes, packed bytes, scales and biases)."""
-
     return sum(v.nbytes for v in weight_values(func).values())

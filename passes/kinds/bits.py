@@ -82,12 +82,10 @@ class Bits(ChoiceKind):
         return (choice.w_bits, choice.a_bits)
 
     def relax_pass(self, config: Config, ranges):
-
         return QuantizeLayers(config, ranges)
 
     def simulate(self, func, layers: list, weights: dict, config: Config, axes: dict) -> dict:
         """Quantized weights of the layers not made separable (those were quantized by their factors)."""
-
         for layer in layers:
             choice = config.choice(layer.name)
             if not choice.separable:

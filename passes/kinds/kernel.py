@@ -68,12 +68,10 @@ class Kernel(ChoiceKind):
         ]
 
     def relax_pass(self, config: Config, ranges):
-
         return ShrinkKernel(config)
 
     def simulate(self, func, layers: list, weights: dict, config: Config, axes: dict) -> dict:
         """A shrunk kernel as the original kernel zeroed outside its centre."""
-
         for layer in layers:
             k, w = config.choice(layer.name).kernel, weights[layer.weight]
             if k is not None and k < w.shape[-1]:

@@ -64,13 +64,11 @@ class Separable(ChoiceKind):
         ]
 
     def relax_pass(self, config: Config, ranges):
-
         return SeparableConv(config)
 
     def simulate(self, func, layers: list, weights: dict, config: Config, axes: dict) -> dict:
         """A separable layer as the product of its depthwise and pointwise factors, each quantized to the
         layer's weight bits as the two convs the pass makes are."""
-
         for layer in layers:
             choice = config.choice(layer.name)
             if choice.separable:

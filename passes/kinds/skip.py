@@ -10,7 +10,6 @@ from hanasc.passes.kinds.base import ChoiceKind, OnnxEdit, OnnxRewriteError, Slo
 def bypass_skipped_blocks(graph, edit: OnnxEdit) -> None:
     """Each skipped block's Add output is replaced by its skip input (an Identity keeps a graph output's
     name), then ``graph.cleanup()`` drops the dead branches. ``graph``: an onnx-graphsurgeon Graph."""
-
     blocks = {b.name: b for b in residual_blocks_onnx(edit.onnx_model)}
     missing = [name for name in edit.config.skip if name not in blocks]
     if missing:
@@ -65,7 +64,6 @@ class Skip(ChoiceKind):
     columns = (("skipped", lambda row: row["skipped_block"] or ""),)
 
     def slots(self, model, options) -> list[tuple[int, Slot]]:
-
         blocks = residual_blocks(model.mod["main"])
         return [
             (i, Slot(f"{b.name}:skip", self.gene, (b.name,), (False, True))) for i, b in enumerate(blocks)
@@ -79,11 +77,9 @@ class Skip(ChoiceKind):
         return slot.layers[0] in config.skip
 
     def relax_pass(self, config: Config, ranges):
-
         return SkipBlocks(config)
 
     def torch_hooks(self, model, config: Config, ranges) -> dict[str, TorchHook]:
-
         blocks = residual_blocks_onnx(model.onnx_model)
         return {b.add_node: _zero_input(b.branch_input) for b in blocks if b.name in config.skip}
 
@@ -93,7 +89,6 @@ class Skip(ChoiceKind):
         return None
 
     def report_cells(self, model, config: Config) -> dict[str, dict]:
-
         skipped = set(config.skip)
         in_skipped = {
             layer: b.name

@@ -33,7 +33,6 @@ class Width(ChoiceKind):
     columns = (("width", lambda row: f"{row['width']:g}"),)
 
     def slots(self, model, options) -> list[tuple[int, Slot]]:
-
         widths = (1.0, *[w for w in options.widths if w != 1.0])
         groups = [g for g in channel_groups(model.mod["main"], model.mod) if g.prunable]
         # coupled layers (producers and their depthwise chain) share one gene
@@ -42,19 +41,16 @@ class Width(ChoiceKind):
         ]
 
     def relax_pass(self, config: Config, ranges):
-
         return PruneChannels(config)
 
     def simulate(self, func, layers: list, weights: dict, config: Config, axes: dict) -> dict:
         """Pruned channels as zeroed weights of the original shapes (``hanasc.passes.width.width_masks``)."""
-
         if any(config.choice(layer.name).width < 1.0 for layer in layers):
             return dict(width_masks(func, weights, config))
         return weights
 
     def cost_shapes(self, layer, choice, specs: list[KernelSpec]) -> list[KernelSpec]:
         """Channels kept by the ratios of the groups the layer reads and writes (set by the cost model)."""
-
         for s in specs:
             s.cout = max(1, kept_count(s.cout, s.out_ratio))
             if s.depthwise:

@@ -52,7 +52,6 @@ def inspect(
 
       hanasc inspect efficientnet-lite0
     """
-
     loaded = _load(model, input_shape)
     if as_json:
         print(json.dumps(inspect_json(loaded), indent=2))
@@ -68,7 +67,6 @@ def models_list() -> None:
 
       hanasc models list
     """
-
     for name, spec in ZOO.items():
         path = zoo_path(name)
         state = f"cached at {path}" if path.exists() else "not fetched yet"
@@ -86,7 +84,6 @@ def models_fetch(
 
       hanasc models fetch efficientnet-lite0
     """
-
     print(fetch(name, force=force))
 
 
@@ -152,7 +149,6 @@ def targets(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
       hanasc targets --json
     """
-
     rows = targets_json()
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -369,7 +365,6 @@ def main() -> None:
     with one line too (exit 1), Ctrl-C with one line and exit code 130. Any other exception is a bug in
     hanasc: one line that says so (exit 1), or the full traceback with ``HANASC_DEBUG=1``.
     """
-
     watch = InterruptWatch()
     signal.signal(signal.SIGINT, watch.handler)
     stopped = "interrupted (Ctrl-C); outputs are renamed into place only when complete"

@@ -25,7 +25,6 @@ def console(stderr: bool = False) -> Console:
 
 
 def load_cli_model(model: str, input_shape: list[str] | None):
-
     shapes = dict(parse_input_shape(s) for s in input_shape or [])
     return load_model(resolve_model_arg(model), shapes)
 

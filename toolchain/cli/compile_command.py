@@ -65,7 +65,6 @@ def preprocess_for(model: LoadedModel, size, resize, mean, std, channel_order, v
 
 def load_data(model: LoadedModel, data: str | None, preprocess: Preprocess):
     """(x, y, groups, source) from --data."""
-
     if data is None:
         raise HanascError("--data is needed: an .npz with x (and y), an image folder, or 'imagenet-samples'")
     if data == BUILTIN_IMAGES:
@@ -262,7 +261,6 @@ def demo_budget_fraction(target) -> tuple[float, str]:
     the int8 kernels run on AVX512-VNNI (uniform W8A8 EfficientNet-Lite0 measured 0.58-0.61x its fp32 on
     a Zen 4; two demo runs at 0.6 met it at 0.579x, agreement 0.98, 5 min 15 s), else 0.8 (AVX2's int8 was
     0.71-0.77x of fp32 on a Zen 3: a 0.6 budget cannot be met there within the floor)."""
-
     if supports_vnni(target):
         return 0.6, "this CPU's default: its int8 kernels run on AVX512-VNNI"
     return 0.8, "this CPU's default: no AVX512-VNNI int8 kernels here"
@@ -273,7 +271,6 @@ def run_demo(
 ) -> None:
     """EfficientNet-Lite0 for the host at ``budget_fraction`` of its measured latency (None: the CPU's
     default, :func:`demo_budget_fraction`), agreement kept within ``max_loss`` points."""
-
     reason = "--budget-fraction"
     if budget_fraction is None:
         budget_fraction, reason = demo_budget_fraction(host.tvm_target())

@@ -106,7 +106,6 @@ def costs(
 
       hanasc costs efficientnet-lite0 --target cortex-a78 --config config.json --data calib.npz --memory
     """
-
     if not 0.5 <= confidence < 1.0:
         raise HanascError(f"--confidence {confidence:g}: must be in [0.5, 1)")
     if threads is not None and threads <= 0:
@@ -192,7 +191,6 @@ def calibrate(
 
       hanasc calibrate --import pixel7.json
     """
-
     if base not in ("auto", "prior", "model"):
         raise HanascError(f"--base {base}: auto, prior or model")
     if sum(x is not None for x in (measurements, export, import_)) != 1:

@@ -109,7 +109,6 @@ def _bytes_by_layer(weights: dict[str, np.ndarray], layer: str) -> int:
 
 def _layer_choices(model: LoadedModel, config: Config) -> dict[str, dict]:
     """The changed choices of every changed layer; layers of skipped blocks say so."""
-
     choices = {name: dict(c) for name, c in config.to_json()["layers"].items()}
     separable = [name for name, c in config.layers.items() if c.separable]
     for name, error in separable_errors(model.mod, separable).items():
@@ -125,7 +124,6 @@ def bundle_inputs(model: LoadedModel, config: Config, mod, out: Path, data) -> B
     """What any target's bundle is built from: the materialized Relax module with probe inputs, or (built
     on demand, for targets built from ONNX) the cleaned ONNX with the Config's architecture choices written
     back into it (:mod:`hanasc.compile.onnx_rewrite`), and calibration samples."""
-
     return BundleInputs(
         out_dir=out,
         relax_mod=mod,  # weights as parameters: integer weights stay packed in the library
@@ -168,7 +166,6 @@ def apply_config(
 ) -> ApplySummary:
     """Materialize ``config``, build for the host (and ``target``'s bundle), write ``out/`` atomically.
     ``tuned_file`` (when it exists): fine-tuned weight values that replace the data-light recovery's."""
-
     info = get_target(target)
     check_layer_names(config, model.mod)
     check_choices(info, config, model.layers)

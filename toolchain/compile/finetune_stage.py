@@ -70,7 +70,6 @@ def finetune_shortlist(run: RunContext, ranked: list[Candidate], held_out: dict)
     """Fine-tune the best ``finetune_candidates`` of ``ranked``; keep a tuning that raises the held-out
     score, or keeps it and raises the metric's smooth companion (``held_out`` and ``run.tuned`` are
     updated). Returns one record per candidate for the report."""
-
     options, split = run.options, run.split
     picks = ranked[: options.finetune_candidates]
     if options.finetune_minutes <= 0 or not picks:

@@ -123,7 +123,6 @@ def compile_model(
     The run's work folder (predictor samples, search checkpoints: what ``--resume`` reads) is locked for
     the run, so two identical compiles at once take turns instead of overwriting each other's state.
     """
-
     work = cache_dir() / "runs" / run_key(model, options, split.description["source"])
     with file_lock(work / ".lock", "this run's work folder (the same model, data and options)"):
         return _compile_in(work, model, split, options, out, metric, stage)
@@ -212,7 +211,6 @@ def _prepare(
 ) -> tuple[RunContext, PredictorSamples]:
     """Activation ranges, simulator, references, search space, cost model and RPC session: the run
     context, and the predictor's samples on a subset of the calibration split."""
-
     info = get_target(options.target)
     _check_tuning(info, options)
     check_finetune(info, model, options.finetune_minutes)
@@ -272,7 +270,6 @@ def _prepare(
 
 def _calibrate(model: LoadedModel, x: np.ndarray, info):
     """Activation ranges (99.99th percentile) with the statistics recovery uses, where it applies."""
-
     return info.shipped_ranges(calibrate(model, x, method="percentile", percentile=99.99))
 
 

@@ -190,7 +190,6 @@ def _profile_networks(plan: ProfilePlan, cost_target, session: Session, store, s
     """``plan.networks`` architectures of ``plan.model``'s space timed kernel by kernel inside their shipped
     builds (stored: each kernel's in-network median, each network's whole time), then the latency model of
     the shipped lowering trained on them."""
-
     if plan.model is None:
         raise HanascError("profiling networks needs a model whose search space they come from (--model)")
     cost_target.check_networks_in_place(session.remote is not None)

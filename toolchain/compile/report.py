@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 def _costs_figures(mod, info, scale: float, n_measured: int) -> tuple[dict, dict, dict]:
     """Memory, energy and latency-by-operator-type of a module from the cost models."""
-
     report = estimate_costs(mod, info.name)  # weights as parameters: the cost lowering binds them as shipped
     mem = report.memory["total"]
     memory = figure(
@@ -55,7 +54,6 @@ def _costs_figures(mod, info, scale: float, n_measured: int) -> tuple[dict, dict
 
 
 def _params(mod) -> dict:
-
     weights = weights_of(mod)
     return figure(
         int(sum(v.size for k, v in weights.items() if not k.endswith(".scale"))),

@@ -24,7 +24,6 @@ class PredictorSamples:
     previous file), and the accuracy predictor fitted on them."""
 
     def __init__(self, run: RunContext, pred_x: np.ndarray, pred_y, pred_ref: np.ndarray) -> None:
-
         self.run, self.pred_x, self.pred_y, self.pred_ref = run, pred_x, pred_y, pred_ref
         self.path: Path = run.work / "predictor_samples.json"
         self.scores: dict[tuple, float] = {}
@@ -34,7 +33,6 @@ class PredictorSamples:
 
     def simulate(self, genomes: list, title: str) -> None:
         """Score the genomes not scored yet with the simulator."""
-
         run = self.run
         todo = [tuple(int(v) for v in g) for g in genomes]
         todo = [k for k in dict.fromkeys(todo) if k not in self.scores]
@@ -67,7 +65,6 @@ class PredictorSamples:
 
 def _load_samples(path: Path) -> dict[tuple, float]:
     """Saved predictor samples (genome -> score), or none (one-line warning) when the file is unreadable."""
-
     try:
         return {tuple(int(g) for g in e["genome"]): float(e["score"]) for e in json.loads(path.read_text())}
     except (ValueError, TypeError, KeyError, UnicodeDecodeError):

@@ -156,7 +156,6 @@ def _measured_here(ctx: RunContext) -> bool:
 def _verify(ctx: RunContext, config, candidate: Candidate, estimate_ms: float) -> dict:
     """Materialize, compile, measure (host, or the device over RPC) or predict, evaluate on held-out data.
     ``estimate_ms``: the cost model's latency for it now (after what earlier measurements taught it)."""
-
     options, stage, split = ctx.options, ctx.stage, ctx.split
     stage.log(
         f"verifying candidate: estimated {estimate_ms:.2f} ms, predicted score "

@@ -58,7 +58,6 @@ class ActivationRanges:
 
     def scale(self, layer: str) -> float:
         """The int8 per-tensor scale of ``layer``'s input."""
-
         return activation_scale(*self.ranges[layer])
 
     def to_json(self) -> dict:
@@ -95,7 +94,6 @@ class ActivationRanges:
 
     def save(self, path: Path) -> None:
         """The JSON at ``path``; the covariances (if any) beside it, ``path`` with suffix ``.npz``."""
-
         if self.covariances:
             save_covariances(self.covariances, statistics_path(path))
         with atomic_file(Path(path)) as tmp:

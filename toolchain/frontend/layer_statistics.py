@@ -211,14 +211,12 @@ def _zero_moments(patches: np.ndarray) -> _Moments:
 
 def save_covariances(covariances: dict[str, np.ndarray], path: Path) -> None:
     """Write ``covariances`` to an ``.npz`` (atomically)."""
-
     with atomic_file(Path(path)) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, **{_key(k): v for k, v in covariances.items()}, names=list(covariances))
 
 
 def load_covariances(path: Path) -> dict[str, np.ndarray]:
     """The covariances saved by :func:`save_covariances` (empty when the file does not exist)."""
-
     path = Path(path)
     if not path.is_file():
         return {}

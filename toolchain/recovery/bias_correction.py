@@ -85,7 +85,6 @@ def recovered_simulation(
     :class:`hanasc.recovery.reconstruction.Reconstruction`), then the Config's simulation of the refitted
     weights, then bias correction against ``original``. The recovered values (refitted weights and corrected
     biases, original shapes) are what the materialized module gets before the Config's passes run."""
-
     refits = reconstruction.refit(original, config) if reconstruction is not None else {}
     simulated = simulated_weights(func, layers, {**original, **refits}, config, axes)
     means = getattr(ranges, "channel_means", None) or {}
@@ -107,7 +106,6 @@ def reconstruction_for(model, ranges, axes: dict[str, int] | None = None):
 
 def recovered_weights(model, config, ranges) -> dict[str, np.ndarray]:
     """The weight and bias values that recover ``config`` on ``model`` (empty when nothing is recovered)."""
-
     if config.is_identity() or not (
         getattr(ranges, "channel_means", None) or getattr(ranges, "covariances", None)
     ):
@@ -146,7 +144,6 @@ def ranges_for_replay(ranges, refitted: list[str]):
 
 def recovered_module(model, config, ranges):
     """``model.mod`` with the corrected biases of ``config`` (the module the Config passes then change)."""
-
     values = recovered_weights(model, config, ranges)
     return with_weight_values(model.mod, values) if values else model.mod
 
@@ -155,6 +152,5 @@ def materialize_recovered(model, config, ranges, tuned: dict[str, np.ndarray] | 
     """``config`` materialized with the real passes on the bias-corrected module: what ships. With
     ``tuned`` (fine-tuned values, original shapes: :mod:`hanasc.recovery.finetune`), on the module holding
     those instead (they already include the recovery they started from)."""
-
     mod = with_weight_values(model.mod, tuned) if tuned else recovered_module(model, config, ranges)
     return materialize(mod, config, ranges)

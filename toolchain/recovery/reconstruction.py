@@ -131,7 +131,6 @@ def refit_separable(w: np.ndarray, halves: np.ndarray, keep: np.ndarray) -> np.n
     least-squares map from the depthwise outputs to the original output. None when the SVD's own pointwise
     factor does as well.
     """
-
     o, cin, kh, kw = w.shape
     k = kh * kw
     masked = np.where(keep.reshape(1, cin, kh, kw), w, 0.0).astype(np.float64)
@@ -186,7 +185,6 @@ class Reconstruction:
 
     def _settled_refit(self, original: dict[str, np.ndarray], config) -> tuple[dict, dict] | None:
         """``(refitted values, kept channels)``, or None when the kept channels do not settle."""
-
         narrowed = any(config.choice(layer.name).width < 1.0 for layer in self.layers)
         assumed: dict[str, np.ndarray] | None = None
         values: dict[str, np.ndarray] = {}

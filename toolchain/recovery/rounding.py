@@ -40,7 +40,6 @@ def nearest(w: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
 
 def pass_scale(w: np.ndarray, bits: int) -> np.ndarray:
     """The per-row step the quantization pass gives ``w`` (O, D) at ``bits`` bits."""
-
     return quantize_weight(w.astype(np.float32), bits)[1].astype(np.float64)
 
 
@@ -65,7 +64,6 @@ def _inverse_factor(cov: np.ndarray) -> np.ndarray:
 def gptq(w: np.ndarray, cov: np.ndarray, bits: int = 8) -> np.ndarray:
     """``w`` (O, D) rounded by output error for inputs of covariance ``cov`` (D, D), on the pass's grid
     for ``bits`` (:func:`pass_scale`; each row's largest entry pinned), as floats."""
-
     qmax = weight_qmax(bits)
     w = np.array(w, dtype=np.float64, copy=True)
     scale = pass_scale(w, bits)
@@ -90,7 +88,6 @@ def rounded_by_output_error(w: np.ndarray, halves: np.ndarray, bits: int = 8) ->
     """GPTQ rounding of ``w`` (O, D) at ``bits`` with the calibration statistics ``halves`` (2, D, D), or
     None when it does not beat nearest rounding on held-out statistics (rounded on one half, judged on the
     other)."""
-
     w = w.astype(np.float64)
     plain = fake_quantize_weight(w, bits).astype(np.float64)  # the pass's own nearest rounding
     plain_error = held_error = 0.0

@@ -32,7 +32,6 @@ def sample_architectures(
 ) -> Iterator[SampledArchitecture]:
     """``n`` architectures of ``model_path``'s search space (the original's input shape, batch 1); the
     first ``skip`` are drawn but not materialized (a resumed run gets the same sequence)."""
-
     model = hanasc.load_model(model_path)
     space = build_space(model)
     data = np.random.default_rng(seed + 1)

@@ -93,7 +93,6 @@ class SearchCosts:
     budget_confidence: float = 0.9  # hanasc.core.budgets.DEFAULT_BUDGET_CONFIDENCE
 
     def __post_init__(self) -> None:
-
         ctx = CostContext(device=self.device)
         self._ctx = ctx
         self._cost_target = get_target(self.target)
@@ -137,13 +136,11 @@ class SearchCosts:
 
     # --- kernels -------------------------------------------------------------------------------------------
     def _non_layer_kernels(self) -> tuple[float, float]:
-
         lowered = lower_for_costs(self.model.mod, self._cost_target.name, self._lowering)
         cost = self._cost_of(lowered.subset(lambda k: k.features.op_kind not in LAYER_KINDS))
         return cost.seconds, cost.energy_j
 
     def _cost_of(self, lowered) -> _KernelCost:
-
         with self._ctx.store() as store:
             times = kernel_times(lowered, self._spec, self._latency_model, store, self._prior)
         seconds = sum(t * k.calls for t, k in zip(times.seconds, lowered.kernels, strict=True))

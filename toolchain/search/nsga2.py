@@ -221,7 +221,6 @@ def _after_generation(checkpoint, generation: int, population, archive, on_gener
 
 def _load_checkpoint(path: Path) -> dict | None:
     """The saved search state, or None (with a one-line warning) when the file is unreadable."""
-
     try:
         state = json.loads(path.read_text())
         if {"generation", "population", "archive"} <= set(state):

@@ -32,7 +32,6 @@ from hanasc.search.simulation_graph import (
 
 def _graph_session(model: LoadedModel, gates: list, batch: int, threads: int):
     """The simulation graph of ``model`` at ``batch`` and its onnxruntime session."""
-
     graph = build_simulation_graph(model.onnx_model, model.layers, gates, batch, QMIN, QMAX)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -45,7 +44,6 @@ class Simulator:
     """One onnxruntime session over the simulation graph of ``model``; :meth:`run` evaluates a Config."""
 
     def __init__(self, model: LoadedModel, batch: int = 16, threads: int | None = None) -> None:
-
         self.model = model
         self.blocks = residual_blocks_onnx(model.onnx_model)
         gates = [ResidualGate(b.name, b.add_node, b.branch_input) for b in self.blocks]
@@ -69,7 +67,6 @@ class Simulator:
     ) -> dict[str, np.ndarray]:
         """The runtime inputs (weights, scales, gates) that make the graph compute ``config``: from the
         data-light recovery's values, or from ``values`` (fine-tuned, original shapes) when given."""
-
         if values is not None:
             weights = {**self.base_weights, **values}
             feeds = simulated_weights(self._func, self.model.layers, weights, config, self.axes)
@@ -97,7 +94,6 @@ class Simulator:
     def _reconstruction(self, ranges):
         """The least-squares refitter for ``ranges``, kept for the two latest ranges objects (the compile job
         scores the search on one and the held-out data on another)."""
-
         for kept, refitter in self._refitters:
             if kept is ranges:
                 return refitter
