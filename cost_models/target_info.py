@@ -44,11 +44,6 @@ class CostTarget:
         return self.target.spec_path
 
     @property
-    def runs_on_this_cpu(self) -> bool:
-        """Its kernels are compiled for and run on this machine's CPU (no cross compiler, no GPU)."""
-        return self.target.cost.runs_on_this_cpu
-
-    @property
     def prior_lowering(self) -> str:
         """The kernels the device prior and its calibration read when no latency model is trained: the
         shipped build's (``"shipped"``: blocked layouts, int8 dot-product kernels, layout transforms) on the

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from hanasc.core.errors import HanascError
 from hanasc.targets.base import OPS, Choices, Target
 
-__all__ = ["OPS", "Choices", "Target", "TargetInfo", "all_targets", "check_choices", "get_target", "register"]
-
-TargetInfo = Target  # the name the compile job's annotations use
+__all__ = ["OPS", "Choices", "Target", "all_targets", "check_choices", "get_target", "register"]
 
 
 class UnknownTargetError(HanascError):
@@ -118,7 +116,3 @@ def check_choices(target: Target | str, config, layers) -> None:
         problem = kind.check_config(config, info.choices)
         if problem:
             raise UnsupportedChoiceError(f"target '{info.name}': {problem}")
-
-
-def _join(values: tuple[int, ...]) -> str:
-    return ", ".join(str(v) for v in values)

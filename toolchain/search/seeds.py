@@ -87,12 +87,6 @@ def population_seeds(space: SearchSpace, rng: np.random.Generator, n: int) -> li
     return genomes[:n]
 
 
-def budget_violation(costs: tuple, budgets: Budgets) -> np.ndarray:
-    """How far each genome is over the budgets: the sum of the relative excesses (0 when all are met).
-    ``costs``: the (latency_ms, memory_mb, energy_mj) arrays of the objectives."""
-    return budgets.relative_excess(costs)
-
-
 def descent_seeds(space: SearchSpace, objectives, budgets: Budgets, rng: np.random.Generator, n: int) -> list:
     """Up to ``n`` genomes that meet the budgets, found by greedy descent from the uniform genomes: each step
     applies one of the three single-gene changes that buy the most budget per point of predicted accuracy
@@ -110,13 +104,13 @@ def descent_seeds(space: SearchSpace, objectives, budgets: Budgets, rng: np.rand
         genome = starts[attempt % len(starts)].copy()
         for _ in range(4 * len(space.slots)):
             accuracy, *costs = objectives(genome[None])
-            over = budget_violation(tuple(costs), budgets)[0]
+            over = budgets.relative_excess(tuple(costs))[0]
             if over <= 0.0:
                 seeds.append(genome)
                 break
             moves = _single_changes(space, genome)
             move_acc, *move_costs = objectives(moves)
-            gained = over - budget_violation(tuple(move_costs), budgets)
+            gained = over - budgets.relative_excess(tuple(move_costs))
             useful = np.flatnonzero(gained > 1e-9)
             if not len(useful):
                 break
