@@ -117,9 +117,9 @@ def build_ladder(run: RunContext, samples: PredictorSamples, found: list) -> lis
     genomes = [genome for genome, _ in points]
     samples.simulate(genomes, "scoring the mixed-precision ladder (simulator)")
     run.stage.log(
-        f"mixed-precision ladder: {len(genomes)} points from the original "
-        f"({points[0][1]:.3g} ms) to {int((genomes[-1] != 0).sum())} layers at W8A8 ({points[-1][1]:.3g} ms, "
-        "estimated), least sensitive layers first"
+        f"mixed-precision ladder: {len(genomes)} points from the original ({points[0][1]:.3g} ms) "
+        f"to {int((genomes[-1] != 0).sum())} layers at W8A8 ({points[-1][1]:.3g} ms), least sensitive "
+        f"layers first; latencies {run.costs.source()['source']} by the search's cost model"
     )
     return genomes
 
@@ -278,5 +278,8 @@ def ladder_section(run: RunContext, samples: PredictorSamples, ladder: list, hel
         "method": "layers set to W8A8 one at a time, least sensitive first (metric drop, then output "
         "error, each measured alone); a step not estimated faster than the last kept one is folded into the "
         "next; points within the budgets are verification candidates",
+        "estimated_ms": {"unit": "ms", **run.costs.source()},
+        "simulated_score": "the search's smooth score, simulated on the predictor's calibration samples",
+        "held_out": "the metric on the held-out split, simulated (after recovery), for points within budget",
         "points": points,
     }
