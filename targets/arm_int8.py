@@ -12,7 +12,7 @@ tensorizes them with :data:`SDOT_I8`. Compiled here for aarch64 and checked unde
 
 from __future__ import annotations
 
-from hanasc.targets.x86_int8 import dot_desc
+from hanasc.targets.x86_int8 import dot_func
 
 SDOT_I8 = "hanasc_neon_sdot_4x4_i8"
 LANES = 4  # int32 lanes of one q register: output channels per sdot
@@ -29,33 +29,15 @@ def register(group: int = GROUP) -> str:
     from tvm.s_tir import TensorIntrin
 
     if SDOT_I8 not in _registered:
-        TensorIntrin.register(SDOT_I8, dot_desc(GROUP, "int8", LANES), _sdot_impl(), override=True)
+        desc, impl = dot_func(GROUP, "int8", LANES), dot_func(GROUP, "int8", LANES, _sdot, bind_weights=False)
+        TensorIntrin.register(SDOT_I8, desc, impl, override=True)
         _registered.add(SDOT_I8)
     return SDOT_I8
 
 
-def _sdot_impl():
+def _sdot(acc, a_vec, b_vec):
     """``C[i] += sum_k A[k] * B[i, k]`` for i, k < 4: A the four input codes of one pixel (one 32-bit word,
     broadcast to the four lanes), B the 4 x 4 weights (16 contiguous bytes), one ``sdot``."""
     from tvm.script import tirx as T
 
-    @T.prim_func(s_tir=True)
-    def impl(
-        A: T.Buffer((GROUP,), "int8", offset_factor=1),
-        B: T.Buffer((LANES, GROUP), "int8", offset_factor=1),
-        C: T.Buffer((LANES,), "int32", offset_factor=1, scope="local"),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:LANES], A[0:GROUP], B[0:LANES, 0:GROUP])
-            T.writes(C[0:LANES])
-            word = T.reinterpret(A.vload([0], "int8x4"), dtype="int32")
-            a_vec = T.reinterpret(T.broadcast(word, LANES), dtype="int8x16")
-            C[T.ramp(T.int32(0), 1, LANES)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(_LLVM_SDOT),
-                C.vload([0], dtype="int32x4"),
-                B.vload([0, 0], dtype="int8x16"),
-                a_vec,
-                dtype="int32x4",
-            )
-
-    return impl
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_LLVM_SDOT), acc, b_vec, a_vec, dtype="int32x4")

@@ -31,15 +31,16 @@ MIN_SM = 61  # dp4a exists from compute capability 6.1
 _SIGNED_PAIRS = (("int8", "int8"), ("uint8", "int8"), ("int8", "uint8"))
 
 
-def _dp4a_intrinsic(a_dtype: str, b_dtype: str) -> tuple:
-    """``(desc, impl)``: four byte products summed into an int32 accumulator, as one ``__dp4a`` that takes
-    the accumulator as its third operand (no separate add; TVM's own dp4a intrinsic adds to 0, then adds)."""
+def _dp4a_func(a_dtype: str, b_dtype: str, impl: bool = True):
+    """Four byte products summed into an int32 accumulator: the description (``impl`` False) or the
+    implementation, one ``__dp4a`` that takes the accumulator as its third operand (no separate add; TVM's
+    own dp4a intrinsic adds to 0, then adds)."""
     from tvm.script import tirx as T
 
     lanes = {"int8": "int8x4", "uint8": "uint8x4"}
 
     @T.prim_func(s_tir=True)
-    def desc(
+    def func(
         a: T.Buffer((4,), a_dtype, offset_factor=1, align=4, scope="shared"),
         b: T.Buffer((4,), b_dtype, offset_factor=1, align=4, scope="shared"),
         c: T.Buffer((1,), "int32", offset_factor=1, align=4, scope="local"),
@@ -47,32 +48,24 @@ def _dp4a_intrinsic(a_dtype: str, b_dtype: str) -> tuple:
         with T.sblock("root"):
             T.reads(c[0], a[0:4], b[0:4])
             T.writes(c[0])
-            for k in range(4):
-                with T.sblock("update"):
-                    vk = T.axis.remap("R", [k])
-                    c[0] = c[0] + T.cast(a[vk], "int32") * T.cast(b[vk], "int32")
+            if impl:
+                c[0] = T.call_pure_extern(
+                    "__dp4a", a.vload([0], lanes[a_dtype]), b.vload([0], lanes[b_dtype]), c[0], dtype="int32"
+                )
+            else:
+                for k in range(4):
+                    with T.sblock("update"):
+                        vk = T.axis.remap("R", [k])
+                        c[0] = c[0] + T.cast(a[vk], "int32") * T.cast(b[vk], "int32")
 
-    @T.prim_func(s_tir=True)
-    def impl(
-        a: T.Buffer((4,), a_dtype, offset_factor=1, align=4, scope="shared"),
-        b: T.Buffer((4,), b_dtype, offset_factor=1, align=4, scope="shared"),
-        c: T.Buffer((1,), "int32", offset_factor=1, align=4, scope="local"),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(c[0], a[0:4], b[0:4])
-            T.writes(c[0])
-            c[0] = T.call_pure_extern(
-                "__dp4a", a.vload([0], lanes[a_dtype]), b.vload([0], lanes[b_dtype]), c[0], dtype="int32"
-            )
-
-    return desc, impl
+    return func
 
 
 def intrinsic_name(a_dtype: str, b_dtype: str) -> str:
     """The registered name of the accumulating dp4a intrinsic for these operand dtypes (registered once)."""
     name = f"hanasc_dp4a_{a_dtype}_{b_dtype}_acc"
     if TensorIntrin.get(name, allow_missing=True) is None:
-        TensorIntrin.register(name, *_dp4a_intrinsic(a_dtype, b_dtype))
+        TensorIntrin.register(name, _dp4a_func(a_dtype, b_dtype, impl=False), _dp4a_func(a_dtype, b_dtype))
     return name
 
 

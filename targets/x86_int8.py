@@ -21,6 +21,7 @@ pair sums stay below 2 * 127 * 128. Registered here (importing ``tvm.s_tir.tenso
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from hanasc.targets.isa import has_feature, supports_vnni
 
@@ -90,52 +91,45 @@ def register(group: int = 2, vnni: bool = False, lanes: int = LANES) -> str:
     :data:`VPDPWSSD_I16_ZMM`, :data:`VPDPBUSD_U8_ZMM`), once per process, and return its name."""
     from tvm.s_tir import TensorIntrin
 
-    makers = {
+    names = {
         (2, False, LANES): (PMADDWD_I16, _pmaddwd_8x2_i16),
         (4, False, LANES): (PMADDUBSW_U8, _pmaddubsw_8x4_u8),
-        (2, True, LANES): (VPDPWSSD_I16, lambda: _vnni(2)),
-        (4, True, LANES): (VPDPBUSD_U8, lambda: _vnni(4)),
-        (2, True, 16): (VPDPWSSD_I16_ZMM, lambda: _vnni(2, 16)),
-        (4, True, 16): (VPDPBUSD_U8_ZMM, lambda: _vnni(4, 16)),
+        (2, True, LANES): (VPDPWSSD_I16, _vnni(2, LANES)),
+        (4, True, LANES): (VPDPBUSD_U8, _vnni(4, LANES)),
+        (2, True, 16): (VPDPWSSD_I16_ZMM, _vnni(2, 16)),
+        (4, True, 16): (VPDPBUSD_U8_ZMM, _vnni(4, 16)),
     }
-    name, make = makers[(group, vnni, lanes)]
+    name, combine = names[(group, vnni, lanes)]
     if name not in _registered:
-        TensorIntrin.register(name, *make(), override=True)
+        act = "int16" if group == 2 else "uint8"
+        desc, impl = dot_func(group, act, lanes), dot_func(group, act, lanes, combine)
+        TensorIntrin.register(name, desc, impl, override=True)
         _registered.add(name)
     return name
 
 
-def _pmaddwd_8x2_i16():
-    """``C[i] += A[0] * B[i, 0] + A[1] * B[i, 1]`` for i < 8 (int32): A two int16 activations (loaded as one
-    32-bit pair and broadcast), B 8 x 2 int8 weights (sign-extended to int16), one ``vpmaddwd``."""
+def dot_func(
+    group: int,
+    activation_dtype: str,
+    lanes: int = LANES,
+    combine: Callable | None = None,
+    bind_weights: bool = True,
+):
+    """A dot intrinsic's PrimFunc on ``A`` (``group`` activation codes), ``B`` (``lanes`` x ``group`` int8
+    weights) and ``C`` (``lanes`` int32 accumulators); these and :mod:`hanasc.targets.arm_int8`'s.
+
+    Without ``combine``: the computation they all match, ``C[i] += sum_k A[k] * B[i, k]``, i < ``lanes``,
+    k < ``group``, in int32. With it: the implementation, ``C = combine(C, a_vec, b_vec)`` on vectors, where
+    ``a_vec`` is A's ``group`` codes (one 32-bit word) broadcast to every lane and ``b_vec`` the weights
+    (widened to int16 for int16 activations), both of ``group * lanes`` elements. ``bind_weights`` False:
+    ``b_vec`` is read inside the instruction's operands, not bound first (aarch64 ``sdot``, whose kernels
+    keep a bound vector in a local buffer)."""
     from tvm.script import tirx as T
 
-    @T.prim_func(s_tir=True)
-    def impl(
-        A: T.Buffer((2,), "int16", offset_factor=1),
-        B: T.Buffer((LANES, 2), "int8", offset_factor=1),
-        C: T.Buffer((LANES,), "int32", offset_factor=1, scope="local"),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:LANES], A[0:2], B[0:LANES, 0:2])
-            T.writes(C[0:LANES])
-            pair = T.reinterpret(A.vload([0], "int16x2"), dtype="int32")
-            a_vec = T.reinterpret(T.broadcast(pair, LANES), dtype="int16x16")
-            b_vec = T.cast(B.vload([0, 0], dtype="int8x16"), "int16x16")
-            C[T.ramp(T.int32(0), 1, LANES)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(_LLVM_INTRIN), a_vec, b_vec, dtype="int32x8"
-            )
-
-    return dot_desc(2, "int16"), impl
-
-
-def dot_desc(group: int, activation_dtype: str, lanes: int = LANES):
-    """The computation the int8 dot intrinsics match (these and :mod:`hanasc.targets.arm_int8`'s):
-    ``C[i] += sum_k A[k] * B[i, k]``, i < ``lanes``, k < ``group``, in int32."""
-    from tvm.script import tirx as T
+    operand = f"{'int16' if activation_dtype == 'int16' else 'int8'}x{group * lanes}"
 
     @T.prim_func(s_tir=True)
-    def desc(
+    def func(
         A: T.Buffer((group,), activation_dtype, offset_factor=1),
         B: T.Buffer((lanes, group), "int8", offset_factor=1),
         C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
@@ -143,16 +137,47 @@ def dot_desc(group: int, activation_dtype: str, lanes: int = LANES):
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:group], B[0:lanes, 0:group])
             T.writes(C[0:lanes])
-            for i in T.serial(0, lanes):
-                for k in T.serial(0, group):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+            if combine is None:
+                for i in T.serial(0, lanes):
+                    for k in T.serial(0, group):
+                        with T.sblock("update"):
+                            vi, vk = T.axis.remap("SR", [i, k])
+                            C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+            else:
+                word = T.reinterpret(A.vload([0], f"{activation_dtype}x{group}"), dtype="int32")
+                a_vec = T.reinterpret(T.broadcast(word, lanes), dtype=operand)
+                if bind_weights:
+                    b_vec = _dot_weights(B, operand)
+                    C[T.ramp(T.int32(0), 1, lanes)] = combine(
+                        C.vload([0], dtype=f"int32x{lanes}"), a_vec, b_vec
+                    )
+                else:
+                    C[T.ramp(T.int32(0), 1, lanes)] = combine(
+                        C.vload([0], dtype=f"int32x{lanes}"), a_vec, _dot_weights(B, operand)
+                    )
 
-    return desc
+    return func
 
 
-def _pmaddubsw_8x4_u8():
+def _dot_weights(weights, operand: str):
+    """All of a dot intrinsic's int8 ``weights`` as one vector of the ``operand`` type (widened to int16)."""
+    from tvm.script import tirx as T
+
+    loaded = weights.vload([0, 0], dtype=f"int8x{operand.split('x')[1]}")
+    return T.cast(loaded, operand) if operand.startswith("int16") else loaded
+
+
+def _pmaddwd_8x2_i16(acc, a_vec, b_vec):
+    """``C[i] += A[0] * B[i, 0] + A[1] * B[i, 1]`` for i < 8 (int32): A two int16 activations (loaded as one
+    32-bit pair and broadcast), B 8 x 2 int8 weights (sign-extended to int16), one ``vpmaddwd``."""
+    from tvm.script import tirx as T
+
+    return acc + T.call_llvm_pure_intrin(
+        T.llvm_lookup_intrinsic_id(_LLVM_INTRIN), a_vec, b_vec, dtype="int32x8"
+    )
+
+
+def _pmaddubsw_8x4_u8(acc, a_vec, b_vec):
     """``C[i] += sum_k A[k] * B[i, k]`` for i < 8, k < 4 (int32): A four non-negative activation codes
     (0..127, stored as uint8, broadcast as one 32-bit word), B 8 x 4 int8 weights; ``vpmaddubsw`` multiplies
     unsigned by signed bytes and adds adjacent products into int16 (at most 2 * 127 * 127 = 32258: never
@@ -160,68 +185,29 @@ def _pmaddubsw_8x4_u8():
     32 multiply-adds in two instructions, against 16 for :data:`PMADDWD_I16`."""
     from tvm.script import tirx as T
 
-    @T.prim_func(s_tir=True)
-    def impl(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((LANES, 4), "int8", offset_factor=1),
-        C: T.Buffer((LANES,), "int32", offset_factor=1, scope="local"),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:LANES], A[0:4], B[0:LANES, 0:4])
-            T.writes(C[0:LANES])
-            quad = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-            a_vec = T.reinterpret(T.broadcast(quad, LANES), dtype="int8x32")
-            b_vec = B.vload([0, 0], dtype="int8x32")
-            C[T.ramp(T.int32(0), 1, LANES)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(_LLVM_INTRIN),
-                T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id(_LLVM_UBSW), a_vec, b_vec, dtype="int16x16"
-                ),
-                T.broadcast(T.int16(1), 16),
-                dtype="int32x8",
-            )
-
-    return dot_desc(4, "uint8"), impl
+    return acc + T.call_llvm_pure_intrin(
+        T.llvm_lookup_intrinsic_id(_LLVM_INTRIN),
+        T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(_LLVM_UBSW), a_vec, b_vec, dtype="int16x16"),
+        T.broadcast(T.int16(1), 16),
+        dtype="int32x8",
+    )
 
 
-def _vnni(group: int, lanes: int = LANES):
+def _vnni(group: int, lanes: int) -> Callable:
     """``C[i] = vpdp(C[i], A, B[i])`` for i < ``lanes`` (int32; 8: ymm, 16: zmm), one AVX512-VNNI
     instruction: ``group`` 2, ``vpdpwssd`` (two int16 activations x two int8 weights widened to int16);
     ``group`` 4, ``vpdpbusd`` (four uint8 activations x four int8 weights). Both add into the accumulator in
     int32 without an int16 intermediate, so the sums are exact for any codes."""
-    from tvm.script import tirx as T
+    intrin = f"llvm.x86.avx512.{'vpdpwssd' if group == 2 else 'vpdpbusd'}.{32 * lanes}"
 
-    act = "int16" if group == 2 else "uint8"
-    operand = f"int16x{2 * lanes}" if group == 2 else f"int8x{4 * lanes}"
-    width = 32 * lanes
-    intrin = f"llvm.x86.avx512.{'vpdpwssd' if group == 2 else 'vpdpbusd'}.{width}"
-    weights = group * lanes
+    def combine(acc, a_vec, b_vec):
+        from tvm.script import tirx as T
 
-    @T.prim_func(s_tir=True)
-    def impl(
-        A: T.Buffer((group,), act, offset_factor=1),
-        B: T.Buffer((lanes, group), "int8", offset_factor=1),
-        C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:group], B[0:lanes, 0:group])
-            T.writes(C[0:lanes])
-            word = T.reinterpret(A.vload([0], f"{act}x{group}"), dtype="int32")
-            a_vec = T.reinterpret(T.broadcast(word, lanes), dtype=operand)
-            b_vec = (
-                T.cast(B.vload([0, 0], dtype=f"int8x{weights}"), operand)
-                if group == 2
-                else B.vload([0, 0], dtype=f"int8x{weights}")
-            )
-            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(intrin),
-                C.vload([0], dtype=f"int32x{lanes}"),
-                a_vec,
-                b_vec,
-                dtype=f"int32x{lanes}",
-            )
+        return T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id(intrin), acc, a_vec, b_vec, dtype=f"int32x{lanes}"
+        )
 
-    return dot_desc(group, act, lanes), impl
+    return combine
 
 
 def register_depthwise(vpermb: bool = True) -> str:
@@ -233,47 +219,45 @@ def register_depthwise(vpermb: bool = True) -> str:
     ``vpshufb`` (:data:`VPERMD_DPBUSD_DW`, AVX512-BW); one 512-bit ``vpdpbusd`` sums them into the
     accumulator."""
     from tvm.s_tir import TensorIntrin
-    from tvm.script import tirx as T
 
     name = VPERMB_DPBUSD_DW if vpermb else VPERMD_DPBUSD_DW
-    if name in _registered:
-        return name
-
-    @T.prim_func(s_tir=True)
-    def desc(
-        A: T.Buffer((4, 16), "uint8", offset_factor=1),
-        B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:4, 0:16], B[0:16, 0:4])
-            T.writes(C[0:16])
-            for j in T.serial(0, 16):
-                for t in T.serial(0, 4):
-                    with T.sblock("update"):
-                        vj, vt = T.axis.remap("SR", [j, t])
-                        C[vj] = C[vj] + T.cast(A[vt, vj], "int32") * T.cast(B[vj, vt], "int32")
-
-    @T.prim_func(s_tir=True)
-    def impl(
-        A: T.Buffer((4, 16), "uint8", offset_factor=1),
-        B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:4, 0:16], B[0:16, 0:4])
-            T.writes(C[0:16])
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(_LLVM_DPBUSD_512),
-                C.vload([0], dtype="int32x16"),
-                _taps(A.vload([0, 0], "uint8x64"), vpermb),
-                B.vload([0, 0], dtype="int8x64"),
-                dtype="int32x16",
-            )
-
-    TensorIntrin.register(name, desc, impl, override=True)
-    _registered.add(name)
+    if name not in _registered:
+        TensorIntrin.register(
+            name, _depthwise_func(vpermb, impl=False), _depthwise_func(vpermb), override=True
+        )
+        _registered.add(name)
     return name
+
+
+def _depthwise_func(vpermb: bool, impl: bool = True):
+    """:func:`register_depthwise`'s description (``impl`` False: the scalar loops) or implementation."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def func(
+        A: T.Buffer((4, 16), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4, 0:16], B[0:16, 0:4])
+            T.writes(C[0:16])
+            if impl:
+                C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(_LLVM_DPBUSD_512),
+                    C.vload([0], dtype="int32x16"),
+                    _taps(A.vload([0, 0], "uint8x64"), vpermb),
+                    B.vload([0, 0], dtype="int8x64"),
+                    dtype="int32x16",
+                )
+            else:
+                for j in T.serial(0, 16):
+                    for t in T.serial(0, 4):
+                        with T.sblock("update"):
+                            vj, vt = T.axis.remap("SR", [j, t])
+                            C[vj] = C[vj] + T.cast(A[vt, vj], "int32") * T.cast(B[vj, vt], "int32")
+
+    return func
 
 
 def _transpose_index(dtype: str, lanes: int, shift: int, mask: int):
