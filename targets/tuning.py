@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import re
 import sys
 import tempfile
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hanasc.core.errors import HanascError
+from hanasc.core.logs import quiet_logger
 from hanasc.core.paths import cache_dir
 from hanasc.targets import tuning_builder
 from hanasc.targets.cuda_toolchain import kernel_compiler, local_gpu_available
@@ -269,7 +271,11 @@ def _tune(tasks, target, database, minutes, options, rpc, say) -> tuple[int, flo
             say(f"tuning budget spent: {len(ordered) - first} kernels left for the next run")
             break
         group = ordered[first : first + options.group]
-        with tempfile.TemporaryDirectory(prefix="hanasc-tune-") as work_dir, _quiet_logs():
+        with (
+            tempfile.TemporaryDirectory(prefix="hanasc-tune-") as work_dir,
+            # MetaSchedule logs every scheduler round at INFO; the progress comes from `say`
+            quiet_logger("tvm.s_tir.meta_schedule", logging.WARNING),
+        ):
             contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                 group,
                 work_dir=work_dir,
@@ -337,20 +343,6 @@ def _builder_runner(target, rpc: RpcDevice | None):
         f_create_session=None if rpc.key else tuning_builder.connect_server,
     )
     return builder, runner
-
-
-@contextmanager
-def _quiet_logs() -> Iterator[None]:
-    """MetaSchedule prints every scheduler round at INFO; keep warnings only (progress comes from us)."""
-    import logging
-
-    logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 @dataclass

@@ -8,10 +8,8 @@ float constants are stored as FP16.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 import onnx
 
 from hanasc.core.errors import HanascError
+from hanasc.core.logs import quiet_logger
 from hanasc.targets.vpu_checks import find_layer_ops, weight_source
 from hanasc.targets.vpu_onnx import insert_weight_dequantize, round_to_fp16
 
@@ -37,17 +36,6 @@ class ExportResult:
     ov_model: object  # openvino.Model
     timings_s: dict[str, float] = field(default_factory=dict)
     fp16_constants: int = 0
-
-
-@contextlib.contextmanager
-def _quiet_nncf() -> Iterator[None]:
-    logger = logging.getLogger("nncf")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def calibration_items(calib: np.ndarray, name: str, shape: tuple[int, ...]) -> list[dict[str, np.ndarray]]:
@@ -73,7 +61,7 @@ def quantize_int8(
     import nncf
 
     others = [n.name for n in model13.graph.node if n.name not in set(int8_layers)]
-    with _quiet_nncf():
+    with quiet_logger("nncf", logging.ERROR):
         quantized = nncf.quantize(
             model13,
             nncf.Dataset(items),
@@ -95,7 +83,7 @@ def compress_int4(ov_model, onnx_model: onnx.ModelProto, int4_layers: list[str])
         for op in ov_model.get_ordered_ops()
         if op.get_type_name() in WEIGHTED_OV_OPS and op.get_friendly_name() not in keep
     ]
-    with _quiet_nncf():
+    with quiet_logger("nncf", logging.ERROR):
         nncf.compress_weights(
             ov_model,
             mode=nncf.CompressWeightsMode.INT4_SYM,
