@@ -14,10 +14,11 @@ import onnx
 import tvm_ffi
 from tvm import ir, relax
 from tvm.ir import IRModule
-from tvm.relax.dpl import is_op, rewrite_call, wildcard
+from tvm.relax.dpl import rewrite_call
 
 from hanasc.core.layers import tensor_shapes
-from hanasc.passes.config import Config, ConfigError
+from hanasc.passes.call_rewrite import CallRewrite
+from hanasc.passes.config import ConfigError
 from hanasc.passes.weights import WeightEditor, layer_of_weight, weight_params
 
 
@@ -220,15 +221,11 @@ def gate_branch(x: np.ndarray, y: np.ndarray, gate: float) -> np.ndarray:
 
 
 @relax.transform.function_pass(opt_level=0, name="hanasc.SkipBlocks")
-class SkipBlocks:
+class SkipBlocks(CallRewrite):
     """Rewrite ``add(x, f(x)) -> x`` for each residual block named in ``config.skip``; the dead branch and
     the skipped layers' weight parameters are removed."""
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.lhs = wildcard()
-        self.rhs = wildcard()
-        self.pattern = is_op("relax.add")(self.lhs, self.rhs)
+    op = "relax.add"
 
     def transform_function(self, func: relax.Function, mod: IRModule, ctx) -> relax.Function:
         if not self.config.skip or not isinstance(func, relax.Function):

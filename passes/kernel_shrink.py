@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 from tvm import ir, relax
 from tvm.ir import IRModule
-from tvm.relax.dpl import is_op, rewrite_call, wildcard
+from tvm.relax.dpl import rewrite_call
 
-from hanasc.passes.config import Config, ConfigError
+from hanasc.passes.call_rewrite import CallRewrite
+from hanasc.passes.config import ConfigError
 from hanasc.passes.separable import conv2d_like, describe_layer, weight_users
 from hanasc.passes.weights import WeightEditor, weight_name_of
 
@@ -45,18 +46,14 @@ def _kernel_weight(func: relax.Function, layer: str) -> str:
 
 
 @relax.transform.function_pass(opt_level=0, name="hanasc.ShrinkKernel")
-class ShrinkKernel:
+class ShrinkKernel(CallRewrite):
     """Crop each conv ``L`` with ``config.choice(L).kernel = k < K`` to its centre ``k x k``.
 
     Works on standard and depthwise convs, and on the depthwise half of a separable layer (``L.dw.weight``).
     Layers named in the config but absent from the function (e.g. removed by SkipBlocks) are left alone.
     """
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.data = wildcard()
-        self.weight = wildcard()
-        self.pattern = is_op("relax.nn.conv2d")(self.data, self.weight)
+    op = "relax.nn.conv2d"
 
     def transform_function(self, func: relax.Function, mod: IRModule, ctx) -> relax.Function:
         if not isinstance(func, relax.Function):

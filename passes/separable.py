@@ -13,8 +13,9 @@ import numpy as np
 import tvm
 from tvm import relax
 from tvm.ir import IRModule
-from tvm.relax.dpl import is_op, rewrite_call, wildcard
+from tvm.relax.dpl import rewrite_call
 
+from hanasc.passes.call_rewrite import CallRewrite
 from hanasc.passes.config import Config, ConfigError
 from hanasc.passes.weights import WeightEditor, layer_of_weight, weight_name_of, weight_values
 
@@ -123,18 +124,14 @@ def describe_layer(func: relax.Function, layer: str) -> tuple[str, relax.Call | 
 
 
 @relax.transform.function_pass(opt_level=0, name="hanasc.SeparableConv")
-class SeparableConv:
+class SeparableConv(CallRewrite):
     """Replace each conv ``L`` with ``config.choice(L).separable`` by depthwise ``L.dw.weight`` (KxK,
     groups=Cin, same strides/padding/dilation) then pointwise ``L.pw.weight`` (1x1); ``L.weight`` goes.
 
     Layers named in the config but absent from the function (e.g. removed by SkipBlocks) are left alone.
     """
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.data = wildcard()
-        self.weight = wildcard()
-        self.pattern = is_op("relax.nn.conv2d")(self.data, self.weight)
+    op = "relax.nn.conv2d"
 
     def transform_function(self, func: relax.Function, mod: IRModule, ctx) -> relax.Function:
         wanted = [name for name, choice in self.config.layers.items() if choice.separable]
