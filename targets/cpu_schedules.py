@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from tvm import DataType, s_tir
 from tvm.target import Target
@@ -95,42 +96,62 @@ class BlockedConv(BlockRule):
             schedule = functools.partial(_schedule_pairs, lanes=arm_int8.LANES, register=arm_int8.register)
         if schedule in (_schedule, _schedule_out_blocked):
             schedule = functools.partial(schedule, registers=vector_registers(target))
-        schedule(sch, blocks, convs[0], self.x_tile_limit, self.parallel(target))
+        schedule(_ConvKernel(sch, blocks, convs[0], self.x_tile_limit, self.parallel(target)))
         return True
 
 
-def _schedule(
-    sch: s_tir.Schedule,
-    blocks: list,
-    conv_index: int,
-    x_tile_limit: int,
-    parallel: bool,
-    registers: tuple[int, int] = (8, 16),
-) -> None:
+@dataclass(frozen=True)
+class _ConvKernel:
+    """One fused conv kernel as :class:`BlockedConv` schedules it: ``blocks[index]`` the conv, the blocks
+    before it its producers (padding, weight repacking), those after it its consumers (the epilogue)."""
+
+    sch: s_tir.Schedule
+    blocks: list
+    index: int
+    x_tile_limit: int
+    parallel: bool
+
+    @property
+    def conv(self):
+        return self.blocks[self.index]
+
+    @property
+    def producers(self) -> list:
+        return self.blocks[: self.index]
+
+    @property
+    def consumers(self) -> list:
+        return self.blocks[self.index + 1 :]
+
+    def writeback(self) -> tuple:
+        """``(writeback, epilogue)``: the conv's write-back block and the element-wise ops folded into it."""
+        return _writeback(self.sch, self.conv, self.consumers)
+
+
+def _schedule(kernel: _ConvKernel, registers: tuple[int, int] = (8, 16)) -> None:
     """The direct-convolution schedule of a blocked conv (see the module docstring). The padding of an fp32
     depthwise conv is inlined (read in place, the border through a select: EfficientNet-Lite0 fp32 16.7 ->
     15.5 ms, 1 thread, AVX2); other convs pad in a separate vectorized pass (int8 depthwise measured 0.4 ms
     slower inlined). ``registers``: the target's (vector lanes, vector registers), for
     :func:`_row_tile`."""
-    conv = blocks[conv_index]
-    producers = blocks[:conv_index]
-    writeback, epilogue = _writeback(sch, conv, blocks[conv_index + 1 :])
+    sch, conv = kernel.sch, kernel.conv
+    writeback, epilogue = kernel.writeback()
     loops = sch.get_loops(conv)
     n, oc, y, x, ob, *reduce = loops
     width = int(sch.get(x).extent)
-    tile = float_conv_tile(width, x_tile_limit)
+    tile = float_conv_tile(width, kernel.x_tile_limit)
     if not sch.get(conv).name_hint.startswith("depthwise"):
-        tile = _row_tile(width, int(sch.get(ob).extent), x_tile_limit, registers) or tile
+        tile = _row_tile(width, int(sch.get(ob).extent), kernel.x_tile_limit, registers) or tile
     xo, xi = sch.split(x, [None, tile])
     first, second = (y, oc) if _rows_outer(sch, conv) else (oc, y)
     sch.reorder(n, first, second, xo, *reduce, xi, ob)
     outer = sch.fuse(n, first, second)
-    if parallel:
+    if kernel.parallel:
         sch.parallel(outer)
     inline_padding = sch.get(conv).name_hint.startswith("depthwise") and "float" in str(
         sch.get(conv).writes[0].source.dtype
     )
-    for block in producers:
+    for block in kernel.producers:
         if inline_padding:  # fp32 depthwise: read the input in place, the border by a select
             sch.compute_inline(block)
         else:  # a separate, vectorized pass (per-row padding measured slower)
@@ -155,14 +176,7 @@ def _row_tile(width: int, block: int, x_tile_limit: int, registers: tuple[int, i
 
 
 def _schedule_pairs(
-    sch: s_tir.Schedule,
-    blocks: list,
-    conv_index: int,
-    _x_tile_limit: int,
-    parallel: bool,
-    lanes: int,
-    register: Callable[[int], str],
-    accumulators: int = 8,
+    kernel: _ConvKernel, lanes: int, register: Callable[[int], str], accumulators: int = 8
 ) -> None:
     """A ``conv2d_nchwc_int_pairs`` kernel (:func:`hanasc.targets.lowering.conv_compute.pair_conv2d`): a
     register
@@ -176,9 +190,8 @@ def _schedule_pairs(
     and, with ``lanes=4`` and :data:`hanasc.targets.arm_int8.SDOT_I8`, the aarch64 ``sdot`` kernels:
     ``register(group)`` registers the intrinsic for ``group`` input channels a lane; ``accumulators``: the
     vector registers the tile accumulates in (:func:`hanasc.targets.x86_int8.accumulators`)."""
-    conv = blocks[conv_index]
-    producers = blocks[:conv_index]
-    writeback, epilogue = _writeback(sch, conv, blocks[conv_index + 1 :])
+    sch, conv = kernel.sch, kernel.conv
+    writeback, epilogue = kernel.writeback()
     n, oc, y, x, ob, rco, ry, rx, rci, k = sch.get_loops(conv)
     width = int(sch.get(x).extent)
     limit = max(1, accumulators * lanes // int(sch.get(ob).extent))  # pixels a register tile holds
@@ -193,9 +206,11 @@ def _schedule_pairs(
     else:
         sch.reorder(n, first, second, xo, rco, ry, rx, rci, oo, xi, oi, k)
     outer = sch.fuse(n, first, second)
-    if parallel:
+    if kernel.parallel:
         sch.parallel(outer)
-    for block in producers:  # padding (KxK convs only), 4/2-bit weights unpacked (conv_compute.unpack_tiles)
+    for (
+        block
+    ) in kernel.producers:  # padding (KxK convs only), 4/2-bit weights unpacked (conv_compute.unpack_tiles)
         if sch.get(block).name_hint.startswith(WEIGHT_UNPACK):
             _unpack_at(sch, block, conv, rci)
         else:
@@ -210,29 +225,21 @@ def _schedule_pairs(
     sch.vectorize(sch.get_loops(writeback)[-1])
 
 
-def _schedule_quad_depthwise(
-    sch: s_tir.Schedule,
-    blocks: list,
-    conv_index: int,
-    x_tile_limit: int,
-    parallel: bool,
-    intrinsic: str,
-) -> None:
+def _schedule_quad_depthwise(kernel: _ConvKernel, intrinsic: str) -> None:
     """A :func:`hanasc.targets.lowering.quad_depthwise.quad_depthwise_conv2d` kernel: a register tile of up to
     ``x_tile_limit`` output pixels of one 16-channel block (one 512-bit accumulator each), the kernel rows
     and tap groups outside it, each pixel's four taps one ``intrinsic`` call (a transpose + ``vpdpbusd``),
     the padding (and shift) a vectorized pass of its own, the offset and the fused requantization applied
     as the tile is written back."""
-    conv = blocks[conv_index]
-    producers = blocks[:conv_index]
-    writeback, epilogue = _writeback(sch, conv, blocks[conv_index + 1 :])
+    sch, conv = kernel.sch, kernel.conv
+    writeback, epilogue = kernel.writeback()
     n, oc, y, x, ob, ry, rxo, rxi = sch.get_loops(conv)
-    xo, xi = sch.split(x, [None, x_tile(int(sch.get(x).extent), x_tile_limit)])
+    xo, xi = sch.split(x, [None, x_tile(int(sch.get(x).extent), kernel.x_tile_limit)])
     sch.reorder(n, oc, y, xo, ry, rxo, xi, ob, rxi)
     outer = sch.fuse(n, oc, y)
-    if parallel:
+    if kernel.parallel:
         sch.parallel(outer)
-    for block in producers:
+    for block in kernel.producers:
         sch.vectorize(sch.get_loops(block)[-1])
     _write_back_at(sch, writeback, epilogue, xo)
     init = sch.decompose_reduction(conv, ry)
@@ -320,35 +327,27 @@ def _loads_of(sch: s_tir.Schedule, block, buffer) -> int:
     return len(re.findall(rf"\b{re.escape(buffer.name)}\[", sch.get(block).body.script()))
 
 
-def _schedule_out_blocked(
-    sch: s_tir.Schedule,
-    blocks: list,
-    conv_index: int,
-    x_tile_limit: int,
-    parallel: bool,
-    registers: tuple[int, int] = (8, 16),
-) -> None:
+def _schedule_out_blocked(kernel: _ConvKernel, registers: tuple[int, int] = (8, 16)) -> None:
     """An NCHW convolution lowered as ``weight_pack`` -> ``conv2d_nchw_oblocked`` -> ``conv2d_nchw_unblock``
     (:func:`hanasc.targets.lowering.conv_compute.out_blocked_conv2d`): the blocked schedule on a local tile,
     the
     copy back to NCHW (with the fused epilogue) vectorized along the tile's pixels. The tile's
     accumulators fill half the register file (``registers``: vector lanes, registers): AVX2 4 pixels of a
     16-channel block, AVX-512 8 (Zen 4, the 3 -> 32 3x3/2 RGB stem at 224: 278 -> 265 us)."""
-    conv = blocks[conv_index]
-    producers, consumers = blocks[:conv_index], blocks[conv_index + 1 :]
-    *middle, last = consumers
+    sch, conv = kernel.sch, kernel.conv
+    *middle, last = kernel.consumers
     for block in middle:  # the unblocking copy, bias, clip, ...: folded into the last element-wise op
         sch.compute_inline(block)
     n, oc, y, x, ob, *reduce = sch.get_loops(conv)
     lanes, count = registers
     pixels = max(1, lanes * count // 2 // int(sch.get(ob).extent))
-    tile = x_tile(int(sch.get(x).extent), min(x_tile_limit, pixels))
+    tile = x_tile(int(sch.get(x).extent), min(kernel.x_tile_limit, pixels))
     xo, xi = sch.split(x, [None, tile])
     sch.reorder(n, oc, y, xo, *reduce, xi, ob)
     outer = sch.fuse(n, oc, y)
-    if parallel:
+    if kernel.parallel:
         sch.parallel(outer)
-    for block in producers:  # padding and the weight repacking: separate passes over small buffers
+    for block in kernel.producers:  # padding and the weight repacking: separate passes over small buffers
         if sch.get(block).name_hint == DATA_CONVERT:  # int8 codes made float as they are padded
             sch.compute_inline(block)
         else:
