@@ -279,14 +279,11 @@ def random_inputs(mod, device=None) -> list:
 
 
 def measure_model(
-    mod,
-    target_name: str = "host",
-    session: Session | None = None,
-    repeat: int = 7,
-    min_repeat_ms: float = 0.0,
+    mod, target_name: str = "host", session: Session | None = None, repeat: int = 7
 ) -> ModelTiming:
-    """Median end-to-end time of ``main`` (weights bound) on the session's device, inputs random."""
-    return time_executable(build_for(mod, target_name), mod, target_name, session, repeat, min_repeat_ms)
+    """Median end-to-end time of ``main`` (weights bound) on the session's device, inputs random: the model
+    built for ``target_name``, timed by :func:`time_executable` (which also takes ``min_repeat_ms``)."""
+    return time_executable(build_for(mod, target_name), mod, target_name, session, repeat)
 
 
 def time_executable(
