@@ -2,7 +2,8 @@
 
 The zoo also holds the model corpus (:data:`CORPUS`, ``scripts/fetch_corpus.py``, ``bench/bench_corpus.py``,
 docs/corpus.md): models chosen for variety of operators and shapes, with packaged weights where a package
-ships them and random weights (said so in ``weights``) where only the architecture is written in code.
+ships them and random weights (said so in ``weights``) where only the architecture is written in code. The
+corpus table is data, ``corpus.json`` beside this module (one row a model: :func:`_corpus_model`).
 """
 
 from __future__ import annotations
@@ -186,103 +187,29 @@ _IMAGENET = {
 _PPOCR = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "layout": "NCHW", "channel_order": "BGR"}
 
 
-def _corpus_entry(name: str, description: str, shape: tuple[int, ...], export, **fields) -> ZooModel:
-    return ZooModel(
-        name=name,
-        description=description,
-        packages=fields.pop("packages", ("torch",)),
-        input_shape=shape,
-        preprocess=fields.pop("preprocess", {"size": shape[-1], **_IMAGENET}),
-        export=export,
-        **fields,
-    )
+_NORMALIZATION = {"imagenet": _IMAGENET, "ppocr": _PPOCR}
 
 
-_OCR = (RAPIDOCR.split("==")[0],)
+def _corpus_model(entry: dict) -> ZooModel:
+    """A :data:`CORPUS` model from its row of ``corpus.json``: ``source`` says where it comes from (a file
+    packaged in :data:`RAPIDOCR`, or a ``corpus_nets`` architecture with random weights), ``normalization``
+    the image statistics (ImageNet unless said), the size follows the input shape."""
+    entry = dict(entry)
+    source = entry.pop("source")
+    shape = tuple(entry.pop("input_shape"))
+    height, width = shape[-2:]
+    size = width if height == width else [height, width]
+    preprocess = {"size": size, **_NORMALIZATION[entry.pop("normalization", "imagenet")]}
+    if "rapidocr" in source:
+        export, packages = _copy_rapidocr(source["rapidocr"]), (RAPIDOCR.split("==")[0],)
+    else:
+        export, packages = _export_random_init(source["net"], source.get("dynamic_batch", False)), ("torch",)
+        entry["weights"] = "random init"
+    return ZooModel(input_shape=shape, preprocess=preprocess, export=export, packages=packages, **entry)
+
+
 _CORPUS_MODELS = [
-    _corpus_entry(
-        "ppocr-cls",
-        "PP-OCR mobile v2.0 text-angle classifier (MobileNetV3-style, SE, hard-sigmoid, MaxPool), 48x192",
-        (1, 3, 48, 192),
-        _copy_rapidocr("ch_ppocr_mobile_v2.0_cls_infer.onnx"),
-        packages=_OCR,
-        preprocess={"size": [48, 192], **_PPOCR},
-        opset=11,
-        input_name="x",
-        dynamic=True,
-    ),
-    _corpus_entry(
-        "ppocr-det",
-        "PP-OCRv4 text detector (DB head: ConvTranspose, Resize, Concat), 1x3x160x256",
-        (1, 3, 160, 256),
-        _copy_rapidocr("ch_PP-OCRv4_det_infer.onnx"),
-        packages=_OCR,
-        preprocess={"size": [160, 256], **_PPOCR},
-        opset=12,
-        input_name="x",
-        dynamic=True,
-    ),
-    _corpus_entry(
-        "ppocr-rec",
-        "PP-OCRv4 text recognizer (conv backbone + SVTR attention neck, CTC head), 1x3x48x320",
-        (1, 3, 48, 320),
-        _copy_rapidocr("ch_PP-OCRv4_rec_infer.onnx"),
-        packages=_OCR,
-        preprocess={"size": [48, 320], **_PPOCR},
-        opset=12,
-        input_name="x",
-        dynamic=True,
-    ),
-    _corpus_entry(
-        "mobilenetv3-small",
-        "MobileNetV3-Small (hard-swish, squeeze-excite), 224x224",
-        (1, 3, 224, 224),
-        _export_random_init("MobileNetV3Small"),
-        weights="random init",
-        opset=13,
-    ),
-    _corpus_entry(
-        "shufflenetv2",
-        "ShuffleNetV2 0.5x (Split, Concat, channel shuffle, MaxPool after the stem), 224x224",
-        (1, 3, 224, 224),
-        _export_random_init("ShuffleNetV2"),
-        weights="random init",
-        opset=12,
-    ),
-    _corpus_entry(
-        "resnet18",
-        "ResNet-18 (7x7 stem, MaxPool), 160x160",
-        (1, 3, 160, 160),
-        _export_random_init("ResNet18"),
-        weights="random init",
-        opset=11,
-    ),
-    _corpus_entry(
-        "squeezenet1.1",
-        "SqueezeNet 1.1 (Fire modules: Concat; ceil-mode MaxPool), 224x224",
-        (1, 3, 224, 224),
-        _export_random_init("SqueezeNet11"),
-        weights="random init",
-        opset=14,
-    ),
-    _corpus_entry(
-        "mobilenetv2-dynbatch",
-        "MobileNetV2 1.0 exported with a dynamic batch dimension, 224x224",
-        (1, 3, 224, 224),
-        _export_random_init("MobileNetV2", dynamic_batch=True),
-        weights="random init",
-        opset=15,
-        dynamic=True,
-    ),
-    _corpus_entry(
-        "unet-tiny",
-        "small U-Net segmenter (ConvTranspose, nearest Resize, Concat skips), non-square 96x160",
-        (1, 3, 96, 160),
-        _export_random_init("TinyUNet"),
-        weights="random init",
-        opset=16,
-        preprocess={"size": [96, 160], **_IMAGENET},
-    ),
+    _corpus_model(entry) for entry in json.loads(Path(__file__).with_name("corpus.json").read_text())
 ]
 ZOO.update({spec.name: spec for spec in _CORPUS_MODELS})
 CORPUS: tuple[str, ...] = ("efficientnet-lite0", *(spec.name for spec in _CORPUS_MODELS))
