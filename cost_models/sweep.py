@@ -11,23 +11,17 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from hanasc.core.kernel_shape import KernelShape
+
 DTYPES = ("float32", "int8", "float16")
 WIDTHS = (1.0, 0.75, 0.5, 0.25)
 
 
-@dataclass(frozen=True)
-class LayerShape:
-    """One conv or dense layer: NCHW input, output channels, kernel, stride, groups."""
-
-    cin: int
-    cout: int
-    h: int
-    w: int
-    kernel: int = 1
-    stride: int = 1
-    groups: int = 1
-    dense: bool = False
-    dtype: str = "float32"
+@dataclass(unsafe_hash=True)
+class LayerShape(KernelShape):
+    """One conv or dense layer to profile (the fields of :class:`KernelShape`). Hashable, and treated as a
+    value: it keys the sweep's tables, so it is never changed in place (``dataclasses.replace`` makes
+    another); a dataclass cannot be frozen over the kinds' mutable :class:`KernelShape`."""
 
     def label(self) -> str:
         if self.dense:

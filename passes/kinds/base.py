@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from hanasc.core.errors import HanascError
+from hanasc.core.kernel_shape import KernelShape
 from hanasc.passes.config import Config, ExtraField, LayerChoice
 
 
@@ -46,19 +47,11 @@ class OnnxEdit:
 
 
 @dataclass
-class KernelSpec:
-    """One kernel a layer runs as, for the cost model (``cost_models.sweep.LayerShape`` plus what the kinds
-    pass each other: the channel ratios a width sets, weight bits, float activations of a pointwise half)."""
+class KernelSpec(KernelShape):
+    """One kernel a layer runs as, for the cost model: its shape plus what the kinds pass each other (the
+    channel ratios a width sets, weight bits, float activations of a pointwise half); the kinds' cost hooks
+    edit it in place."""
 
-    cin: int
-    cout: int
-    h: int
-    w: int
-    kernel: int = 1
-    stride: int = 1
-    groups: int = 1
-    dense: bool = False
-    dtype: str = "float32"
     depthwise: bool = False
     in_ratio: float = 1.0  # width of the group the layer reads
     out_ratio: float = 1.0  # width of the group the layer writes
