@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 extras="torch"
 [[ "${1:-}" == "--dev" ]] && extras="torch,dev"
 
-# Debian packages: aarch64 cross-compiler and qemu-user (cortex-a78 bundle), Fashion-MNIST (bench data).
-apt_packages=(g++-aarch64-linux-gnu qemu-user dataset-fashion-mnist)
+# Debian packages: g++, cmake, pkg-config (C API of bundles), aarch64 cross-compiler and qemu-user
+# (cortex-a78 bundle), Fashion-MNIST (bench data).
+apt_packages=(g++ cmake pkg-config g++-aarch64-linux-gnu qemu-user dataset-fashion-mnist)
+apt_packages+=(llvm-19)  # llvm-mc / llvm-mca 19 (Neoverse N1 model): hanasc simulate
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

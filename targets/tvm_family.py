@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hanasc.core.errors import HanascError
+from hanasc.targets import c_package
 from hanasc.targets.base import BundleInputs, CostFacts, Measurer, Target, resolve
 
 LLVM_CPU_COST = CostFacts("tvm-llvm", "cpu", prior_lowering="shipped")
@@ -60,7 +61,14 @@ class TvmTarget(Target):
         return Measurer(self.name, session, host_library=self.caps.runs_here)
 
     def bundle(self, inputs: BundleInputs):
-        return resolve(self.builder)(inputs.relax_mod, inputs.out_dir, inputs.probe_inputs)
+        build = resolve(self.builder)
+        if self.cost.device_type != "cpu":  # the C API runs CPU models (docs/deploy-c.md)
+            return build(inputs.relax_mod, inputs.out_dir, inputs.probe_inputs)
+        names = c_package.input_names(inputs.relax_mod)
+        return c_package.with_c_api(build, inputs, self.name, self.cost.cross_cc, names)
+
+    def device_bundle(self, inputs: BundleInputs):
+        return self.bundle(inputs)  # the host's too: every CPU artifact ships its C package
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,12 @@
 #include <string>
 #include <vector>
 
+#include "ffi_util.h"
+
 namespace ffi = tvm::ffi;
+using hanasc::Fail;
+using hanasc::Flatten;
+using hanasc::ReadFile;
 
 namespace {
 
@@ -49,16 +54,6 @@ struct Options {
   std::string kernels;
   std::string kernel_source;
 };
-
-[[noreturn]] void Fail(const std::string& msg) { throw std::runtime_error(msg); }
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) Fail("cannot read " + path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::vector<int64_t> ParseShape(const std::string& text) {
   std::vector<int64_t> shape;
@@ -154,16 +149,6 @@ ffi::Tensor ToDevice(const InputSpec& spec, DLDevice dev) {
   return t;
 }
 
-void Flatten(const ffi::Any& value, std::vector<ffi::Tensor>* out) {
-  if (auto t = value.try_cast<ffi::Tensor>()) {
-    out->push_back(*t);
-  } else if (auto arr = value.try_cast<ffi::Array<ffi::Any>>()) {
-    for (const ffi::Any& item : *arr) Flatten(item, out);
-  } else {
-    Fail("main returned something that is not a tensor or a tuple of tensors");
-  }
-}
-
 std::string DTypeName(DLDataType t) {
   const char* code = t.code == kDLFloat ? "float" : t.code == kDLInt ? "int" : t.code == kDLUInt ? "uint" : "other";
   return std::string(code) + std::to_string(t.bits);
@@ -171,9 +156,7 @@ std::string DTypeName(DLDataType t) {
 
 std::string HostBytes(const ffi::Tensor& t, int64_t* nbytes) {
   static ffi::Function copy_to = ffi::Function::GetGlobalRequired("runtime.TVMTensorCopyToBytes");
-  int64_t count = 1;
-  for (int64_t d : t.shape()) count *= d;
-  *nbytes = count * ((t.dtype().bits * t.dtype().lanes + 7) / 8);
+  *nbytes = hanasc::TensorBytes(t);
   std::string buf(*nbytes, '\0');
   copy_to(t, static_cast<void*>(buf.data()), *nbytes);
   return buf;
