@@ -189,6 +189,19 @@ def test_wrong_buffer_size_returns_an_error_code_and_a_message(host_bundle, tmp_
     assert done.stdout.strip().endswith("ok 2 input float32")
 
 
+def test_the_archive_unpacked_elsewhere_builds_and_runs(host_bundle, tmp_path):
+    with tarfile.open(c_package.archive_path(host_bundle)) as tar:
+        tar.extractall(tmp_path / "moved", filter="data")
+    moved = tmp_path / "moved" / "host"
+    assert c_package.verify_checksums(moved) == []
+    (tmp_path / "checks.c").write_text(CHECKS)
+    pc = {"PKG_CONFIG_PATH": str(moved / "lib" / "pkgconfig")}
+    flags = run(["pkg-config", "--cflags", "--libs", "hanasc_model"], env=pc).stdout.split()
+    assert str(host_bundle) not in " ".join(flags)  # the package names no path of where it was built
+    run(["cc", str(tmp_path / "checks.c"), "-o", str(tmp_path / "checks"), *flags])
+    assert run([str(tmp_path / "checks"), str(moved)]).stdout.strip().endswith("ok 2 input float32")
+
+
 def test_the_static_pkg_config_links_a_c_program(host_bundle, tmp_path):
     source = tmp_path / "embedded.c"
     source.write_text(CHECKS.replace("hanasc_model_create(argv[1], &m)", "hanasc_model_create_embedded(&m)"))

@@ -78,3 +78,47 @@ def test_cmake_dir_holds_the_module_and_the_toolchain_file():
     printed = run(["python3", "-m", "hanasc.cmake"]).stdout.strip()
     assert Path(printed) == c_package.cmake_dir()
     assert {"HanascModel.cmake", "aarch64-linux-gnu.cmake"} <= {p.name for p in Path(printed).iterdir()}
+
+
+SEARCH_PROJECT = """\
+cmake_minimum_required(VERSION 3.16)
+project(app C)
+execute_process(COMMAND python3 -m hanasc.cmake OUTPUT_VARIABLE HANASC_CMAKE_DIR
+                OUTPUT_STRIP_TRAILING_WHITESPACE)
+list(APPEND CMAKE_MODULE_PATH "${HANASC_CMAKE_DIR}")
+include(HanascModel)
+hanasc_add_model(classifier MODEL model.onnx TARGET a78 BUDGET 1.5x DATA calib.npz STATIC
+                 ARGS --generations 2 --population 8)
+add_executable(app main.c)
+target_link_libraries(app PRIVATE classifier)
+"""
+
+
+@pytest.mark.slow  # a search (hanasc compile), its Config applied, a cross build: ~3 min on 2 loaded cores
+def test_add_model_searches_then_links_statically_for_a78(test_models, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copyfile(test_models["dense_head"], project / "model.onnx")
+    shutil.copy2(EXAMPLE / "main.c", project / "main.c")
+    calib = np.random.default_rng(0).standard_normal((32, 1, 28, 28)).astype(np.float32)
+    np.savez(project / "calib.npz", x=calib)
+    (project / "CMakeLists.txt").write_text(SEARCH_PROJECT)
+    build = tmp_path / "build"
+    toolchain = c_package.cmake_dir() / "aarch64-linux-gnu.cmake"
+    run(["cmake", "-S", str(project), "-B", str(build), f"-DCMAKE_TOOLCHAIN_FILE={toolchain}"])
+    run(["cmake", "--build", str(build)])
+    out = build / "classifier"
+    assert (out / "compile" / "report.json").is_file()  # the search ran, then its Config was applied
+    bundle = out / "apply" / "cortex-a78"
+    needed = run(["readelf", "-d", str(build / "app")]).stdout
+    assert "libhanasc_model" not in needed and "libtvm_runtime.so" in needed
+    qemu = ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"]
+    done = run(
+        [*qemu, str(build / "app"), str(bundle / "probe_input.bin"), "--dump", str(tmp_path / "o.bin")]
+    )
+    assert len(top5_lines(done.stdout)) == 5
+    reference = np.fromfile(bundle / "probe_output.bin", np.float32)  # the host build of the same Config
+    assert np.max(np.abs(np.fromfile(tmp_path / "o.bin", np.float32) - reference)) <= 1e-4 * max(
+        1.0, float(np.max(np.abs(reference)))
+    )
+    assert "hanasc: classifier" not in run(["cmake", "--build", str(build)]).stdout
