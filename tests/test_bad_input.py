@@ -334,7 +334,7 @@ def test_unexpected_error_is_one_line_exit_1(monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr("hanasc.cli.common.load_model", broken)
+    monkeypatch.setattr("hanasc.api.options.load_model", broken)
     monkeypatch.setattr(sys, "argv", ["hanasc", "inspect", "model.onnx"])
     monkeypatch.delenv("HANASC_DEBUG", raising=False)
     with pytest.raises(SystemExit) as info:

@@ -1,4 +1,4 @@
-"""What the ``hanasc`` commands share: the ``--input-shape`` option, a console, loading a model argument."""
+"""What the ``hanasc`` commands share: the ``--input-shape`` option, a console, Ctrl-C handling."""
 
 from __future__ import annotations
 
@@ -7,10 +7,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-
-from hanasc.frontend.loading import load_model
-from hanasc.frontend.model_zoo import resolve_model_arg
-from hanasc.frontend.onnx_loader import parse_input_shape
 
 InputShapeOpt = Annotated[
     list[str] | None,
@@ -22,11 +18,6 @@ def console(stderr: bool = False) -> Console:
     """A console that does not squeeze tables when the output is piped."""
     stream = sys.stderr if stderr else sys.stdout
     return Console(stderr=stderr) if stream.isatty() else Console(stderr=stderr, width=200)
-
-
-def load_cli_model(model: str, input_shape: list[str] | None):
-    shapes = dict(parse_input_shape(s) for s in input_shape or [])
-    return load_model(resolve_model_arg(model), shapes)
 
 
 class Interrupted(BaseException):

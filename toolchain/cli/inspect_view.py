@@ -1,13 +1,12 @@
-"""Render the layer table of a loaded model for people (rich table) and machines (JSON)."""
+"""Render the layer table of a model (:func:`hanasc.api.inspect`) for people (a rich table); machines get
+:meth:`~hanasc.api.results.InspectResult.to_json`."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
 
-from hanasc.frontend.loading import LoadedModel
-
-SOURCE = "static count from the cleaned graph (not measured)"
+from hanasc.api.results import InspectResult
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -18,39 +17,7 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.2f} MiB"
 
 
-def inspect_json(model: LoadedModel) -> dict:
-    """The layer table as a JSON-ready dict (``layers`` list + ``totals`` object)."""
-    return {
-        "model": str(model.path),
-        "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in model.inputs],
-        "outputs": model.output_names,
-        "layers": [
-            {
-                "name": layer.name,
-                "op": layer.op,
-                "in_shape": list(layer.in_shape),
-                "out_shape": list(layer.out_shape),
-                "kernel": list(layer.kernel),
-                "stride": list(layer.stride),
-                "groups": layer.groups,
-                "params": layer.params,
-                "macs": layer.macs,
-                "weight_bytes": layer.weight_bytes,
-            }
-            for layer in model.layers
-        ],
-        "totals": {
-            "layers": len(model.layers),
-            "macs": model.totals.macs,
-            "params": model.totals.params,
-            "weight_bytes": model.totals.weight_bytes,
-            "peak_activation_bytes": model.totals.peak_activation_bytes,
-            "source": SOURCE,
-        },
-    }
-
-
-def print_inspect(model: LoadedModel, console: Console) -> None:
+def print_inspect(model: InspectResult, console: Console) -> None:
     """Print one row per searchable layer, then totals and peak activation memory."""
     inputs = ", ".join(f"{s.name} {_shape(s.shape)} {s.dtype}" for s in model.inputs)
     table = Table(title=f"{model.path.name}: searchable layers (inputs: {inputs})", title_justify="left")
@@ -84,4 +51,4 @@ def print_inspect(model: LoadedModel, console: Console) -> None:
         f"weights at fp32: {_mib(t.weight_bytes)}   peak activation memory: "
         f"{_mib(t.peak_activation_bytes)} (liveness walk over the dataflow)"
     )
-    console.print(f"[dim]source: {SOURCE}[/dim]")
+    console.print(f"[dim]source: {model.source}[/dim]")

@@ -85,7 +85,7 @@ def needs_calibration(config: Config) -> bool:
 def calibrate_for(
     model: LoadedModel,
     config: Config,
-    data: np.ndarray | None,
+    data: np.ndarray | dict[str, np.ndarray] | None,
     method: str = "minmax",
     ranges_file: Path | None = None,
 ):
@@ -100,7 +100,14 @@ def calibrate_for(
         layer = next(name for name, c in config.layers.items() if c.a_bits == 8)
         raise ConfigError(f"layer '{layer}' asks for a_bits=8: give --data to calibrate activation ranges")
 
-    return calibrate(model, data[:CALIBRATION_SAMPLES], method=method)
+    return calibrate(model, [first_samples(data)], method=method)
+
+
+def first_samples(data, n: int = CALIBRATION_SAMPLES):
+    """The first ``n`` samples of one input's array, or of every input's (input name -> array)."""
+    if isinstance(data, dict):
+        return {name: x[:n] for name, x in data.items()}
+    return data[:n]
 
 
 def _bytes_by_layer(weights: dict[str, np.ndarray], layer: str) -> int:
@@ -129,7 +136,7 @@ def bundle_inputs(model: LoadedModel, config: Config, mod, out: Path, data) -> B
         relax_mod=mod,  # weights as parameters: integer weights stay packed in the library
         probe_inputs=[model.example_inputs(seed=7)[spec.name] for spec in model.inputs],
         onnx=lambda: export_architecture(model, config),
-        calibration=data[:CALIBRATION_SAMPLES] if data is not None else None,
+        calibration=first_samples(data) if data is not None else None,
     )
 
 
@@ -159,7 +166,7 @@ def apply_config(
     model: LoadedModel,
     config: Config,
     out: Path,
-    data: np.ndarray | None = None,
+    data: np.ndarray | dict[str, np.ndarray] | None = None,
     target: str = "host",
     ranges_file: Path | None = None,
     tuned_file: Path | None = None,

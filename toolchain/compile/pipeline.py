@@ -31,6 +31,12 @@ from hanasc.compile.rounds import (
     search_rounds,
     shortlist,
 )
+from hanasc.compile.unmet import (
+    InfeasibleBudgetError,
+    NoModelMeetsBudgets,
+    Reachable,
+    select_or_raise,
+)
 from hanasc.compile.verify import (
     _check_tuning,
     _materialize_original,
@@ -39,7 +45,6 @@ from hanasc.compile.verify import (
 )
 from hanasc.core.atomic import atomic_dir
 from hanasc.core.cache_safety import file_lock
-from hanasc.core.errors import HanascError
 from hanasc.core.metrics import Metric
 from hanasc.core.paths import cache_dir
 from hanasc.cost_models.profiler import Session
@@ -52,24 +57,22 @@ from hanasc.search import sensitivity
 from hanasc.search.costs import SearchCosts
 from hanasc.search.nsga2 import Candidate
 from hanasc.search.seeds import predictor_image_count
-from hanasc.search.selection import AccuracyFloor, select
+from hanasc.search.selection import AccuracyFloor
 from hanasc.search.simulator import Simulator
 from hanasc.search.space import SearchSpace, SpaceOptions, build_space
 from hanasc.targets.registry import get_target
 
 __all__ = [
     "CompileOptions",
-    "CompileResult",
+    "CompileOutput",
     "InfeasibleBudgetError",
+    "NoModelMeetsBudgets",
+    "Reachable",
     "Split",
     "Stage",
     "compile_model",
     "split_data",
 ]
-
-
-class InfeasibleBudgetError(HanascError):
-    """Even the fastest configuration misses the budget."""
 
 
 def _space_options(info, mode: str) -> SpaceOptions:
@@ -105,9 +108,23 @@ def run_key(model: LoadedModel, options: CompileOptions, data_source: str) -> st
 
 
 @dataclass
-class CompileResult:
+class CompileOutput:
+    """The report (report.json's content) and the folder the job wrote."""
+
     report: dict
     out: Path
+
+
+@dataclass
+class _Job:
+    """One compile's inputs, as :func:`compile_model` got them."""
+
+    model: LoadedModel
+    split: Split
+    options: CompileOptions
+    out: Path
+    metric: Metric
+    stage: Stage
 
 
 def compile_model(
@@ -117,31 +134,26 @@ def compile_model(
     out: Path,
     metric: Metric,
     stage: Stage | None = None,
-) -> CompileResult:
-    """The main job; raises InfeasibleBudgetError (exit 2) when no configuration can meet the budgets.
+) -> CompileOutput:
+    """The main job; raises :class:`NoModelMeetsBudgets` (exit 2, nothing written) when no model meets the
+    budgets and the accuracy floor (:class:`InfeasibleBudgetError` when no configuration can).
 
     The run's work folder (predictor samples, search checkpoints: what ``--resume`` reads) is locked for
     the run, so two identical compiles at once take turns instead of overwriting each other's state.
     """
+    job = _Job(model, split, options, Path(out), metric, stage or Stage())
     work = cache_dir() / "runs" / run_key(model, options, split.description["source"])
     with file_lock(work / ".lock", "this run's work folder (the same model, data and options)"):
-        return _compile_in(work, model, split, options, out, metric, stage)
+        return _compile_in(work, job)
 
 
-def _compile_in(
-    work: Path,
-    model: LoadedModel,
-    split: Split,
-    options: CompileOptions,
-    out: Path,
-    metric: Metric,
-    stage: Stage | None = None,
-) -> CompileResult:
+def _compile_in(work: Path, job: _Job) -> CompileOutput:
     """The stages in order: references, budgets, predictor, search rounds, held-out shortlist, verification
     and selection, report and outputs."""
+    options, out, metric = job.options, job.out, job.metric
     started = time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
-    run, samples = _prepare(work, model, split, options, metric, stage or Stage())
+    run, samples = _prepare(work, job)
     original_measure = measure_references(run)
     fastest_ms = _resolve_budgets(run, original_measure)
 
@@ -152,7 +164,11 @@ def _compile_in(
     budgets = options.budgets
     feasible = sorted((c for c in result.evaluated if c.feasible(budgets)), key=lambda c: -c.accuracy)
     if not feasible:
-        raise InfeasibleBudgetError(_nothing_found(run, result.evaluated, fastest_ms))
+        best_ms = min(c.latency_ms for c in result.evaluated)
+        raise InfeasibleBudgetError(
+            _nothing_found(run, result.evaluated, fastest_ms),
+            Reachable(min(best_ms, fastest_ms), run.costs.source()["source"], what="estimated by the search"),
+        )
     unique = shortlist(run, feasible, samples, ladder)
     held_out = held_out_scores(run, unique)
 
@@ -166,7 +182,7 @@ def _compile_in(
     attempts, verified_list = _verify_ranked(
         run, run.space, ranked, held_out, floor, original_verified.summary
     )
-    selection = select(original_verified.summary, [v.summary for v in verified_list], budgets, floor)
+    selection = select_or_raise(original_verified.summary, [v.summary for v in verified_list], budgets, floor)
     chosen = next(v for v in [original_verified, *verified_list] if v.summary.label == selection.chosen.label)
     if chosen is original_verified:
         run.stage.log(f"returning the original model: {selection.reason}")
@@ -201,16 +217,15 @@ def _compile_in(
             f"({floor.describe()}); a looser budget or a larger --max-loss allows changes"
         )
 
-    with atomic_dir(Path(out)) as tmp:
+    with atomic_dir(out) as tmp:
         _write_outputs(tmp, run, outcome, report)
-    return CompileResult(report, Path(out))
+    return CompileOutput(report, out)
 
 
-def _prepare(
-    work: Path, model: LoadedModel, split: Split, options: CompileOptions, metric: Metric, stage: Stage
-) -> tuple[RunContext, PredictorSamples]:
+def _prepare(work: Path, job: _Job) -> tuple[RunContext, PredictorSamples]:
     """Activation ranges, simulator, references, search space, cost model and RPC session: the run
     context, and the predictor's samples on a subset of the calibration split."""
+    model, split, options, metric, stage = job.model, job.split, job.options, job.metric, job.stage
     info = get_target(options.target)
     _check_tuning(info, options)
     check_finetune(info, model, options.finetune_minutes)
@@ -316,7 +331,8 @@ def _resolve_budgets(run: RunContext, original_measure: dict | None) -> float:
     if not budgets.within("latency_ms", fastest_ms):
         raise InfeasibleBudgetError(
             f"--budget {budgets.latency_ms:g}ms is infeasible on {run.info.name}: the fastest configuration "
-            f"reachable is estimated at {fastest_ms:.2f} ms ({costs.source()['source']})"
+            f"reachable is estimated at {fastest_ms:.2f} ms ({costs.source()['source']})",
+            Reachable(fastest_ms, costs.source()["source"], what="the search space's fastest corner"),
         )
     return fastest_ms
 

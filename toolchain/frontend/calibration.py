@@ -26,6 +26,7 @@ import onnx
 
 from hanasc.core.atomic import atomic_file
 from hanasc.core.errors import CalibrationError
+from hanasc.frontend.datasets import load_npz
 from hanasc.frontend.layer_statistics import (
     PatchStatistics,
     load_covariances,
@@ -253,18 +254,6 @@ def calibrate(
 
 
 def load_calibration_data(path: Path, loaded) -> list[dict[str, np.ndarray]]:
-    """Calibration batches from an ``.npz``: arrays named after the model inputs (or one array, one input)."""
-    path = Path(path)
-    try:
-        archive = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise CalibrationError(f"{path}: cannot read calibration data ({exc})") from None
-    with archive:
-        arrays = {name: archive[name] for name in archive.files}
-    inputs = [s.name for s in loaded.inputs]
-    if len(arrays) == 1 and len(inputs) == 1:
-        return [{inputs[0]: next(iter(arrays.values()))}]
-    missing = [name for name in inputs if name not in arrays]
-    if missing:
-        raise CalibrationError(f"{path}: no array named '{missing[0]}' (the model's input)")
-    return [{name: arrays[name] for name in inputs}]
+    """Calibration batches from an ``.npz``, read by the one rule of :func:`hanasc.frontend.datasets.npz_keys`
+    (arrays named after the model inputs, or for a one-input model ``x`` or its one array)."""
+    return [load_npz(path, loaded.inputs).feeds(loaded.inputs)]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-import hanasc
 from hanasc.frontend.calibration import calibrate
+from hanasc.frontend.loading import load_model
 from hanasc.passes.materialize import materialize
 from hanasc.search.space import build_space
 
@@ -32,7 +32,7 @@ def sample_architectures(
 ) -> Iterator[SampledArchitecture]:
     """``n`` architectures of ``model_path``'s search space (the original's input shape, batch 1); the
     first ``skip`` are drawn but not materialized (a resumed run gets the same sequence)."""
-    model = hanasc.load_model(model_path)
+    model = load_model(model_path)
     space = build_space(model)
     data = np.random.default_rng(seed + 1)
     samples = [
