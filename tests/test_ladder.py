@@ -110,7 +110,7 @@ def _verify_context(measured: dict[tuple, tuple[float, float]], limit: int = 6):
 def _fake_verify(measured: dict[tuple, tuple[float, float]], budget_ms: float | None):
     """A stand-in for building and measuring: each genome's (latency, score) from ``measured``."""
 
-    def fake_verify(ctx, config, candidate, estimate_ms):
+    def fake_verify(ctx, config, candidate, estimate_ms, builds):
         ms, score = measured[tuple(candidate.genome)]
         return {
             "latency": {"value": ms, "source": "measured"},

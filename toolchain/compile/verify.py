@@ -11,10 +11,10 @@ import numpy as np
 
 from hanasc.compile.finetune_stage import held_out_with
 from hanasc.compile.report import SCORE_UNIT
+from hanasc.compile.verify_builds import WalkBuilds
 from hanasc.core.relax_params import bind_weights
 from hanasc.cost_models.provenance import figure
 from hanasc.cost_models.timing import measure_host, time_executable
-from hanasc.recovery.bias_correction import materialize_recovered
 from hanasc.search.nsga2 import Candidate
 from hanasc.search.selection import AccuracyFloor, Verified, dominated_by
 from hanasc.search.space import SearchSpace
@@ -79,17 +79,50 @@ def _verify_ranked(
         for c in ranked
         if c not in above
     ]
+    walk = above or ranked[:1]
+    builds = WalkBuilds(
+        ctx,
+        walk,
+        within_budget=lambda c: budgets.within("latency_ms", _estimate(ctx, c)),
+        tune=lambda mod: _tune(mod, "host", ctx.options, ctx.stage),
+    )
+    try:
+        verified = _walk(ctx, space, walk, builds, floor, original, attempts)
+    finally:
+        builds.close()
+    if builds.summary():
+        ctx.stage.log(builds.summary())
+    return attempts, verified
+
+
+def _estimate(ctx: RunContext, candidate: Candidate) -> float:
+    """The cost model's latency for ``candidate`` with everything learned so far."""
+    return float(ctx.costs(np.array(candidate.genome)[None])[0][0])
+
+
+def _walk(
+    ctx: RunContext,
+    space: SearchSpace,
+    walk: list[Candidate],
+    builds: WalkBuilds,
+    floor: AccuracyFloor,
+    original: Verified | None,
+    attempts: list[dict],
+) -> list[VerifiedModel]:
+    """The walk of :func:`_verify_ranked` (skips and attempts appended to ``attempts``); host builds come
+    from ``builds`` (:mod:`hanasc.compile.verify_builds`: batches on the executor, then timed in turn)."""
+    budgets = ctx.options.budgets
     verified: list[VerifiedModel] = []
-    for c in above or ranked[:1]:
+    for c in walk:
         if len(verified) >= ctx.options.max_attempts:
             break
-        lat_now = float(ctx.costs(np.array(c.genome)[None])[0][0])  # with everything learned so far
+        lat_now = _estimate(ctx, c)
         if not budgets.within("latency_ms", lat_now):
             attempts.append(
                 {"genome": c.genome, "skipped": f"re-estimated at {lat_now:.2f} ms after calibration"}
             )
             continue
-        figures = _verify(ctx, space.decode(c.genome), c, lat_now)
+        figures = _verify(ctx, space.decode(c.genome), c, lat_now, builds)
         attempts.append(figures["attempt"])
         summary = Verified(
             f"candidate {len(verified) + 1}",
@@ -105,7 +138,7 @@ def _verify_ranked(
             break
         if not figures["meets_budget"]:
             ctx.costs.observe(c.genome, figures["latency"]["value"])  # the estimate learns from the miss
-    return attempts, verified
+    return verified
 
 
 def _held_out_accuracy(ctx: RunContext, outputs: np.ndarray, engine: str) -> tuple[float, dict]:
@@ -153,17 +186,16 @@ def _measured_here(ctx: RunContext) -> bool:
     return measurer is not None and measurer.local
 
 
-def _verify(ctx: RunContext, config, candidate: Candidate, estimate_ms: float) -> dict:
+def _verify(ctx: RunContext, config, candidate: Candidate, estimate_ms: float, builds: WalkBuilds) -> dict:
     """Materialize, compile, measure (host, or the device over RPC) or predict, evaluate on held-out data.
-    ``estimate_ms``: the cost model's latency for it now (after what earlier measurements taught it)."""
+    ``estimate_ms``: the cost model's latency for it now (after what earlier measurements taught it);
+    ``builds``: the walk's modules and host artifacts (:mod:`hanasc.compile.verify_builds`)."""
     options, stage, split = ctx.options, ctx.stage, ctx.split
     stage.log(
         f"verifying candidate: estimated {estimate_ms:.2f} ms, predicted score "
         f"{candidate.accuracy:.3f} ({ctx.metric.smooth_description})"
     )
-    tuned = ctx.tuned.get(tuple(candidate.genome))
-    values = tuned.values if tuned else None  # fine-tuned weights (None: the data-light recovery's)
-    mod = materialize_recovered(ctx.model, config, ctx.ranges, values)
+    mod, values = builds.module(config, candidate)  # values: fine-tuned weights (None: data-light recovery)
     executable = None
     measurer = ctx.info.measurer(ctx.session)
     if measurer is None:
@@ -172,7 +204,7 @@ def _verify(ctx: RunContext, config, candidate: Candidate, estimate_ms: float) -
         outputs = held_out_with(ctx, config, values)
         engine = "the simulator (checked equal to the materialized model in tests)"
     elif measurer.local:
-        executable = _build_host(mod, options, stage)
+        executable = builds.executable(candidate)  # built with the next ones, then timed alone
         latency = _measure_on_host(ctx, executable)
         outputs = run_host(executable, split.eval_x)
         engine = "the compiled host artifact"
