@@ -17,6 +17,7 @@ from hanasc.compile.context import with_training
 from hanasc.compile.pipeline import CompileOptions, CompileOutput, Stage, compile_model, split_data
 from hanasc.core.budgets import parse_budget, parse_confidence, parse_latency_budget, parse_relative_budget
 from hanasc.core.errors import HanascError
+from hanasc.core.executor import cluster_address
 from hanasc.core.metrics import Metric, choose_metric
 from hanasc.frontend.loading import LoadedModel
 from hanasc.passes.config import Config
@@ -115,6 +116,8 @@ def _compile_options(r: CompileRequest) -> CompileOptions:
         budget_confidence=parse_confidence(r.budget_confidence),
         finetune_minutes=r.finetune_minutes,
         finetune_candidates=r.finetune_candidates,
+        workers=r.workers,
+        cluster=cluster_address(r.cluster),
     )
 
 

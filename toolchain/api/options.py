@@ -10,6 +10,7 @@ from os import PathLike
 from pathlib import Path
 
 from hanasc.core.errors import HanascError
+from hanasc.core.executor import check_executor_options, cluster_address
 from hanasc.frontend.loading import LoadedModel, load_model
 from hanasc.frontend.model_zoo import resolve_model_arg
 from hanasc.frontend.onnx_loader import parse_input_shape
@@ -51,6 +52,8 @@ class CompileRequest:
     finetune_minutes: float = 0.0
     finetune_candidates: int = 2
     train_data: str | PathLike | None = None  # fine-tuning data (same formats as data)
+    workers: int | None = None  # verification builds on a local Ray with this many CPUs
+    cluster: str | None = None  # ray://HOST:PORT of a Ray cluster to build on (None: RAY_ADDRESS, if set)
 
     @classmethod
     def from_options(cls, options: Mapping[str, object], command: str = "compile") -> CompileRequest:
@@ -73,6 +76,7 @@ class CompileRequest:
             raise HanascError(f"--finetune-minutes {self.finetune_minutes:g}: must be 0 or more")
         if self.finetune_candidates < 1:
             raise HanascError(f"--finetune-candidates {self.finetune_candidates}: must be 1 or more")
+        check_executor_options(self.workers, cluster_address(self.cluster))
         train, data = self.train_data, self.data
         if train is not None and not self.finetune_minutes > 0:
             raise HanascError(f"--train-data {train}: only fine-tuning uses it; give --finetune-minutes")

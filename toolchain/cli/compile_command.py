@@ -121,6 +121,19 @@ def compile_(
             "learns from it instead of the calibration split. Needs --finetune-minutes."
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        _opt(
+            "Build the verification candidates on a local Ray with this many CPUs, the next N at once "
+            "(timed one at a time after each batch); needs `pip install hanasc[cluster]`."
+        ),
+    ] = None,
+    cluster: Annotated[
+        str | None,
+        _opt(
+            "Ray cluster to build on, ray://HOST:PORT (default: RAY_ADDRESS when set); see docs/scale-out.md."
+        ),
+    ] = None,
     input_shape: InputShapeOpt = None,
 ) -> None:
     """Search per-layer quantization and architecture changes under budgets; compile and verify the winner.
