@@ -15,8 +15,8 @@ Then, in one process, medians of ``--runs`` interleaved runs (each engine once p
 (``hanasc apply`` with an empty Config), each budget's result (``DIR/model.so``), hanasc uniform W8A8
 (``hanasc apply`` with every layer W8A8 and ``--data`` the calibration half; ``--uniform-calibration
 compile`` replays the first successful compile's activation ranges instead), and onnxruntime / OpenVINO
-fp32 and int8 (``bench_precision.ort_engines`` / ``openvino_engines``, calibrated on 32 samples of the same
-calibration half).
+fp32 and int8 (``bench_precision.ort_engines`` / ``openvino_engines``: ``hanasc.compile.peers``, as the
+compile's ``--compare`` builds them, calibrated on 32 samples of the same calibration half).
 Every engine is scored on the compile's held-out half with the compile's metric: ``top1`` against labels,
 ``agreement`` / ``fidelity`` against the same engine family's fp32 (hanasc against hanasc fp32).
 

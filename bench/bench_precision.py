@@ -6,7 +6,9 @@ Per model (EfficientNet-Lite0 with its ImageNet weights, a MobileNetV2 with rand
 given), for 1 and 2 threads, medians of ``--runs`` interleaved runs in one process:
 
 - onnxruntime fp32 and int8 (``quantize_static``: QDQ, per-channel, u8 activations / s8 weights);
-- OpenVINO CPU fp32 and int8 (``nncf.quantize``, default preset);
+  both engines built by ``hanasc.compile.peers``, as the compile's ``--compare`` builds them;
+- OpenVINO CPU fp32 and int8 (``nncf.quantize``, default preset), f32 inference precision (OpenVINO's
+  default on a bf16-capable CPU is bf16);
 - hanasc fp32 (the artifact ``hanasc apply`` builds for an empty Config), uniform W8A8, W4A8 and W2A8
   (packed weights), and fp16 where the host computes it natively.
 
@@ -24,8 +26,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,68 +84,32 @@ def foolbox_images(model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, ds.y, calib
 
 
-def ort_engines(path: Path, x: np.ndarray, calib: np.ndarray, threads: int, work: Path) -> list[Engine]:
-    import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+def peer_engines(
+    engine: str, path: Path, x: np.ndarray, calib: np.ndarray, threads: int, work: Path
+) -> list[Engine]:
+    """``engine``'s fp32 and int8 (:func:`hanasc.compile.peers.peers_of`, as the compile's comparison builds
+    them) as Engines with their outputs on ``x``; raises when the engine cannot take the model."""
+    from hanasc.compile.peers import Peer, peers_of
 
-    class Reader(CalibrationDataReader):
-        def __init__(self, name: str) -> None:
-            self.items = iter([{name: c[None]} for c in calib])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    def session(p: Path):
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        return ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-
-    fp32 = session(path)
-    name = fp32.get_inputs()[0].name
-    int8_path = work / f"{path.stem}.ort_int8.onnx"
-    if not int8_path.exists():
-        source = _opset_at_least(path, 13, work)
-        quantize_static(
-            str(source), str(int8_path), Reader(name), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        )  # fmt: skip
     engines = []
-    for label, sess in (("onnxruntime fp32", fp32), ("onnxruntime int8", session(int8_path))):
-        outs = np.concatenate([sess.run(None, {name: s[None]})[0] for s in x])
-        engines.append(Engine(label, lambda s=sess: s.run(None, {name: x[:1]}), outs, "onnxruntime fp32"))
+    peers = peers_of(engine, path, [[c[None]] for c in calib], threads, work)
+    fp32 = peers[0].name
+    for peer in peers:
+        if not isinstance(peer, Peer):
+            raise RuntimeError(f"{peer.name}: {peer.reason}")
+        engines.append(Engine(peer.name, lambda p=peer: p.infer([x[:1]]), peer.outputs(x), fp32))
     return engines
 
 
-def _opset_at_least(path: Path, opset: int, work: Path) -> Path:
-    """``path``, or a copy converted to ``opset`` when its default-domain opset is older (per-channel QDQ
-    needs DequantizeLinear's ``axis``, opset 13)."""
-    import onnx
-    from onnx import version_converter
-
-    model = onnx.load(str(path))
-    if next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset) >= opset:
-        return path
-    converted = work / f"{path.stem}.opset{opset}.onnx"
-    onnx.save(version_converter.convert_version(model, opset), str(converted))
-    return converted
+def ort_engines(path: Path, x: np.ndarray, calib: np.ndarray, threads: int, work: Path) -> list[Engine]:
+    """onnxruntime fp32 and int8 (``quantize_static``; the int8 model written to ``work``)."""
+    return peer_engines("onnxruntime", path, x, calib, threads, work)
 
 
 def openvino_engines(path: Path, x: np.ndarray, calib: np.ndarray, threads: int) -> list[Engine]:
-    import nncf
-    import openvino as ov
-
-    core = ov.Core()
-    model = ov.convert_model(str(path))
-    quantized = nncf.quantize(model, nncf.Dataset([c[None] for c in calib]), subset_size=len(calib))
-    engines = []
-    for label, m in (("OpenVINO fp32", model), ("OpenVINO int8", quantized)):
-        compiled = core.compile_model(
-            m, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-        )
-        request = compiled.create_infer_request()
-        outs = np.concatenate([request.infer([s[None]])[0] for s in x])
-        engines.append(Engine(label, lambda r=request: r.infer([x[:1]]), outs, "OpenVINO fp32"))
-    return engines
+    """OpenVINO CPU fp32 and int8 (``nncf.quantize``), both with f32 inference precision."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return peer_engines("openvino", path, x, calib, threads, Path(tmp))
 
 
 def hanasc_precisions() -> dict[str, tuple[int, int]]:
@@ -195,17 +159,16 @@ def set_tvm_threads(n: int) -> None:
 
 
 def interleaved(engines: list[Engine], runs: int, warmup: int = 3) -> dict[str, list[float]]:
-    """Each engine once per round, ``runs`` rounds: milliseconds per run, per engine."""
+    """Each engine once per round, ``runs`` rounds (:func:`hanasc.cost_models.timing.round_robin`, the
+    compile's loop): milliseconds per run, per engine."""
+    from hanasc.compile.peers import call_timer
+    from hanasc.cost_models.timing import round_robin
+
     for e in engines:
         for _ in range(warmup):
             e.call()
-    times: dict[str, list[float]] = defaultdict(list)
-    for _ in range(runs):
-        for e in engines:
-            start = time.perf_counter()
-            e.call()
-            times[e.name].append((time.perf_counter() - start) * 1e3)
-    return times
+    samples = round_robin([call_timer(e.call) for e in engines], runs)
+    return {e.name: times for e, times in zip(engines, samples, strict=True)}
 
 
 def table(rows: list[tuple], header: tuple) -> str:

@@ -112,20 +112,20 @@ def _median_figure(samples: list[float], **detail) -> dict:
 def interleaved_samples(executables: list, inputs: list[np.ndarray], rounds: int) -> list[list[float]]:
     """Per executable, ``rounds`` times in ms of ``main``; each round runs every executable once in turn
     (after one untimed warm-up run of each), so all of them see the same phases of the machine."""
+    return round_robin([executable_timer(executable, inputs) for executable in executables], rounds)
+
+
+def executable_timer(executable, inputs: list[np.ndarray]) -> Callable[[], float]:
+    """A timer of one run of ``main`` on this CPU in ms (time_evaluator), after one untimed warm-up run
+    (first-call allocations and page faults stay out of the samples); for :func:`round_robin`."""
     import tvm
     from tvm import relax
 
     dev = tvm.cpu()
-    timers = []
-    for executable in executables:
-        vm = relax.VirtualMachine(executable, dev)
-        args = [tvm.runtime.tensor(np.ascontiguousarray(x), device=dev) for x in inputs]
-        vm["main"](*args)  # warm-up: first-call allocations and page faults stay out of the samples
-        timers.append(_timer(vm.time_evaluator("main", dev, number=1, repeat=1), args))
-    return round_robin(timers, rounds)
-
-
-def _timer(evaluator, args: list) -> Callable[[], float]:
+    vm = relax.VirtualMachine(executable, dev)
+    args = [tvm.runtime.tensor(np.ascontiguousarray(x), device=dev) for x in inputs]
+    vm["main"](*args)
+    evaluator = vm.time_evaluator("main", dev, number=1, repeat=1)
     return lambda: float(evaluator(*args).results[0]) * 1e3
 
 

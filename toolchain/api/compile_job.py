@@ -14,6 +14,7 @@ from hanasc.api.data import LoadedData, load_data, preprocess_for
 from hanasc.api.options import CompileRequest, InputShapes, ModelArg, load
 from hanasc.api.results import Artifact, CompileResult, ModelFigures, frozen_mapping
 from hanasc.compile.context import with_training
+from hanasc.compile.peers import parse_compare
 from hanasc.compile.pipeline import CompileOptions, CompileOutput, Stage, compile_model, split_data
 from hanasc.core.budgets import parse_budget, parse_confidence, parse_latency_budget, parse_relative_budget
 from hanasc.core.errors import HanascError
@@ -62,9 +63,10 @@ def run_request(
 ) -> CompileResult:
     """Check the request, load the data, run the pipeline; the typed result."""
     r = request
+    compare = parse_compare(r.compare)  # before any work: an engine named that is not installed is exit 2
     r.check()
     _check_inputs(model)
-    options = _compile_options(r)
+    options = _compile_options(r, compare)
     preprocess = preprocess_for(model, r.size, r.resize, r.mean, r.std, r.channel_order, r.views)
     data = load_data(model, r.data, preprocess)
     training = None if r.train_data is None else load_data(model, r.train_data, preprocess)
@@ -92,7 +94,7 @@ def _check_inputs(model: LoadedModel) -> None:
         )
 
 
-def _compile_options(r: CompileRequest) -> CompileOptions:
+def _compile_options(r: CompileRequest, compare) -> CompileOptions:
     """The pipeline's options from the request (target looked up, budgets parsed)."""
     info = get_target(r.target)
     latency_ms, latency_fraction = parse_latency_budget(r.budget)
@@ -116,6 +118,7 @@ def _compile_options(r: CompileRequest) -> CompileOptions:
         budget_confidence=parse_confidence(r.budget_confidence),
         finetune_minutes=r.finetune_minutes,
         finetune_candidates=r.finetune_candidates,
+        compare=compare,
         workers=r.workers,
         cluster=cluster_address(r.cluster),
     )

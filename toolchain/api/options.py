@@ -52,6 +52,7 @@ class CompileRequest:
     finetune_minutes: float = 0.0
     finetune_candidates: int = 2
     train_data: str | PathLike | None = None  # fine-tuning data (same formats as data)
+    compare: str | None = None  # onnxruntime,openvino | none (None: both where the result runs here)
     workers: int | None = None  # verification builds on a local Ray with this many CPUs
     cluster: str | None = None  # ray://HOST:PORT of a Ray cluster to build on (None: RAY_ADDRESS, if set)
 

@@ -121,6 +121,13 @@ def compile_(
             "learns from it instead of the calibration split. Needs --finetune-minutes."
         ),
     ] = None,
+    compare: Annotated[
+        str | None,
+        _opt(
+            "Runtimes timed beside the result on this machine, fp32 and int8, with their held-out metric: "
+            "onnxruntime,openvino (the default where the result runs here) or none."
+        ),
+    ] = None,
     workers: Annotated[
         int | None,
         _opt(

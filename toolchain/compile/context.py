@@ -44,6 +44,8 @@ class CompileOptions:
     budget_confidence: float = 0.9  # a latency budget is met when the calibrated upper bound is under it
     finetune_minutes: float = 0.0  # distillation fine-tuning, shared by the best finetune_candidates
     finetune_candidates: int = 2
+    # --compare: peer runtimes timed beside the result (None: all where it runs here; (): none)
+    compare: tuple[str, ...] | None = None
     # the executor seam (hanasc.core.executor): None and None run everything in this process
     workers: int | None = None  # --workers N: builds on a local Ray with N CPUs
     cluster: str | None = None  # --cluster ray://HOST:PORT (or RAY_ADDRESS): builds on that Ray cluster

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hanasc.compile.compare import compare_section
 from hanasc.compile.context import CompileOptions, RunContext, Split, Stage, split_data
 from hanasc.compile.finetune_stage import check_finetune, finetune_shortlist
 from hanasc.compile.references import measure_references
@@ -211,6 +212,7 @@ def _compile_in(work: Path, job: _Job) -> CompileOutput:
     report["ladder"] = ladder_section(run, samples, ladder, held_out)
     report["recovery"] = _recovery_section(run, chosen.figures["config"])
     report["recovery"]["fine_tuning"] = _finetune_section(run, finetuned, chosen.candidate)
+    report["compare"] = compare_section(run, chosen.figures, floor)
     if chosen.summary.is_original:
         report["warnings"].append(
             f"the original model is returned unchanged: {selection.reason} "

@@ -56,6 +56,37 @@ def _ladder_lines(ladder: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _compare_lines(compare: dict | None) -> list[str]:
+    """The result against the runtimes a user may already run (``compare``), or why that is absent."""
+    if compare is None:
+        return []
+    if "absent" in compare:
+        return [f"Against other runtimes: {compare['absent']}.", ""]
+    res = compare["result"]
+    lines = [
+        f"**Result: {compare['summary']}** ({res['provenance']}; ratio = {compare['ratio_meaning']}).",
+        "",
+        "| engine | ms | held-out metric | within the floor | result / it | how |",
+        "|---|---|---|---|---|---|",
+        f"| {res['name']} | {res['ms']['value']} | {res['metric']['value']} | | 1.00 | |",
+    ]
+    for row in compare["rows"]:
+        if "failed" in row:
+            lines.append(f"| {row['name']} | failed: {row['failed']} | | | | |")
+            continue
+        lines.append(
+            f"| {row['name']} | {row['ms']['value']} | {row['metric']['value']} | "
+            f"{'yes' if row['within_floor'] else 'no'} | {row['ratio']:.2f} | {row['how']} |"
+        )
+    lines += [
+        "",
+        f"Peers: the original model, quantized on {compare['calibration']}; metric on {compare['held_out']}; "
+        f"every figure {res['provenance']}, alternately with the result.",
+        "",
+    ]
+    return lines
+
+
 def report_markdown(report: dict) -> str:
     """The report for a person."""
     o, r, b = report["original"], report["result"], report["budget"]
@@ -75,6 +106,7 @@ def report_markdown(report: dict) -> str:
         f"| parameters | {o['params']['value']:,} | {r['params']['value']:,} |",
         f"| weight bytes | {o['params']['weight_bytes']:,} | {r['params']['weight_bytes']:,} |",
         "",
+        *_compare_lines(report.get("compare")),
         "How the figures were obtained: latency `measured` = TVM time_evaluator on this host (median);",
         "the original and uniform int8 are timed alternately in one loop, the result alternately with the",
         "original and reported as the median per-round ratio x the original's latency (report.json: ratio);",
