@@ -97,6 +97,8 @@ class BundleInputs:
     the library) and ``probe_inputs``, whose outputs the bundle records. ``onnx``: called only by targets
     built from ONNX, returns ``(onnx_model, config)``, the cleaned ONNX with the Config's architecture
     choices written in and the Config renamed to its layers. ``calibration``: samples calibrating INT8.
+    ``executable``: ``relax_mod`` already built for this target where the caller has it (a target that
+    runs here reuses it instead of building the model a second time).
     """
 
     out_dir: Path
@@ -105,6 +107,7 @@ class BundleInputs:
     onnx: Callable[[], tuple[Any, Any]] | None = None
     calibration: Any = None
     latency_estimate: dict | None = None
+    executable: Any = None
 
 
 def resolve(ref: str) -> Any:

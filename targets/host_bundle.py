@@ -53,15 +53,18 @@ print(f"latency_ms median={float(np.median(ms)):.4f} min={ms[0]:.4f} max={ms[-1]
 '''
 
 
-def build_bundle(mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict) -> bundle.BundleReport:
-    """Build ``mod`` (weights bound, or as parameters: integer weights stay packed) for this CPU; the
-    bundle runs here with ``python run.py``."""
+def build_bundle(
+    mod, out_dir: Path, probe_inputs: list[np.ndarray] | dict, executable=None
+) -> bundle.BundleReport:
+    """Build ``mod`` (weights bound, or as parameters: integer weights stay packed) for this CPU, or ship
+    ``executable``, its build for this CPU already made; the bundle runs here with ``python run.py``."""
     import tvm
 
     probe_inputs = bundle.as_list(probe_inputs)
     start = time.perf_counter()
     target = host.tvm_target()
-    executable = host.build_artifact(mod, target)
+    if executable is None:
+        executable = host.build_artifact(mod, target)
     reference = host.run(executable, probe_inputs)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:

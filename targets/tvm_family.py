@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from hanasc.core.errors import HanascError
 from hanasc.targets import c_package
@@ -62,6 +63,8 @@ class TvmTarget(Target):
 
     def bundle(self, inputs: BundleInputs):
         build = resolve(self.builder)
+        if inputs.executable is not None and self.caps.runs_here:  # built here already: not twice
+            build = partial(build, executable=inputs.executable)
         if self.cost.device_type != "cpu":  # the C API runs CPU models (docs/deploy-c.md)
             return build(inputs.relax_mod, inputs.out_dir, inputs.probe_inputs)
         names = c_package.input_names(inputs.relax_mod)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -216,7 +216,8 @@ def apply_config(
             build=builds[-1].to_json() if builds else None,
             build_line=builds[-1].line() if builds else "",
         )
-        bundle = info.device_bundle(bundle_inputs(model, config, new_mod, tmp / info.name, data))
+        inputs = replace(bundle_inputs(model, config, new_mod, tmp / info.name, data), executable=executable)
+        bundle = info.device_bundle(inputs)
         summary.bundle = bundle.to_json() if bundle is not None else None  # beside the host library
         (tmp / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
         (tmp / "summary.md").write_text(summary.to_markdown())
