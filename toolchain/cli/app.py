@@ -16,6 +16,7 @@ import typer
 from hanasc import api
 from hanasc.cli import compile_command as cli_compile
 from hanasc.cli import costs_command as cli_costs
+from hanasc.cli import simulate_command as cli_simulate
 from hanasc.cli.common import InputShapeOpt, Interrupted, InterruptWatch
 from hanasc.cli.common import console as _console
 from hanasc.cli.inspect_view import print_inspect
@@ -161,6 +162,10 @@ def targets(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
 app.command()(cli_costs.profile)
 app.command()(cli_costs.costs)
 app.command()(cli_costs.calibrate)
+
+
+# simulate: a shipped Arm artifact's latency from qemu block counts x llvm-mca (hanasc.cli.simulate_command)
+app.command()(cli_simulate.simulate)
 
 
 # compile, demo: the main job (hanasc.cli.compile_command)
