@@ -67,7 +67,7 @@ def build(mod, probe: list[np.ndarray], out: Path) -> Path:
     return out
 
 
-def models(archs: int, corpus: tuple[str, ...]):
+def models(archs: int, corpus: tuple[str, ...], seed: int = 3):
     """(name, relax module, probe inputs) of the cached corpus models and ``archs`` architectures of each
     search space in SPACES."""
     from hanasc.core.relax_params import bind_weights
@@ -83,7 +83,7 @@ def models(archs: int, corpus: tuple[str, ...]):
     for name in SPACES:
         if archs and zoo_path(name).exists():
             probe = list(load_model(zoo_path(name)).example_inputs().values())
-            for arch in sample_architectures(zoo_path(name), archs, seed=3):
+            for arch in sample_architectures(zoo_path(name), archs, seed=seed):
                 yield f"{name} {arch.label}", arch.mod, probe
 
 
@@ -128,7 +128,7 @@ def report(rows: list[dict], core, clock_hz: float) -> dict:
     return the summary."""
     from scipy.stats import spearmanr
 
-    sim = np.array([r["cycles"] / clock_hz * 1e3 for r in rows])
+    sim = np.array([r["cycles"] / r.get("clock_hz", clock_hz) * 1e3 for r in rows])
     nominal = np.array([r["simulated_ms"] for r in rows])
     meas = np.array([r["measured_ms"] for r in rows])
     err = sim / meas - 1
@@ -181,8 +181,11 @@ def per_class_fit(rows: list[dict], clock_hz: float) -> None:
     from scipy.optimize import nnls
 
     classes = sorted({c for r in rows for c in r["kernel_ms"]})
-    scale = rows[0]["cycles"] / rows[0]["simulated_ms"] * 1e3 / clock_hz  # ms at cpuinfo's clock -> probe's
-    a = np.array([[r["kernel_ms"].get(c, 0.0) * scale for c in classes] for r in rows])
+
+    def scale(r: dict) -> float:  # ms at /proc/cpuinfo's clock -> at the probe's
+        return r["cycles"] / r["simulated_ms"] * 1e3 / r.get("clock_hz", clock_hz)
+
+    a = np.array([[r["kernel_ms"].get(c, 0.0) * scale(r) for c in classes] for r in rows])
     factors, _ = nnls(a, np.array([r["measured_ms"] for r in rows]))
     fitted = [f"{c} {f:.2f}" for i, (c, f) in enumerate(zip(classes, factors, strict=True)) if a[:, i].any()]
     print("measured / simulated per kernel class (NNLS over the models): " + ", ".join(fitted))
@@ -198,17 +201,23 @@ def main() -> None:
     ap.add_argument(
         "--record", action="store_true", help="keep the summary as the figure `hanasc simulate` prints"
     )
-    ap.add_argument("--report", type=Path, help="only print the report of rows an earlier --out wrote")
+    ap.add_argument("--seed", type=int, default=3, help="seed of the sampled architectures")
+    ap.add_argument(
+        "--report", type=Path, nargs="+", help="only print the report of the rows earlier --out files wrote"
+    )
     args = ap.parse_args()
     core = host_core()
     if args.report:
-        data = json.loads(args.report.read_text())
-        report(data["rows"], core, data["probe_clock_hz"])
+        runs = [json.loads(path.read_text()) for path in args.report]
+        rows = [{"clock_hz": run["probe_clock_hz"], **r} for run in runs for r in run["rows"]]
+        summary = report(rows, core, statistics.median(run["probe_clock_hz"] for run in runs))
+        if args.record:
+            record(summary)
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="hanasc-bench-sim-") as scratch:
         folders: dict[str, Path] = {}
-        for i, (name, mod, probe) in enumerate(models(args.archs, tuple(args.corpus))):
+        for i, (name, mod, probe) in enumerate(models(args.archs, tuple(args.corpus), args.seed)):
             folders[name] = build(mod, probe, Path(scratch) / f"m{i:03d}")
         measured, clock_hz = measure(folders, args.rounds, args.runs)
         for name, folder in folders.items():
