@@ -73,6 +73,8 @@ def test_host_markdown_says_the_ratio_to_each_int8(compiled_report):
     for name in NAMES:
         assert f"| {name} | " in markdown
     assert "Statistics collection" not in result.stdout + result.stderr  # NNCF's bars stay quiet
+    against = next(line for line in result.stdout.splitlines() if line.startswith("against:"))
+    assert " of onnxruntime int8 (" in against and "interleaved runs, median" in against  # the console too
     assert "pre-processing before quantization" not in result.stdout + result.stderr
 
 

@@ -209,6 +209,11 @@ def print_summary(result: CompileResult, console: Console, err_console: Console)
         f"result:   {r.latency_ms.value} ms ({r.latency_ms.provenance}), {result.metric} {r.accuracy.value} "
         f"(held-out{', fine-tuned' if tuned else ''}), memory {r.memory_mb.value} MB ({r.memory_mb.source})"
     )
+    compare = result.report.get("compare")
+    if compare and "summary" in compare:  # the user's own runtimes, timed alternately with the result
+        console.print(f"against:  {compare['summary']} ({compare['result']['provenance']})")
+    elif compare:
+        console.print(f"against:  {compare['absent']}")
     for warning in result.warnings:
         err_console.print(f"[yellow]warning: {warning}[/yellow]")
     files = "report.json, pareto.png, breakdown.png, config.json" + (", tuned_weights.npz" if tuned else "")
