@@ -1,6 +1,8 @@
-"""The C package of a CPU bundle: the C API (``include/hanasc_model.h``, ``lib/libhanasc_model.so`` and
-``.a`` with the model embedded), ``model.io``, pkg-config and CMake files, the TVM runtime in ``rt/``, a
-``MANIFEST.sha256`` of every file, and a ``.tar.gz`` of the bundle beside it (docs/deploy-c.md).
+"""The C package of a CPU or GPU bundle: the C API (``include/hanasc_model.h``, ``lib/libhanasc_model.so``
+and ``.a`` with the model embedded), ``model.io``, pkg-config and CMake files, the TVM runtime in ``rt/``, a
+``MANIFEST.sha256`` of every file, and a ``.tar.gz`` of the bundle beside it (docs/deploy-c.md). A GPU
+bundle (``"device": "cuda"`` in its manifest) says ``device cuda`` in ``model.io`` and embeds its
+precompiled kernels too; the C API loads ``rt/libtvm_runtime_cuda.so`` at run time, as the runner does.
 
 :func:`with_c_api` wraps a target's bundle builder: the builder writes into a temporary folder, the C
 package is added there, and the folder is renamed into place only when everything succeeded.
@@ -28,6 +30,7 @@ SOURCE = SOURCE_DIR / "hanasc_model.cc"
 IO_FILE = "model.io"
 CHECKSUMS = "MANIFEST.sha256"
 RUNTIME_LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
+CUDA_RUNTIME = "libtvm_runtime_cuda.so"  # loaded by the C API at run time, from beside libtvm_runtime.so
 STATIC_DEPS = ("stdc++", "dl", "pthread", "m")
 _BLOB = """\
     .section .rodata
@@ -36,12 +39,22 @@ _BLOB = """\
     .global hanasc_model_blob_end
     .global hanasc_model_io_start
     .global hanasc_model_io_end
+    .global hanasc_model_kernels_start
+    .global hanasc_model_kernels_end
+    .global hanasc_model_kernel_source_start
+    .global hanasc_model_kernel_source_end
 hanasc_model_blob_start:
     .incbin "{library}"
 hanasc_model_blob_end:
 hanasc_model_io_start:
     .incbin "{io}"
 hanasc_model_io_end:
+hanasc_model_kernels_start:
+{kernels}
+hanasc_model_kernels_end:
+hanasc_model_kernel_source_start:
+{kernel_source}
+hanasc_model_kernel_source_end:
     .section .note.GNU-stack,"",%progbits
 """
 
@@ -88,9 +101,15 @@ def _runtime_file(tools: Toolchain, lib: str) -> Path:
     return path
 
 
+def is_gpu(manifest: dict) -> bool:
+    """Whether the bundle's model runs on a CUDA GPU (its manifest's ``device``)."""
+    return manifest.get("device", "cpu") == "cuda"
+
+
 def write_io(folder: Path, manifest: dict, input_names: list[str]) -> None:
-    """``model.io``: one line per input and output (role, name, dtype, ndim, shape) for the C API."""
-    lines = ["hanasc.io/1"]
+    """``model.io``: one line per input and output (role, name, dtype, ndim, shape) for the C API, after
+    ``device cuda`` for a GPU bundle (a CPU bundle has no device line)."""
+    lines = ["hanasc.io/1"] + (["device cuda"] if is_gpu(manifest) else [])
     for role, specs in (("input", manifest["inputs"]), ("output", manifest["outputs"])):
         for i, spec in enumerate(specs):
             given = input_names[i] if role == "input" and i < len(input_names) else ""
@@ -120,16 +139,32 @@ def _run(cmd: list[str], what: str) -> None:
         raise HanascError(f"{what} failed: {aarch64_tools.first_error(done.stderr)}")
 
 
-def build_libraries(folder: Path, tools: Toolchain) -> None:
-    """``lib/libhanasc_model.{so,a}`` (the C API + ``model.so`` and ``model.io`` embedded) and ``rt/``."""
+def _blob(folder: Path, manifest: dict) -> str:
+    """The assembler source embedding ``model.so``, ``model.io`` and, for a GPU bundle, its kernels."""
+    kernels = ["", ""]
+    if is_gpu(manifest):
+        names = manifest.get("kernels", {})
+        paths = [folder / names.get(key, "") for key in ("cubin", "source")]
+        missing = [path for path in paths if not path.is_file()]
+        if missing:
+            raise HanascError(f"{missing[0]}: the GPU bundle's kernels are missing (bundle.json 'kernels')")
+        kernels = [f'    .incbin "{path}"' for path in paths]
+    return _BLOB.format(
+        library=folder / "model.so", io=folder / IO_FILE, kernels=kernels[0], kernel_source=kernels[1]
+    )
+
+
+def build_libraries(folder: Path, tools: Toolchain, manifest: dict) -> None:
+    """``lib/libhanasc_model.{so,a}`` (the C API + ``model.so``, ``model.io`` and a GPU bundle's kernels
+    embedded) and ``rt/``."""
     lib, rt = folder / "lib", folder / "rt"
     lib.mkdir(exist_ok=True)
     rt.mkdir(exist_ok=True)
-    for name in RUNTIME_LIBS:
+    for name in RUNTIME_LIBS + ((CUDA_RUNTIME,) if is_gpu(manifest) else ()):
         if not (rt / name).is_file():
             shutil.copy2(_runtime_file(tools, name), rt / name)
     blob_source = lib / ".blob.S"
-    blob_source.write_text(_BLOB.format(library=folder / "model.so", io=folder / IO_FILE))
+    blob_source.write_text(_blob(folder, manifest))
     blob = lib / ".blob.o"
     try:
         _run([tools.cxx, "-c", str(blob_source), "-o", str(blob)], "assembling the embedded model")
@@ -211,13 +246,14 @@ def add_c_package(folder: Path, target: str, cross_cxx: str | None, input_names:
     manifest = bundle.read_manifest(folder)
     tools = toolchain(cross_cxx)
     write_io(folder, manifest, input_names)
-    build_libraries(folder, tools)
+    build_libraries(folder, tools, manifest)
     write_build_files(folder, target, metadata.version("hanasc"))
-    manifest["contents"].update(CONTENTS)
+    manifest["contents"].update(CONTENTS | (GPU_CONTENTS if is_gpu(manifest) else {}))
     bundle.write_manifest(folder, manifest)
     readme = folder / "README.md"
     if readme.is_file():
-        readme.write_text(readme.read_text().rstrip("\n") + "\n\n" + README_SECTION)
+        section = README_SECTION + (README_GPU if is_gpu(manifest) else "")
+        readme.write_text(readme.read_text().rstrip("\n") + "\n\n" + section)
     write_checksums(folder)
 
 
@@ -231,6 +267,22 @@ CONTENTS = {
     "rt/": "the TVM runtime for this CPU: libtvm_runtime.so, libtvm_ffi.so (the build's version)",
     "MANIFEST.sha256": "SHA-256 of every file (sha256sum -c MANIFEST.sha256)",
 }
+
+GPU_CONTENTS = {
+    "model.io": "the device (cuda) and the inputs and outputs (name, dtype, shape) the C API reads",
+    "lib/libhanasc_model.so": "the C API + this model and its kernels (shared; needs rt/, CUDA at run time)",
+    "lib/libhanasc_model.a": "the C API + this model and its kernels (static; link rt/'s libraries, stdc++, "
+    "dl, pthread, m)",
+    "rt/": "the TVM runtime for aarch64: libtvm_runtime.so, libtvm_ffi.so, libtvm_runtime_cuda.so (the C API "
+    "and the runner load the last at run time)",
+}
+
+README_GPU = """
+The model runs on the GPU (`device cuda` in `model.io`): `hanasc_model_create` loads
+`rt/libtvm_runtime_cuda.so` (which needs the device's CUDA runtime and driver) and serves the precompiled
+`kernels.cubin`, as the runner's `--device cuda` does; the library copies your host buffers to the GPU and
+the outputs back.
+"""
 
 README_SECTION = """\
 ## Use it from C/C++

@@ -126,7 +126,7 @@ def _contents() -> dict[str, str]:
         "model.so": "host side of the model (aarch64 shared library; embeds the CUDA source of the kernels)",
         "kernels.cubin": f"the kernels compiled for {ARCH} (nvcc -> PTX, ptxas -> SASS)",
         "kernels.ptx": f"the same kernels as PTX (.target {ARCH})",
-        "kernels.cu": "the CUDA source TVM generated (the runner checks model.so embeds exactly this)",
+        "kernels.cu": "the CUDA source TVM generated (runner and C API check model.so embeds it)",
         "runner": "C++ runner (aarch64); --device cuda loads rt/libtvm_runtime_cuda.so, serves kernels.cubin",
         "rt/": "TVM runtime for aarch64: libtvm_runtime.so, libtvm_ffi.so, libtvm_runtime_cuda.so",
         "probe_input.bin": "a probe input (raw float32)",

@@ -65,13 +65,11 @@ class TvmTarget(Target):
         build = resolve(self.builder)
         if inputs.executable is not None and self.caps.runs_here:  # built here already: not twice
             build = partial(build, executable=inputs.executable)
-        if self.cost.device_type != "cpu":  # the C API runs CPU models (docs/deploy-c.md)
-            return build(inputs.relax_mod, inputs.out_dir, inputs.probe_inputs)
         names = c_package.input_names(inputs.relax_mod)
         return c_package.with_c_api(build, inputs, self.name, self.cost.cross_cc, names)
 
     def device_bundle(self, inputs: BundleInputs):
-        return self.bundle(inputs)  # the host's too: every CPU artifact ships its C package
+        return self.bundle(inputs)  # the host's too: every CPU and GPU artifact ships its C package
 
 
 @dataclass(frozen=True)

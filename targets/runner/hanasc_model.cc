@@ -6,10 +6,15 @@
 //   hanasc.io/1
 //   input x float32 4 1 3 32 32
 //   output output0 float32 2 1 10
+// A GPU bundle (jetson-orin) adds the line "device cuda" after the first: its model runs on CUDA device 0,
+// with the precompiled kernels kernels.cubin (checked against kernels.cu, the source model.so embeds), as
+// the runner's --device cuda does; libtvm_runtime_cuda.so is loaded from beside libtvm_runtime.so.
 // Built with -DHANASC_MODEL_EMBEDDED, the library also holds model.so and model.io as data (blob.S:
-// hanasc_model_blob_* and hanasc_model_io_*) for hanasc_model_create_embedded().
+// hanasc_model_blob_* and hanasc_model_io_*) for hanasc_model_create_embedded(), and for a GPU bundle the
+// kernels (hanasc_model_kernels_*, hanasc_model_kernel_source_*; empty for a CPU bundle).
 #include "hanasc_model.h"
 
+#include <dlfcn.h>
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/shape.h>
@@ -23,6 +28,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
+#include <mutex>
 #include <new>
 #include <sstream>
 #include <stdexcept>
@@ -43,6 +50,10 @@ extern "C" const char hanasc_model_blob_start[];
 extern "C" const char hanasc_model_blob_end[];
 extern "C" const char hanasc_model_io_start[];
 extern "C" const char hanasc_model_io_end[];
+extern "C" const char hanasc_model_kernels_start[];
+extern "C" const char hanasc_model_kernels_end[];
+extern "C" const char hanasc_model_kernel_source_start[];
+extern "C" const char hanasc_model_kernel_source_end[];
 #endif
 
 namespace {
@@ -88,15 +99,37 @@ DLDataType ToDLType(const std::string& dtype) {
   return t;
 }
 
+// The precompiled CUDA kernels of a GPU bundle: the cubin and the source it was compiled from.
+struct CudaKernels {
+  std::string binary;
+  std::string source;
+};
+
+// Where a model comes from: its library file, its model.io text, a name for messages, and (GPU bundles)
+// how to get its kernels.
+struct ModelSource {
+  std::string library;
+  std::string io;
+  std::string where;
+  std::function<CudaKernels()> kernels;
+};
+
 void ParseIo(const std::string& text, const std::string& where, std::vector<Tensor>* inputs,
-             std::vector<Tensor>* outputs) {
+             std::vector<Tensor>* outputs, bool* cuda) {
   std::istringstream lines(text);
   std::string line;
   if (!std::getline(lines, line) || line != "hanasc.io/1") Fail(where + ": not a hanasc.io/1 file");
+  *cuda = false;
   while (std::getline(lines, line)) {
     if (line.empty()) continue;
     std::istringstream fields(line);
     std::string role;
+    if (line.compare(0, 7, "device ") == 0) {
+      std::string device = line.substr(7);
+      if (device != "cpu" && device != "cuda") Fail(where + ": unknown device '" + device + "' (cpu or cuda)");
+      *cuda = device == "cuda";
+      continue;
+    }
     Tensor t;
     int ndim = -1;
     fields >> role >> t.name >> t.dtype >> ndim;
@@ -142,6 +175,24 @@ std::string TempPath() {
   return path;
 }
 
+// libtvm_runtime_cuda.so beside the libtvm_runtime.so this process uses (the bundle's rt/), else by name.
+std::string CudaRuntimePath() {
+  Dl_info info{};
+  const char* name = "libtvm_runtime_cuda.so";
+  if (dladdr(reinterpret_cast<void*>(&TVMBackendAllocWorkspace), &info) == 0 || info.dli_fname == nullptr) {
+    return name;
+  }
+  std::string runtime(info.dli_fname);
+  size_t slash = runtime.rfind('/');
+  return slash == std::string::npos ? name : runtime.substr(0, slash + 1) + name;
+}
+
+// Serialises the CUDA set-up: the kernel callback is process-wide and is read while a model loads.
+std::mutex& CudaLoadMutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
 }  // namespace
 
 struct hanasc_model {
@@ -150,13 +201,23 @@ struct hanasc_model {
   ffi::Optional<ffi::Module> lib;  // optional: an ffi::Module has no empty state
   ffi::Optional<ffi::Module> vm;
   ffi::Optional<ffi::Function> main;
-  std::vector<ffi::Any> args;  // input tensors, allocated once
+  std::vector<ffi::Any> args;  // input tensors on the model's device, allocated once
+  bool cuda = false;
   DLDevice dev{kDLCPU, 0};
 
-  void Load(const std::string& library) {
-    lib = ffi::Module::LoadFromFile(library);
+  void Load(const ModelSource& source) {
+    if (cuda) {
+      dev = DLDevice{kDLCUDA, 0};
+      CudaKernels kernels = source.kernels();
+      std::lock_guard<std::mutex> lock(CudaLoadMutex());
+      hanasc::LoadCudaRuntime(CudaRuntimePath());
+      hanasc::ServeCudaKernels(kernels.binary, kernels.source);
+      lib = ffi::Module::LoadFromFile(source.library);
+    } else {
+      lib = ffi::Module::LoadFromFile(source.library);
+    }
     vm = lib.value()->GetFunction("vm_load_executable").value()().cast<ffi::Module>();
-    vm.value()->GetFunction("vm_initialization").value()(static_cast<int>(kDLCPU), 0, 2);  // 2: pooled
+    hanasc::InitializeVm(vm.value(), cuda);
     main = vm.value()->GetFunction("main").value();
     ffi::Function alloc = ffi::Function::GetGlobalRequired("runtime.TVMTensorAllocWithScope");
     for (const Tensor& t : inputs) {
@@ -192,8 +253,7 @@ struct hanasc_model {
 
 namespace {
 
-hanasc_status Create(hanasc_model** out, const std::string& library, const std::string& io,
-                     const std::string& where) {
+hanasc_status Create(hanasc_model** out, const ModelSource& source) {
   if (out == nullptr) {
     last_error = "hanasc_model_create: out is NULL";
     return HANASC_ERROR_ARGUMENT;
@@ -202,12 +262,12 @@ hanasc_status Create(hanasc_model** out, const std::string& library, const std::
   hanasc_model* model = nullptr;
   hanasc_status status = Guard(HANASC_ERROR_LOAD, [&] {
     model = new hanasc_model();
-    ParseIo(io, where, &model->inputs, &model->outputs);
-    model->Load(library);
+    ParseIo(source.io, source.where, &model->inputs, &model->outputs, &model->cuda);
+    model->Load(source);
   });
   if (status != HANASC_OK) {
     delete model;
-    last_error = where + ": " + last_error;
+    last_error = source.where + ": " + last_error;
     return status;
   }
   *out = model;
@@ -262,7 +322,8 @@ hanasc_status hanasc_model_create(const char* bundle_dir, hanasc_model** out) {
   std::string io;
   hanasc_status status = Guard(HANASC_ERROR_LOAD, [&] { io = ReadFile(dir + "/model.io"); });
   if (status != HANASC_OK) return status;
-  return Create(out, dir + "/model.so", io, dir);
+  auto kernels = [dir] { return CudaKernels{ReadFile(dir + "/kernels.cubin"), ReadFile(dir + "/kernels.cu")}; };
+  return Create(out, ModelSource{dir + "/model.so", io, dir, kernels});
 }
 
 hanasc_status hanasc_model_create_embedded(hanasc_model** out) {
@@ -279,7 +340,11 @@ hanasc_status hanasc_model_create_embedded(hanasc_model** out) {
     return status;
   }
   std::string io(hanasc_model_io_start, hanasc_model_io_end - hanasc_model_io_start);
-  status = Create(out, path, io, "embedded model");
+  auto kernels = [] {
+    return CudaKernels{std::string(hanasc_model_kernels_start, hanasc_model_kernels_end),
+                       std::string(hanasc_model_kernel_source_start, hanasc_model_kernel_source_end)};
+  };
+  status = Create(out, ModelSource{path, io, "embedded model", kernels});
   std::remove(path.c_str());  // loaded (mapped) or failed: the file is no longer needed
   return status;
 #else

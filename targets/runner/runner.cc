@@ -9,7 +9,6 @@
 // Inputs are raw little-endian float32, C order. Outputs are written as raw bytes of their own dtype, one
 // after the other, and described on stdout ("output 0 float32 1x1000"). The latency line reads
 //   latency_ms median=1.234 min=1.200 max=1.400 runs=20 device=cpu
-#include <dlfcn.h>
 #include <tvm/ffi/any.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/shape.h>
@@ -114,24 +113,13 @@ std::string ExeDir() {
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
-// CUDA: load the CUDA runtime module loader and hand TVM the precompiled kernels instead of compiling the
-// embedded CUDA source at load time (which needs Python + nvcc/NVRTC). The source TVM passes in must be the
-// one the kernels were compiled from.
+// CUDA: the runtime's CUDA library from the runner's rt/ and, when given, the precompiled kernels.
 void SetupCuda(const Options& opt) {
-  std::string lib = ExeDir() + "/rt/libtvm_runtime_cuda.so";
-  if (!dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL)) Fail(std::string("cannot load ") + lib + ": " + dlerror());
+  hanasc::LoadCudaRuntime(ExeDir() + "/rt/libtvm_runtime_cuda.so");
   if (opt.kernels.empty()) return;
   std::string binary = ReadFile(opt.kernels);
   std::string source = opt.kernel_source.empty() ? std::string() : ReadFile(opt.kernel_source);
-  ffi::Function::SetGlobal(
-      "tvm_callback_cuda_compile",
-      ffi::Function::FromTyped([binary, source](ffi::String code) -> ffi::Bytes {
-        if (!source.empty() && std::string(code) != source) {
-          Fail("the CUDA source in the model does not match the kernel source the kernels were built from");
-        }
-        return ffi::Bytes(binary);
-      }),
-      true);
+  hanasc::ServeCudaKernels(binary, source);
 }
 
 ffi::Tensor ToDevice(const InputSpec& spec, DLDevice dev) {
@@ -168,12 +156,7 @@ int Run(const Options& opt) {
   DLDevice dev{cuda ? kDLCUDA : kDLCPU, 0};
   ffi::Module lib = ffi::Module::LoadFromFile(opt.model);
   ffi::Module vm = lib->GetFunction("vm_load_executable").value()().cast<ffi::Module>();
-  // (device type, id, allocator: 2 = pooled), then the host device when the model runs on a GPU.
-  if (cuda) {
-    vm->GetFunction("vm_initialization").value()(static_cast<int>(kDLCUDA), 0, 2, static_cast<int>(kDLCPU), 0, 2);
-  } else {
-    vm->GetFunction("vm_initialization").value()(static_cast<int>(kDLCPU), 0, 2);
-  }
+  hanasc::InitializeVm(vm, cuda);
   ffi::Function fmain = vm->GetFunction("main").value();
 
   std::vector<ffi::Any> args;
