@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 
 import pytest
 import test_cli_compile
@@ -45,12 +46,19 @@ def test_workers_choose_the_in_process_config_and_builds_are_fetched(tmp_path, t
     model = test_models["dense_head"]
     alone, built, where, fetched = _compile(model, data, tmp_path / "a", tmp_path / "cache-a")
     assert (built, where, fetched) == (1, "this process", 0)
+    # the same run resumed with its builds removed: the search (whose estimates rest on timings, which
+    # differ between any two runs of a tiny model) is reused, the verification walk builds on Ray again
     ray_cache = tmp_path / "cache-ray"
-    spread, built, where, fetched = _compile(model, data, tmp_path / "b", ray_cache, "--workers", "2")
+    shutil.copytree(tmp_path / "cache-a", ray_cache)
+    for builds in (ray_cache / "runs").glob("*/builds"):
+        shutil.rmtree(builds)
+    spread, built, where, fetched = _compile(
+        model, data, tmp_path / "b", ray_cache, "--workers", "2", "--resume"
+    )
     assert spread == alone  # the walk's answer does not depend on where the builds ran
     assert where == "2 local Ray workers" and built == 2 and fetched == 0  # the next candidate built beside
     # the same run again in-process: the Ray workers' build of the chosen candidate is fetched, not redone
-    again, built, where, fetched = _compile(model, data, tmp_path / "c", ray_cache)
+    again, built, where, fetched = _compile(model, data, tmp_path / "c", ray_cache, "--resume")
     assert again == alone and built == 0 and fetched == 1
     assert where.startswith("no executor")
 

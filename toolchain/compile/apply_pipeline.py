@@ -184,7 +184,6 @@ def apply_config(
     before, after = weights_of(model.mod), weights_of(new_mod)
     with collect_build_reports() as builds:
         executable = host.build_artifact(new_mod)
-    host.run(executable, list(model.example_inputs().values()))  # it runs before anything is written
     changes = [
         LayerChange(
             name=layer.name,
@@ -198,7 +197,9 @@ def apply_config(
         or any(layer.name.startswith(s + ".") for s in config.skip)
     ]
     with atomic_dir(Path(out)) as tmp:
+        # exported before it runs (a run changes an executable's exported bytes), as compile's builds are
         export_library(executable, tmp / "model.so")
+        host.run(executable, list(model.example_inputs().values()))  # it runs before anything is in place
         config.save(tmp / "config.json")
         if tuned is not None:
             save_tuned(tmp / TUNED_WEIGHTS_FILE, tuned)
