@@ -14,17 +14,19 @@ from test_c_api import EXAMPLE, run, top5_lines
 
 from hanasc.targets import c_package
 
-PROJECT = """\
+PREAMBLE = """\
 cmake_minimum_required(VERSION 3.16)
 project(app C)
 execute_process(COMMAND python3 -m hanasc.cmake OUTPUT_VARIABLE HANASC_CMAKE_DIR
                 OUTPUT_STRIP_TRAILING_WHITESPACE)
-list(APPEND CMAKE_MODULE_PATH "${{HANASC_CMAKE_DIR}}")
+list(APPEND CMAKE_MODULE_PATH "${HANASC_CMAKE_DIR}")
 include(HanascModel)
-hanasc_add_model(classifier MODEL {model} TARGET host CONFIG config.json)
+"""  # what an application's CMakeLists.txt writes to find hanasc_add_model
+APP = """\
 add_executable(app main.c)
 target_link_libraries(app PRIVATE classifier)
 """
+PROJECT = PREAMBLE + "hanasc_add_model(classifier MODEL {model} TARGET host CONFIG config.json)\n" + APP
 
 
 def make_project(folder: Path, model: Path, model_name: str = "model.onnx") -> Path:
@@ -33,7 +35,7 @@ def make_project(folder: Path, model: Path, model_name: str = "model.onnx") -> P
         shutil.copy2(model, folder / "model.onnx")
     shutil.copy2(EXAMPLE / "main.c", folder / "main.c")
     (folder / "config.json").write_text(json.dumps({"layers": {}, "skip": []}))
-    (folder / "CMakeLists.txt").write_text(PROJECT.format(model=model_name))
+    (folder / "CMakeLists.txt").write_text(PROJECT.replace("{model}", model_name))
     return folder
 
 
@@ -80,18 +82,14 @@ def test_cmake_dir_holds_the_module_and_the_toolchain_file():
     assert {"HanascModel.cmake", "aarch64-linux-gnu.cmake"} <= {p.name for p in Path(printed).iterdir()}
 
 
-SEARCH_PROJECT = """\
-cmake_minimum_required(VERSION 3.16)
-project(app C)
-execute_process(COMMAND python3 -m hanasc.cmake OUTPUT_VARIABLE HANASC_CMAKE_DIR
-                OUTPUT_STRIP_TRAILING_WHITESPACE)
-list(APPEND CMAKE_MODULE_PATH "${HANASC_CMAKE_DIR}")
-include(HanascModel)
+SEARCH_PROJECT = (
+    PREAMBLE
+    + """\
 hanasc_add_model(classifier MODEL model.onnx TARGET a78 BUDGET 1.5x DATA calib.npz STATIC
                  ARGS --generations 2 --population 8)
-add_executable(app main.c)
-target_link_libraries(app PRIVATE classifier)
 """
+    + APP
+)
 
 
 @pytest.mark.slow  # a search (hanasc compile), its Config applied, a cross build: ~3 min on 2 loaded cores
